@@ -1,0 +1,50 @@
+# `make run` sets everything up and starts the system; `make test` sets everything up and tests it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+VENDOR := static/vendor/socket.io.min.js
+
+.PHONY: setup run test test-unit test-integration test-e2e lint bench clean
+
+setup: $(STAMP) $(VENDOR)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(VENDOR): package.json package-lock.json | $(STAMP)
+	scripts/npm ci --no-audit --no-fund
+	scripts/npm run build --silent
+
+run: setup
+	scripts/run
+
+test: setup
+	scripts/ensure-redis
+	scripts/ensure-chromium
+	$(BIN)/ruff check tasks web tests bench
+	$(BIN)/pytest
+
+test-unit: setup
+	$(BIN)/pytest tests/unit
+
+test-integration: setup
+	scripts/ensure-redis
+	$(BIN)/pytest tests/integration
+
+test-e2e: setup
+	scripts/ensure-redis
+	scripts/ensure-chromium
+	$(BIN)/pytest tests/e2e
+
+bench: setup
+	scripts/ensure-redis
+	scripts/ensure-chromium
+	$(BIN)/python -m bench.latency
+
+clean:
+	rm -rf $(VENV) node_modules static/vendor .run

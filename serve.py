@@ -1,0 +1,31 @@
+"""The web entry point: `python serve.py` serves the dashboard and runs the event listener."""
+import os  # noqa: I001 - monkey-patching must come before any other import
+if os.environ.get("ASYNC_MODE", "eventlet") == "eventlet": __import__("eventlet").monkey_patch()  # noqa: E701,E501
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from web import create_app  # noqa: E402
+from web.extensions import services, socketio  # noqa: E402
+from web.listener import Listener  # noqa: E402
+
+log = logging.getLogger("web")
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app()
+    with app.app_context():
+        dash = services()
+    listener = Listener(dash.celery_app, dash.relay.add, on_connect=dash.relay.reconcile_soon,
+                        sleep=socketio.sleep)
+    socketio.start_background_task(dash.relay.run)
+    socketio.start_background_task(listener.run)
+    host, port = app.config["HOST"], app.config["PORT"]
+    log.info("dashboard on http://%s:%s (async mode %s)", host, port, app.config["ASYNC_MODE"])
+    socketio.run(app, host=host, port=port, log_output=os.environ.get("ACCESS_LOG") == "1")
+
+
+if __name__ == "__main__":
+    main()

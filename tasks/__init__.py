@@ -1,0 +1,1 @@
+"""The worker side: Celery app, settings, progress helper, catalog and demo tasks."""

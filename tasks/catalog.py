@@ -1,0 +1,82 @@
+"""The catalog of launchable tasks: short names, titles and JSON Schemas for their parameters."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task
+from jsonschema import Draft202012Validator
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One launchable task as the dashboard lists it."""
+
+    name: str
+    title: str
+    description: str
+    params: dict[str, Any]
+    task: Task
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "task": self.task.name,
+            "params": self.params,
+        }
+
+
+CATALOG: dict[str, Entry] = {}
+
+
+def schema(**properties: dict[str, Any]) -> dict[str, Any]:
+    """A parameters schema: an object with exactly these properties, none required (all defaulted)."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+def launchable(name: str, title: str, description: str, params: dict[str, Any]) -> Callable[[Task], Task]:
+    """Add a Celery task to the catalog under `name`; apply it below `@celery_app.task`."""
+    Draft202012Validator.check_schema(params)
+
+    def register(task: Task) -> Task:
+        if name in CATALOG:
+            raise ValueError(f"catalog name {name!r} is taken")
+        CATALOG[name] = Entry(name, title, description, params, task)
+        return task
+
+    return register
+
+
+def validate(entry: Entry, params: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Check `params` against the entry's schema; return them with defaults filled, and the errors."""
+    if params is None:
+        params = {}
+    validator = Draft202012Validator(entry.params)
+    errors = [
+        {"field": _field(error), "message": error.message}
+        for error in sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    ]
+    if errors:
+        return {}, errors
+    filled = {
+        key: spec["default"]
+        for key, spec in entry.params.get("properties", {}).items()
+        if "default" in spec
+    }
+    filled.update(params)
+    return filled, []
+
+
+def _field(error: Any) -> str:
+    path = ".".join(str(part) for part in error.absolute_path)
+    if error.validator == "additionalProperties" and not path:
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return ".".join(extra) or "params"
+    return path or "params"

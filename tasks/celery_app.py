@@ -1,0 +1,30 @@
+"""The Celery application shared by the worker, Flower, the web app and any Python shell."""
+from __future__ import annotations
+
+from celery import Celery
+
+from tasks import config
+
+celery_app = Celery("tasks", include=["tasks.demo"])
+celery_app.conf.update(
+    broker_url=config.REDIS_URL,
+    result_backend=config.REDIS_URL,
+    # JSON only: nothing a client puts in Redis can make a worker unpickle code.
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_accept_content=["json"],
+    # Events on from the start, not left to Flower's periodic enable.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    task_track_started=True,
+    # Store name, args and worker beside the result so a record can be rebuilt from it.
+    result_extended=True,
+    result_expires=config.RESULT_EXPIRES,
+    # Long tasks: take one message at a time so a queued task is not stuck behind a running one.
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": 3600},
+    timezone="UTC",
+    enable_utc=True,
+)

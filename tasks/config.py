@@ -1,0 +1,48 @@
+"""Worker-side settings, read from the environment once."""
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+def redis_url(raw: str | None = None) -> str:
+    """Return the Redis URL to use, with `ssl_cert_reqs=none` added for `rediss://`.
+
+    Heroku Redis serves TLS with a self-signed certificate; plain `redis://` rejects the option.
+    """
+    url = (raw if raw is not None else os.environ.get("REDIS_URL", "")).strip() or DEFAULT_REDIS_URL
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return url
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("ssl_cert_reqs", "none")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be an integer, got {value!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a number, got {value!r}") from exc
+
+
+REDIS_URL = redis_url()
+# Seconds between two progress reports of one task; the final value is always sent.
+PROGRESS_INTERVAL = _float("PROGRESS_INTERVAL", 0.1)
+# How long results stay in the backend (seconds).
+RESULT_EXPIRES = _int("RESULT_EXPIRES", 7 * 24 * 3600)

@@ -1,0 +1,22 @@
+"""Flower entry point: refuses to serve beyond loopback without basic-auth credentials."""
+from __future__ import annotations
+
+import os
+import sys
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def main() -> None:
+    address = os.environ.get("FLOWER_ADDRESS", "")
+    credentials = os.environ.get("FLOWER_BASIC_AUTH", "")
+    if not credentials and address not in LOOPBACK:
+        sys.exit("flower: set FLOWER_BASIC_AUTH=user:password (or FLOWER_ADDRESS=127.0.0.1); "
+                 "Flower's control endpoints must not be open")
+    port = os.environ.get("FLOWER_PORT", "5555")
+    # Flower reads FLOWER_BASIC_AUTH and FLOWER_ADDRESS from the environment itself.
+    os.execvp("celery", ["celery", "-A", "tasks.celery_app", "flower", f"--port={port}"])
+
+
+if __name__ == "__main__":
+    main()

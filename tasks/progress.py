@@ -1,0 +1,69 @@
+"""Progress reporting for task authors, throttled before it touches the network."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task
+
+from tasks import config
+
+PROGRESS = "PROGRESS"
+MAX_MESSAGE = 500
+
+
+class Throttle:
+    """Decides which progress calls are sent: at most one per interval, and always the last."""
+
+    __slots__ = ("interval", "clock", "next_at", "sent")
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.next_at = 0.0
+        self.sent = 0
+
+    def due(self, current: float, total: float) -> bool:
+        """True when this call should be sent; the final value (current >= total) always is."""
+        now = self.clock()
+        if now < self.next_at and current < total:
+            return False
+        self.next_at = now + self.interval
+        self.sent += 1
+        return True
+
+
+def progress_meta(current: float, total: float, message: str = "") -> dict[str, Any]:
+    """The progress object as the dashboard shows it."""
+    percent = round(100.0 * current / total, 1) if total else 0.0
+    return {
+        "current": current,
+        "total": total,
+        "percent": max(0.0, min(100.0, percent)),
+        "message": str(message)[:MAX_MESSAGE],
+    }
+
+
+def send_progress(task: Task, meta: dict[str, Any]) -> None:
+    """Push a `task-progress` event for the live view and store the state for later readers."""
+    if task.request.id is None:  # called directly, not as a Celery task
+        return
+    task.send_event("task-progress", progress=meta, sent=time.time())
+    task.update_state(state=PROGRESS, meta=meta)
+
+
+def progress(task: Task, current: float, total: float, message: str = "") -> bool:
+    """Report `current` of `total` from inside a bound task; cheap enough for a tight loop.
+
+    Returns True when the report was sent, False when the throttle skipped it.
+    """
+    request = task.request
+    throttle = getattr(request, "_progress_throttle", None)
+    if throttle is None:
+        throttle = Throttle(config.PROGRESS_INTERVAL)
+        request._progress_throttle = throttle
+    if not throttle.due(current, total):
+        return False
+    send_progress(task, progress_meta(current, total, message))
+    return True

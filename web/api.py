@@ -1,0 +1,116 @@
+"""The REST API: the catalog, launching, listing, reading and cancelling tasks."""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from flask import Blueprint, jsonify, request, url_for
+
+from tasks.catalog import CATALOG, validate
+from web import records
+from web.errors import ApiError
+from web.extensions import services
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+STATES = sorted(set(records.RANK) | records.TERMINAL)
+MAX_LIMIT = 500
+
+
+@bp.get("/catalog")
+def catalog() -> Any:
+    return jsonify({"tasks": [entry.public() for entry in CATALOG.values()]})
+
+
+def _json_object() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
+
+
+@bp.post("/tasks")
+def launch() -> Any:
+    body = _json_object()
+    unknown = sorted(set(body) - {"task", "params"})
+    if unknown:
+        raise ApiError(422, "unknown fields", [{"field": f, "message": "not allowed"} for f in unknown])
+    name = body.get("task")
+    if not isinstance(name, str) or not name:
+        raise ApiError(422, "task is required", [{"field": "task", "message": "must be a catalog name"}])
+    entry = CATALOG.get(name)
+    if entry is None:
+        raise ApiError(404, f"unknown task {name[:100]!r}", [{"field": "task", "message": "not in the catalog"}])
+    params, errors = validate(entry, body.get("params"))
+    if errors:
+        for error in errors:
+            error["field"] = f"params.{error['field']}" if error["field"] != "params" else "params"
+        raise ApiError(422, "invalid parameters", errors)
+
+    task_id = str(uuid.uuid4())
+    entry.task.apply_async(kwargs=params, task_id=task_id)
+    now = records.iso(time.time())
+    dash = services()
+    changed = dash.store.merge({task_id: {"id": task_id, "name": entry.task.name, "state": "PENDING",
+                                          "created": now, "updated": now}})
+    record = changed[0] if changed else dash.store.get(task_id)
+    dash.relay.announce(record)
+    response = jsonify(record)
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.get_task", task_id=task_id)
+    return response
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ApiError(422, f"{name} must be an integer from {low} to {high}",
+                       [{"field": name, "message": f"must be an integer from {low} to {high}"}])
+    return value
+
+
+@bp.get("/tasks")
+def list_tasks() -> Any:
+    limit = _int_arg("limit", 50, 1, MAX_LIMIT)
+    state = request.args.get("state") or None
+    if state is not None and state.upper() not in STATES:
+        raise ApiError(422, "unknown state", [{"field": "state", "message": f"one of {', '.join(STATES)}"}])
+    return jsonify({"tasks": services().store.recent(limit, state.upper() if state else None)})
+
+
+def find(task_id: str) -> dict[str, Any]:
+    """The task's object from the index, else rebuilt from the result backend, else 404."""
+    dash = services()
+    record = dash.store.get(task_id) if len(task_id) <= 200 else None
+    if record is None and len(task_id) <= 200:
+        update = records.from_meta(task_id, dash.relay.read_results([task_id]).get(task_id))
+        if update:
+            record = records.new_record(task_id)
+            records.merge(record, update)
+    if record is None:
+        raise ApiError(404, "unknown task id")
+    return record
+
+
+@bp.get("/tasks/<task_id>")
+def get_task(task_id: str) -> Any:
+    return jsonify(find(task_id))
+
+
+@bp.post("/tasks/<task_id>/cancel")
+def cancel(task_id: str) -> Any:
+    record = find(task_id)
+    if records.is_terminal(record):
+        raise ApiError(409, f"task already ended {record['state']}")
+    # SIGTERM ends a running task's pool process; a queued one is dropped when a worker meets it.
+    services().celery_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+    response = jsonify(record)
+    response.status_code = 202
+    return response
