@@ -140,6 +140,7 @@ function buildRow(task) {
   const row = el("tr", { "data-task-id": task.id });
   const name = el("td", { class: "name" });
   name.append(el("span", { class: "title" }), el("code", { class: "id" }, task.id.slice(0, 8)));
+  if (task.parent) name.append(el("span", { class: "parent" }, `child of ${task.parent.slice(0, 8)}`));
   const state = el("td", { class: "state" });
   state.append(el("span", { class: "badge" }));
   const progressCell = el("td", { class: "progress" });

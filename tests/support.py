@@ -1,0 +1,130 @@
+"""Starts the real parts for integration, end-to-end and benchmark runs: Redis, a worker, the web."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check: Callable[[], object], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> object:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - polling until it works
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what or check!r}: {last_error!r}")
+
+
+class Process:
+    """A child process with its output in a log file; stopped by its own pid."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        self.log.close()
+
+
+class Stack:
+    """A private Redis on a free port, a Celery worker and one or more web processes."""
+
+    def __init__(self, logdir: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="dashboard-stack-"))
+        self.logdir = logdir or self.dir
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.redis_port = free_port()
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.env = dict(os.environ, REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1",
+                        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {}))
+        self.processes: list[Process] = []
+        self.redis: Process | None = None
+        self.worker: Process | None = None
+        self.webs: list[tuple[Process, str]] = []
+
+    def start_redis(self) -> Process:
+        self.redis = Process("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                                       "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+                             self.env, self.logdir)
+        self.processes.append(self.redis)
+        import redis
+
+        client = redis.Redis(port=self.redis_port)
+        wait_for(client.ping, 10, what="redis-server")
+        return self.redis
+
+    def start_worker(self, concurrency: int = 4, name: str = "worker") -> Process:
+        proc = Process(name, [str(BIN / "celery"), "-A", "tasks.celery_app", "worker", "--loglevel=INFO",
+                              f"--concurrency={concurrency}", "-n", f"{name}@%h", "--without-mingle",
+                              "--without-gossip"], self.env, self.logdir)
+        self.processes.append(proc)
+        wait_for(lambda: "ready." in proc.output(), 60, what=f"celery {name} ready")
+        self.worker = self.worker or proc
+        return proc
+
+    def start_web(self, port: int | None = None, env: dict[str, str] | None = None) -> str:
+        port = port or free_port()
+        proc_env = dict(self.env, PORT=str(port), HOST="127.0.0.1", **(env or {}))
+        proc = Process(f"web-{port}", [str(BIN / "python"), "serve.py"], proc_env, self.logdir)
+        self.processes.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: requests.get(f"{url}/healthz", timeout=2).status_code == 200, 30, what="web /healthz")
+        wait_for(lambda: "listening for Celery events" in proc.output(), 30, what="web listener")
+        self.webs.append((proc, url))
+        return url
+
+    @property
+    def url(self) -> str:
+        return self.webs[0][1]
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop(signal.SIGQUIT if proc.name.startswith("worker") else signal.SIGTERM)
+        shutil.rmtree(self.dir, ignore_errors=True)
