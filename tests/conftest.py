@@ -1,8 +1,8 @@
 """Fixtures shared by the integration and end-to-end tests: one real stack per session."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -1,0 +1,67 @@
+"""Unit-test fixtures: the app on an in-memory Redis, with Celery's network calls replaced."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+
+from web import create_app
+
+
+class FakeResults:
+    """Stands in for the result backend: task id -> backend metadata."""
+
+    def __init__(self) -> None:
+        self.metas: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {i: self.metas[i] for i in task_ids if i in self.metas}
+
+
+@pytest.fixture
+def redis_server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def results() -> FakeResults:
+    return FakeResults()
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Records apply_async and revoke calls instead of sending them to a broker."""
+    from celery.app.task import Task
+
+    from tasks.celery_app import celery_app
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(Task, "apply_async",
+                        lambda self, args=None, kwargs=None, **opts: calls.append(
+                            {"task": self.name, "kwargs": kwargs, **opts}))
+    monkeypatch.setattr(celery_app.control, "revoke",
+                        lambda task_id, **opts: calls.append({"revoke": task_id, **opts}))
+    return calls
+
+
+@pytest.fixture
+def app(redis_server: fakeredis.FakeServer, results: FakeResults, sent: list) -> Iterator[Any]:
+    app = create_app({
+        "TESTING": True,
+        "ASYNC_MODE": "threading",
+        "REDIS_CLIENT": fakeredis.FakeRedis(server=redis_server),
+        "READ_RESULTS": results,
+    })
+    yield app
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def dash(app: Any) -> Any:
+    return app.extensions["dashboard"]

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+import tasks.demo  # noqa: F401 - fills the catalog
+from tasks.catalog import CATALOG, validate
+
+DEMOS = {"steps", "primes", "fail", "flaky", "long", "fanout"}
+
+
+def test_catalog_lists_the_demo_tasks_under_their_module_paths() -> None:
+    assert DEMOS <= set(CATALOG)
+    for name, entry in CATALOG.items():
+        assert entry.task.name.startswith("tasks."), name
+        assert entry.title and entry.description
+
+
+@pytest.mark.parametrize("name", sorted(DEMOS))
+def test_every_parameter_is_bounded_and_defaulted(name: str) -> None:
+    schema = CATALOG[name].params
+    assert schema["additionalProperties"] is False
+    for field, spec in schema["properties"].items():
+        assert "default" in spec, field
+        if spec["type"] in ("integer", "number"):
+            assert "minimum" in spec and "maximum" in spec, field
+        if spec["type"] == "string":
+            assert "maxLength" in spec, field
+
+
+def test_defaults_fill_missing_parameters() -> None:
+    params, errors = validate(CATALOG["steps"], {"steps": 3})
+    assert errors == []
+    assert params == {"steps": 3, "delay": 0.5}
+
+
+def test_no_params_means_all_defaults() -> None:
+    params, errors = validate(CATALOG["steps"], None)
+    assert errors == [] and params == {"steps": 10, "delay": 0.5}
+
+
+def test_errors_name_the_offending_fields() -> None:
+    _, errors = validate(CATALOG["steps"], {"steps": 0, "delay": "slow"})
+    assert {e["field"] for e in errors} == {"steps", "delay"}
+    assert all(e["message"] for e in errors)
+
+
+def test_unknown_parameters_are_rejected_by_name() -> None:
+    _, errors = validate(CATALOG["steps"], {"steps": 2, "rm_rf": True})
+    assert errors == [{"field": "rm_rf", "message": errors[0]["message"]}]
+
+
+def test_params_must_be_an_object() -> None:
+    _, errors = validate(CATALOG["steps"], [1, 2])
+    assert errors[0]["field"] == "params"
+
+
+def test_string_length_is_bounded() -> None:
+    _, errors = validate(CATALOG["fail"], {"message": "x" * 201})
+    assert errors[0]["field"] == "message"

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import pytest
+
+from web import records
+from web.relay import Relay
+from web.store import TaskStore
+
+
+class Emits(list):
+    def __call__(self, batch: list[dict[str, Any]]) -> None:
+        self.append(batch)
+
+
+@pytest.fixture
+def emits() -> Emits:
+    return Emits()
+
+
+@pytest.fixture
+def metas() -> dict[str, dict[str, Any]]:
+    return {}
+
+
+@pytest.fixture
+def relay(emits: Emits, metas: dict) -> Relay:
+    store = TaskStore(fakeredis.FakeRedis())
+    return Relay(store, lambda ids: {i: metas[i] for i in ids if i in metas}, emits)
+
+
+def prog(task_id: str, current: int, total: int = 100) -> dict[str, Any]:
+    return {"id": task_id, "state": "PROGRESS", "updated": records.iso(float(current)),
+            "progress": {"current": current, "total": total, "percent": current * 100 / total, "message": ""}}
+
+
+def test_many_updates_in_one_tick_make_one_batch_with_one_object_per_task(relay: Relay, emits: Emits) -> None:
+    for step in range(1, 251):
+        relay.add(prog("a", step, 250))
+        relay.add(prog("b", step, 250))
+    relay.flush()
+    assert len(emits) == 1
+    batch = emits[0]
+    assert sorted(r["id"] for r in batch) == ["a", "b"]
+    assert all(r["progress"]["current"] == 250 for r in batch)  # newest wins
+
+
+def test_terminal_state_is_never_dropped_by_later_progress(relay: Relay, emits: Emits) -> None:
+    relay.add(prog("a", 10))
+    relay.add({"id": "a", "state": "SUCCESS", "fetch": True})
+    relay.add(prog("a", 11))
+    relay.flush()
+    assert emits[0][0]["state"] == "SUCCESS"
+
+
+def test_state_never_goes_back_across_ticks(relay: Relay, emits: Emits) -> None:
+    relay.add({"id": "a", "state": "SUCCESS"})
+    relay.flush()
+    relay.add({"id": "a", "state": "STARTED"})
+    relay.add(prog("a", 3))
+    assert relay.flush() == []
+    assert relay.store.get("a")["state"] == "SUCCESS"
+
+
+def test_results_and_tracebacks_come_from_the_backend(relay: Relay, emits: Emits, metas: dict) -> None:
+    metas["a"] = {"status": "SUCCESS", "result": {"count": 17984}}
+    metas["b"] = {"status": "FAILURE", "traceback": "Traceback (most recent call last): ...",
+                  "result": {"exc_type": "ValueError", "exc_message": ["the real message"]}}
+    relay.add({"id": "a", "state": "SUCCESS", "fetch": True})
+    relay.add(records.from_event({"type": "task-failed", "uuid": "b", "exception": "ValueError('trunc…')"}))
+    batch = {r["id"]: r for r in relay.flush()}
+    assert batch["a"]["result"] == {"count": 17984}
+    assert batch["b"]["error"]["message"] == "the real message"
+    assert batch["b"]["error"]["traceback"].startswith("Traceback")
+
+
+def test_nothing_changed_means_nothing_sent(relay: Relay, emits: Emits) -> None:
+    relay.add(prog("a", 5))
+    relay.flush()
+    relay.add(prog("a", 5))
+    relay.flush()
+    assert len(emits) == 1
+
+
+def test_updates_survive_a_failed_flush(relay: Relay, emits: Emits, monkeypatch: pytest.MonkeyPatch) -> None:
+    relay.add(prog("a", 5))
+    relay.add({"id": "b", "state": "SUCCESS"})
+
+    def down(updates: Any) -> Any:
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(relay.store, "merge", down)
+    with pytest.raises(ConnectionError):
+        relay.flush()
+    monkeypatch.undo()
+    batch = relay.flush()
+    assert {r["id"]: r["state"] for r in batch} == {"a": "PROGRESS", "b": "SUCCESS"}
+
+
+def test_announced_launch_goes_out_in_the_next_batch(relay: Relay, emits: Emits) -> None:
+    record = relay.store.merge({"x": {"id": "x", "state": "PENDING", "name": "n"}})[0]
+    relay.announce(record)
+    assert relay.flush() == [record]
+
+
+def test_reconcile_takes_missed_endings_from_the_backend(relay: Relay, metas: dict) -> None:
+    relay.store.merge({"a": {"id": "a", "state": "STARTED"}, "b": {"id": "b", "state": "PENDING"}})
+    metas["a"] = {"status": "SUCCESS", "result": 42}
+    assert relay.reconcile() == 1
+    relay.flush()
+    assert relay.store.get("a")["result"] == 42
+    assert relay.store.active_ids() == ["b"]
+
+
+def test_a_lone_update_wakes_the_loop_at_once(relay: Relay) -> None:
+    assert not relay.wake.is_set()
+    relay.add(prog("a", 1))
+    assert relay.wake.is_set()

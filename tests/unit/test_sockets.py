@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Any
+
+from web.extensions import socketio
+
+
+def received(client: Any, name: str) -> list[dict[str, Any]]:
+    return [m["args"][0] for m in client.get_received() if m["name"] == name]
+
+
+def test_connect_gets_a_snapshot_newest_first(app: Any, client: Any) -> None:
+    first = client.post("/api/tasks", json={"task": "steps"}).get_json()
+    second = client.post("/api/tasks", json={"task": "fail"}).get_json()
+    sio = socketio.test_client(app)
+    snapshots = received(sio, "snapshot")
+    assert [t["id"] for t in snapshots[0]["tasks"]] == [second["id"], first["id"]]
+
+
+def test_flushed_batches_reach_every_connected_client(app: Any, dash: Any) -> None:
+    one, two = socketio.test_client(app), socketio.test_client(app)
+    one.get_received(), two.get_received()
+    for step in range(1, 6):
+        dash.relay.add({"id": "t1", "state": "PROGRESS",
+                        "progress": {"current": step, "total": 5, "percent": step * 20.0, "message": ""}})
+    dash.relay.flush()
+    for sio in (one, two):
+        batches = received(sio, "tasks")
+        assert len(batches) == 1
+        assert [(t["id"], t["progress"]["current"]) for t in batches[0]["tasks"]] == [("t1", 5)]
+
+
+def test_a_reconnect_gets_a_fresh_snapshot(app: Any, dash: Any) -> None:
+    sio = socketio.test_client(app)
+    sio.disconnect()
+    dash.relay.add({"id": "t9", "state": "SUCCESS", "name": "tasks.demo.steps"})
+    dash.relay.flush()
+    sio.connect()
+    snapshots = received(sio, "snapshot")
+    assert len(snapshots) == 2  # one per connect
+    tasks = snapshots[-1]["tasks"]
+    assert [(t["id"], t["state"]) for t in tasks] == [("t9", "SUCCESS")]
+
+
+def test_snapshot_when_redis_is_down_is_an_error_not_a_crash(app: Any, redis_server: Any) -> None:
+    redis_server.connected = False
+    sio = socketio.test_client(app)
+    assert sio.is_connected()
+    assert received(sio, "snapshot_error")[0]["error"]
