@@ -20,18 +20,18 @@ class Relay:
     """Between the listener (and the API) and the browsers.
 
     `add` costs one dict merge; `flush` does the I/O: one read and one write to Redis, one read of
-    the result backend for tasks that just ended, one emit. The loop flushes at once after a quiet
-    spell and at most once per `interval` under load.
+    the result backend for tasks that just ended, one emit.
     """
 
     def __init__(self, store: TaskStore, read_results: ReadResults, emit: Emit,
-                 interval: float = 0.1, reconcile_every: float = 10.0,
+                 interval: float = 0.1, reconcile_every: float = 10.0, burst: int = 3,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.store = store
         self.read_results = read_results
         self.emit = emit
         self.interval = interval
+        self.burst = burst
         self.reconcile_every = reconcile_every
         self.clock = clock
         self.sleep = sleep
@@ -112,12 +112,28 @@ class Relay:
         return list(batch.values())
 
     def run(self) -> None:
-        """Flush forever: immediately when woken after a quiet spell, then at most once per tick."""
+        """Flush forever: at once when woken after a quiet spell, at most once per tick under load.
+
+        A token bucket (`burst` tokens, one more per `interval`) lets the few updates that follow
+        each other at idle (received, started, first progress) go out without waiting for a tick,
+        while a storm settles into one batch per `interval`.
+        """
         self.running = True
         backoff = self.interval
+        tokens, last = float(self.burst), self.clock()
         while self.running:
-            self.wake.wait(timeout=min(1.0, max(0.0, self.next_reconcile - self.clock())))
+            woke = self.wake.wait(timeout=min(1.0, max(0.0, self.next_reconcile - self.clock())))
+            if not self.running:
+                break
             self.wake.clear()
+            if not woke and self.clock() < self.next_reconcile:
+                continue
+            now = self.clock()
+            tokens, last = min(self.burst, tokens + (now - last) / self.interval), now
+            if tokens < 1:
+                self.sleep((1 - tokens) * self.interval)
+                tokens, last = 1.0, self.clock()
+            tokens -= 1
             try:
                 if self.clock() >= self.next_reconcile:
                     self.next_reconcile = self.clock() + self.reconcile_every
@@ -128,8 +144,6 @@ class Relay:
                 log.exception("relay flush failed; retrying in %.1f s", backoff)
                 self.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-                continue
-            self.sleep(self.interval)
 
     def stop(self) -> None:
         self.running = False

@@ -118,3 +118,71 @@ def test_a_lone_update_wakes_the_loop_at_once(relay: Relay) -> None:
     assert not relay.wake.is_set()
     relay.add(prog("a", 1))
     assert relay.wake.is_set()
+
+
+class LoopClock:
+    """A fake clock and wake-up event for the relay loop: updates arrive at given times, sleeping
+    advances the clock and delivers what arrived meanwhile."""
+
+    def __init__(self, relay: Relay, arrivals: list[tuple[float, dict[str, Any]]]) -> None:
+        self.now, self.relay, self.arrivals, self.woken = 0.0, relay, sorted(arrivals, key=lambda a: a[0]), False
+        self.flushes: list[float] = []
+        relay.clock, relay.sleep = self.clock, self.sleep
+        relay.next_reconcile = float("inf")
+        relay.wake = self  # type: ignore[assignment]
+        real_flush = relay.flush
+
+        def flush() -> list[dict[str, Any]]:
+            self.flushes.append(round(self.now, 6))
+            return real_flush()
+
+        relay.flush = flush  # type: ignore[method-assign]
+
+    def deliver(self) -> None:
+        while self.arrivals and self.arrivals[0][0] <= self.now + 1e-9:
+            self.relay.add(self.arrivals.pop(0)[1])
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.deliver()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.woken:
+            if not self.arrivals:
+                self.relay.stop()
+                return False
+            self.now = max(self.now, self.arrivals[0][0])
+            self.deliver()
+        return True
+
+    def set(self) -> None:
+        self.woken = True
+
+    def clear(self) -> None:
+        self.woken = False
+
+
+def test_under_a_storm_the_loop_sends_one_batch_per_tick(relay: Relay, emits: Emits) -> None:
+    # Three tasks, 3,000 updates a second for two seconds.
+    arrivals = [(i / 1000, prog(task, i + 1, 10_000)) for i in range(2000) for task in "abc"]
+    loop = LoopClock(relay, arrivals)
+    relay.run()
+    assert loop.now >= 1.999
+    ticks = 2.0 / relay.interval
+    assert ticks <= len(emits) <= ticks + relay.burst + 1
+    assert all(len(batch) <= 3 for batch in emits)  # one object per task per batch
+    gaps = [b - a for a, b in zip(loop.flushes[relay.burst:], loop.flushes[relay.burst + 1:], strict=False)]
+    assert min(gaps) >= relay.interval - 1e-6  # after the burst, never more than one per tick
+
+
+def test_at_idle_each_update_goes_out_at_once(relay: Relay, emits: Emits) -> None:
+    # received, started and first progress 10 ms apart: no waiting for a tick.
+    arrivals = [(0.01, {"id": "a", "state": "RECEIVED"}), (0.02, {"id": "a", "state": "STARTED"}),
+                (0.03, prog("a", 1))]
+    loop = LoopClock(relay, arrivals)
+    relay.run()
+    assert loop.flushes == [0.01, 0.02, 0.03]
+    assert [batch[0]["state"] for batch in emits] == ["RECEIVED", "STARTED", "PROGRESS"]
