@@ -1,0 +1,181 @@
+"""Integration helpers: a REST client for the running stack and recording Socket.IO clients."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import pytest
+import requests
+import socketio
+
+from tests.support import Stack, wait_for
+
+# Generous: the machine is small and shared, so tasks may run slower than they would alone.
+TIMEOUT = 60.0
+TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+RUNNING = frozenset({"STARTED", "PROGRESS"})
+# The order the contract promises never to go back on; RETRY may come and go at any point.
+RANK = {"PENDING": 0, "RECEIVED": 1, "STARTED": 2, "PROGRESS": 3, "SUCCESS": 4, "FAILURE": 4, "REVOKED": 4}
+TASK_FIELDS = {"id", "name", "state", "progress", "result", "error", "created", "started", "finished",
+               "worker", "parent"}
+
+
+def created_at(task: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(task["created"])
+
+
+def backwards_steps(states: list[str]) -> list[tuple[str, str]]:
+    """The consecutive pairs of `states` that go back (RETRY excepted); a terminal state is final."""
+    bad = []
+    for old, new in zip(states, states[1:], strict=False):
+        if old in TERMINAL:
+            if new != old:
+                bad.append((old, new))
+        elif "RETRY" in (old, new):
+            continue
+        elif RANK[new] < RANK[old]:
+            bad.append((old, new))
+    return bad
+
+
+class Api:
+    """The REST API of one web process, as a script would call it."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.http = requests.Session()
+
+    def url(self, path: str) -> str:
+        return urljoin(self.base, path)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.http.get(self.url(path), timeout=10, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.http.post(self.url(path), timeout=10, **kwargs)
+
+    def launch(self, task: str, **params: Any) -> dict[str, Any]:
+        """POST /api/tasks; check the 202, the task object and its Location; return the object."""
+        response = self.post("/api/tasks", json={"task": task, "params": params})
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert TASK_FIELDS <= set(body), f"task object lacks {TASK_FIELDS - set(body)}"
+        assert body["state"] in ("PENDING", "RECEIVED", "STARTED", "PROGRESS"), body
+        location = response.headers.get("Location")
+        assert location, "202 without a Location header"
+        at = self.http.get(self.url(location), timeout=10)
+        assert at.status_code == 200, (location, at.text)
+        assert at.json()["id"] == body["id"]
+        return body
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        response = self.get(f"/api/tasks/{task_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def tasks(self, **query: Any) -> list[dict[str, Any]]:
+        response = self.get("/api/tasks", params=query)
+        assert response.status_code == 200, response.text
+        return response.json()["tasks"]
+
+    def wait(self, task_id: str, accept: Callable[[dict[str, Any]], bool] = lambda t: t["state"] in TERMINAL,
+             what: str = "", timeout: float = TIMEOUT, seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Poll GET /api/tasks/<id> until `accept` holds; every object read goes into `seen`."""
+
+        def check() -> dict[str, Any] | None:
+            task = self.task(task_id)
+            if seen is not None:
+                seen.append(task)
+            return task if accept(task) else None
+
+        return wait_for(check, timeout, interval=0.05, what=what or f"task {task_id} to end")
+
+
+class Feed:
+    """A python-socketio client that records every `snapshot` and `tasks` message, in order."""
+
+    def __init__(self, url: str) -> None:
+        self.lock = threading.Lock()
+        self.messages: list[tuple[str, list[dict[str, Any]]]] = []
+        self.client = socketio.Client(reconnection=False)
+        self.client.on("snapshot", lambda data: self._record("snapshot", data))
+        self.client.on("tasks", lambda data: self._record("tasks", data))
+        self.client.connect(url, transports=["websocket"], wait_timeout=20)
+
+    def _record(self, event: str, data: dict[str, Any]) -> None:
+        with self.lock:
+            self.messages.append((event, list(data["tasks"])))
+
+    def recorded(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        with self.lock:
+            return list(self.messages)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The first message, which must be the snapshot."""
+        wait_for(self.recorded, 20, what="a first Socket.IO message")
+        event, tasks = self.recorded()[0]
+        assert event == "snapshot", f"first message was {event!r}, not the snapshot"
+        return tasks
+
+    def batches(self) -> list[list[dict[str, Any]]]:
+        return [tasks for event, tasks in self.recorded() if event == "tasks"]
+
+    def history(self, task_id: str) -> list[dict[str, Any]]:
+        """Every object this client received for one task, snapshot included, in order."""
+        return [task for _, tasks in self.recorded() for task in tasks if task["id"] == task_id]
+
+    def states(self, task_id: str) -> list[str]:
+        return [task["state"] for task in self.history(task_id)]
+
+    def latest(self, task_id: str) -> dict[str, Any] | None:
+        history = self.history(task_id)
+        return history[-1] if history else None
+
+    def wait(self, task_id: str, accept: Callable[[dict[str, Any]], bool] = lambda t: t["state"] in TERMINAL,
+             what: str = "", timeout: float = TIMEOUT) -> dict[str, Any]:
+        """Wait until the last object received for `task_id` satisfies `accept`."""
+
+        def check() -> dict[str, Any] | None:
+            task = self.latest(task_id)
+            return task if task is not None and accept(task) else None
+
+        return wait_for(check, timeout, interval=0.05, what=what or f"Socket.IO: task {task_id} to end")
+
+    def check_contract(self) -> None:
+        """What every client must be able to rely on: one object per task per batch, no going back."""
+        for number, batch in enumerate(self.batches()):
+            ids = [task["id"] for task in batch]
+            assert len(ids) == len(set(ids)), f"batch {number} repeats a task: {ids}"
+            for task in batch:
+                assert TASK_FIELDS <= set(task), f"pushed object lacks {TASK_FIELDS - set(task)}"
+        seen = {task["id"] for _, tasks in self.recorded() for task in tasks}
+        for task_id in seen:
+            states = self.states(task_id)
+            assert not backwards_steps(states), f"task {task_id} went back: {states}"
+
+    def close(self) -> None:
+        if self.client.connected:
+            self.client.disconnect()
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack) -> Api:
+    return Api(stack.url)
+
+
+@pytest.fixture
+def connect(stack: Stack) -> Iterator[Callable[[], Feed]]:
+    """Connect recording Socket.IO clients to the web server; all are disconnected afterwards."""
+    feeds: list[Feed] = []
+
+    def open_feed() -> Feed:
+        feed = Feed(stack.url)
+        feeds.append(feed)
+        return feed
+
+    yield open_feed
+    for feed in feeds:
+        feed.close()
