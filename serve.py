@@ -18,8 +18,8 @@ def main() -> None:
     app = create_app()
     with app.app_context():
         dash = services()
-    listener = Listener(dash.celery_app, dash.relay.add, on_connect=dash.relay.reconcile_soon,
-                        sleep=socketio.sleep)
+    listener = Listener(dash.celery_app, dash.relay.add, on_connect=dash.relay.listener_connected,
+                        on_worker=dash.relay.worker_event, sleep=socketio.sleep)
     socketio.start_background_task(dash.relay.run)
     socketio.start_background_task(listener.run)
     host, port = app.config["HOST"], app.config["PORT"]

@@ -3,7 +3,7 @@
 "use strict";
 
 const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
-const RANK = { PENDING: 0, RECEIVED: 1, STARTED: 2, RETRY: 2, PROGRESS: 3 };
+const PHASE = { PENDING: 0, RECEIVED: 1, STARTED: 2, PROGRESS: 3, RETRY: 4 };
 const LABELS = {
   PENDING: "queued", RECEIVED: "received", STARTED: "started", PROGRESS: "running",
   RETRY: "retrying", SUCCESS: "succeeded", FAILURE: "failed", REVOKED: "cancelled",
@@ -20,17 +20,19 @@ function el(tag, attrs = {}, text) {
   return node;
 }
 
-// Same rules as the server (web/records.py): terminal is final, no going backwards.
+// Same rules as the server (web/records.py): a task's place in its life never moves back.
+function order(task) {
+  if (TERMINAL.has(task.state)) return [1, 0, 0, 0];
+  const current = task.state === "PROGRESS" && task.progress ? task.progress.current || 0 : 0;
+  return [0, task.retries || 0, PHASE[task.state] ?? 0, current];
+}
+
 function accepts(old, next) {
   if (!old) return true;
   if (TERMINAL.has(old.state)) return false;
-  if (TERMINAL.has(next.state) || old.state === "RETRY") return true;
-  if (next.state === "RETRY") return RANK[old.state] >= RANK.STARTED;
-  if (next.state === "PROGRESS" && old.state === "PROGRESS") {
-    const a = old.progress || {}, b = next.progress || {};
-    return (b.current || 0) >= (a.current || 0) || b.total !== a.total;
-  }
-  return (RANK[next.state] ?? 0) >= (RANK[old.state] ?? 0);
+  const [a, b] = [order(old), order(next)];
+  for (let i = 0; i < a.length; i += 1) if (a[i] !== b[i]) return b[i] > a[i];
+  return true;
 }
 
 function upsert(task) {

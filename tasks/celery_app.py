@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from tasks import config
+from tasks import config, index  # noqa: F401 - index registers every published task
 
 celery_app = Celery("tasks", include=["tasks.demo"])
 celery_app.conf.update(
@@ -24,6 +24,11 @@ celery_app.conf.update(
     # Long tasks: take one message at a time so a queued task is not stuck behind a running one.
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
+    # A launch while Redis is down fails within seconds instead of hanging.
+    broker_connection_timeout=3,
+    task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+    redis_socket_connect_timeout=3,
+    redis_socket_timeout=10,
     broker_transport_options={"visibility_timeout": 3600},
     timezone="UTC",
     enable_utc=True,

@@ -49,7 +49,7 @@ def send_progress(task: Task, meta: dict[str, Any]) -> None:
     """Push a `task-progress` event for the live view and store the state for later readers."""
     if task.request.id is None:  # called directly, not as a Celery task
         return
-    task.send_event("task-progress", progress=meta, sent=time.time())
+    task.send_event("task-progress", progress=meta, sent=time.time(), retries=task.request.retries or 0)
     task.update_state(state=PROGRESS, meta=meta)
 
 

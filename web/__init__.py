@@ -27,10 +27,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                       ping_interval=app.config["PING_INTERVAL"], ping_timeout=20)
     client = app.config.get("REDIS_CLIENT") or redis.Redis.from_url(
         app.config["REDIS_URL"], socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
-    store = TaskStore(client, app.config["HISTORY_LIMIT"])
+    store = TaskStore(client, app.config["HISTORY_LIMIT"], app.config["HISTORY_DAYS"] * 86400)
     relay = Relay(store, app.config.get("READ_RESULTS") or backend_reader(celery_app.backend),
                   sockets.push, interval=app.config["PUSH_INTERVAL"],
-                  reconcile_every=app.config["RECONCILE_INTERVAL"], sleep=socketio.sleep)
+                  reconcile_every=app.config["RECONCILE_INTERVAL"], worker_timeout=app.config["WORKER_TIMEOUT"],
+                  sleep=socketio.sleep)
     app.extensions["dashboard"] = Services(store, relay, celery_app)
 
     errors.register(app)

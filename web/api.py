@@ -14,7 +14,7 @@ from web.extensions import services
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-STATES = sorted(set(records.RANK) | records.TERMINAL)
+STATES = sorted(set(records.PHASE) | records.TERMINAL)
 MAX_LIMIT = 500
 
 

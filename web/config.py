@@ -36,12 +36,16 @@ def from_env() -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": task_config._int("MAX_CONTENT_LENGTH", 64 * 1024),
         # How many tasks the index in Redis keeps (newest first).
         "HISTORY_LIMIT": task_config._int("HISTORY_LIMIT", 10_000),
+        # How long the index keeps a task (days).
+        "HISTORY_DAYS": task_config._float("HISTORY_DAYS", 7.0),
+        # Seconds without a heartbeat after which a worker's running tasks are shown as lost.
+        "WORKER_TIMEOUT": task_config._float("WORKER_TIMEOUT", 10.0),
         # How many tasks a page load or a Socket.IO connect receives at once.
         "SNAPSHOT_LIMIT": task_config._int("SNAPSHOT_LIMIT", 200),
         # Seconds between two pushed batches under load.
         "PUSH_INTERVAL": task_config._float("PUSH_INTERVAL", 0.1),
         # Seconds between two checks of unfinished tasks against the result backend.
-        "RECONCILE_INTERVAL": task_config._float("RECONCILE_INTERVAL", 10.0),
+        "RECONCILE_INTERVAL": task_config._float("RECONCILE_INTERVAL", 5.0),
         # Socket.IO ping interval (s): well below Heroku's 55 s idle cut-off.
         "PING_INTERVAL": task_config._int("PING_INTERVAL", 20),
         "FLOWER_URL": os.environ.get("FLOWER_URL", ""),

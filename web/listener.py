@@ -23,11 +23,13 @@ class Listener:
 
     def __init__(self, celery_app: Celery, on_update: Callable[[dict[str, Any]], None],
                  on_connect: Callable[[], Any] | None = None,
+                 on_worker: Callable[[dict[str, Any]], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  max_backoff: float = 10.0) -> None:
         self.celery_app = celery_app
         self.on_update = on_update
         self.on_connect = on_connect
+        self.on_worker = on_worker
         self.sleep = sleep
         self.max_backoff = max_backoff
         self.running = False
@@ -35,6 +37,10 @@ class Listener:
 
     def handle(self, event: dict[str, Any]) -> None:
         self.events += 1
+        if event.get("type", "").startswith("worker-"):
+            if self.on_worker is not None:
+                self.on_worker(event)
+            return
         update = records.from_event(event)
         if update is not None:
             self.on_update(update)

@@ -1,18 +1,21 @@
 """The task object the dashboard shows, built from Celery events and result-backend metadata.
 
 An *update* is a partial task object. `merge` applies one to a record under the rules that keep
-the dashboard right whatever order updates arrive in: a terminal state is final, states never go
-backwards (except into and out of RETRY), progress never shrinks within an attempt.
+the dashboard right whatever order updates arrive in: every state has a place in `order` (the
+attempt, then the phase within it, then the progress), an update never moves a task to an earlier
+place, and a terminal state is final.
 """
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-RANK = {"PENDING": 0, "RECEIVED": 1, "STARTED": 2, "RETRY": 2, "PROGRESS": 3}
+# The phase of a state within one attempt; RETRY ends an attempt, the next one has retries + 1.
+PHASE = {"PENDING": 0, "RECEIVED": 1, "STARTED": 2, "PROGRESS": 3, "RETRY": 4}
 FIELDS = ("id", "name", "state", "progress", "result", "error", "created", "started",
-          "finished", "worker", "parent", "updated")
+          "finished", "worker", "parent", "retries", "updated")
 # Kept from the first update that has them; later ones cannot move them.
 FIRST_WINS = ("name", "parent", "created", "started")
 MAX_TEXT = 20_000
@@ -21,7 +24,7 @@ MAX_TEXT = 20_000
 def iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(float(timestamp), UTC).isoformat()
+    return datetime.fromtimestamp(float(timestamp), UTC).isoformat(timespec="microseconds")
 
 
 def epoch(value: str | None) -> float:
@@ -38,19 +41,27 @@ def is_terminal(record: dict[str, Any]) -> bool:
     return record.get("state") in TERMINAL
 
 
+def order(state: str | None, retries: int | None = 0, progress: dict[str, Any] | None = None) -> list:
+    """Where a state stands in a task's life: later places compare greater, terminal is last."""
+    if state in TERMINAL:
+        return [1, 0, 0, 0]
+    current = (progress or {}).get("current", 0) if state == "PROGRESS" else 0
+    return [0, int(retries or 0), PHASE.get(state or "PENDING", 0), current if isinstance(current, (int, float)) else 0]
+
+
+def record_order(record: dict[str, Any]) -> list:
+    return order(record.get("state"), record.get("retries"), record.get("progress"))
+
+
 def accepts(record: dict[str, Any], update: dict[str, Any]) -> bool:
-    """Whether `update`'s state may replace `record`'s."""
-    old, new = record.get("state") or "PENDING", update.get("state")
-    if new is None or old in TERMINAL:
+    """Whether `update`'s state may replace `record`'s: never backwards, terminal is final."""
+    new = update.get("state")
+    if new is None or record.get("state") in TERMINAL:
         return False
-    if new in TERMINAL or old == "RETRY":
-        return True
-    if new == "RETRY":
-        return RANK[old] >= RANK["STARTED"]
-    if new == "PROGRESS" and old == "PROGRESS":
-        before, after = record.get("progress") or {}, update.get("progress") or {}
-        return after.get("current", 0) >= before.get("current", 0) or after.get("total") != before.get("total")
-    return RANK.get(new, 0) >= RANK.get(old, 0)
+    if new == "RETRY" and "retries" not in update and (update.get("updated") or "") < (record.get("updated") or ""):
+        return False  # task-retried does not say which attempt: an older one is a late duplicate
+    retries = update.get("retries", record.get("retries"))
+    return order(new, retries, update.get("progress")) >= record_order(record)
 
 
 def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
@@ -68,7 +79,7 @@ def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
         if state != record.get("state"):
             changed = True
         record["state"] = state
-        for key in ("progress", "worker", "result", "error", "finished"):
+        for key in ("progress", "worker", "result", "error", "finished", "retries"):
             if key in update and update[key] != record.get(key):
                 record[key] = update[key]
                 changed = True
@@ -120,7 +131,7 @@ def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
         update.update(state="PENDING", name=event.get("name"), created=when, parent=parent)
     elif kind == "task-received":
         update.update(state="RECEIVED", name=event.get("name"), created=when,
-                      parent=parent, worker=event.get("hostname"))
+                      parent=parent, worker=event.get("hostname"), retries=event.get("retries") or 0)
     elif kind == "task-started":
         update.update(state="STARTED", started=when, worker=event.get("hostname"))
     elif kind == "task-progress":
@@ -128,6 +139,8 @@ def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
         if not isinstance(progress, dict):
             return None
         update.update(state="PROGRESS", progress=progress, worker=event.get("hostname"))
+        if isinstance(event.get("retries"), int):
+            update["retries"] = event["retries"]
         if event.get("sent"):
             update["updated"] = iso(event["sent"])
     elif kind == "task-succeeded":
@@ -148,6 +161,13 @@ def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
     return update
 
 
+def lost(task_id: str, worker: str | None) -> dict[str, Any]:
+    """The update that ends a task whose worker died under it (its message was already acked)."""
+    now = iso(time.time())
+    return {"id": task_id, "state": "FAILURE", "finished": now, "updated": now, "result": None,
+            "error": _error("WorkerLostError", f"worker {worker} stopped responding while running this task", None)}
+
+
 def from_meta(task_id: str, meta: dict[str, Any] | None) -> dict[str, Any] | None:
     """Turn a result-backend entry into an update (the truth behind the events), or None."""
     if not meta:
@@ -155,12 +175,14 @@ def from_meta(task_id: str, meta: dict[str, Any] | None) -> dict[str, Any] | Non
     state, result = meta.get("status"), meta.get("result")
     update: dict[str, Any] = {"id": task_id, "state": state, "name": meta.get("name"),
                               "worker": meta.get("worker")}
+    if isinstance(meta.get("retries"), int):
+        update["retries"] = meta["retries"]
     done = meta.get("date_done")
     if done:
         finished = datetime.fromisoformat(done)
         if finished.tzinfo is None:
             finished = finished.replace(tzinfo=UTC)
-        update["finished"] = finished.isoformat()
+        update["finished"] = finished.isoformat(timespec="microseconds")
         update["updated"] = update["finished"]
     if state == "SUCCESS":
         update.update(result=result, error=None)
@@ -170,7 +192,7 @@ def from_meta(task_id: str, meta: dict[str, Any] | None) -> dict[str, Any] | Non
         update["error"] = _error("TaskRevokedError", "cancelled", None)
     elif state == "PROGRESS" and isinstance(result, dict):
         update["progress"] = result
-    elif state not in RANK and state not in TERMINAL:
+    elif state not in PHASE and state not in TERMINAL:
         return None
     if state not in TERMINAL:
         update.pop("finished", None)

@@ -1,9 +1,12 @@
 """Coalesced fan-out: merges task updates per task, stores them, pushes one batch per tick."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,33 +17,46 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[list[dict[str, Any]]], None]
 ReadResults = Callable[[list[str]], dict[str, dict[str, Any]]]
+RUNNING = ("STARTED", "PROGRESS")
+
+
+def digest(record: dict[str, Any]) -> bytes:
+    return hashlib.blake2b(json.dumps(record, sort_keys=True, default=str).encode(), digest_size=8).digest()
 
 
 class Relay:
-    """Between the listener (and the API) and the browsers.
+    """Between the listener (and the API) and this process's browsers.
 
-    `add` costs one dict merge; `flush` does the I/O: one read and one write to Redis, one read of
-    the result backend for tasks that just ended, one emit.
+    `add` costs one dict merge; `flush` does the I/O: one read and one compare-and-set write to
+    Redis, one read of the result backend for tasks that just ended, one emit of what this
+    process's clients have not seen yet. It also keeps track of which workers are alive.
     """
 
     def __init__(self, store: TaskStore, read_results: ReadResults, emit: Emit,
-                 interval: float = 0.1, reconcile_every: float = 10.0, burst: int = 3,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 interval: float = 0.1, reconcile_every: float = 5.0, burst: int = 3,
+                 worker_timeout: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, remembered: int = 20_000) -> None:
         self.store = store
         self.read_results = read_results
         self.emit = emit
         self.interval = interval
-        self.burst = burst
         self.reconcile_every = reconcile_every
+        self.burst = burst
+        self.worker_timeout = worker_timeout
         self.clock = clock
         self.sleep = sleep
+        self.remembered = remembered
         self.pending: dict[str, dict[str, Any]] = {}
         self.to_fetch: set[str] = set()
         self.announced: dict[str, dict[str, Any]] = {}
+        self.sent: OrderedDict[str, bytes] = OrderedDict()  # what this process's clients last got
+        self.workers: dict[str, float] = {}  # hostname -> last sign of life (clock)
+        self.connected_at: float | None = None  # when the listener last (re)connected
         self.wake = threading.Event()
         self.running = False
         self.next_reconcile = 0.0
+
+    # ---- input --------------------------------------------------------------------------
 
     def add(self, update: dict[str, Any]) -> None:
         """Queue one update; a newer state replaces an older one, a terminal one is never dropped."""
@@ -59,19 +75,51 @@ class Relay:
         self.announced[record["id"]] = record
         self.wake.set()
 
+    def worker_event(self, event: dict[str, Any]) -> None:
+        """A worker's heartbeat, online or offline event."""
+        hostname = event.get("hostname")
+        if not hostname:
+            return
+        if event.get("type") == "worker-offline":
+            self.workers[hostname] = float("-inf")
+            self.reconcile_soon(0.0)
+        else:
+            self.workers[hostname] = self.clock()
+
+    def listener_connected(self) -> None:
+        """The listener (re)connected: events may have been missed, reconcile once subscribed."""
+        self.connected_at = self.clock()
+        self.reconcile_soon()
+
     def reconcile_soon(self, delay: float = 0.5) -> None:
-        """Ask the loop to reconcile shortly (after a listener reconnect, once it is subscribed)."""
-        self.next_reconcile = self.clock() + delay
+        self.next_reconcile = min(self.next_reconcile, self.clock() + delay)
         self.wake.set()
 
+    # ---- truth from the result backend ----------------------------------------------------
+
+    def worker_lost(self, hostname: str | None) -> bool:
+        """True when `hostname` has shown no sign of life for `worker_timeout` while we listened."""
+        now = self.clock()
+        if not hostname or self.connected_at is None or now - self.connected_at < self.worker_timeout:
+            return False
+        return now - self.workers.get(hostname, float("-inf")) > self.worker_timeout
+
     def reconcile(self, task_ids: Iterable[str] | None = None) -> int:
-        """Queue the result backend's truth for tasks not yet seen to end; return how many."""
+        """Queue the result backend's truth for tasks not yet seen to end, and end the running
+        tasks of lost workers; return how many updates that made."""
         ids = list(self.store.active_ids() if task_ids is None else task_ids)
         found = 0
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            for task_id, meta in self.read_results(chunk).items():
+            metas = self.read_results(chunk)
+            stored = self.store.get_many(chunk) if self.connected_at is not None else {}
+            for task_id in chunk:
+                meta, record = metas.get(task_id), stored.get(task_id) or {}
                 update = records.from_meta(task_id, meta)
+                state = (update or {}).get("state") or record.get("state")
+                worker = (meta or {}).get("worker") or record.get("worker")
+                if state in RUNNING and self.worker_lost(worker):
+                    update = records.lost(task_id, worker)
                 if update:
                     self.add(update)
                     found += 1
@@ -90,6 +138,21 @@ class Relay:
                     if key in truth:
                         update[key] = truth[key]
 
+    # ---- output ---------------------------------------------------------------------------
+
+    def unseen(self, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records this process's clients have not been sent in this exact form."""
+        batch = []
+        for record in items:
+            mark = digest(record)
+            if self.sent.get(record["id"]) != mark:
+                self.sent[record["id"]] = mark
+                batch.append(record)
+            self.sent.move_to_end(record["id"])
+        while len(self.sent) > self.remembered:
+            self.sent.popitem(last=False)
+        return batch
+
     def flush(self) -> list[dict[str, Any]]:
         """Store what is pending and emit one batch; return the batch."""
         pending, self.pending = self.pending, {}
@@ -97,7 +160,7 @@ class Relay:
         announced, self.announced = self.announced, {}
         try:
             self._fill_results(pending, fetch)
-            changed = self.store.merge(pending) if pending else []
+            current = self.store.merge(pending) if pending else []
         except Exception:
             # Keep the updates for the next try (Redis may be down): nothing is lost.
             for update in pending.values():
@@ -105,11 +168,12 @@ class Relay:
             self.to_fetch |= fetch
             self.announced.update(announced)
             raise
-        batch = {record["id"]: record for record in announced.values()}
-        batch.update((record["id"], record) for record in changed)
+        latest = {record["id"]: record for record in announced.values()}
+        latest.update((record["id"], record) for record in current)
+        batch = self.unseen(latest.values())
         if batch:
-            self.emit(list(batch.values()))
-        return list(batch.values())
+            self.emit(batch)
+        return batch
 
     def run(self) -> None:
         """Flush forever: at once when woken after a quiet spell, at most once per tick under load.
@@ -138,6 +202,7 @@ class Relay:
                 if self.clock() >= self.next_reconcile:
                     self.next_reconcile = self.clock() + self.reconcile_every
                     self.reconcile()
+                    self.store.trim()
                 self.flush()
                 backoff = self.interval
             except Exception:

@@ -1,25 +1,59 @@
-"""The task index in Redis: every task the dashboard has seen, newest first, bounded in size."""
+"""The task index in Redis, as the dashboard reads and writes it: newest first, bounded in size.
+
+Every web process writes what its own listener learns; writes are compare-and-set on each task's
+place in its life (`records.order`), so two processes, or a slow one, never move a task back.
+"""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import redis
 
+from tasks.index import ACTIVE_KEY, DATA_KEY, KEYS, ORDER_KEY, RECENT_KEY
 from web import records
 
-DATA_KEY = "dashboard:tasks"      # hash: task id -> task object (JSON)
-RECENT_KEY = "dashboard:recent"   # sorted set: task id scored by creation time
-ACTIVE_KEY = "dashboard:active"   # set: ids not yet in a terminal state (reconciled from the backend)
+# ARGV holds groups of five: id, order (JSON list), record (JSON), creation score, terminal (0/1).
+# Returns the ids whose write lost to a later place already stored.
+SAVE = """
+local rejected = {}
+for i = 1, #ARGV, 5 do
+  local id, order = ARGV[i], cjson.decode(ARGV[i + 1])
+  local stored = redis.call('HGET', KEYS[2], id)
+  local newer = true
+  if stored then
+    local old = cjson.decode(stored)
+    for j = 1, #order do
+      if order[j] ~= old[j] then newer = order[j] > old[j]; break end
+    end
+  end
+  if newer then
+    redis.call('HSET', KEYS[1], id, ARGV[i + 2])
+    redis.call('HSET', KEYS[2], id, ARGV[i + 1])
+    redis.call('ZADD', KEYS[3], 'NX', ARGV[i + 3], id)
+    if ARGV[i + 4] == '1' then redis.call('SREM', KEYS[4], id) else redis.call('SADD', KEYS[4], id) end
+  else
+    rejected[#rejected + 1] = id
+  end
+end
+return rejected
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class TaskStore:
     """Reads and writes task objects; the result backend stays the truth for results."""
 
-    def __init__(self, client: redis.Redis, history_limit: int = 10_000) -> None:
+    def __init__(self, client: redis.Redis, history_limit: int = 10_000, history_seconds: float = 7 * 86400) -> None:
         self.client = client
         self.history_limit = history_limit
+        self.history_seconds = history_seconds
+        self._save = client.register_script(SAVE)
 
     def ping(self) -> bool:
         return bool(self.client.ping())
@@ -42,10 +76,9 @@ class TaskStore:
         found: list[dict[str, Any]] = []
         page, start = max(limit, 100), 0
         while len(found) < limit:
-            ids = self.client.zrevrange(RECENT_KEY, start, start + page - 1)
+            ids = [_text(i) for i in self.client.zrevrange(RECENT_KEY, start, start + page - 1)]
             if not ids:
                 break
-            ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
             by_id = self.get_many(ids)
             for task_id in ids:
                 record = by_id.get(task_id)
@@ -57,46 +90,49 @@ class TaskStore:
         return found[:limit]
 
     def active_ids(self) -> list[str]:
-        return [i.decode() if isinstance(i, bytes) else i for i in self.client.smembers(ACTIVE_KEY)]
+        return [_text(i) for i in self.client.smembers(ACTIVE_KEY)]
 
-    def save_many(self, items: Iterable[dict[str, Any]]) -> None:
-        items = list(items)
-        if not items:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(DATA_KEY, mapping={r["id"]: json.dumps(r, default=str) for r in items})
-        pipe.zadd(RECENT_KEY, {r["id"]: records.epoch(r.get("created") or r.get("updated")) for r in items},
-                  nx=True)
-        done = [r["id"] for r in items if records.is_terminal(r)]
-        running = [r["id"] for r in items if not records.is_terminal(r)]
-        if done:
-            pipe.srem(ACTIVE_KEY, *done)
-        if running:
-            pipe.sadd(ACTIVE_KEY, *running)
-        pipe.zcard(RECENT_KEY)
-        size = pipe.execute()[-1]
-        if size > self.history_limit * 1.1:  # trim in steps, not on every write
-            self.trim()
+    def count(self) -> int:
+        return int(self.client.zcard(RECENT_KEY))
 
-    def trim(self) -> None:
-        """Drop the oldest tasks beyond the history limit."""
-        excess = self.client.zcard(RECENT_KEY) - self.history_limit
-        if excess <= 0:
-            return
-        old = self.client.zrange(RECENT_KEY, 0, excess - 1)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrem(RECENT_KEY, *old)
-        pipe.hdel(DATA_KEY, *old)
-        pipe.srem(ACTIVE_KEY, *old)
-        pipe.execute()
+    def save_many(self, items: Iterable[dict[str, Any]]) -> list[str]:
+        """Write records unless a later state is stored; return the ids whose write lost."""
+        args: list[Any] = []
+        for record in items:
+            args += [record["id"], json.dumps(records.record_order(record)), json.dumps(record, default=str),
+                     records.epoch(record.get("created") or record.get("updated")),
+                     "1" if records.is_terminal(record) else "0"]
+        if not args:
+            return []
+        return [_text(i) for i in self._save(keys=KEYS, args=args)]
+
+    def trim(self, now: float | None = None) -> int:
+        """Drop tasks older than the history window and the oldest beyond the history limit."""
+        now = time.time() if now is None else now
+        old = [_text(i) for i in self.client.zrangebyscore(RECENT_KEY, "-inf", now - self.history_seconds)]
+        excess = self.client.zcard(RECENT_KEY) - len(old) - self.history_limit
+        if excess > 0:
+            old += [_text(i) for i in self.client.zrange(RECENT_KEY, len(old), len(old) + excess - 1)]
+        for start in range(0, len(old), 1000):
+            chunk = old[start:start + 1000]
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrem(RECENT_KEY, *chunk)
+            pipe.hdel(DATA_KEY, *chunk)
+            pipe.hdel(ORDER_KEY, *chunk)
+            pipe.srem(ACTIVE_KEY, *chunk)
+            pipe.execute()
+        return len(old)
 
     def merge(self, updates: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        """Apply updates (by task id) to the stored objects; save and return those that changed."""
+        """Apply updates (by task id) to the stored objects and save them; return the results as
+        stored now (a write that lost to a later state returns what is stored instead)."""
         stored = self.get_many(updates)
-        changed = []
+        merged: dict[str, dict[str, Any]] = {}
         for task_id, update in updates.items():
             record = stored.get(task_id) or records.new_record(task_id)
             if records.merge(record, update) or task_id not in stored:
-                changed.append(record)
-        self.save_many(changed)
-        return changed
+                merged[task_id] = record
+        lost = self.save_many(merged.values())
+        if lost:
+            merged.update(self.get_many(lost))
+        return [merged.get(task_id) or stored[task_id] for task_id in updates if task_id in merged or task_id in stored]

@@ -18,6 +18,15 @@ def test_task_events_become_updates_and_others_are_dropped() -> None:
     assert listener.events == 3
 
 
+def test_worker_events_go_to_the_worker_tracker() -> None:
+    workers: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    listener = Listener(celery_app, updates.append, on_worker=workers.append)
+    listener.handle({"type": "worker-heartbeat", "hostname": "w", "freq": 2.0})
+    listener.handle({"type": "worker-offline", "hostname": "w"})
+    assert [w["type"] for w in workers] == ["worker-heartbeat", "worker-offline"] and updates == []
+
+
 def test_the_loop_survives_a_broker_that_is_down_and_backs_off() -> None:
     sleeps: list[float] = []
 

@@ -19,7 +19,7 @@ class FakeTask:
     """Records what a bound Celery task would send."""
 
     def __init__(self, task_id: str | None = "t1") -> None:
-        self.request = SimpleNamespace(id=task_id)
+        self.request = SimpleNamespace(id=task_id, retries=0)
         self.events: list[dict[str, Any]] = []
         self.states: list[tuple[str, dict[str, Any]]] = []
 

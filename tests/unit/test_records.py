@@ -77,9 +77,22 @@ def test_retry_then_run_again() -> None:
     record = apply(progress(1, 3), retried)
     assert record["state"] == "RETRY"
     assert record["error"] == {"type": "FlakyError", "message": "attempt 1 failed", "traceback": None}
-    records.merge(record, records.from_event(event("task-received")))
+    records.merge(record, records.from_event(event("task-received", retries=1, timestamp=T0 + 1)))
+    assert record["state"] == "RECEIVED" and record["retries"] == 1
+    records.merge(record, records.from_event(event("task-started")))
     records.merge(record, progress(2, 3))
     assert record["state"] == "PROGRESS"
+    # A duplicate of the first attempt's retry, arriving late, changes nothing.
+    assert not records.merge(record, retried)
+    assert record["state"] == "PROGRESS"
+
+
+def test_order_places_attempts_phases_and_progress() -> None:
+    assert records.order("PENDING") < records.order("STARTED") < records.order("PROGRESS", 0, {"current": 1})
+    assert records.order("PROGRESS", 0, {"current": 1}) < records.order("PROGRESS", 0, {"current": 2})
+    assert records.order("PROGRESS", 0, {"current": 99}) < records.order("RETRY", 0)
+    assert records.order("RETRY", 0) < records.order("RECEIVED", 1)
+    assert records.order("PROGRESS", 5, {"current": 10**9}) < records.order("REVOKED")
 
 
 def test_retry_sent_by_the_task_itself_is_not_its_parent() -> None:
@@ -104,6 +117,7 @@ def test_backend_success_meta() -> None:
                                       "date_done": "2026-11-24T03:00:00.000001+00:00", "name": "x"})
     assert update["state"] == "SUCCESS" and update["result"] == {"n": 1}
     assert update["finished"] == "2026-11-24T03:00:00.000001+00:00"
+    assert records.iso(T0) == "2023-11-14T22:13:20.000000+00:00"  # fixed width: sorts as text
 
 
 def test_backend_failure_meta_gives_type_message_and_traceback() -> None:

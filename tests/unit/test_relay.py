@@ -186,3 +186,77 @@ def test_at_idle_each_update_goes_out_at_once(relay: Relay, emits: Emits) -> Non
     relay.run()
     assert loop.flushes == [0.01, 0.02, 0.03]
     assert [batch[0]["state"] for batch in emits] == ["RECEIVED", "STARTED", "PROGRESS"]
+
+
+def test_two_web_processes_each_push_every_update_to_their_own_clients() -> None:
+    server = fakeredis.FakeServer()
+    sent_a, sent_b = Emits(), Emits()
+    a = Relay(TaskStore(fakeredis.FakeRedis(server=server)), lambda ids: {}, sent_a)
+    b = Relay(TaskStore(fakeredis.FakeRedis(server=server)), lambda ids: {}, sent_b)
+    for step in (1, 2, 3):
+        for relay in (a, b):  # both listeners hear the same events; A always writes first
+            relay.add(prog("t", step, 3))
+            relay.flush()
+    for relay in (a, b):
+        relay.add({"id": "t", "state": "SUCCESS"})
+        relay.flush()
+    for emits in (sent_a, sent_b):
+        seen = [(batch[0]["state"], (batch[0]["progress"] or {}).get("current")) for batch in emits]
+        assert seen == [("PROGRESS", 1), ("PROGRESS", 2), ("PROGRESS", 3), ("SUCCESS", 3)]
+
+
+class Ticking:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_running_tasks_of_a_silent_worker_are_shown_lost(relay: Relay, metas: dict) -> None:
+    clock = Ticking()
+    relay.clock = clock
+    relay.store.merge({"a": {"id": "a", "state": "PROGRESS", "worker": "w1", "progress": {"current": 1, "total": 9}},
+                       "b": {"id": "b", "state": "PROGRESS", "worker": "w2", "progress": {"current": 1, "total": 9}},
+                       "q": {"id": "q", "state": "RECEIVED", "worker": "w1"}})
+    metas["a"] = {"status": "PROGRESS", "worker": "w1", "result": {"current": 1, "total": 9}}
+    relay.listener_connected()
+    relay.worker_event({"type": "worker-heartbeat", "hostname": "w1"})
+    relay.worker_event({"type": "worker-heartbeat", "hostname": "w2"})
+    clock.now += 8
+    relay.worker_event({"type": "worker-heartbeat", "hostname": "w2"})  # w1 falls silent
+    relay.reconcile()
+    relay.flush()
+    assert relay.store.get("a")["state"] == "PROGRESS"  # not yet: within the timeout
+    clock.now += 8
+    relay.worker_event({"type": "worker-heartbeat", "hostname": "w2"})
+    relay.reconcile()
+    relay.flush()
+    assert relay.store.get("a")["state"] == "FAILURE"
+    assert relay.store.get("a")["error"]["type"] == "WorkerLostError"
+    assert relay.store.get("b")["state"] == "PROGRESS"  # its worker is alive
+    assert relay.store.get("q")["state"] == "RECEIVED"  # not acked yet: the broker will deliver it again
+
+
+def test_no_task_is_called_lost_right_after_the_listener_reconnects(relay: Relay) -> None:
+    clock = Ticking()
+    relay.clock = clock
+    relay.store.merge({"a": {"id": "a", "state": "STARTED", "worker": "w1"}})
+    relay.listener_connected()  # a Redis outage: no heartbeats were heard meanwhile
+    clock.now += 3
+    relay.reconcile()
+    relay.flush()
+    assert relay.store.get("a")["state"] == "STARTED"
+
+
+def test_a_worker_going_offline_ends_its_running_tasks_at_the_next_check(relay: Relay) -> None:
+    clock = Ticking()
+    relay.clock = clock
+    relay.listener_connected()
+    clock.now += 20
+    relay.store.merge({"a": {"id": "a", "state": "STARTED", "worker": "w1"}})
+    relay.worker_event({"type": "worker-offline", "hostname": "w1"})
+    assert relay.next_reconcile <= clock.now
+    relay.reconcile()
+    relay.flush()
+    assert relay.store.get("a")["state"] == "FAILURE"

@@ -1,0 +1,60 @@
+"""The task index in Redis, as the sending side sees it: every task is registered when published.
+
+Events are fire-and-forget; registering at publish time means a task sent while no dashboard
+listened is still known, and its state can be reconciled from the result backend later.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from celery.signals import after_task_publish
+
+log = logging.getLogger(__name__)
+
+DATA_KEY = "dashboard:tasks"      # hash: task id -> task object (JSON)
+ORDER_KEY = "dashboard:order"     # hash: task id -> its place in its life (JSON list), for compare-and-set
+RECENT_KEY = "dashboard:recent"   # sorted set: task id scored by creation time
+ACTIVE_KEY = "dashboard:active"   # set: ids not yet seen to end (reconciled from the result backend)
+KEYS = [DATA_KEY, ORDER_KEY, RECENT_KEY, ACTIVE_KEY]
+
+# Adds a task only if the index does not know it yet (a retry re-publishes the same id).
+REGISTER = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[1], '[0,0,0,0]')
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[1])
+  redis.call('SADD', KEYS[4], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def pending_record(task_id: str, name: str | None, parent: str | None, created: float) -> dict[str, Any]:
+    when = datetime.fromtimestamp(created, UTC).isoformat(timespec="microseconds")
+    return {"id": task_id, "name": name, "state": "PENDING", "progress": None, "result": None, "error": None,
+            "created": when, "started": None, "finished": None, "worker": None, "parent": parent,
+            "retries": 0, "updated": when}
+
+
+def register(client: Any, task_id: str, name: str | None, parent: str | None = None) -> bool:
+    now = time.time()
+    record = pending_record(task_id, name, parent if parent != task_id else None, now)
+    return bool(client.eval(REGISTER, len(KEYS), *KEYS, task_id, json.dumps(record), now))
+
+
+@after_task_publish.connect
+def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    headers = headers or {}
+    task_id = headers.get("id")
+    if not task_id or (headers.get("retries") or 0) > 0:
+        return
+    from tasks.celery_app import celery_app
+
+    try:
+        register(celery_app.backend.client, task_id, sender, headers.get("parent_id"))
+    except Exception:  # the task is sent; the dashboard will learn of it from events instead
+        log.warning("could not register task %s in the dashboard index", task_id, exc_info=True)
