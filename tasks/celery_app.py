@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from celery import Celery
 
-from tasks import config, index  # noqa: F401 - index registers every published task
+from tasks import backend, config, index  # noqa: F401 - index registers every published task
 
 celery_app = Celery("tasks", include=["tasks.demo"])
 celery_app.conf.update(
     broker_url=config.REDIS_URL,
-    result_backend=config.REDIS_URL,
+    result_backend=backend.url(config.REDIS_URL),
     # JSON only: nothing a client puts in Redis can make a worker unpickle code.
     task_serializer="json",
     result_serializer="json",

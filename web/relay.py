@@ -10,6 +10,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import redis
+
 from web import records
 from web.store import TaskStore
 
@@ -205,6 +207,10 @@ class Relay:
                     self.store.trim()
                 self.flush()
                 backoff = self.interval
+            except (redis.RedisError, ConnectionError, OSError) as exc:
+                log.warning("relay flush failed (%s); retrying in %.1f s", exc, backoff)
+                self.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
             except Exception:
                 log.exception("relay flush failed; retrying in %.1f s", backoff)
                 self.sleep(backoff)

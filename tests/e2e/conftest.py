@@ -1,0 +1,110 @@
+"""Browser fixtures for the end-to-end tests: headless Debian Chromium driven by Playwright.
+
+Every page records, for each task row, the progress values and state labels it has shown, so a
+test can ask afterwards whether a bar moved or a state appeared at some point without racing it.
+A failing test leaves a full-page screenshot of each page it opened in tests/artifacts/.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+from tests.conftest import ARTIFACTS
+from tests.support import Stack
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1400, "height": 1000}
+# Generous: the machine has two cores and is busy; nothing here measures speed.
+TIMEOUT_MS = 60_000
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+# Runs in every page before its own scripts: watches the task table and keeps, per task id, the
+# sequence of distinct progress values (aria-valuenow), state labels and progress messages each
+# row has shown.
+RECORDER = """
+window.__seen = {};
+const record = () => {
+  for (const row of document.querySelectorAll("tr[data-task-id]")) {
+    const seen = (window.__seen[row.dataset.taskId] ||= { values: [], states: [], messages: [] });
+    const bar = row.querySelector("[role=progressbar]");
+    const value = bar && bar.getAttribute("aria-valuenow");
+    if (value !== null && value !== undefined && seen.values.at(-1) !== value) seen.values.push(value);
+    const state = row.cells[1] && row.cells[1].textContent.trim();
+    if (state && seen.states.at(-1) !== state) seen.states.push(state);
+    const message = row.querySelector(".message");
+    const text = message && message.textContent;
+    if (text && seen.messages.at(-1) !== text) seen.messages.push(text);
+  }
+};
+new MutationObserver(record).observe(document, {
+  subtree: true, childList: true, characterData: true, attributes: true,
+});
+"""
+
+PHASE = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """Keep each phase's report on the item, so fixtures can tell at teardown that the test failed."""
+    report = yield
+    item.stash.setdefault(PHASE, {})[report.when] = report
+    return report
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def open_page(browser: Browser, stack: Stack, request: pytest.FixtureRequest) -> Iterator[Callable[[], Page]]:
+    """Open the dashboard in a new browser context (a separate visitor); all are closed afterwards."""
+    pages: list[Page] = []
+    errors: list[str] = []
+
+    def open_one() -> Page:
+        context = browser.new_context(viewport=VIEWPORT)
+        context.set_default_timeout(TIMEOUT_MS)
+        context.add_init_script(RECORDER)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(f"page {len(pages)}: {error}"))
+        pages.append(page)
+        page.goto(stack.url)
+        return page
+
+    yield open_one
+
+    reports = request.node.stash.get(PHASE, {})
+    if any(report.failed for report in reports.values()):
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^\w.-]+", "_", request.node.nodeid.split("::")[-1])
+        for number, page in enumerate(pages, 1):
+            try:
+                page.screenshot(path=str(ARTIFACTS / f"{name}-page{number}.png"), full_page=True)
+            except Exception as exc:  # noqa: BLE001 - a screenshot must not hide the real failure
+                print(f"could not save a screenshot of page {number}: {exc!r}")
+    for page in pages:
+        page.context.close()
+    # An uncaught exception in the page's own code is a bug even when nothing visible broke.
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(open_page: Callable[[], Page]) -> Page:
+    """The dashboard in a fresh browser context, 1400x1000."""
+    return open_page()
