@@ -21,12 +21,19 @@ celery_app.conf.update(
     # Store name, args and worker beside the result so a record can be rebuilt from it.
     result_extended=True,
     result_expires=config.RESULT_EXPIRES,
-    # Long tasks: take one message at a time so a queued task is not stuck behind a running one.
+    # Take a message only when a process is free: a queued task is never stuck behind a running one,
+    # and a worker that dies holds no task it had not started (those would wait for redelivery).
     worker_prefetch_multiplier=1,
+    worker_disable_prefetch=True,
     broker_connection_retry_on_startup=True,
     # A launch while Redis is down fails within seconds instead of hanging.
     broker_connection_timeout=3,
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+    # A result stored while Redis is away is retried (up to about a minute) instead of being lost.
+    result_backend_always_retry=True,
+    result_backend_max_retries=20,
+    result_backend_base_sleep_between_retries_ms=100,
+    result_backend_max_sleep_between_retries_ms=5000,
     redis_socket_connect_timeout=3,
     redis_socket_timeout=10,
     broker_transport_options={"visibility_timeout": 3600},

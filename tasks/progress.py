@@ -1,6 +1,7 @@
 """Progress reporting for task authors, throttled before it touches the network."""
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -8,6 +9,8 @@ from typing import Any
 from celery import Task
 
 from tasks import config
+
+log = logging.getLogger(__name__)
 
 PROGRESS = "PROGRESS"
 MAX_MESSAGE = 500
@@ -49,8 +52,12 @@ def send_progress(task: Task, meta: dict[str, Any]) -> None:
     """Push a `task-progress` event for the live view and store the state for later readers."""
     if task.request.id is None:  # called directly, not as a Celery task
         return
-    task.send_event("task-progress", progress=meta, sent=time.time(), retries=task.request.retries or 0)
-    task.update_state(state=PROGRESS, meta=meta)
+    try:
+        task.send_event("task-progress", progress=meta, sent=time.time(), retries=task.request.retries or 0,
+                        retry_policy={"max_retries": 0})
+        task.update_state(state=PROGRESS, meta=meta)
+    except Exception as exc:  # a progress report must never fail the task (Redis may be away)
+        log.warning("progress report for %s not sent: %s", task.request.id, exc)
 
 
 def progress(task: Task, current: float, total: float, message: str = "") -> bool:

@@ -100,6 +100,26 @@ class Stack:
         wait_for(client.ping, 10, what="redis-server")
         return self.redis
 
+    def stop_redis(self) -> None:
+        """Shut Redis down the way an operator would, saving its data for the restart."""
+        import redis
+
+        try:
+            redis.Redis(port=self.redis_port).shutdown(save=True)
+        except redis.ConnectionError:
+            pass  # it closes the connection as it goes
+        assert self.redis is not None
+        self.redis.proc.wait(10)
+        self.redis.stop()
+
+    def web(self, url: str) -> Process:
+        return next(proc for proc, web_url in self.webs if web_url == url)
+
+    def kill_web(self, url: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.web(url)
+        proc.stop(sig)
+        self.webs = [(p, u) for p, u in self.webs if u != url]
+
     def start_worker(self, concurrency: int = 4, name: str = "worker") -> Process:
         proc = Process(name, [str(BIN / "celery"), "-A", "tasks.celery_app", "worker", "--loglevel=INFO",
                               f"--concurrency={concurrency}", "-n", f"{name}@%h", "--without-mingle",

@@ -21,6 +21,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, static_folder=str(ROOT / "static"), static_url_path="/static")
     app.config.from_mapping(from_env())
     app.config.update(config or {})
+    app.json.sort_keys = False  # the catalog's parameters keep their declared order
     celery_app.loader.import_default_modules()  # the task modules fill the catalog
 
     socketio.init_app(app, async_mode=app.config["ASYNC_MODE"],

@@ -175,7 +175,8 @@ def from_meta(task_id: str, meta: dict[str, Any] | None) -> dict[str, Any] | Non
     state, result = meta.get("status"), meta.get("result")
     update: dict[str, Any] = {"id": task_id, "state": state, "name": meta.get("name"),
                               "worker": meta.get("worker")}
-    if isinstance(meta.get("retries"), int):
+    if isinstance(meta.get("retries"), int) and state != "RETRY":
+        # A stored RETRY already counts the next attempt; without the count, its time decides.
         update["retries"] = meta["retries"]
     done = meta.get("date_done")
     if done:

@@ -82,3 +82,12 @@ def test_progress_outside_a_worker_sends_nothing() -> None:
     task = FakeTask(task_id=None)
     progress(task, 1, 1)
     assert task.events == [] and task.states == []
+
+
+def test_a_progress_report_that_cannot_be_sent_does_not_fail_the_task() -> None:
+    class Unreachable(FakeTask):
+        def send_event(self, kind: str, **fields: Any) -> None:
+            raise ConnectionError("redis is down")
+
+    task = Unreachable()
+    assert progress(task, 1, 1) is True  # reported as due, and the task goes on

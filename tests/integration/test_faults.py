@@ -1,0 +1,221 @@
+"""Faults, really inflicted: web processes killed, Redis stopped, workers killed, a listener cut off.
+
+Each test runs its own private stack, counts the tasks it launched and the tasks whose final state
+the dashboard (the REST API and a Socket.IO client) shows correctly, and asserts none is lost.
+It also records how long the dashboard took to be right again (printed after the run).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import ARTIFACTS
+from tests.integration.conftest import Api, Feed
+from tests.support import ROOT, Stack, wait_for
+
+TIMEOUT = 90.0
+
+
+@pytest.fixture
+def private_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    stack = Stack(logdir=ARTIFACTS / "logs" / request.node.name)
+    try:
+        stack.start_redis()
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def delay_from_another_process(stack: Stack, count: int, **params: Any) -> list[str]:
+    """Send `count` stepped tasks with `.delay()` from a separate Python process; return their ids."""
+    code = ("import json, sys; from tasks.demo import steps; "
+            f"print(json.dumps([steps.delay(**{params!r}).id for _ in range({count})]))")
+    out = subprocess.run([sys.executable, "-c", code], env=stack.env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def shown_right(api: Api, expected: dict[str, dict[str, Any]]) -> list[str]:
+    """Ids whose final state (and result) the API does not show as expected yet."""
+    wrong = []
+    listed = {task["id"]: task for task in api.tasks(limit=500)}
+    for task_id, want in expected.items():
+        task = listed.get(task_id)
+        if task is None or any(task.get(key) != value for key, value in want.items()):
+            wrong.append(task_id)
+    return wrong
+
+
+def wait_all_right(api: Api, expected: dict[str, dict[str, Any]], timeout: float = TIMEOUT) -> float:
+    """Wait until the API shows every task as expected; return the seconds it took."""
+    start = time.monotonic()
+    last: list[str] = []
+
+    def check() -> bool:
+        nonlocal last
+        last = shown_right(api, expected)
+        return not last
+
+    try:
+        wait_for(check, timeout, interval=0.2, what="every task shown right")
+    except TimeoutError:
+        pytest.fail(f"{len(last)} of {len(expected)} tasks not shown right: {last[:5]}")
+    return time.monotonic() - start
+
+
+def feed_shows(feed: Feed, expected: dict[str, dict[str, Any]]) -> list[str]:
+    wrong = []
+    for task_id, want in expected.items():
+        task = feed.latest(task_id)
+        if task is None or any(task.get(key) != value for key, value in want.items()):
+            wrong.append(task_id)
+    return wrong
+
+
+def test_200_tasks_with_the_web_process_killed_in_the_middle(private_stack: Stack, recovery: dict) -> None:
+    stack = private_stack
+    port = int(stack.start_web().rsplit(":", 1)[1])
+    api = Api(stack.url)
+    params = {"steps": 2, "delay": 0.05}
+    ids = [api.launch("steps", **params)["id"] for _ in range(100)]
+    stack.kill_web(stack.url)  # SIGKILL in the middle: tasks keep running, nobody listens
+    ids += delay_from_another_process(stack, 100, **params)
+    restarted = time.monotonic()
+    url = stack.start_web(port=port)
+    api = Api(url)
+    expected = {task_id: {"state": "SUCCESS", "result": {"steps": 2}} for task_id in ids}
+    waited = wait_all_right(api, expected)
+    recovery["web killed and restarted, 200 tasks"] = time.monotonic() - restarted
+    assert len(expected) == 200 and shown_right(api, expected) == []  # lost: 0
+
+    feed = Feed(url)
+    snapshot = {task["id"]: task for task in feed.snapshot()}
+    missing = [i for i in ids if snapshot.get(i, {}).get("state") != "SUCCESS"]
+    feed.close()
+    assert missing == [], f"{len(missing)} of 200 not SUCCESS in the Socket.IO snapshot"
+    assert waited < TIMEOUT
+
+
+def test_redis_outage_of_ten_seconds(private_stack: Stack, recovery: dict) -> None:
+    stack = private_stack
+    url = stack.start_web()
+    api = Api(url)
+    web = stack.web(url)
+    ids = [api.launch("steps", steps=24, delay=0.5)["id"] for _ in range(4)]
+    wait_for(lambda: all(api.task(i)["state"] == "PROGRESS" for i in ids), 60, what="tasks running")
+    feed = Feed(url)
+    feed.snapshot()
+
+    stack.stop_redis()
+    down = time.monotonic()
+    health = wait_for(lambda: (r := requests.get(f"{url}/healthz", timeout=10)).status_code == 503 and r.json(),
+                      20, what="health to report the outage")
+    assert "redis" in health
+    launch = requests.post(f"{url}/api/tasks", json={"task": "steps"}, timeout=15)
+    assert launch.status_code == 503 and launch.json()["error"]
+    assert requests.get(f"{url}/api/tasks", timeout=15).status_code == 503
+    time.sleep(max(0.0, 10 - (time.monotonic() - down)))  # the outage lasts ten seconds
+    assert web.alive() and stack.worker is not None and stack.worker.alive()
+
+    stack.start_redis()
+    back = time.monotonic()
+    wait_for(lambda: requests.get(f"{url}/healthz", timeout=10).status_code == 200, 30, what="health back")
+    expected = {task_id: {"state": "SUCCESS", "result": {"steps": 24}} for task_id in ids}
+    wait_all_right(api, expected)
+    wait_for(lambda: not feed_shows(feed, expected), TIMEOUT, what="Socket.IO client to see every task end")
+    recovery["Redis stopped 10 s"] = time.monotonic() - back
+    after = api.launch("steps", steps=1, delay=0)
+    assert api.wait(after["id"])["state"] == "SUCCESS"
+    feed.check_contract()
+    feed.close()
+
+
+def test_a_killed_worker_s_running_tasks_are_shown_lost(private_stack: Stack, recovery: dict) -> None:
+    stack = private_stack
+    url = stack.start_web()
+    api = Api(url)
+    feed = Feed(url)
+    running = [api.launch("steps", steps=200, delay=0.25)["id"] for _ in range(2)]
+    wait_for(lambda: all(api.task(i)["state"] == "PROGRESS" for i in running), 60, what="tasks running")
+    assert stack.worker is not None
+    os.kill(stack.worker.pid, signal.SIGKILL)  # the worker's main process, as the OOM killer would
+    killed = time.monotonic()
+    expected = {task_id: {"state": "FAILURE"} for task_id in running}
+    wait_all_right(api, expected)
+    recovery["worker killed (kill -9)"] = time.monotonic() - killed
+    for task_id in running:
+        assert api.task(task_id)["error"]["type"] == "WorkerLostError"
+    wait_for(lambda: not feed_shows(feed, expected), 30, what="Socket.IO client to see them lost")
+
+    # A new worker picks up work again, and the lost tasks stay as they were.
+    stack.start_worker(name="worker2")
+    after = api.launch("steps", steps=2, delay=0.1)
+    assert api.wait(after["id"])["state"] == "SUCCESS"
+    assert all(api.task(i)["state"] == "FAILURE" for i in running)
+    feed.check_contract()
+    feed.close()
+
+
+def test_a_listener_cut_off_at_the_pubsub_buffer_limit_loses_nothing(private_stack: Stack, recovery: dict) -> None:
+    stack = private_stack
+    url = stack.start_web()
+    api = Api(url)
+    import redis
+
+    client = redis.Redis(port=stack.redis_port)
+    # The default limit is 32 MB; a small one makes the same cut-off quick to reach.
+    client.config_set("client-output-buffer-limit", "pubsub 64kb 32kb 1")
+    web = stack.web(url)
+    os.kill(web.pid, signal.SIGSTOP)  # the listener falls behind: its output buffer fills up
+    try:
+        ids = delay_from_another_process(stack, 150, steps=3, delay=0)
+        wait_for(lambda: all(m and json.loads(m).get("status") == "SUCCESS"
+                             for m in client.mget([f"celery-task-meta-{i}" for i in ids])), 60,
+                 what="the worker to finish the burst")
+    finally:
+        os.kill(web.pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    wait_for(lambda: "reconnecting" in web.output(), 30, what="the listener to notice the cut")
+    expected = {task_id: {"state": "SUCCESS", "result": {"steps": 3}} for task_id in ids}
+    wait_all_right(api, expected)
+    recovery["listener cut off at the pub/sub buffer limit, 150 tasks"] = time.monotonic() - resumed
+
+
+def test_two_web_processes_each_deliver_every_update_and_survive_each_other(
+        private_stack: Stack, recovery: dict) -> None:
+    stack = private_stack
+    first, second = stack.start_web(), stack.start_web()
+    feeds = {first: Feed(first), second: Feed(second)}
+    for feed in feeds.values():
+        feed.snapshot()
+    ids = [Api(url).launch("steps", steps=4, delay=0.2)["id"] for url in (first, second) for _ in range(3)]
+    expected = {task_id: {"state": "SUCCESS", "result": {"steps": 4}} for task_id in ids}
+    for feed in feeds.values():
+        wait_for(lambda feed=feed: not feed_shows(feed, expected), TIMEOUT, what="both web processes' clients")
+    for feed in feeds.values():
+        feed.check_contract()
+        for task_id in ids:
+            pushed = [(t["state"], json.dumps(t["progress"], sort_keys=True))
+                      for batch in feed.batches() for t in batch if t["id"] == task_id]
+            assert len(pushed) == len(set(pushed)), f"an update pushed twice to one client: {pushed}"
+            assert [state for state, _ in pushed].count("SUCCESS") == 1
+
+    stack.kill_web(first)
+    killed = time.monotonic()
+    more = [Api(second).launch("steps", steps=3, delay=0.2)["id"] for _ in range(3)]
+    later = {task_id: {"state": "SUCCESS", "result": {"steps": 3}} for task_id in more}
+    wait_for(lambda: not feed_shows(feeds[second], later), TIMEOUT, what="the survivor's client")
+    recovery["one of two web processes killed"] = time.monotonic() - killed
+    feeds[second].check_contract()
+    for feed in feeds.values():
+        feed.close()
