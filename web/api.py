@@ -52,10 +52,9 @@ def launch() -> Any:
     entry.task.apply_async(kwargs=params, task_id=task_id)
     now = records.iso(time.time())
     dash = services()
-    changed = dash.store.merge({task_id: {"id": task_id, "name": entry.task.name, "state": "PENDING",
-                                          "created": now, "updated": now}})
-    record = changed[0] if changed else dash.store.get(task_id)
-    dash.relay.announce(record)
+    launched = {"id": task_id, "name": entry.task.name, "state": "PENDING", "created": now, "updated": now}
+    record = dash.store.merge({task_id: launched})[0]
+    dash.relay.add(launched)  # pushed with the next batch, merged with whatever came first
     response = jsonify(record)
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_task", task_id=task_id)

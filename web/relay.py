@@ -50,7 +50,7 @@ class Relay:
         self.remembered = remembered
         self.pending: dict[str, dict[str, Any]] = {}
         self.to_fetch: set[str] = set()
-        self.announced: dict[str, dict[str, Any]] = {}
+        self.deferred: dict[str, dict[str, Any]] = {}  # next attempts held back one batch (see add)
         self.sent: OrderedDict[str, bytes] = OrderedDict()  # what this process's clients last got
         self.workers: dict[str, float] = {}  # hostname -> last sign of life (clock)
         self.connected_at: float | None = None  # when the listener last (re)connected
@@ -61,20 +61,23 @@ class Relay:
     # ---- input --------------------------------------------------------------------------
 
     def add(self, update: dict[str, Any]) -> None:
-        """Queue one update; a newer state replaces an older one, a terminal one is never dropped."""
+        """Queue one update; a newer state replaces an older one, a terminal one is never dropped.
+
+        A retried task is often picked up again within one tick: its next attempt waits for the
+        following batch, so that every client sees that it was retrying.
+        """
         task_id = update["id"]
         current = self.pending.get(task_id)
-        if current is None:
+        if task_id in self.deferred:
+            records.merge(self.deferred[task_id], update)
+        elif current is None:
             self.pending[task_id] = {k: v for k, v in update.items() if k != "fetch"}
+        elif current.get("state") == "RETRY" and update.get("state") != "RETRY" and records.accepts(current, update):
+            self.deferred[task_id] = {k: v for k, v in update.items() if k != "fetch"}
         else:
             records.merge(current, update)
         if update.get("fetch"):
             self.to_fetch.add(task_id)
-        self.wake.set()
-
-    def announce(self, record: dict[str, Any]) -> None:
-        """Push a record that is already stored (a launch), in the next batch."""
-        self.announced[record["id"]] = record
         self.wake.set()
 
     def worker_event(self, event: dict[str, Any]) -> None:
@@ -159,20 +162,20 @@ class Relay:
         """Store what is pending and emit one batch; return the batch."""
         pending, self.pending = self.pending, {}
         fetch, self.to_fetch = self.to_fetch, set()
-        announced, self.announced = self.announced, {}
+        deferred, self.deferred = self.deferred, {}
         try:
             self._fill_results(pending, fetch)
             current = self.store.merge(pending) if pending else []
         except Exception:
             # Keep the updates for the next try (Redis may be down): nothing is lost.
-            for update in pending.values():
+            for update in (*pending.values(), *deferred.values()):
                 self.add(update)
             self.to_fetch |= fetch
-            self.announced.update(announced)
             raise
-        latest = {record["id"]: record for record in announced.values()}
-        latest.update((record["id"], record) for record in current)
-        batch = self.unseen(latest.values())
+        for update in deferred.values():
+            self.add(update)
+        self.to_fetch |= fetch & deferred.keys()
+        batch = self.unseen(current)
         if batch:
             self.emit(batch)
         return batch

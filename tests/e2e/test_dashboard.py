@@ -177,6 +177,7 @@ def test_flaky_job_retries_then_succeeds_and_fan_out_succeeds(page: Page) -> Non
 
     expect(flaky.state(page)).to_have_text("succeeded")
     expect(flaky.row(page).get_by_text('{"attempts":3}', exact=True)).to_be_visible()
+    expect(flaky.row(page)).to_contain_text("attempt 3 of 3")
     assert "retrying" in flaky.seen(page)["states"], f"never showed retrying: {flaky.seen(page)['states']}"
 
     expect(fanout.state(page)).to_have_text("succeeded")

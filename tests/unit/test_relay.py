@@ -99,10 +99,31 @@ def test_updates_survive_a_failed_flush(relay: Relay, emits: Emits, monkeypatch:
     assert {r["id"]: r["state"] for r in batch} == {"a": "PROGRESS", "b": "SUCCESS"}
 
 
-def test_announced_launch_goes_out_in_the_next_batch(relay: Relay, emits: Emits) -> None:
-    record = relay.store.merge({"x": {"id": "x", "state": "PENDING", "name": "n"}})[0]
-    relay.announce(record)
+def test_a_launch_already_stored_still_goes_out_in_the_next_batch(relay: Relay, emits: Emits) -> None:
+    launched = {"id": "x", "state": "PENDING", "name": "n"}
+    record = relay.store.merge({"x": launched})[0]
+    relay.add(launched)
     assert relay.flush() == [record]
+
+
+def test_a_stale_launch_never_follows_a_later_state(relay: Relay, emits: Emits) -> None:
+    relay.add({"id": "x", "state": "RECEIVED"})
+    relay.flush()
+    relay.add({"id": "x", "state": "PENDING", "name": "n"})  # the API's view, a moment late
+    relay.flush()
+    assert [batch[0]["state"] for batch in emits] == ["RECEIVED", "RECEIVED"] or \
+        [batch[0]["state"] for batch in emits] == ["RECEIVED"]
+    assert all(batch[0]["state"] != "PENDING" for batch in emits)
+
+
+def test_a_retry_is_shown_even_when_the_next_attempt_follows_within_a_tick(relay: Relay, emits: Emits) -> None:
+    relay.add(prog("a", 1, 3))
+    relay.add({"id": "a", "state": "RETRY", "updated": records.iso(5.0)})
+    relay.add({"id": "a", "state": "RECEIVED", "retries": 1})
+    relay.add({"id": "a", "state": "STARTED"})
+    relay.flush()
+    relay.flush()
+    assert [batch[0]["state"] for batch in emits] == ["RETRY", "STARTED"]
 
 
 def test_reconcile_takes_missed_endings_from_the_backend(relay: Relay, metas: dict) -> None:
@@ -260,3 +281,13 @@ def test_a_worker_going_offline_ends_its_running_tasks_at_the_next_check(relay: 
     relay.reconcile()
     relay.flush()
     assert relay.store.get("a")["state"] == "FAILURE"
+
+
+def test_a_held_back_ending_still_gets_its_result(relay: Relay, emits: Emits, metas: dict) -> None:
+    metas["a"] = {"status": "SUCCESS", "result": {"attempts": 2}}
+    relay.add({"id": "a", "state": "RETRY", "updated": records.iso(5.0)})
+    relay.add({"id": "a", "state": "RECEIVED", "retries": 1})
+    relay.add({"id": "a", "state": "SUCCESS", "fetch": True})
+    relay.flush()
+    relay.flush()
+    assert [(b[0]["state"], b[0]["result"]) for b in emits] == [("RETRY", None), ("SUCCESS", {"attempts": 2})]
