@@ -37,9 +37,9 @@ class Listener:
 
     def handle(self, event: dict[str, Any]) -> None:
         self.events += 1
+        if self.on_worker is not None and "hostname" in event:
+            self.on_worker(event)  # every event is a sign of life of the worker that sent it
         if event.get("type", "").startswith("worker-"):
-            if self.on_worker is not None:
-                self.on_worker(event)
             return
         update = records.from_event(event)
         if update is not None:

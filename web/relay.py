@@ -81,7 +81,7 @@ class Relay:
         self.wake.set()
 
     def worker_event(self, event: dict[str, Any]) -> None:
-        """A worker's heartbeat, online or offline event."""
+        """A sign of life (any event a worker or its pool processes sent), or a worker going offline."""
         hostname = event.get("hostname")
         if not hostname:
             return
@@ -103,9 +103,14 @@ class Relay:
     # ---- truth from the result backend ----------------------------------------------------
 
     def worker_lost(self, hostname: str | None) -> bool:
-        """True when `hostname` has shown no sign of life for `worker_timeout` while we listened."""
+        """True when `hostname` has shown no sign of life for `worker_timeout` while we listened.
+
+        After a Redis outage a worker's own connection comes back on Celery's growing retry
+        schedule, seconds after ours, and it sends no heartbeat meanwhile: right after the
+        listener (re)connects, a worker gets twice the timeout.
+        """
         now = self.clock()
-        if not hostname or self.connected_at is None or now - self.connected_at < self.worker_timeout:
+        if not hostname or self.connected_at is None or now - self.connected_at < 2 * self.worker_timeout:
             return False
         return now - self.workers.get(hostname, float("-inf")) > self.worker_timeout
 

@@ -25,6 +25,8 @@ def test_worker_events_go_to_the_worker_tracker() -> None:
     listener.handle({"type": "worker-heartbeat", "hostname": "w", "freq": 2.0})
     listener.handle({"type": "worker-offline", "hostname": "w"})
     assert [w["type"] for w in workers] == ["worker-heartbeat", "worker-offline"] and updates == []
+    listener.handle({"type": "task-started", "uuid": "t1", "hostname": "w"})  # a task event is a sign of life too
+    assert workers[-1]["type"] == "task-started" and updates[0]["state"] == "STARTED"
 
 
 def test_the_loop_survives_a_broker_that_is_down_and_backs_off() -> None:

@@ -242,6 +242,7 @@ def test_running_tasks_of_a_silent_worker_are_shown_lost(relay: Relay, metas: di
                        "q": {"id": "q", "state": "RECEIVED", "worker": "w1"}})
     metas["a"] = {"status": "PROGRESS", "worker": "w1", "result": {"current": 1, "total": 9}}
     relay.listener_connected()
+    clock.now += 12
     relay.worker_event({"type": "worker-heartbeat", "hostname": "w1"})
     relay.worker_event({"type": "worker-heartbeat", "hostname": "w2"})
     clock.now += 8
@@ -263,8 +264,8 @@ def test_no_task_is_called_lost_right_after_the_listener_reconnects(relay: Relay
     clock = Ticking()
     relay.clock = clock
     relay.store.merge({"a": {"id": "a", "state": "STARTED", "worker": "w1"}})
-    relay.listener_connected()  # a Redis outage: no heartbeats were heard meanwhile
-    clock.now += 3
+    relay.listener_connected()  # after a Redis outage the worker's own connection comes back later
+    clock.now += 15
     relay.reconcile()
     relay.flush()
     assert relay.store.get("a")["state"] == "STARTED"
