@@ -20,6 +20,7 @@ def main() -> None:
         dash = services()
     listener = Listener(dash.celery_app, dash.relay.add, on_connect=dash.relay.listener_connected,
                         on_worker=dash.relay.worker_event, sleep=socketio.sleep)
+    dash.listener = listener
     socketio.start_background_task(dash.relay.run)
     socketio.start_background_task(listener.run)
     host, port = app.config["HOST"], app.config["PORT"]

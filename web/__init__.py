@@ -30,7 +30,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config["REDIS_URL"], socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
     store = TaskStore(client, app.config["HISTORY_LIMIT"], app.config["HISTORY_DAYS"] * 86400)
     relay = Relay(store, app.config.get("READ_RESULTS") or backend_reader(celery_app.backend),
-                  sockets.push, interval=app.config["PUSH_INTERVAL"],
+                  sockets.pusher(app.config["SLOW_CLIENT_BATCHES"]), interval=app.config["PUSH_INTERVAL"],
                   reconcile_every=app.config["RECONCILE_INTERVAL"], worker_timeout=app.config["WORKER_TIMEOUT"],
                   sleep=socketio.sleep)
     app.extensions["dashboard"] = Services(store, relay, celery_app)

@@ -78,10 +78,11 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 @bp.get("/tasks")
 def list_tasks() -> Any:
     limit = _int_arg("limit", 50, 1, MAX_LIMIT)
+    offset = _int_arg("offset", 0, 0, 100_000)
     state = request.args.get("state") or None
     if state is not None and state.upper() not in STATES:
         raise ApiError(422, "unknown state", [{"field": "state", "message": f"one of {', '.join(STATES)}"}])
-    return jsonify({"tasks": services().store.recent(limit, state.upper() if state else None)})
+    return jsonify({"tasks": services().store.recent(limit, state.upper() if state else None, offset)})
 
 
 def find(task_id: str) -> dict[str, Any]:

@@ -44,6 +44,8 @@ def from_env() -> dict[str, Any]:
         "SNAPSHOT_LIMIT": task_config._int("SNAPSHOT_LIMIT", 200),
         # Seconds between two pushed batches under load.
         "PUSH_INTERVAL": task_config._float("PUSH_INTERVAL", 0.1),
+        # A client with more batches than this waiting to be sent is disconnected (it resyncs).
+        "SLOW_CLIENT_BATCHES": task_config._int("SLOW_CLIENT_BATCHES", 100),
         # Seconds between two checks of unfinished tasks against the result backend.
         "RECONCILE_INTERVAL": task_config._float("RECONCILE_INTERVAL", 5.0),
         # Socket.IO ping interval (s): well below Heroku's 55 s idle cut-off.

@@ -11,6 +11,7 @@ class Services:
         self.store = store
         self.relay = relay
         self.celery_app = celery_app
+        self.listener = None  # set by the entry point that starts one
 
 
 def services() -> Services:

@@ -33,6 +33,7 @@ class Listener:
         self.sleep = sleep
         self.max_backoff = max_backoff
         self.running = False
+        self.connected = False
         self.events = 0
 
     def handle(self, event: dict[str, Any]) -> None:
@@ -57,11 +58,16 @@ class Listener:
                     if self.on_connect:
                         self.on_connect()
                     backoff = 0.5
+                    self.connected = True
                     receiver.capture(limit=None, timeout=None, wakeup=True)
             except Exception as exc:  # the loop must survive Redis going away
+                self.connected = False
                 log.warning("event listener disconnected (%s); reconnecting in %.1f s", exc, backoff)
                 self.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
+
+    def stats(self) -> dict[str, Any]:
+        return {"connected": self.connected, "events": self.events}
 
     def stop(self) -> None:
         self.running = False

@@ -6,6 +6,7 @@ from typing import Any
 import redis
 from flask import Blueprint, current_app, jsonify, render_template
 
+from web import sockets
 from web.extensions import services
 
 bp = Blueprint("pages", __name__)
@@ -18,8 +19,13 @@ def dashboard() -> Any:
 
 @bp.get("/healthz")
 def health() -> Any:
+    dash = services()
+    body: dict[str, Any] = {"status": "ok", "redis": "ok", "clients": sockets.client_count()}
+    if dash.listener is not None:
+        body["listener"] = dash.listener.stats()
     try:
-        services().store.ping()
+        dash.store.ping()
     except redis.RedisError as exc:
-        return jsonify({"status": "unavailable", "redis": f"unreachable: {type(exc).__name__}"}), 503
-    return jsonify({"status": "ok", "redis": "ok"})
+        body.update(status="unavailable", redis=f"unreachable: {type(exc).__name__}")
+        return jsonify(body), 503
+    return jsonify(body)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -15,9 +16,30 @@ log = logging.getLogger(__name__)
 ROOM = "dashboard"
 
 
-def push(batch: list[dict[str, Any]]) -> None:
-    """Send one batch of current task objects to every dashboard."""
-    socketio.emit("tasks", {"tasks": batch}, to=ROOM)
+def client_count() -> int:
+    server = socketio.server
+    return len(server.eio.sockets) if server is not None else 0
+
+
+def drop_slow_clients(limit: int) -> int:
+    """Disconnect clients with more than `limit` packets waiting: one slow browser must not hold
+    the server's memory. It reconnects by itself and gets a fresh snapshot."""
+    server = socketio.server
+    slow = [sid for sid, sock in list(server.eio.sockets.items()) if sock.queue.qsize() > limit]
+    for sid in slow:
+        log.warning("disconnecting a client that fell %d batches behind", limit)
+        server.eio.disconnect(sid)
+    return len(slow)
+
+
+def pusher(slow_client_batches: int) -> Callable[[list[dict[str, Any]]], None]:
+    """The relay's emit: one batch of current task objects to every dashboard of this process."""
+
+    def push(batch: list[dict[str, Any]]) -> None:
+        drop_slow_clients(slow_client_batches)
+        socketio.emit("tasks", {"tasks": batch}, to=ROOM)
+
+    return push
 
 
 @socketio.on("connect")

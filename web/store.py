@@ -71,11 +71,11 @@ class TaskStore:
             if raw is not None
         }
 
-    def recent(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
-        """The newest `limit` tasks, optionally only those in `state`."""
+    def recent(self, limit: int = 50, state: str | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """The newest `limit` tasks after skipping `offset`, optionally only those in `state`."""
         found: list[dict[str, Any]] = []
         page, start = max(limit, 100), 0
-        while len(found) < limit:
+        while len(found) < offset + limit:
             ids = [_text(i) for i in self.client.zrevrange(RECENT_KEY, start, start + page - 1)]
             if not ids:
                 break
@@ -85,9 +85,7 @@ class TaskStore:
                 if record and (state is None or record.get("state") == state):
                     found.append(record)
             start += page
-            if state is None:
-                break
-        return found[:limit]
+        return found[offset:offset + limit]
 
     def active_ids(self) -> list[str]:
         return [_text(i) for i in self.client.smembers(ACTIVE_KEY)]

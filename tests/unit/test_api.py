@@ -87,10 +87,12 @@ def test_list_is_newest_first_and_filters_by_state(client: Any, dash: Any) -> No
     assert [t["id"] for t in listed] == ids[::-1]
     assert [t["id"] for t in client.get("/api/tasks?state=SUCCESS").get_json()["tasks"]] == [ids[0]]
     assert len(client.get("/api/tasks?limit=2").get_json()["tasks"]) == 2
+    assert [t["id"] for t in client.get("/api/tasks?limit=2&offset=1").get_json()["tasks"]] == ids[1::-1]
 
 
 @pytest.mark.parametrize("query,field", [("limit=0", "limit"), ("limit=abc", "limit"),
-                                         ("limit=100000", "limit"), ("state=DANCING", "state")])
+                                         ("limit=100000", "limit"), ("state=DANCING", "state"),
+                                         ("offset=-1", "offset")])
 def test_bad_list_queries_are_422(client: Any, query: str, field: str) -> None:
     response = client.get(f"/api/tasks?{query}")
     assert response.status_code == 422

@@ -47,3 +47,19 @@ def test_snapshot_when_redis_is_down_is_an_error_not_a_crash(app: Any, redis_ser
     sio = socketio.test_client(app)
     assert sio.is_connected()
     assert received(sio, "snapshot_error")[0]["error"]
+
+
+def test_a_client_too_far_behind_is_dropped_and_the_others_kept(app: Any, monkeypatch: Any) -> None:
+    from types import SimpleNamespace
+
+    from web import sockets
+
+    backlog = {"fast": 2, "slow": 500}
+    eio = SimpleNamespace(sockets={sid: SimpleNamespace(queue=SimpleNamespace(qsize=lambda n=n: n))
+                                   for sid, n in backlog.items()},
+                          disconnected=[])
+    eio.disconnect = eio.disconnected.append
+    monkeypatch.setattr(socketio, "server", SimpleNamespace(eio=eio))
+    assert sockets.drop_slow_clients(100) == 1
+    assert eio.disconnected == ["slow"]
+    assert sockets.client_count() == 2
