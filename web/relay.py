@@ -35,7 +35,7 @@ class Relay:
     """
 
     def __init__(self, store: TaskStore, read_results: ReadResults, emit: Emit,
-                 interval: float = 0.1, reconcile_every: float = 5.0, burst: int = 3,
+                 interval: float = 0.1, reconcile_every: float = 5.0, burst: int = 10,
                  worker_timeout: float = 10.0, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, remembered: int = 20_000) -> None:
         self.store = store
@@ -196,12 +196,12 @@ class Relay:
         backoff = self.interval
         tokens, last = float(self.burst), self.clock()
         while self.running:
-            woke = self.wake.wait(timeout=min(1.0, max(0.0, self.next_reconcile - self.clock())))
+            self.wake.wait(timeout=min(1.0, max(0.0, self.next_reconcile - self.clock())))
             if not self.running:
                 break
             self.wake.clear()
-            if not woke and self.clock() < self.next_reconcile:
-                continue
+            if not self.pending and not self.deferred and self.clock() < self.next_reconcile:
+                continue  # nothing to send: a wake-up without work must not use up a token
             now = self.clock()
             tokens, last = min(self.burst, tokens + (now - last) / self.interval), now
             if tokens < 1:
