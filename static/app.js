@@ -12,6 +12,9 @@ const LABELS = {
 const tasks = new Map();   // id -> task object
 const rows = new Map();    // id -> <tr>
 const titles = new Map();  // Celery task name -> catalog title
+// Sent with every state-changing request: the server refuses cookie-authenticated changes without it.
+const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
+const VIEWER = document.querySelector('meta[name="user-role"]')?.content === "viewer";
 
 function el(tag, attrs = {}, text) {
   const node = document.createElement(tag);
@@ -83,7 +86,7 @@ async function launch(entry, form, status) {
   status.className = "launch-status";
   const response = await fetch("/api/tasks", {
     method: "POST",
-    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": CSRF },
     body: JSON.stringify({ task: entry.name, params: readParams(form, entry.params) }),
   }).catch(() => null);
   if (!response) {
@@ -207,7 +210,7 @@ function render(task) {
   renderDetails(row.querySelector(".details"), task);
   row.querySelector(".time").textContent = seconds(task.started || task.created, task.finished);
   const cancel = row.querySelector(".cancel");
-  cancel.hidden = TERMINAL.has(task.state);
+  cancel.hidden = VIEWER || TERMINAL.has(task.state);
   cancel.setAttribute("aria-label", `Cancel ${title} ${task.id.slice(0, 8)}`);
   if (isNew) placeRow(row, task);
   document.getElementById("no-tasks").hidden = rows.size > 0;
@@ -215,7 +218,9 @@ function render(task) {
 
 async function cancelTask(id, button) {
   button.disabled = true;
-  const response = await fetch(`/api/tasks/${encodeURIComponent(id)}/cancel`, { method: "POST" }).catch(() => null);
+  const response = await fetch(`/api/tasks/${encodeURIComponent(id)}/cancel`, {
+    method: "POST", headers: { "X-CSRFToken": CSRF },
+  }).catch(() => null);
   if (!response || response.status !== 202) button.disabled = false;
 }
 
@@ -230,6 +235,9 @@ function setConnection(state, text) {
 function connect() {
   const socket = io({ reconnectionDelayMax: 5000 });
   socket.on("connect", () => setConnection("live", "Live"));
+  socket.on("connect_error", (error) => {
+    if (error && error.message === "unauthorized") window.location.assign("/login");  // signed out
+  });
   socket.on("disconnect", () => setConnection("reconnecting", "Reconnecting…"));
   socket.io.on("reconnect_attempt", () => setConnection("reconnecting", "Reconnecting…"));
   socket.on("snapshot", (data) => data.tasks.forEach(upsert));

@@ -20,6 +20,11 @@ ORDER_KEY = "dashboard:order"     # hash: task id -> its place in its life (JSON
 RECENT_KEY = "dashboard:recent"   # sorted set: task id scored by creation time
 ACTIVE_KEY = "dashboard:active"   # set: ids not yet seen to end (reconciled from the result backend)
 KEYS = [DATA_KEY, ORDER_KEY, RECENT_KEY, ACTIVE_KEY]
+OWNER_KEY = "dashboard:owner:{}"  # sorted set per user: their task ids scored by creation time
+
+
+def owner_key(owner: str) -> str:
+    return OWNER_KEY.format(owner)
 
 # Adds a task only if the index does not know it yet (a retry re-publishes the same id).
 REGISTER = """
@@ -27,23 +32,27 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('HSET', KEYS[2], ARGV[1], '[0,0,0,0]')
   redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[1])
   redis.call('SADD', KEYS[4], ARGV[1])
+  if KEYS[5] then redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1]) end
   return 1
 end
 return 0
 """
 
 
-def pending_record(task_id: str, name: str | None, parent: str | None, created: float) -> dict[str, Any]:
+def pending_record(task_id: str, name: str | None, parent: str | None, created: float,
+                   owner: str | None = None) -> dict[str, Any]:
     when = datetime.fromtimestamp(created, UTC).isoformat(timespec="microseconds")
     return {"id": task_id, "name": name, "state": "PENDING", "progress": None, "result": None, "error": None,
             "created": when, "started": None, "finished": None, "worker": None, "parent": parent,
-            "retries": 0, "updated": when}
+            "retries": 0, "updated": when, "owner": owner}
 
 
-def register(client: Any, task_id: str, name: str | None, parent: str | None = None) -> bool:
+def register(client: Any, task_id: str, name: str | None, parent: str | None = None,
+             owner: str | None = None) -> bool:
     now = time.time()
-    record = pending_record(task_id, name, parent if parent != task_id else None, now)
-    return bool(client.eval(REGISTER, len(KEYS), *KEYS, task_id, json.dumps(record), now))
+    record = pending_record(task_id, name, parent if parent != task_id else None, now, owner)
+    keys = [*KEYS, owner_key(owner)] if owner else KEYS
+    return bool(client.eval(REGISTER, len(keys), *keys, task_id, json.dumps(record), now))
 
 
 @after_task_publish.connect
@@ -55,6 +64,8 @@ def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None
     from tasks.celery_app import celery_app
 
     try:
-        register(celery_app.backend.client, task_id, sender, headers.get("parent_id"))
+        owner = headers.get("owner")  # set by the dashboard's launch (message headers)
+        register(celery_app.backend.client, task_id, sender, headers.get("parent_id"),
+                 owner if isinstance(owner, str) and owner else None)
     except Exception:  # the task is sent; the dashboard will learn of it from events instead
         log.warning("could not register task %s in the dashboard index", task_id, exc_info=True)

@@ -6,13 +6,15 @@ from typing import Any
 
 import redis
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from tasks.celery_app import celery_app
-from web import api, errors, pages, sockets
+from web import api, auth, cli, errors, headers, pages, sockets
 from web.config import from_env
-from web.extensions import Services, socketio
+from web.extensions import Services, csrf, limiter, socketio
 from web.relay import Relay, backend_reader
 from web.store import TaskStore
+from web.users import UserStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,8 +26,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # the catalog's parameters keep their declared order
     celery_app.loader.import_default_modules()  # the task modules fill the catalog
 
+    if app.config.get("PRODUCTION"):
+        # Heroku's router: the client's address and scheme (for rate limits and Secure cookies).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in auth.guard: sessions only
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # valid while the session lasts
+    csrf.init_app(app)
+    auth.register(app)  # before the limiter: per-user limits need to know the user
+    limiter.init_app(app)
+    # None = only the page's own origin may open a Socket.IO connection.
     socketio.init_app(app, async_mode=app.config["ASYNC_MODE"],
-                      ping_interval=app.config["PING_INTERVAL"], ping_timeout=20)
+                      ping_interval=app.config["PING_INTERVAL"], ping_timeout=20,
+                      cors_allowed_origins=app.config.get("ALLOWED_ORIGINS") or None)
     client = app.config.get("REDIS_CLIENT") or redis.Redis.from_url(
         app.config["REDIS_URL"], socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
     store = TaskStore(client, app.config["HISTORY_LIMIT"], app.config["HISTORY_DAYS"] * 86400)
@@ -33,9 +45,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                   sockets.pusher(app.config["SLOW_CLIENT_BATCHES"]), interval=app.config["PUSH_INTERVAL"],
                   reconcile_every=app.config["RECONCILE_INTERVAL"], worker_timeout=app.config["WORKER_TIMEOUT"],
                   sleep=socketio.sleep)
-    app.extensions["dashboard"] = Services(store, relay, celery_app)
+    app.extensions["dashboard"] = Services(store, relay, celery_app, UserStore(client))
 
     errors.register(app)
+    headers.register(app)
+    app.cli.add_command(cli.users)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     return app

@@ -5,12 +5,14 @@ import time
 import uuid
 from typing import Any
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 
 from tasks.catalog import CATALOG, validate
 from web import records
+from web.auth import current_user, require
 from web.errors import ApiError
-from web.extensions import services
+from web.extensions import limiter, services
+from web.users import User
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -30,7 +32,23 @@ def _json_object() -> dict[str, Any]:
     return body
 
 
+def visible(user: User, record: dict[str, Any]) -> bool:
+    """Admins see every task; everyone else only the tasks they launched."""
+    return user.is_admin or (record.get("owner") is not None and record.get("owner") == user.name)
+
+
+def _user_key() -> str:
+    return "user:" + current_user().name
+
+
+def _limits_off() -> bool:
+    return not current_app.config["AUTH_REQUIRED"]  # the local admin of a loopback run
+
+
 @bp.post("/tasks")
+@require(lambda user: user.can_launch, "launching needs the operator or admin role")
+@limiter.limit(lambda: current_app.config["LAUNCH_LIMIT"], key_func=_user_key, exempt_when=_limits_off)
+@limiter.limit(lambda: current_app.config["LAUNCH_LIMIT_PER_ADDRESS"], exempt_when=_limits_off)
 def launch() -> Any:
     body = _json_object()
     unknown = sorted(set(body) - {"task", "params"})
@@ -48,11 +66,16 @@ def launch() -> Any:
             error["field"] = f"params.{error['field']}" if error["field"] != "params" else "params"
         raise ApiError(422, "invalid parameters", errors)
 
+    user, dash = current_user(), services()
+    cap = current_app.config["MAX_ACTIVE_PER_USER"]
+    if current_app.config["AUTH_REQUIRED"] and dash.store.active_count(user.name) >= cap:
+        raise ApiError(429, f"you already have {cap} unfinished tasks; wait for some to end or cancel them")
     task_id = str(uuid.uuid4())
-    entry.task.apply_async(kwargs=params, task_id=task_id)
+    # The owner travels in the message headers, so the index records it from the first write.
+    entry.task.apply_async(kwargs=params, task_id=task_id, headers={"owner": user.name})
     now = records.iso(time.time())
-    dash = services()
-    launched = {"id": task_id, "name": entry.task.name, "state": "PENDING", "created": now, "updated": now}
+    launched = {"id": task_id, "name": entry.task.name, "state": "PENDING", "created": now, "updated": now,
+                "owner": user.name}
     record = dash.store.merge({task_id: launched})[0]
     dash.relay.add(launched)  # pushed with the next batch, merged with whatever came first
     response = jsonify(record)
@@ -82,11 +105,15 @@ def list_tasks() -> Any:
     state = request.args.get("state") or None
     if state is not None and state.upper() not in STATES:
         raise ApiError(422, "unknown state", [{"field": "state", "message": f"one of {', '.join(STATES)}"}])
-    return jsonify({"tasks": services().store.recent(limit, state.upper() if state else None, offset)})
+    user = current_user()
+    owner = None if user.is_admin else user.name
+    return jsonify({"tasks": services().store.recent(limit, state.upper() if state else None, offset, owner)})
 
 
 def find(task_id: str) -> dict[str, Any]:
-    """The task's object from the index, else rebuilt from the result backend, else 404."""
+    """The task's object from the index, else rebuilt from the result backend, else 404.
+
+    Another user's task is 404 too: whether an id exists is itself not shown."""
     dash = services()
     record = dash.store.get(task_id) if len(task_id) <= 200 else None
     if record is None and len(task_id) <= 200:
@@ -94,7 +121,7 @@ def find(task_id: str) -> dict[str, Any]:
         if update:
             record = records.new_record(task_id)
             records.merge(record, update)
-    if record is None:
+    if record is None or not visible(current_user(), record):
         raise ApiError(404, "unknown task id")
     return record
 
@@ -105,6 +132,7 @@ def get_task(task_id: str) -> Any:
 
 
 @bp.post("/tasks/<task_id>/cancel")
+@require(lambda user: user.can_launch, "cancelling needs the operator or admin role")
 def cancel(task_id: str) -> Any:
     record = find(task_id)
     if records.is_terminal(record):

@@ -16,6 +16,20 @@ def is_production() -> bool:
     return os.environ.get("APP_ENV", "").lower() == "production" or "DYNO" in os.environ
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, got {value!r}")
+
+
 def from_env() -> dict[str, Any]:
     """All web settings, as Flask config keys."""
     secret = os.environ.get("SECRET_KEY", "")
@@ -26,11 +40,33 @@ def from_env() -> dict[str, Any]:
     async_mode = os.environ.get("ASYNC_MODE", "eventlet")
     if async_mode not in ("eventlet", "gevent", "threading"):
         raise ConfigError(f"ASYNC_MODE must be eventlet, gevent or threading, got {async_mode!r}")
+    host = os.environ.get("HOST", "0.0.0.0")
+    production = is_production()
+    auth_required = _flag("AUTH_REQUIRED", host not in LOOPBACK)
+    if production and not auth_required:
+        raise ConfigError("AUTH_REQUIRED=0 is not allowed in production")
     return {
         "SECRET_KEY": secret,
+        # Sign-in required (default unless HOST is loopback: then every request is a local admin).
+        "AUTH_REQUIRED": auth_required,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": production,
+        "PERMANENT_SESSION_LIFETIME": task_config._int("SESSION_HOURS", 12) * 3600,
+        "PRODUCTION": production,
+        # Rate limits (Flask-Limiter syntax); counters in Redis, shared by every web process.
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "") or task_config.redis_url(),
+        "RATELIMIT_KEY_PREFIX": "dashboard:limits",
+        "LAUNCH_LIMIT": os.environ.get("LAUNCH_LIMIT", "30/minute"),
+        "LAUNCH_LIMIT_PER_ADDRESS": os.environ.get("LAUNCH_LIMIT_PER_ADDRESS", "60/minute"),
+        "LOGIN_LIMIT": os.environ.get("LOGIN_LIMIT", "10/minute"),
+        # Unfinished tasks one user may have at once; one more launch answers 429.
+        "MAX_ACTIVE_PER_USER": task_config._int("MAX_ACTIVE_PER_USER", 20),
+        # Origins allowed to open a Socket.IO connection (comma separated); empty = the page's own.
+        "ALLOWED_ORIGINS": [o.strip() for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip()],
         "REDIS_URL": task_config.redis_url(),
         "ASYNC_MODE": async_mode,
-        "HOST": os.environ.get("HOST", "0.0.0.0"),
+        "HOST": host,
         "PORT": task_config._int("PORT", 5000),
         # Largest request body accepted (bytes); larger ones get 413.
         "MAX_CONTENT_LENGTH": task_config._int("MAX_CONTENT_LENGTH", 64 * 1024),

@@ -7,6 +7,7 @@ import redis
 from flask import Blueprint, current_app, jsonify, render_template
 
 from web import sockets
+from web.auth import current_user
 from web.extensions import services
 
 bp = Blueprint("pages", __name__)
@@ -14,7 +15,9 @@ bp = Blueprint("pages", __name__)
 
 @bp.get("/")
 def dashboard() -> Any:
-    return render_template("index.html", flower_url=current_app.config["FLOWER_URL"])
+    user = current_user()
+    return render_template("index.html", flower_url=current_app.config["FLOWER_URL"] if user.is_admin else "",
+                           user=user, signed_in=current_app.config["AUTH_REQUIRED"])
 
 
 @bp.get("/healthz")

@@ -15,9 +15,10 @@ TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 # The phase of a state within one attempt; RETRY ends an attempt, the next one has retries + 1.
 PHASE = {"PENDING": 0, "RECEIVED": 1, "STARTED": 2, "PROGRESS": 3, "RETRY": 4}
 FIELDS = ("id", "name", "state", "progress", "result", "error", "created", "started",
-          "finished", "worker", "parent", "retries", "updated")
-# Kept from the first update that has them; later ones cannot move them.
-FIRST_WINS = ("name", "parent", "created", "started")
+          "finished", "worker", "parent", "retries", "updated", "owner")
+# Kept from the first update that has them; later ones cannot move them. `owner` is the user who
+# launched the task (None for tasks sent by other processes: only admins see those).
+FIRST_WINS = ("name", "parent", "created", "started", "owner")
 MAX_TEXT = 20_000
 
 

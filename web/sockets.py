@@ -1,4 +1,8 @@
-"""Socket.IO handlers: a snapshot on every (re)connect, then batches pushed by the relay."""
+"""Socket.IO handlers: a snapshot on every (re)connect, then batches pushed by the relay.
+
+Every client is in one room: "admins" for admins (every task), else "user:<name>" (their own
+tasks only). A client never receives another user's task, not even its id.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,14 +10,19 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from flask import current_app
+from flask import current_app, request
 from flask_socketio import emit, join_room
 
+from web.auth import identify
 from web.extensions import services, socketio
 
 log = logging.getLogger(__name__)
 
-ROOM = "dashboard"
+ADMINS = "admins"
+
+
+def user_room(name: str) -> str:
+    return f"user:{name}"
 
 
 def client_count() -> int:
@@ -33,23 +42,48 @@ def drop_slow_clients(limit: int) -> int:
 
 
 def pusher(slow_client_batches: int) -> Callable[[list[dict[str, Any]]], None]:
-    """The relay's emit: one batch of current task objects to every dashboard of this process."""
+    """The relay's emit: each batch to the admins, and each owner's share of it to that owner."""
 
     def push(batch: list[dict[str, Any]]) -> None:
         drop_slow_clients(slow_client_batches)
-        socketio.emit("tasks", {"tasks": batch}, to=ROOM)
+        socketio.emit("tasks", {"tasks": batch}, to=ADMINS)
+        owned: dict[str, list[dict[str, Any]]] = {}
+        for task in batch:
+            if task.get("owner"):
+                owned.setdefault(task["owner"], []).append(task)
+        for owner, tasks in owned.items():
+            socketio.emit("tasks", {"tasks": tasks}, to=user_room(owner))
 
     return push
 
 
 @socketio.on("connect")
-def on_connect(auth: Any = None) -> None:
+def on_connect(auth: Any = None) -> bool:
+    user, _ = identify()  # the handshake's session cookie or Authorization header
+    if user is None:
+        raise ConnectionRefusedError("unauthorized")
     # A reconnect is a new session: join again, and send the truth before any push.
-    join_room(ROOM)
+    join_room(ADMINS if user.is_admin else user_room(user.name))
     try:
-        tasks = services().store.recent(current_app.config["SNAPSHOT_LIMIT"])
+        tasks = services().store.recent(current_app.config["SNAPSHOT_LIMIT"],
+                                        owner=None if user.is_admin else user.name)
     except redis.RedisError as exc:
         log.warning("snapshot failed: %s", exc)
         emit("snapshot_error", {"error": "Redis is unavailable; showing the last known state"})
-        return
+        return True
     emit("snapshot", {"tasks": tasks})
+    return True
+
+
+@socketio.on("*")
+def on_unexpected(event: Any, *args: Any) -> None:
+    """Clients only listen: anything they send gets an error back to them alone, nothing else."""
+    emit("error", {"error": "unexpected message"}, to=request.sid)
+
+
+@socketio.on_error_default
+def on_error(exc: Exception) -> None:
+    if isinstance(exc, ConnectionRefusedError):
+        raise exc  # a refused connect must stay refused
+    log.warning("Socket.IO handler failed: %r", exc)
+    emit("error", {"error": "bad message"}, to=request.sid)

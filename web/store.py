@@ -12,14 +12,14 @@ from typing import Any
 
 import redis
 
-from tasks.index import ACTIVE_KEY, DATA_KEY, KEYS, ORDER_KEY, RECENT_KEY
+from tasks.index import ACTIVE_KEY, DATA_KEY, KEYS, ORDER_KEY, RECENT_KEY, owner_key
 from web import records
 
-# ARGV holds groups of five: id, order (JSON list), record (JSON), creation score, terminal (0/1).
-# Returns the ids whose write lost to a later place already stored.
+# ARGV holds groups of six: id, order (JSON list), record (JSON), creation score, terminal (0/1),
+# and the owner's sorted set ('' for none). Returns the ids whose write lost to a later place.
 SAVE = """
 local rejected = {}
-for i = 1, #ARGV, 5 do
+for i = 1, #ARGV, 6 do
   local id, order = ARGV[i], cjson.decode(ARGV[i + 1])
   local stored = redis.call('HGET', KEYS[2], id)
   local newer = true
@@ -34,6 +34,7 @@ for i = 1, #ARGV, 5 do
     redis.call('HSET', KEYS[2], id, ARGV[i + 1])
     redis.call('ZADD', KEYS[3], 'NX', ARGV[i + 3], id)
     if ARGV[i + 4] == '1' then redis.call('SREM', KEYS[4], id) else redis.call('SADD', KEYS[4], id) end
+    if ARGV[i + 5] ~= '' then redis.call('ZADD', ARGV[i + 5], 'NX', ARGV[i + 3], id) end
   else
     rejected[#rejected + 1] = id
   end
@@ -71,24 +72,33 @@ class TaskStore:
             if raw is not None
         }
 
-    def recent(self, limit: int = 50, state: str | None = None, offset: int = 0) -> list[dict[str, Any]]:
-        """The newest `limit` tasks after skipping `offset`, optionally only those in `state`."""
+    def recent(self, limit: int = 50, state: str | None = None, offset: int = 0,
+               owner: str | None = None) -> list[dict[str, Any]]:
+        """The newest `limit` tasks after skipping `offset`, optionally only those in `state`, and
+        only `owner`'s when given (from that user's own index, so paging stays cheap)."""
         found: list[dict[str, Any]] = []
         page, start = max(limit, 100), 0
+        key = owner_key(owner) if owner is not None else RECENT_KEY
         while len(found) < offset + limit:
-            ids = [_text(i) for i in self.client.zrevrange(RECENT_KEY, start, start + page - 1)]
+            ids = [_text(i) for i in self.client.zrevrange(key, start, start + page - 1)]
             if not ids:
                 break
             by_id = self.get_many(ids)
             for task_id in ids:
                 record = by_id.get(task_id)
-                if record and (state is None or record.get("state") == state):
+                if record and (state is None or record.get("state") == state) and (
+                        owner is None or record.get("owner") == owner):
                     found.append(record)
             start += page
         return found[offset:offset + limit]
 
     def active_ids(self) -> list[str]:
         return [_text(i) for i in self.client.smembers(ACTIVE_KEY)]
+
+    def active_count(self, owner: str, newest: int = 1000) -> int:
+        """How many of `owner`'s newest tasks have not ended yet."""
+        ids = self.client.zrevrange(owner_key(owner), 0, newest - 1)
+        return sum(1 for flag in self.client.smismember(ACTIVE_KEY, ids) if flag) if ids else 0
 
     def count(self) -> int:
         return int(self.client.zcard(RECENT_KEY))
@@ -99,7 +109,8 @@ class TaskStore:
         for record in items:
             args += [record["id"], json.dumps(records.record_order(record)), json.dumps(record, default=str),
                      records.epoch(record.get("created") or record.get("updated")),
-                     "1" if records.is_terminal(record) else "0"]
+                     "1" if records.is_terminal(record) else "0",
+                     owner_key(record["owner"]) if record.get("owner") else ""]
         if not args:
             return []
         return [_text(i) for i in self._save(keys=KEYS, args=args)]
@@ -113,7 +124,13 @@ class TaskStore:
             old += [_text(i) for i in self.client.zrange(RECENT_KEY, len(old), len(old) + excess - 1)]
         for start in range(0, len(old), 1000):
             chunk = old[start:start + 1000]
+            owners: dict[str, list[str]] = {}
+            for task_id, record in self.get_many(chunk).items():
+                if record.get("owner"):
+                    owners.setdefault(record["owner"], []).append(task_id)
             pipe = self.client.pipeline(transaction=False)
+            for owner, ids in owners.items():
+                pipe.zrem(owner_key(owner), *ids)
             pipe.zrem(RECENT_KEY, *chunk)
             pipe.hdel(DATA_KEY, *chunk)
             pipe.hdel(ORDER_KEY, *chunk)

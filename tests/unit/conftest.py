@@ -46,15 +46,22 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return calls
 
 
-@pytest.fixture
-def app(redis_server: fakeredis.FakeServer, results: FakeResults, sent: list) -> Iterator[Any]:
-    app = create_app({
+def make_app(redis_server: fakeredis.FakeServer, results: FakeResults, **config: Any) -> Any:
+    """The app on the in-memory Redis; AUTH_REQUIRED off (a local run) unless given."""
+    return create_app({
         "TESTING": True,
         "ASYNC_MODE": "threading",
         "REDIS_CLIENT": fakeredis.FakeRedis(server=redis_server),
         "READ_RESULTS": results,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "AUTH_REQUIRED": False,
+        **config,
     })
-    yield app
+
+
+@pytest.fixture
+def app(redis_server: fakeredis.FakeServer, results: FakeResults, sent: list) -> Iterator[Any]:
+    yield make_app(redis_server, results)
 
 
 @pytest.fixture

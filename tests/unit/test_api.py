@@ -19,7 +19,8 @@ def test_launch_answers_202_with_the_task_and_its_location(client: Any, sent: li
     task = response.get_json()
     assert task["state"] == "PENDING" and task["name"] == "tasks.demo.steps" and task["created"]
     assert response.headers["Location"] == f"/api/tasks/{task['id']}"
-    assert sent == [{"task": "tasks.demo.steps", "kwargs": {"steps": 3, "delay": 0.5}, "task_id": task["id"]}]
+    assert sent == [{"task": "tasks.demo.steps", "kwargs": {"steps": 3, "delay": 0.5}, "task_id": task["id"],
+                     "headers": {"owner": "local"}}]
     assert client.get(response.headers["Location"]).get_json()["id"] == task["id"]
 
 

@@ -1,0 +1,265 @@
+"""Accounts, sign-in, roles, per-user visibility, CSRF, rate limits and headers, in the app alone."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.unit.conftest import make_app
+from web.extensions import socketio
+from web.headers import HEADERS
+from web.users import TOKENS_KEY, USERS_KEY
+
+PASSWORD = "correct horse battery"
+ROLES = ("viewer", "operator", "admin")
+
+
+@pytest.fixture
+def secure_app(redis_server: Any, results: Any, sent: list) -> Any:
+    """AUTH_REQUIRED on, with one account per role (and a second operator), each with a token."""
+    app = make_app(redis_server, results, AUTH_REQUIRED=True, LAUNCH_LIMIT="5/minute",
+                   LAUNCH_LIMIT_PER_ADDRESS="100/minute", LOGIN_LIMIT="3/minute", MAX_ACTIVE_PER_USER=3)
+    users = app.extensions["dashboard"].users
+    app.tokens = {}
+    for name in (*ROLES, "other"):
+        users.add(name, PASSWORD, "operator" if name == "other" else name)
+        app.tokens[name] = users.new_token(name)
+    return app
+
+
+def bearer(app: Any, name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {app.tokens[name]}"}
+
+
+def signed_in(app: Any, name: str) -> tuple[Any, str]:
+    """A test client signed in through the form; returns it and the page's CSRF token."""
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    response = client.post("/login", data={"username": name, "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    page = client.get("/").get_data(as_text=True)
+    return client, re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+
+
+def launch(app: Any, name: str) -> dict[str, Any]:
+    response = app.test_client().post("/api/tasks", json={"task": "steps"}, headers=bearer(app, name))
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()
+
+
+# ---- accounts ------------------------------------------------------------------------------------
+
+def test_passwords_and_tokens_are_stored_only_as_hashes(secure_app: Any, redis_server: Any) -> None:
+    import fakeredis
+
+    raw = fakeredis.FakeRedis(server=redis_server)
+    stored = b"".join(raw.hvals(USERS_KEY)) + b"".join(raw.hkeys(TOKENS_KEY))
+    assert PASSWORD.encode() not in stored and b"scrypt:" in stored
+    for token in secure_app.tokens.values():
+        assert token.encode() not in stored
+
+
+def test_the_cli_adds_lists_issues_tokens_and_removes(secure_app: Any) -> None:
+    runner = secure_app.test_cli_runner()
+    result = runner.invoke(args=["users", "add", "carol", "--role", "viewer", "--password-stdin"],
+                           input="a long password\n")
+    assert result.exit_code == 0, result.output
+    assert "carol\tviewer" in runner.invoke(args=["users", "list"]).output
+    token = runner.invoke(args=["users", "token", "carol"]).output.strip()
+    client = secure_app.test_client()
+    assert client.get("/api/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert runner.invoke(args=["users", "add", "x", "--password-stdin"], input="short\n").exit_code != 0
+    assert runner.invoke(args=["users", "remove", "carol"]).exit_code == 0
+    assert client.get("/api/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert isinstance(runner, CliRunner)
+
+
+# ---- sign-in -------------------------------------------------------------------------------------
+
+def test_anonymous_gets_the_login_page_or_401_and_no_socket(secure_app: Any) -> None:
+    client = secure_app.test_client()
+    response = client.get("/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    for method, path in [("get", "/api/catalog"), ("get", "/api/tasks"), ("get", "/api/tasks/x"),
+                         ("post", "/api/tasks"), ("post", "/api/tasks/x/cancel"), ("get", "/api/openapi.json")]:
+        response = getattr(client, method)(path, json={})
+        assert response.status_code == 401, (method, path, response.status_code)
+        assert response.get_json()["error"]
+    assert client.get("/api/tasks", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/healthz").status_code == 200
+    sio = socketio.test_client(secure_app, flask_test_client=client)
+    assert not sio.is_connected()
+
+
+def test_wrong_password_is_refused_and_the_session_cookie_is_locked_down(secure_app: Any) -> None:
+    client = secure_app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    response = client.post("/login", data={"username": "admin", "password": "wrong", "csrf_token": token})
+    assert response.status_code == 401 and "Wrong user name or password" in response.get_data(as_text=True)
+    response = client.post("/login?next=//evil.example/", data={"username": "admin", "password": PASSWORD,
+                                                                 "csrf_token": token})
+    assert response.headers["Location"] == "/"  # never an open redirect
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_login_without_csrf_token_is_refused(secure_app: Any) -> None:
+    response = secure_app.test_client().post("/login", data={"username": "admin", "password": PASSWORD})
+    assert response.status_code == 400
+
+
+def test_login_attempts_are_rate_limited_per_user_name(secure_app: Any) -> None:
+    for attempt in range(4):
+        client = secure_app.test_client()
+        page = client.get("/login").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        response = client.post("/login", data={"username": "admin", "password": "guess", "csrf_token": token},
+                               environ_base={"REMOTE_ADDR": f"10.0.0.{attempt}"})
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) > 0 and response.get_json()["error"]
+
+
+# ---- roles and visibility ------------------------------------------------------------------------
+
+# (role, method, path) -> expected status; {own}/{other} are task ids of the operator and "other".
+MATRIX = {
+    ("viewer", "GET", "/api/catalog"): 200, ("operator", "GET", "/api/catalog"): 200,
+    ("admin", "GET", "/api/catalog"): 200,
+    ("viewer", "POST", "/api/tasks"): 403, ("operator", "POST", "/api/tasks"): 202,
+    ("admin", "POST", "/api/tasks"): 202,
+    ("viewer", "GET", "/api/tasks/{own}"): 404, ("operator", "GET", "/api/tasks/{own}"): 200,
+    ("admin", "GET", "/api/tasks/{own}"): 200,
+    ("operator", "GET", "/api/tasks/{other}"): 404, ("admin", "GET", "/api/tasks/{other}"): 200,
+    ("viewer", "POST", "/api/tasks/{own}/cancel"): 403, ("operator", "POST", "/api/tasks/{other}/cancel"): 404,
+    ("operator", "POST", "/api/tasks/{own}/cancel"): 202, ("admin", "POST", "/api/tasks/{other}/cancel"): 202,
+    ("viewer", "GET", "/"): 200, ("operator", "GET", "/"): 200, ("admin", "GET", "/"): 200,
+}
+
+
+@pytest.mark.parametrize(("role", "method", "path"), list(MATRIX))
+def test_authorization_matrix(secure_app: Any, role: str, method: str, path: str) -> None:
+    ids = {"own": launch(secure_app, "operator")["id"], "other": launch(secure_app, "other")["id"]}
+    client = secure_app.test_client()
+    body = {"task": "steps"} if path == "/api/tasks" else None
+    response = client.open(path.format(**ids), method=method, json=body, headers=bearer(secure_app, role))
+    assert response.status_code == MATRIX[(role, method, path)], response.get_data(as_text=True)
+
+
+def test_lists_and_snapshots_show_only_your_own_tasks_admins_all(secure_app: Any, dash: Any) -> None:
+    own, other = launch(secure_app, "operator"), launch(secure_app, "other")
+    dash.relay.add({"id": "from-a-shell", "state": "PENDING", "name": "tasks.demo.steps"})  # no owner
+    dash.relay.flush()
+    client = secure_app.test_client()
+    seen = {name: {t["id"] for t in client.get("/api/tasks", headers=bearer(secure_app, name)).get_json()["tasks"]}
+            for name in ROLES}
+    assert seen["operator"] == {own["id"]}
+    assert seen["viewer"] == set()
+    assert seen["admin"] == {own["id"], other["id"], "from-a-shell"}
+    for name, expected in seen.items():
+        sio = socketio.test_client(secure_app, headers=bearer(secure_app, name))
+        snapshot = [m["args"][0] for m in sio.get_received() if m["name"] == "snapshot"][0]
+        assert {t["id"] for t in snapshot["tasks"]} == expected, name
+
+
+def test_pushes_reach_only_the_owner_and_the_admins(secure_app: Any, dash: Any) -> None:
+    own, other = launch(secure_app, "operator"), launch(secure_app, "other")
+    clients = {name: socketio.test_client(secure_app, headers=bearer(secure_app, name))
+               for name in (*ROLES, "other")}
+    for sio in clients.values():
+        sio.get_received()
+    for task in (own, other):
+        dash.relay.add({"id": task["id"], "state": "STARTED"})
+    dash.relay.add({"id": "from-a-shell", "state": "STARTED", "name": "tasks.demo.steps"})
+    dash.relay.flush()
+    got = {name: [t["id"] for m in sio.get_received() if m["name"] == "tasks" for t in m["args"][0]["tasks"]]
+           for name, sio in clients.items()}
+    assert got["operator"] == [own["id"]] and got["other"] == [other["id"]] and got["viewer"] == []
+    assert sorted(got["admin"]) == sorted([own["id"], other["id"], "from-a-shell"])
+
+
+def test_a_session_sees_the_same_as_its_token(secure_app: Any) -> None:
+    own = launch(secure_app, "operator")
+    client, _ = signed_in(secure_app, "operator")
+    assert [t["id"] for t in client.get("/api/tasks").get_json()["tasks"]] == [own["id"]]
+    sio = socketio.test_client(secure_app, flask_test_client=client)
+    assert sio.is_connected()
+
+
+# ---- CSRF, cross-site, limits --------------------------------------------------------------------
+
+def test_cookie_authenticated_changes_need_the_csrf_token(secure_app: Any) -> None:
+    client, token = signed_in(secure_app, "operator")
+    assert client.post("/api/tasks", json={"task": "steps"}).status_code == 400
+    response = client.post("/api/tasks", json={"task": "steps"}, headers={"X-CSRFToken": token})
+    assert response.status_code == 202
+    task_id = response.get_json()["id"]
+    assert client.post(f"/api/tasks/{task_id}/cancel").status_code == 400
+    assert client.post(f"/api/tasks/{task_id}/cancel", headers={"X-CSRFToken": token}).status_code == 202
+    assert client.post("/logout").status_code == 400
+
+
+def test_cross_site_posts_are_refused_even_on_a_local_run(client: Any) -> None:
+    response = client.post("/api/tasks", json={"task": "steps"}, headers={"Origin": "http://evil.example"})
+    assert response.status_code == 403
+
+
+def test_launches_are_rate_limited_per_user_with_retry_after(secure_app: Any, dash: Any) -> None:
+    client = secure_app.test_client()
+    statuses = []
+    for _ in range(6):
+        response = client.post("/api/tasks", json={"task": "steps"}, headers=bearer(secure_app, "admin"))
+        statuses.append(response.status_code)
+        if response.status_code == 202:  # end it, so the running cap is not what answers
+            dash.relay.add({"id": response.get_json()["id"], "state": "SUCCESS"})
+            dash.relay.flush()
+    assert statuses == [202] * 5 + [429]
+    assert int(response.headers["Retry-After"]) > 0 and response.get_json()["error"]
+
+
+def test_a_user_may_have_only_so_many_unfinished_tasks(secure_app: Any) -> None:
+    for _ in range(3):
+        launch(secure_app, "operator")
+    response = secure_app.test_client().post("/api/tasks", json={"task": "steps"},
+                                             headers=bearer(secure_app, "operator"))
+    assert response.status_code == 429 and "unfinished" in response.get_json()["error"]
+    launch(secure_app, "other")  # others are not affected
+
+
+# ---- headers -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/", "/login", "/api/tasks", "/api/catalog", "/healthz", "/static/app.js",
+                                  "/api/tasks/unknown", "/nowhere"])
+def test_security_headers_on_every_response(secure_app: Any, path: str) -> None:
+    response = secure_app.test_client().get(path, headers=bearer(secure_app, "admin"))
+    for name, value in HEADERS.items():
+        assert response.headers.get(name) == value, (path, name)
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe" not in csp and "frame-ancestors 'none'" in csp
+
+
+def test_production_cookies_are_secure(monkeypatch: pytest.MonkeyPatch) -> None:
+    from web.config import ConfigError, from_env
+
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "s" * 32)
+    assert from_env()["SESSION_COOKIE_SECURE"] is True and from_env()["AUTH_REQUIRED"] is True
+    monkeypatch.setenv("AUTH_REQUIRED", "0")
+    with pytest.raises(ConfigError):
+        from_env()
+
+
+@pytest.mark.parametrize(("host", "required"), [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                                                ("0.0.0.0", True), ("10.1.2.3", True)])
+def test_auth_is_required_unless_the_server_listens_on_loopback(monkeypatch: pytest.MonkeyPatch, host: str,
+                                                                 required: bool) -> None:
+    from web.config import from_env
+
+    monkeypatch.delenv("APP_ENV", raising=False)
+    monkeypatch.delenv("DYNO", raising=False)
+    monkeypatch.delenv("AUTH_REQUIRED", raising=False)
+    monkeypatch.setenv("HOST", host)
+    assert from_env()["AUTH_REQUIRED"] is required

@@ -1,0 +1,122 @@
+"""Who is asking: sign-in pages, sessions, Bearer tokens, and the guard in front of every view."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session, url_for
+
+from web.errors import ApiError
+from web.extensions import csrf, limiter, services
+from web.users import LOCAL_ADMIN, User
+
+bp = Blueprint("auth", __name__)
+
+# Endpoints anyone may reach: the sign-in page, static files, and the health check (no task data).
+PUBLIC = {"auth.login", "static", "pages.health"}
+
+
+def identify() -> tuple[User | None, str]:
+    """The user behind the current request and how they proved it: "local", "token", "session" or ""."""
+    if not current_app.config["AUTH_REQUIRED"]:
+        return LOCAL_ADMIN, "local"
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        user = services().users.by_token(token.strip()) if scheme.lower() == "bearer" else None
+        return user, "token" if user else ""
+    name = session.get("user")
+    if isinstance(name, str):
+        user = services().users.get(name)  # read each time: a removed account is out at once
+        if user is not None:
+            return user, "session"
+    return None, ""
+
+
+def current_user() -> User:
+    return g.user
+
+
+def require(check: Callable[[User], bool], message: str) -> Callable:
+    """A view decorator: 403 with `message` unless `check(current user)` holds."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not check(current_user()):
+                raise ApiError(403, message)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _same_origin() -> bool:
+    origin = request.headers.get("Origin")
+    return not origin or urlsplit(origin).netloc == request.host
+
+
+def guard() -> Any:
+    """Runs before every view: sign-in, CSRF on cookie-authenticated changes, cross-site refusal."""
+    g.user, g.auth_method = identify()
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        if g.auth_method != "token" and not _same_origin():
+            raise ApiError(403, "cross-site request refused")
+        if g.auth_method == "session" or request.endpoint == "auth.login":
+            csrf.protect()
+    if request.endpoint in PUBLIC:
+        return None
+    if g.user is None:
+        if request.path.startswith("/api/") or request.headers.get("Authorization"):
+            raise ApiError(401, "sign-in required: a session cookie or Authorization: Bearer <token>")
+        return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
+    return None
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: never an open redirect."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("pages.dashboard")
+
+
+def _username_key() -> str:
+    return "login-name:" + (request.form.get("username") or "")[:64].lower()
+
+
+def _login_limit() -> str:
+    return current_app.config["LOGIN_LIMIT"]
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], key_func=_username_key)
+def login() -> Any:
+    if not current_app.config["AUTH_REQUIRED"]:
+        return redirect(url_for("pages.dashboard"))
+    error = None
+    if request.method == "POST":
+        name = (request.form.get("username") or "")[:64]
+        user = services().users.authenticate(name, (request.form.get("password") or "")[:1024])
+        if user is not None:
+            session.clear()  # a new session on sign-in: no fixation
+            session["user"] = user.name
+            session.permanent = True
+            return redirect(_safe_next(request.args.get("next")))
+        error = "Wrong user name or password."
+    status = 401 if error else 200
+    return render_template("login.html", error=error, next=request.args.get("next", "")), status
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+def register(app: Flask) -> None:
+    app.before_request(guard)
+    app.register_blueprint(bp)

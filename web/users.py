@@ -1,0 +1,105 @@
+"""Dashboard accounts and API tokens, kept in Redis: passwords as scrypt hashes, tokens as digests."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+USERS_KEY = "dashboard:users"    # hash: name -> {"password_hash", "role"} (JSON)
+TOKENS_KEY = "dashboard:tokens"  # hash: sha256(token) hex -> name; the token itself is never stored
+ROLES = ("viewer", "operator", "admin")
+NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MIN_PASSWORD = 8
+# Checked against when the user is unknown, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = generate_password_hash("not a password", method="scrypt")
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def can_launch(self) -> bool:
+        return self.role in ("operator", "admin")
+
+
+# Who every request is when AUTH_REQUIRED is off (the web server listens on loopback only).
+LOCAL_ADMIN = User("local", "admin")
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class UserStore:
+    """Adds, checks and removes accounts and their API tokens."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def add(self, name: str, password: str, role: str) -> User:
+        """Create or replace an account; raise ValueError for a bad name, role or short password."""
+        if not NAME.match(name):
+            raise ValueError("a user name is 1-64 letters, digits or _ . @ -")
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if len(password) < MIN_PASSWORD:
+            raise ValueError(f"a password has at least {MIN_PASSWORD} characters")
+        entry = {"password_hash": generate_password_hash(password, method="scrypt"), "role": role}
+        self.client.hset(USERS_KEY, name, json.dumps(entry))
+        return User(name, role)
+
+    def _entry(self, name: str) -> dict[str, Any] | None:
+        if not isinstance(name, str) or not NAME.match(name):
+            return None
+        raw = self.client.hget(USERS_KEY, name)
+        return json.loads(raw) if raw else None
+
+    def get(self, name: str) -> User | None:
+        entry = self._entry(name)
+        return User(name, entry["role"]) if entry else None
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        entry = self._entry(name)
+        ok = check_password_hash(entry["password_hash"] if entry else _DUMMY_HASH, password)
+        return User(name, entry["role"]) if entry and ok else None
+
+    def all(self) -> list[User]:
+        users = self.client.hgetall(USERS_KEY)
+        return sorted((User(_text(n), json.loads(v)["role"]) for n, v in users.items()), key=lambda u: u.name)
+
+    def remove(self, name: str) -> bool:
+        """Delete the account and every token it has."""
+        removed = bool(self.client.hdel(USERS_KEY, name))
+        tokens = [k for k, v in self.client.hgetall(TOKENS_KEY).items() if _text(v) == name]
+        if tokens:
+            self.client.hdel(TOKENS_KEY, *tokens)
+        return removed
+
+    def new_token(self, name: str) -> str:
+        """A new API token for `name`, returned once; only its digest is kept."""
+        if self.get(name) is None:
+            raise ValueError(f"no user {name!r}")
+        token = secrets.token_urlsafe(32)
+        self.client.hset(TOKENS_KEY, digest(token), name)
+        return token
+
+    def by_token(self, token: str) -> User | None:
+        if not token or len(token) > 200:
+            return None
+        name = self.client.hget(TOKENS_KEY, digest(token))
+        return self.get(_text(name)) if name else None
