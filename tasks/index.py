@@ -2,6 +2,8 @@
 
 Events are fire-and-forget; registering at publish time means a task sent while no dashboard
 listened is still known, and its state can be reconciled from the result backend later.
+Registration runs just before the message is sent (`before_task_publish`), so no worker event can
+create the record first: the record carries its owner (a message header) from its first write.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from celery.signals import after_task_publish
+from celery.signals import before_task_publish
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ def register(client: Any, task_id: str, name: str | None, parent: str | None = N
     return bool(client.eval(REGISTER, len(keys), *keys, task_id, json.dumps(record), now))
 
 
-@after_task_publish.connect
+@before_task_publish.connect
 def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
     headers = headers or {}
     task_id = headers.get("id")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, url_for
@@ -18,6 +19,13 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 STATES = sorted(set(records.PHASE) | records.TERMINAL)
 MAX_LIMIT = 500
+OPENAPI = Path(__file__).with_name("openapi.json")
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    """The OpenAPI 3.1 description of this API (kept true by tests/unit/test_openapi.py)."""
+    return current_app.response_class(OPENAPI.read_bytes(), mimetype="application/json")
 
 
 @bp.get("/catalog")

@@ -19,6 +19,7 @@ from web.extensions import services, socketio
 log = logging.getLogger(__name__)
 
 ADMINS = "admins"
+CONNECTED: set[str] = set()  # session ids of this process's connected clients
 
 
 def user_room(name: str) -> str:
@@ -58,11 +59,16 @@ def pusher(slow_client_batches: int) -> Callable[[list[dict[str, Any]]], None]:
 
 
 @socketio.on("connect")
-def on_connect(auth: Any = None) -> bool:
+def on_connect(*_: Any) -> bool:
+    # python-socketio also calls this for a client's own EVENT packet named "connect": that is
+    # a hostile message, not a new connection, so it gets the same answer as any other one.
+    if request.sid in CONNECTED:
+        return on_unexpected("connect")
     user, _ = identify()  # the handshake's session cookie or Authorization header
     if user is None:
         raise ConnectionRefusedError("unauthorized")
     # A reconnect is a new session: join again, and send the truth before any push.
+    CONNECTED.add(request.sid)
     join_room(ADMINS if user.is_admin else user_room(user.name))
     try:
         tasks = services().store.recent(current_app.config["SNAPSHOT_LIMIT"],
@@ -75,10 +81,19 @@ def on_connect(auth: Any = None) -> bool:
     return True
 
 
+@socketio.on("disconnect")
+def on_disconnect(*_: Any) -> None:
+    if socketio.server.manager.is_connected(request.sid, request.namespace):
+        on_unexpected("disconnect")  # a client's own EVENT named "disconnect", not a real one
+        return
+    CONNECTED.discard(request.sid)
+
+
 @socketio.on("*")
-def on_unexpected(event: Any, *args: Any) -> None:
+def on_unexpected(event: Any, *args: Any) -> bool:
     """Clients only listen: anything they send gets an error back to them alone, nothing else."""
     emit("error", {"error": "unexpected message"}, to=request.sid)
+    return True
 
 
 @socketio.on_error_default
