@@ -1,0 +1,234 @@
+"""Attacks on the real stack with sign-in required: roles, other users' tasks, CSRF, limits, fuzzing."""
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+import socketio
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.conftest import ARTIFACTS
+from tests.integration.conftest import TERMINAL, TIMEOUT
+from tests.support import BIN, ROOT, Stack, wait_for
+from web.headers import HEADERS
+
+PASSWORD = "a long enough password"
+USERS = {"admin": "admin", "alice": "operator", "bob": "operator", "vera": "viewer"}
+
+
+def cli(stack: Stack, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run([str(BIN / "flask"), "--app", "web", "users", *args], cwd=ROOT, env=stack.env,
+                            input=stdin, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def secure() -> Iterator[tuple[Stack, str, dict[str, str]]]:
+    """Its own Redis, worker and web server with AUTH_REQUIRED=1; accounts made with the CLI."""
+    stack = Stack(logdir=ARTIFACTS / "logs-security")
+    try:
+        stack.start_redis()
+        stack.start_worker()
+        tokens = {}
+        for name, role in USERS.items():
+            cli(stack, "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
+            tokens[name] = cli(stack, "token", name).strip()
+        assert "alice\toperator" in cli(stack, "list")
+        url = stack.start_web(env={"AUTH_REQUIRED": "1", "LOGIN_LIMIT": "5/minute",
+                                   "LAUNCH_LIMIT": "200/minute", "LAUNCH_LIMIT_PER_ADDRESS": "400/minute"})
+        yield stack, url, tokens
+    finally:
+        stack.stop()
+
+
+def auth(tokens: dict[str, str], name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens[name]}"}
+
+
+def launch(url: str, tokens: dict[str, str], name: str, **params: Any) -> dict[str, Any]:
+    response = requests.post(f"{url}/api/tasks", json={"task": "steps", "params": params or {"steps": 2, "delay": 0.1}},
+                             headers=auth(tokens, name), timeout=10)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+class Listener:
+    """A Socket.IO client that records every message it gets."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.lock = threading.Lock()
+        self.messages: list[tuple[str, Any]] = []
+        self.client = socketio.Client(reconnection=False)
+        self.client.on("*", lambda event, data=None: self._record(event, data))
+        self.client.connect(url, headers=headers or {}, transports=["websocket"], wait_timeout=20)
+
+    def _record(self, event: str, data: Any) -> None:
+        with self.lock:
+            self.messages.append((event, data))
+
+    def ids(self) -> set[str]:
+        with self.lock:
+            return {t["id"] for event, data in self.messages if event in ("snapshot", "tasks") for t in data["tasks"]}
+
+    def events(self) -> list[str]:
+        with self.lock:
+            return [event for event, _ in self.messages]
+
+    def close(self) -> None:
+        if self.client.connected:
+            self.client.disconnect()
+
+
+def test_anonymous_gets_nothing(secure: tuple) -> None:
+    _, url, _ = secure
+    page = requests.get(url, allow_redirects=False, timeout=10)
+    assert page.status_code == 302 and "/login" in page.headers["Location"]
+    for path in ("/api/tasks", "/api/catalog", "/api/openapi.json", "/api/tasks/x"):
+        response = requests.get(f"{url}{path}", timeout=10)
+        assert response.status_code == 401 and response.json()["error"], path
+    assert requests.post(f"{url}/api/tasks", json={"task": "steps"}, timeout=10).status_code == 401
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        Listener(url)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        Listener(url, {"Authorization": "Bearer forged"})
+
+
+def test_nobody_reads_or_cancels_another_users_task_and_pushes_stay_private(secure: tuple) -> None:
+    _, url, tokens = secure
+    feeds = {name: Listener(url, auth(tokens, name)) for name in USERS}
+    try:
+        mine, theirs = launch(url, tokens, "alice"), launch(url, tokens, "bob")
+        for task in (mine, theirs):
+            wait_for(lambda task=task: requests.get(f"{url}/api/tasks/{task['id']}", headers=auth(tokens, "admin"),
+                                                    timeout=10).json()["state"] in TERMINAL, TIMEOUT, what="end")
+        wait_for(lambda: {mine["id"], theirs["id"]} <= feeds["admin"].ids(), TIMEOUT, what="admin pushes")
+        wait_for(lambda: mine["id"] in feeds["alice"].ids(), TIMEOUT, what="alice's pushes")
+        assert feeds["alice"].ids() == {mine["id"]}
+        assert feeds["bob"].ids() == {theirs["id"]}
+        assert feeds["vera"].ids() == set()
+        get = requests.get(f"{url}/api/tasks/{theirs['id']}", headers=auth(tokens, "alice"), timeout=10)
+        assert get.status_code == 404 and theirs["id"] not in get.text
+        cancel = requests.post(f"{url}/api/tasks/{theirs['id']}/cancel", headers=auth(tokens, "alice"), timeout=10)
+        assert cancel.status_code == 404
+        listed = requests.get(f"{url}/api/tasks", headers=auth(tokens, "alice"), timeout=10).json()["tasks"]
+        assert [t["id"] for t in listed] == [mine["id"]] and listed[0]["owner"] == "alice"
+        assert requests.post(f"{url}/api/tasks", json={"task": "steps"}, headers=auth(tokens, "vera"),
+                             timeout=10).status_code == 403
+        everything = requests.get(f"{url}/api/tasks", headers=auth(tokens, "admin"), timeout=10).json()["tasks"]
+        assert {mine["id"], theirs["id"]} <= {t["id"] for t in everything}
+    finally:
+        for feed in feeds.values():
+            feed.close()
+
+
+def test_socketio_refuses_other_origins_and_answers_junk_with_an_error(secure: tuple) -> None:
+    _, url, tokens = secure
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        Listener(url, {**auth(tokens, "admin"), "Origin": "http://evil.example"})
+    attacker, bystander = Listener(url, auth(tokens, "alice")), Listener(url, auth(tokens, "bob"))
+    try:
+        wait_for(lambda: "snapshot" in attacker.events() and "snapshot" in bystander.events(), 20, what="snapshots")
+        for event, data in [("launch", {"task": "steps"}), ("cancel", "x"), ("tasks", {"tasks": [{"id": "x"}]}),
+                            ("snapshot", None), ("message", "a" * 50_000), ("join", "admins")]:
+            attacker.client.emit(event, data)
+        wait_for(lambda: attacker.events().count("error") == 6, 20, what="six error answers")
+        assert attacker.events().count("snapshot") == 1 and "error" not in bystander.events()
+        assert attacker.client.connected
+        response = requests.get(f"{url}/api/tasks", headers=auth(tokens, "alice"), timeout=10)
+        assert response.status_code == 200
+    finally:
+        attacker.close()
+        bystander.close()
+
+
+def signed_in(url: str, name: str) -> tuple[requests.Session, str]:
+    http = requests.Session()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get(f"{url}/login", timeout=10).text).group(1)
+    response = http.post(f"{url}/login", data={"username": name, "password": PASSWORD, "csrf_token": token},
+                         timeout=10, allow_redirects=False)
+    assert response.status_code == 302, response.text
+    page = http.get(url, timeout=10).text
+    return http, re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+
+
+def test_session_changes_need_the_csrf_token_and_cross_site_posts_are_refused(secure: tuple) -> None:
+    _, url, _ = secure
+    http, token = signed_in(url, "alice")
+    assert http.post(f"{url}/api/tasks", json={"task": "steps"}, timeout=10).status_code == 400
+    assert http.post(f"{url}/api/tasks", json={"task": "steps"}, timeout=10,
+                     headers={"X-CSRFToken": token, "Origin": "http://evil.example"}).status_code == 403
+    response = http.post(f"{url}/api/tasks", json={"task": "steps", "params": {"steps": 1, "delay": 0}},
+                         headers={"X-CSRFToken": token}, timeout=10)
+    assert response.status_code == 202, response.text
+    sio = Listener(url, {"Cookie": "; ".join(f"{k}={v}" for k, v in http.cookies.items())})
+    try:
+        wait_for(lambda: response.json()["id"] in sio.ids(), 20, what="the signed-in client's snapshot")
+    finally:
+        sio.close()
+
+
+def test_sign_in_attempts_are_rate_limited(secure: tuple) -> None:
+    _, url, _ = secure
+    statuses = []
+    for _ in range(7):
+        http = requests.Session()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', http.get(f"{url}/login", timeout=10).text).group(1)
+        response = http.post(f"{url}/login", data={"username": "admin", "password": "guess", "csrf_token": token},
+                             timeout=10, allow_redirects=False)
+        statuses.append(response.status_code)
+    assert statuses[0] == 401 and statuses[-1] == 429 and set(statuses) == {401, 429}
+    assert int(response.headers["Retry-After"]) > 0 and response.json()["error"]
+
+
+def test_oversize_and_malformed_bodies(secure: tuple) -> None:
+    _, url, tokens = secure
+    headers = {**auth(tokens, "alice"), "Content-Type": "application/json"}
+    cases = [(b'{"task": "steps", "params": {"x": "' + b"a" * 70_000 + b'"}}', 413), (b"{not json", 400),
+             (b"[1, 2]", 400), (b'{"task": "steps", "evil": 1}', 422),
+             (b'{"task": "steps", "params": {"steps": 10e9}}', 422),
+             (b'{"task": "' + b"x" * 5000 + b'"}', 404), (b"\xff\xfe", 400)]
+    for body, status in cases:
+        response = requests.post(f"{url}/api/tasks", data=body, headers=headers, timeout=10)
+        assert response.status_code == status, (body[:40], response.status_code, response.text[:200])
+        assert response.json()["error"]
+
+
+def test_security_headers_on_every_page(secure: tuple) -> None:
+    _, url, tokens = secure
+    for path in ("/", "/login", "/api/tasks", "/static/app.js", "/healthz", "/nowhere"):
+        response = requests.get(f"{url}{path}", headers=auth(tokens, "admin"), timeout=10)
+        for name, value in HEADERS.items():
+            assert response.headers.get(name) == value, (path, name)
+
+
+def test_fuzz_the_rest_api_from_its_openapi_description(secure: tuple) -> None:
+    _, url, tokens = secure
+    headers = auth(tokens, "admin")
+    schema = schemathesis.openapi.from_url(f"{url}/api/openapi.json", headers=headers, timeout=10)
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance, response_headers_conformance]
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 5  # schemathesis leaves out the description's own URL
+    for operation in operations:
+
+        @settings(max_examples=25, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def run(case: Any) -> None:
+            case.call_and_validate(base_url=url, headers=headers, checks=checks, timeout=10)
+
+        run()
