@@ -196,7 +196,9 @@ function render(task) {
   const title = titleOf(task);
   row.className = `state-${task.state}`;
   row.querySelector(".title").textContent = title;
-  row.querySelector(".badge").textContent = LABELS[task.state] || task.state;
+  // A retried task waiting for its next attempt is "retrying" to a person, whatever Celery says.
+  const waiting = (task.state === "PENDING" || task.state === "RECEIVED") && task.retries > 0;
+  row.querySelector(".badge").textContent = waiting ? LABELS.RETRY : LABELS[task.state] || task.state;
   const percent = task.progress ? task.progress.percent : (task.state === "SUCCESS" ? 100 : 0);
   const bar = row.querySelector(".bar");
   bar.setAttribute("aria-valuenow", String(percent));

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
 
+from tasks import index
 from tasks.catalog import CATALOG, validate
 from web import records
 from web.errors import ApiError
@@ -50,11 +51,10 @@ def launch() -> Any:
 
     task_id = str(uuid.uuid4())
     entry.task.apply_async(kwargs=params, task_id=task_id)
-    now = records.iso(time.time())
-    dash = services()
-    launched = {"id": task_id, "name": entry.task.name, "state": "PENDING", "created": now, "updated": now}
-    record = dash.store.merge({task_id: launched})[0]
-    dash.relay.add(launched)  # pushed with the next batch, merged with whatever came first
+    # Publishing registered the task in the index (tasks/index.py): answer with that record
+    # without another round trip, and push it with the next batch.
+    record = index.pending_record(task_id, entry.task.name, None, time.time())
+    services().relay.add(record)
     response = jsonify(record)
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_task", task_id=task_id)

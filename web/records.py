@@ -58,9 +58,14 @@ def accepts(record: dict[str, Any], update: dict[str, Any]) -> bool:
     new = update.get("state")
     if new is None or record.get("state") in TERMINAL:
         return False
-    if new == "RETRY" and "retries" not in update and (update.get("updated") or "") < (record.get("updated") or ""):
-        return False  # task-retried does not say which attempt: an older one is a late duplicate
     retries = update.get("retries", record.get("retries"))
+    if new == "RETRY" and "retries" not in update:
+        # task-retried does not say which attempt failed. An older one is a late duplicate; and
+        # the next attempt's message may be received before the worker reports the retry.
+        if (update.get("updated") or "") < (record.get("updated") or ""):
+            return False
+        if retries and PHASE.get(record.get("state") or "PENDING", 0) < PHASE["STARTED"]:
+            retries -= 1
     return order(new, retries, update.get("progress")) >= record_order(record)
 
 

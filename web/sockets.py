@@ -44,12 +44,15 @@ def pusher(slow_client_batches: int) -> Callable[[list[dict[str, Any]]], None]:
 
 @socketio.on("connect")
 def on_connect(auth: Any = None) -> None:
-    # A reconnect is a new session: join again, and send the truth before any push.
-    join_room(ROOM)
-    try:
-        tasks = services().store.recent(current_app.config["SNAPSHOT_LIMIT"])
-    except redis.RedisError as exc:
-        log.warning("snapshot failed: %s", exc)
-        emit("snapshot_error", {"error": "Redis is unavailable; showing the last known state"})
-        return
-    emit("snapshot", {"tasks": tasks})
+    # A reconnect is a new session: join again, and send the truth before any push. Under the
+    # relay's lock, no batch is stored or sent between joining and the snapshot.
+    dash = services()
+    with dash.relay.lock:
+        join_room(ROOM)
+        try:
+            tasks = dash.store.recent(current_app.config["SNAPSHOT_LIMIT"])
+        except redis.RedisError as exc:
+            log.warning("snapshot failed: %s", exc)
+            emit("snapshot_error", {"error": "Redis is unavailable; showing the last known state"})
+            return
+        emit("snapshot", {"tasks": tasks})

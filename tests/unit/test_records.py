@@ -87,6 +87,17 @@ def test_retry_then_run_again() -> None:
     assert record["state"] == "PROGRESS"
 
 
+def test_a_retry_reported_after_the_next_attempt_was_received_does_not_block_it() -> None:
+    # The worker receives the retried message before it reports the retry (seen in the logs).
+    record = apply(progress(2, 3), records.from_event(event("task-received", retries=2, timestamp=T0 + 1)))
+    late_retry = records.from_event(event("task-retried", exception="FlakyError('x')", timestamp=T0 + 2))
+    assert not records.merge(record, late_retry)
+    records.merge(record, records.from_event(event("task-started", timestamp=T0 + 3)))
+    records.merge(record, records.from_event(event("task-progress", timestamp=T0 + 3, retries=2,
+                                                   progress=records_meta(3, 3))))
+    assert record["state"] == "PROGRESS" and record["progress"]["current"] == 3
+
+
 def test_order_places_attempts_phases_and_progress() -> None:
     assert records.order("PENDING") < records.order("STARTED") < records.order("PROGRESS", 0, {"current": 1})
     assert records.order("PROGRESS", 0, {"current": 1}) < records.order("PROGRESS", 0, {"current": 2})
