@@ -3,7 +3,7 @@
 "use strict";
 
 const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
-const PHASE = { PENDING: 0, RECEIVED: 1, STARTED: 2, PROGRESS: 3, RETRY: 4 };
+const PHASE = { PENDING: 0, RECEIVED: 1, RETRY: 1.5, STARTED: 2, PROGRESS: 3 };
 const LABELS = {
   PENDING: "queued", RECEIVED: "received", STARTED: "started", PROGRESS: "running",
   RETRY: "retrying", SUCCESS: "succeeded", FAILURE: "failed", REVOKED: "cancelled",
