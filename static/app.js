@@ -3,7 +3,7 @@
 "use strict";
 
 const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
-const PHASE = { PENDING: 0, RECEIVED: 1, STARTED: 2, PROGRESS: 3, RETRY: 4 };
+const PHASE = { PENDING: 0, RECEIVED: 1, RETRY: 1.5, STARTED: 2, PROGRESS: 3 };
 const LABELS = {
   PENDING: "queued", RECEIVED: "received", STARTED: "started", PROGRESS: "running",
   RETRY: "retrying", SUCCESS: "succeeded", FAILURE: "failed", REVOKED: "cancelled",
@@ -199,7 +199,9 @@ function render(task) {
   const title = titleOf(task);
   row.className = `state-${task.state}`;
   row.querySelector(".title").textContent = title;
-  row.querySelector(".badge").textContent = LABELS[task.state] || task.state;
+  // A retried task waiting for its next attempt is "retrying" to a person, whatever Celery says.
+  const waiting = (task.state === "PENDING" || task.state === "RECEIVED") && task.retries > 0;
+  row.querySelector(".badge").textContent = waiting ? LABELS.RETRY : LABELS[task.state] || task.state;
   const percent = task.progress ? task.progress.percent : (task.state === "SUCCESS" ? 100 : 0);
   const bar = row.querySelector(".bar");
   bar.setAttribute("aria-valuenow", String(percent));

@@ -58,7 +58,7 @@ def validate(entry: Entry, params: Any) -> tuple[dict[str, Any], list[dict[str, 
     """Check `params` against the entry's schema; return them with defaults filled, and the errors."""
     if params is None:
         params = {}
-    validator = Draft202012Validator(entry.params)
+    validator = _validator(entry)
     errors = [
         {"field": _field(error), "message": error.message}
         for error in sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
@@ -72,6 +72,17 @@ def validate(entry: Entry, params: Any) -> tuple[dict[str, Any], list[dict[str, 
     }
     filled.update(params)
     return filled, []
+
+
+_validators: dict[str, Draft202012Validator] = {}
+
+
+def _validator(entry: Entry) -> Draft202012Validator:
+    """Building a validator costs more than using it: one per catalog entry."""
+    validator = _validators.get(entry.name)
+    if validator is None:
+        validator = _validators[entry.name] = Draft202012Validator(entry.params)
+    return validator
 
 
 def _field(error: Any) -> str:

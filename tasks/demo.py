@@ -9,7 +9,7 @@ from celery import Task, group
 
 from tasks.catalog import launchable, schema
 from tasks.celery_app import celery_app
-from tasks.progress import progress
+from tasks.progress import Progress, progress
 
 
 class FlakyError(RuntimeError):
@@ -56,11 +56,13 @@ def _is_prime(n: int) -> bool:
 @celery_app.task(bind=True, name="tasks.demo.primes")
 def primes(self: Task, limit: int = 1_500_000) -> dict[str, Any]:
     count, largest = 0, None
+    report = Progress(self, limit)
     for n in range(2, limit + 1):
         if _is_prime(n):
             count, largest = count + 1, n
-        # Called for every number: the throttle keeps this nearly free.
-        progress(self, n, limit, f"{count} primes up to {n:,}")
+        # Called for every number: the throttle keeps this nearly free, and the message is
+        # formatted only for the few reports actually sent.
+        report(n, "{} primes up to {:,}", count, n)
     return {"limit": limit, "count": count, "largest": largest}
 
 

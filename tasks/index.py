@@ -49,12 +49,31 @@ def pending_record(task_id: str, name: str | None, parent: str | None, created: 
             "retries": 0, "updated": when, "owner": owner}
 
 
+_scripts: dict[int, Any] = {}
+
+
 def register(client: Any, task_id: str, name: str | None, parent: str | None = None,
-             owner: str | None = None) -> bool:
-    now = time.time()
+             owner: str | None = None, now: float | None = None) -> dict[str, Any] | None:
+    """Add a task to the index unless it is known; return its new record, or None if known."""
+    now = time.time() if now is None else now
     record = pending_record(task_id, name, parent if parent != task_id else None, now, owner)
     keys = [*KEYS, owner_key(owner)] if owner else KEYS
-    return bool(client.eval(REGISTER, len(keys), *keys, task_id, json.dumps(record), now))
+    script = _scripts.get(id(client))
+    if script is None:  # sent once per client, then called by its SHA
+        script = _scripts[id(client)] = client.register_script(REGISTER)
+    return record if script(keys=keys, args=[task_id, json.dumps(record), now]) else None
+
+
+_client: Any = None  # tests put an in-memory Redis here
+
+
+def client() -> Any:
+    """The Redis client the index is written with: the result backend's."""
+    if _client is not None:
+        return _client
+    from tasks.celery_app import celery_app
+
+    return celery_app.backend.client
 
 
 @before_task_publish.connect
@@ -63,11 +82,9 @@ def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None
     task_id = headers.get("id")
     if not task_id or (headers.get("retries") or 0) > 0:
         return
-    from tasks.celery_app import celery_app
-
     try:
         owner = headers.get("owner")  # set by the dashboard's launch (message headers)
-        register(celery_app.backend.client, task_id, sender, headers.get("parent_id"),
+        register(client(), task_id, sender, headers.get("parent_id"),
                  owner if isinstance(owner, str) and owner else None)
     except Exception:  # the task is sent; the dashboard will learn of it from events instead
         log.warning("could not register task %s in the dashboard index", task_id, exc_info=True)

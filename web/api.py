@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
+from tasks import index
 from tasks.catalog import CATALOG, validate
 from web import records
 from web.auth import current_user, require
@@ -79,13 +80,11 @@ def launch() -> Any:
     if current_app.config["AUTH_REQUIRED"] and dash.store.active_count(user.name) >= cap:
         raise ApiError(429, f"you already have {cap} unfinished tasks; wait for some to end or cancel them")
     task_id = str(uuid.uuid4())
-    # The owner travels in the message headers, so the index records it from the first write.
+    # The owner travels in the message headers, so the index records it from the first write;
+    # answer with that record without another round trip, and push it with the next batch.
     entry.task.apply_async(kwargs=params, task_id=task_id, headers={"owner": user.name})
-    now = records.iso(time.time())
-    launched = {"id": task_id, "name": entry.task.name, "state": "PENDING", "created": now, "updated": now,
-                "owner": user.name}
-    record = dash.store.merge({task_id: launched})[0]
-    dash.relay.add(launched)  # pushed with the next batch, merged with whatever came first
+    record = index.pending_record(task_id, entry.task.name, None, time.time(), user.name)
+    dash.relay.add(record)
     response = jsonify(record)
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_task", task_id=task_id)

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-# The phase of a state within one attempt; RETRY ends an attempt, the next one has retries + 1.
-PHASE = {"PENDING": 0, "RECEIVED": 1, "STARTED": 2, "PROGRESS": 3, "RETRY": 4}
+# The phase of a state within one attempt. `retries` counts the attempts before this one: RETRY
+# belongs to the attempt about to run (after its message is received, before it starts).
+PHASE = {"PENDING": 0, "RECEIVED": 1, "RETRY": 1.5, "STARTED": 2, "PROGRESS": 3}
 FIELDS = ("id", "name", "state", "progress", "result", "error", "created", "started",
           "finished", "worker", "parent", "retries", "updated", "owner")
 # Kept from the first update that has them; later ones cannot move them. `owner` is the user who
@@ -54,19 +55,36 @@ def record_order(record: dict[str, Any]) -> list:
     return order(record.get("state"), record.get("retries"), record.get("progress"))
 
 
+def resolve_retry(record: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Give a task-retried update the attempt it announces: the event does not say which.
+
+    Normally the failed attempt is the record's, and the retry announces the next one. But the
+    worker may receive the next attempt's message before it reports the retry: then the record
+    already counts the next attempt.
+    """
+    if update.get("state") != "RETRY" or "retries" in update:
+        return update
+    retries = record.get("retries") or 0
+    waiting = retries > 0 and PHASE.get(record.get("state") or "PENDING", 0) < PHASE["RETRY"]
+    return dict(update, retries=retries if waiting else retries + 1, stale_check=True)
+
+
 def accepts(record: dict[str, Any], update: dict[str, Any]) -> bool:
     """Whether `update`'s state may replace `record`'s: never backwards, terminal is final."""
     new = update.get("state")
     if new is None or record.get("state") in TERMINAL:
         return False
-    if new == "RETRY" and "retries" not in update and (update.get("updated") or "") < (record.get("updated") or ""):
-        return False  # task-retried does not say which attempt: an older one is a late duplicate
+    if new in TERMINAL:
+        return True
+    if update.get("stale_check") and (update.get("updated") or "") < (record.get("updated") or ""):
+        return False  # a late duplicate of an older retry
     retries = update.get("retries", record.get("retries"))
     return order(new, retries, update.get("progress")) >= record_order(record)
 
 
 def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
     """Apply `update` to `record` in place; return True if anything a user sees changed."""
+    update = resolve_retry(record, update)
     changed = False
     for key in FIRST_WINS:
         if record.get(key) is None and update.get(key) is not None:
@@ -176,9 +194,8 @@ def from_meta(task_id: str, meta: dict[str, Any] | None) -> dict[str, Any] | Non
     state, result = meta.get("status"), meta.get("result")
     update: dict[str, Any] = {"id": task_id, "state": state, "name": meta.get("name"),
                               "worker": meta.get("worker")}
-    if isinstance(meta.get("retries"), int) and state != "RETRY":
-        # A stored RETRY already counts the next attempt; without the count, its time decides.
-        update["retries"] = meta["retries"]
+    if isinstance(meta.get("retries"), int):
+        update["retries"] = meta["retries"]  # for a stored RETRY, already the next attempt
     done = meta.get("date_done")
     if done:
         finished = datetime.fromisoformat(done)

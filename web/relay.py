@@ -55,6 +55,9 @@ class Relay:
         self.workers: dict[str, float] = {}  # hostname -> last sign of life (clock)
         self.connected_at: float | None = None  # when the listener last (re)connected
         self.wake = threading.Event()
+        # Held while a batch is stored and emitted, and while a client gets its snapshot: a
+        # client then never receives a batch older than its snapshot, nor misses one.
+        self.lock = threading.Lock()
         self.running = False
         self.next_reconcile = 0.0
 
@@ -168,21 +171,22 @@ class Relay:
         pending, self.pending = self.pending, {}
         fetch, self.to_fetch = self.to_fetch, set()
         deferred, self.deferred = self.deferred, {}
-        try:
-            self._fill_results(pending, fetch)
-            current = self.store.merge(pending) if pending else []
-        except Exception:
-            # Keep the updates for the next try (Redis may be down): nothing is lost.
-            for update in (*pending.values(), *deferred.values()):
+        with self.lock:
+            try:
+                self._fill_results(pending, fetch)
+                current = self.store.merge(pending) if pending else []
+            except Exception:
+                # Keep the updates for the next try (Redis may be down): nothing is lost.
+                for update in (*pending.values(), *deferred.values()):
+                    self.add(update)
+                self.to_fetch |= fetch
+                raise
+            for update in deferred.values():
                 self.add(update)
-            self.to_fetch |= fetch
-            raise
-        for update in deferred.values():
-            self.add(update)
-        self.to_fetch |= fetch & deferred.keys()
-        batch = self.unseen(current)
-        if batch:
-            self.emit(batch)
+            self.to_fetch |= fetch & deferred.keys()
+            batch = self.unseen(current)
+            if batch:
+                self.emit(batch)
         return batch
 
     def run(self) -> None:

@@ -67,17 +67,20 @@ def on_connect(*_: Any) -> bool:
     user, _ = identify()  # the handshake's session cookie or Authorization header
     if user is None:
         raise ConnectionRefusedError("unauthorized")
-    # A reconnect is a new session: join again, and send the truth before any push.
+    # A reconnect is a new session: join again, and send the truth before any push. Under the
+    # relay's lock, no batch is stored or sent between joining and the snapshot.
     CONNECTED.add(request.sid)
-    join_room(ADMINS if user.is_admin else user_room(user.name))
-    try:
-        tasks = services().store.recent(current_app.config["SNAPSHOT_LIMIT"],
-                                        owner=None if user.is_admin else user.name)
-    except redis.RedisError as exc:
-        log.warning("snapshot failed: %s", exc)
-        emit("snapshot_error", {"error": "Redis is unavailable; showing the last known state"})
-        return True
-    emit("snapshot", {"tasks": tasks})
+    dash = services()
+    with dash.relay.lock:
+        join_room(ADMINS if user.is_admin else user_room(user.name))
+        try:
+            tasks = dash.store.recent(current_app.config["SNAPSHOT_LIMIT"],
+                                      owner=None if user.is_admin else user.name)
+        except redis.RedisError as exc:
+            log.warning("snapshot failed: %s", exc)
+            emit("snapshot_error", {"error": "Redis is unavailable; showing the last known state"})
+            return True
+        emit("snapshot", {"tasks": tasks})
     return True
 
 

@@ -27,17 +27,20 @@ def created_at(task: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(task["created"])
 
 
-def backwards_steps(states: list[str]) -> list[tuple[str, str]]:
-    """The consecutive pairs of `states` that go back (RETRY excepted); a terminal state is final."""
+def backwards_steps(history: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The consecutive pairs of task objects whose state goes back; a terminal state is final.
+
+    A retried task runs again: a later attempt (`retries` counts them) may start over from
+    RECEIVED, and RETRY may come and go; within one attempt the states only move forward."""
     bad = []
-    for old, new in zip(states, states[1:], strict=False):
-        if old in TERMINAL:
-            if new != old:
-                bad.append((old, new))
-        elif "RETRY" in (old, new):
+    for old, new in zip(history, history[1:], strict=False):
+        if old["state"] in TERMINAL:
+            if new["state"] != old["state"]:
+                bad.append((old["state"], new["state"]))
+        elif "RETRY" in (old["state"], new["state"]) or (new.get("retries") or 0) > (old.get("retries") or 0):
             continue
-        elif RANK[new] < RANK[old]:
-            bad.append((old, new))
+        elif RANK[new["state"]] < RANK[old["state"]] or (new.get("retries") or 0) < (old.get("retries") or 0):
+            bad.append((old["state"], new["state"]))
     return bad
 
 
@@ -160,8 +163,9 @@ class Feed:
                 assert TASK_FIELDS <= set(task), f"pushed object lacks {TASK_FIELDS - set(task)}"
         seen = {task["id"] for _, tasks in messages for task in tasks}
         for task_id in sorted(seen):
-            states = self.states(task_id)
-            assert not backwards_steps(states), f"task {task_id} went back: {states}"
+            history = self.history(task_id)
+            assert not backwards_steps(history), \
+                f"task {task_id} went back: {[(t['state'], t.get('retries')) for t in history]}"
 
     def close(self) -> None:
         if self.client.connected:

@@ -177,6 +177,7 @@ def test_a_listener_cut_off_at_the_pubsub_buffer_limit_loses_nothing(private_sta
     # The default limit is 32 MB; a small one makes the same cut-off quick to reach.
     client.config_set("client-output-buffer-limit", "pubsub 64kb 32kb 1")
     web = stack.web(url)
+    wait_for(lambda: client.execute_command("PUBSUB", "NUMPAT") >= 1, 30, what="the listener's subscription")
     os.kill(web.pid, signal.SIGSTOP)  # the listener falls behind: its output buffer fills up
     try:
         ids = delay_from_another_process(stack, 150, steps=3, delay=0)
@@ -189,6 +190,8 @@ def test_a_listener_cut_off_at_the_pubsub_buffer_limit_loses_nothing(private_sta
     finally:
         os.kill(web.pid, signal.SIGCONT)
     resumed = time.monotonic()
+    assert stack.redis is not None
+    assert "overcoming of output buffer limits" in stack.redis.output()  # Redis did cut it off
     wait_for(lambda: "reconnecting" in web.output(), 30, what="the listener to notice the cut")
     expected = {task_id: {"state": "SUCCESS", "result": {"steps": 3}} for task_id in ids}
     wait_all_right(api, expected)

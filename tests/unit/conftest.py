@@ -31,16 +31,27 @@ def results() -> FakeResults:
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Records apply_async and revoke calls instead of sending them to a broker."""
+def sent(monkeypatch: pytest.MonkeyPatch, redis_server: fakeredis.FakeServer) -> list[dict[str, Any]]:
+    """Records apply_async and revoke calls instead of sending them to a broker; a "sent" task
+    is registered in the (in-memory) index as publishing does."""
     from celery.app.task import Task
+    from celery.signals import before_task_publish
+    from kombu.exceptions import OperationalError
 
+    from tasks import index
     from tasks.celery_app import celery_app
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(Task, "apply_async",
-                        lambda self, args=None, kwargs=None, **opts: calls.append(
-                            {"task": self.name, "kwargs": kwargs, **opts}))
+    monkeypatch.setattr(index, "_client", fakeredis.FakeRedis(server=redis_server))
+
+    def apply_async(self: Task, args: Any = None, kwargs: Any = None, **opts: Any) -> None:
+        if not redis_server.connected:  # the broker is the same Redis
+            raise OperationalError("Error 111 connecting to the broker")
+        before_task_publish.send(sender=self.name,
+                                 headers={"id": opts.get("task_id"), "retries": 0, **opts.get("headers", {})})
+        calls.append({"task": self.name, "kwargs": kwargs, **opts})
+
+    monkeypatch.setattr(Task, "apply_async", apply_async)
     monkeypatch.setattr(celery_app.control, "revoke",
                         lambda task_id, **opts: calls.append({"revoke": task_id, **opts}))
     return calls

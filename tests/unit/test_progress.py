@@ -68,6 +68,7 @@ def test_progress_meta_shape_and_bounds() -> None:
 def test_progress_pushes_an_event_and_stores_the_state(monkeypatch: Any) -> None:
     clock = FakeClock()
     monkeypatch.setattr(progress_module, "Throttle", lambda interval: Throttle(interval, clock))
+    monkeypatch.setattr(progress_module, "_throttles", {})
     task = FakeTask()
     for i in range(1, 11):
         progress(task, i, 10, f"step {i} of 10")
@@ -82,6 +83,35 @@ def test_progress_outside_a_worker_sends_nothing() -> None:
     task = FakeTask(task_id=None)
     progress(task, 1, 1)
     assert task.events == [] and task.states == []
+
+
+def test_a_new_run_starts_with_a_fresh_throttle(monkeypatch: Any) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(progress_module, "Throttle", lambda interval: Throttle(interval, clock))
+    monkeypatch.setattr(progress_module, "_throttles", {})
+    task = FakeTask()
+    assert progress(task, 1, 10)
+    assert not progress(task, 2, 10)
+    progress_module._new_run(sender=task)  # Celery's task_prerun: the next run of this task
+    assert progress(task, 1, 10)
+
+
+def test_progress_object_formats_the_message_only_when_it_sends(monkeypatch: Any) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(progress_module, "Throttle", lambda interval: Throttle(interval, clock))
+    task = FakeTask()
+    report = progress_module.Progress(task, 100)
+    formatted = []
+
+    class Spy:
+        def __format__(self, spec: str) -> str:
+            formatted.append(spec)
+            return "x"
+
+    for i in range(1, 101):
+        report(i, "{} done", Spy())
+    assert [e["progress"]["current"] for e in task.events] == [1, 100]
+    assert len(formatted) == 2 and task.events[-1]["progress"]["message"] == "x done"
 
 
 def test_a_progress_report_that_cannot_be_sent_does_not_fail_the_task() -> None:

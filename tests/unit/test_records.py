@@ -75,23 +75,35 @@ def test_older_progress_is_ignored() -> None:
 def test_retry_then_run_again() -> None:
     retried = records.from_event(event("task-retried", exception="FlakyError('attempt 1 failed')"))
     record = apply(progress(1, 3), retried)
-    assert record["state"] == "RETRY"
+    assert record["state"] == "RETRY" and record["retries"] == 1  # announces the second attempt
     assert record["error"] == {"type": "FlakyError", "message": "attempt 1 failed", "traceback": None}
     records.merge(record, records.from_event(event("task-received", retries=1, timestamp=T0 + 1)))
-    assert record["state"] == "RECEIVED" and record["retries"] == 1
-    records.merge(record, records.from_event(event("task-started")))
+    assert record["state"] == "RETRY"  # still waiting for its countdown
+    records.merge(record, records.from_event(event("task-started", timestamp=T0 + 2)))
     records.merge(record, progress(2, 3))
-    assert record["state"] == "PROGRESS"
+    assert record["state"] == "PROGRESS" and record["retries"] == 1
     # A duplicate of the first attempt's retry, arriving late, changes nothing.
     assert not records.merge(record, retried)
     assert record["state"] == "PROGRESS"
 
 
+def test_a_retry_reported_after_the_next_attempt_was_received_still_shows() -> None:
+    # The worker receives the retried message before it reports the retry (seen in the logs).
+    record = apply(progress(2, 3), records.from_event(event("task-received", retries=2, timestamp=T0 + 1)))
+    late_retry = records.from_event(event("task-retried", exception="FlakyError('x')", timestamp=T0 + 2))
+    assert records.merge(record, late_retry)
+    assert record["state"] == "RETRY" and record["retries"] == 2
+    records.merge(record, records.from_event(event("task-started", timestamp=T0 + 3)))
+    records.merge(record, records.from_event(event("task-progress", timestamp=T0 + 3, retries=2,
+                                                   progress=records_meta(3, 3))))
+    assert record["state"] == "PROGRESS" and record["progress"]["current"] == 3
+
+
 def test_order_places_attempts_phases_and_progress() -> None:
     assert records.order("PENDING") < records.order("STARTED") < records.order("PROGRESS", 0, {"current": 1})
     assert records.order("PROGRESS", 0, {"current": 1}) < records.order("PROGRESS", 0, {"current": 2})
-    assert records.order("PROGRESS", 0, {"current": 99}) < records.order("RETRY", 0)
-    assert records.order("RETRY", 0) < records.order("RECEIVED", 1)
+    assert records.order("PROGRESS", 0, {"current": 99}) < records.order("RECEIVED", 1)
+    assert records.order("RECEIVED", 1) < records.order("RETRY", 1) < records.order("STARTED", 1)
     assert records.order("PROGRESS", 5, {"current": 10**9}) < records.order("REVOKED")
 
 
