@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import base64
+import json
+import time
 from typing import Any
 
+import fakeredis
+
 from tasks.celery_app import celery_app
-from web.listener import Listener
+from web.listener import Listener, decode
 
 
 def test_task_events_become_updates_and_others_are_dropped() -> None:
@@ -46,3 +51,57 @@ def test_the_loop_survives_a_broker_that_is_down_and_backs_off() -> None:
     listener.sleep = stop_after_four
     listener.run()
     assert sleeps == [0.5, 1.0, 2.0, 4.0]
+
+
+def envelope(event: Any) -> str:
+    """A Celery event as kombu publishes it over Redis pub/sub (copied from `redis-cli monitor`)."""
+    return json.dumps({
+        "body": base64.b64encode(json.dumps(event).encode()).decode(), "content-encoding": "utf-8",
+        "content-type": "application/json", "headers": {},
+        "properties": {"delivery_mode": 1, "delivery_info": {"exchange": "celeryev", "routing_key": "task.progress"},
+                       "priority": 0, "body_encoding": "base64", "delivery_tag": "d5783f21"}})
+
+
+def test_decode_reads_the_event_kombu_published() -> None:
+    event = {"type": "task-progress", "uuid": "abc", "hostname": "x@y", "progress": {"current": 1}, "sent": 1.0}
+    assert decode(envelope(event)) == [event]
+    assert decode(json.dumps({"content-type": "application/x-python-serialize", "body": "gASV"})) == []
+
+
+def test_decode_reads_a_worker_s_batch_of_events() -> None:
+    batch = [{"type": "task-received", "uuid": "a"}, {"type": "task-started", "uuid": "a"}]
+    assert decode(envelope(batch)) == batch  # type: ignore[arg-type]
+
+
+def test_the_listener_reads_the_real_channels_and_survives_junk() -> None:
+    server = fakeredis.FakeServer()
+    publisher = fakeredis.FakeRedis(server=server)
+    updates: list[dict[str, Any]] = []
+    listener = Listener(celery_app, updates.append)
+    pubsub = fakeredis.FakeRedis(server=server).pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe("/0.celeryev/*")
+    listener.subscribe = lambda: pubsub  # type: ignore[method-assign]
+    listener.on_connect = lambda: [
+        publisher.publish("/0.celeryev/task.progress", "not json"),
+        publisher.publish("/0.celeryev/task.progress", envelope({"type": 7, "uuid": "t0"})),
+        publisher.publish("/0.celeryev/task.started", envelope({"type": "task-started", "uuid": "t1",
+                                                                 "timestamp": 1.0, "hostname": "w"})),
+    ]
+    sleeps: list[float] = []
+
+    def stop_on_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        listener.stop()
+
+    listener.sleep = stop_on_sleep
+    import threading
+
+    thread = threading.Thread(target=listener.run)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not updates and time.monotonic() < deadline:
+        time.sleep(0.01)
+    listener.stop()
+    thread.join(5)
+    assert [u["state"] for u in updates] == ["STARTED"]
+    assert listener.events == 2 and sleeps == []  # junk was skipped, the stream never cut
