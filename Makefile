@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 VENDOR := static/vendor/socket.io.min.js
 
-.PHONY: setup run test test-unit test-integration test-e2e lint bench clean
+.PHONY: setup run test test-unit test-integration test-e2e lint bench bench-quick bench-latency clean
 
 setup: $(STAMP) $(VENDOR)
 
@@ -28,6 +28,7 @@ test: setup
 	scripts/ensure-chromium
 	$(BIN)/ruff check tasks web tests bench
 	$(BIN)/pytest
+	$(BIN)/python -m bench.run --quick
 
 test-unit: setup
 	$(BIN)/pytest tests/unit
@@ -41,7 +42,19 @@ test-e2e: setup
 	scripts/ensure-chromium
 	$(BIN)/pytest tests/e2e
 
+# The load benchmark (bench/run.py): ours vs a naive relay, Flower and `.delay()`; about 7-8 minutes.
+# Writes bench/results/report.md, report.json and report.png. The browser benchmark is bench-latency.
 bench: setup
+	scripts/ensure-redis
+	$(BIN)/python -m bench.run
+
+# Under 2 minutes, for CI: checks that the harness runs and produces numbers, not timings.
+bench-quick: setup
+	scripts/ensure-redis
+	$(BIN)/python -m bench.run --quick
+
+# Click to first visible progress in headless Chromium, and progress call to a Socket.IO client.
+bench-latency: setup
 	scripts/ensure-redis
 	scripts/ensure-chromium
 	$(BIN)/python -m bench.latency

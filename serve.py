@@ -25,7 +25,8 @@ def main() -> None:
     socketio.start_background_task(listener.run)
     host, port = app.config["HOST"], app.config["PORT"]
     log.info("dashboard on http://%s:%s (async mode %s)", host, port, app.config["ASYNC_MODE"])
-    socketio.run(app, host=host, port=port, log_output=os.environ.get("ACCESS_LOG") == "1")
+    kwargs = {"max_size": app.config["MAX_CONNECTIONS"]} if app.config["ASYNC_MODE"] == "eventlet" else {}
+    socketio.run(app, host=host, port=port, log_output=os.environ.get("ACCESS_LOG") == "1", **kwargs)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Latency benchmark: click to first visible progress, and a worker's progress call to the browser.
 
 Starts the real stack (redis-server, a Celery worker, the web server) and headless Chromium, then
-writes bench/results/latency.md and latency.json. Run with `make bench`.
+writes bench/results/latency.md and latency.json. Run with `make bench-latency`.
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def main() -> None:
         f"# Latency ({report['when']}, {report['machine']})", "",
         "| measure (ms) | samples | p50 | p95 | p99 | max |", "|---|---|---|---|---|---|", *rows, "",
         "Click to first visible progress includes queueing, the worker picking the task up, the first",
-        "0.05 s step, the event, the relay tick and rendering. Command: `make bench`.", ""])
+        "0.05 s step, the event, the relay tick and rendering. Command: `make bench-latency`.", ""])
     (RESULTS / "latency.md").write_text(markdown)
     print(markdown)
 

@@ -78,6 +78,8 @@ def from_env() -> dict[str, Any]:
         "WORKER_TIMEOUT": task_config._float("WORKER_TIMEOUT", 10.0),
         # How many tasks a page load or a Socket.IO connect receives at once.
         "SNAPSHOT_LIMIT": task_config._int("SNAPSHOT_LIMIT", 200),
+        # Simultaneous connections one web process accepts (eventlet's default is 1,024).
+        "MAX_CONNECTIONS": task_config._int("MAX_CONNECTIONS", 10_000),
         # Seconds between two pushed batches under load.
         "PUSH_INTERVAL": task_config._float("PUSH_INTERVAL", 0.1),
         # A client with more batches than this waiting to be sent is disconnected (it resyncs).

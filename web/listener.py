@@ -15,6 +15,10 @@ from web import records
 
 log = logging.getLogger(__name__)
 
+# Messages read between two yields to the rest of the process (eventlet switches only on I/O
+# that would block, and a busy subscription never blocks).
+YIELD_EVERY = 100
+
 
 def decode(raw: bytes | str) -> list[dict[str, Any]]:
     """The Celery events in a kombu message on Redis pub/sub (JSON only). A worker sends its own
@@ -85,10 +89,15 @@ class Listener:
                     self.on_connect()
                 backoff = 0.5
                 self.connected = True
+                since_yield = 0
                 while self.running:
                     message = pubsub.get_message(timeout=1.0)
                     if message is None or message["type"] != "pmessage":
                         continue
+                    since_yield += 1
+                    if since_yield >= YIELD_EVERY:  # a flood must not starve pushes and HTTP
+                        since_yield = 0
+                        self.sleep(0)
                     try:
                         for event in decode(message["data"]):
                             self.handle(event)

@@ -37,7 +37,8 @@ class Relay:
     def __init__(self, store: TaskStore, read_results: ReadResults, emit: Emit,
                  interval: float = 0.1, reconcile_every: float = 5.0, burst: int = 10,
                  worker_timeout: float = 10.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, remembered: int = 20_000) -> None:
+                 sleep: Callable[[float], None] = time.sleep, remembered: int = 20_000,
+                 max_batch: int = 1000) -> None:
         self.store = store
         self.read_results = read_results
         self.emit = emit
@@ -48,6 +49,7 @@ class Relay:
         self.clock = clock
         self.sleep = sleep
         self.remembered = remembered
+        self.max_batch = max_batch
         self.pending: dict[str, dict[str, Any]] = {}
         self.to_fetch: set[str] = set()
         self.deferred: dict[str, dict[str, Any]] = {}  # next attempts held back one batch (see add)
@@ -168,8 +170,14 @@ class Relay:
 
     def flush(self) -> list[dict[str, Any]]:
         """Store what is pending and emit one batch; return the batch."""
-        pending, self.pending = self.pending, {}
-        fetch, self.to_fetch = self.to_fetch, set()
+        if len(self.pending) <= self.max_batch:
+            pending, self.pending = self.pending, {}
+        else:  # after a long gap (a reconcile of many tasks): one bounded write and batch per tick
+            ids = list(self.pending)[:self.max_batch]
+            pending = {task_id: self.pending.pop(task_id) for task_id in ids}
+            self.wake.set()
+        fetch = self.to_fetch & pending.keys()
+        self.to_fetch -= fetch  # tasks left for a later batch keep theirs
         deferred, self.deferred = self.deferred, {}
         with self.lock:
             try:

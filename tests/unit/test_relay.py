@@ -292,3 +292,12 @@ def test_a_held_back_ending_still_gets_its_result(relay: Relay, emits: Emits, me
     relay.flush()
     relay.flush()
     assert [(b[0]["state"], b[0]["result"]) for b in emits] == [("RETRY", None), ("SUCCESS", {"attempts": 2})]
+
+
+def test_a_huge_backlog_goes_out_in_bounded_batches(relay: Relay, emits: Emits) -> None:
+    relay.max_batch = 100
+    for i in range(250):
+        relay.add({"id": f"t{i}", "state": "SUCCESS"})
+    sizes = [len(relay.flush()) for _ in range(3)]
+    assert sizes == [100, 100, 50]
+    assert relay.flush() == [] and relay.store.count() == 250

@@ -1,0 +1,156 @@
+"""Helpers shared by the load benchmark's parts: process readings, percentiles, Redis housekeeping."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SYNTHETIC = "bench@synthetic"
+
+
+# ---- processes -----------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (its threads included)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time the process's threads have spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                total += int(stat.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:9]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """Current (VmRSS) and peak (VmHWM) resident memory in MB."""
+    found: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found["rss" if key == "VmRSS" else "peak"] = round(int(value.split()[0]) / 1024, 1)
+    return found
+
+
+class CpuMeter:
+    """CPU use of one process over a wall-clock window, as % of one core."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.cpu0, self.t0 = cpu_seconds(pid), time.monotonic()
+
+    def read(self) -> dict[str, float]:
+        cpu, now = cpu_seconds(self.pid), time.monotonic()
+        wall = max(now - self.t0, 1e-9)
+        return {"cpu_s": round(cpu - self.cpu0, 2), "wall_s": round(wall, 2),
+                "percent_of_core": round(100 * (cpu - self.cpu0) / wall, 1)}
+
+
+def wait_idle(pid: int, below: float = 15.0, window: float = 1.0, timeout: float = 20.0) -> float:
+    """Wait until a process uses less than `below` % of a core over `window`; return its last reading."""
+    deadline = time.monotonic() + timeout
+    percent = 100.0
+    while time.monotonic() < deadline:
+        meter = CpuMeter(pid)
+        time.sleep(window)
+        percent = meter.read()["percent_of_core"]
+        if percent < below:
+            break
+    return percent
+
+
+# ---- statistics ----------------------------------------------------------------------------
+
+def percentiles(values: Iterable[float], digits: int = 1) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"n": 0}
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], digits)
+
+    return {"n": len(ordered), "p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99),
+            "mean": round(statistics.fmean(ordered), digits), "max": round(ordered[-1], digits)}
+
+
+def merge_histograms(histograms: Iterable[Mapping[Any, int]]) -> dict[int, int]:
+    merged: dict[int, int] = {}
+    for histogram in histograms:
+        for key, count in histogram.items():
+            merged[int(key)] = merged.get(int(key), 0) + int(count)
+    return merged
+
+
+def histogram_percentiles(histogram: Mapping[int, int]) -> dict[str, float]:
+    """Percentiles of millisecond samples kept as {ms: count}."""
+    total = sum(histogram.values())
+    if not total:
+        return {"n": 0}
+    keys = sorted(histogram)
+    result: dict[str, float] = {"n": total}
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        rank, seen = min(total - 1, int(q * total)), 0
+        for key in keys:
+            seen += histogram[key]
+            if seen > rank:
+                result[name] = key
+                break
+    result["mean"] = round(sum(k * c for k, c in histogram.items()) / total, 1)
+    result["max"] = keys[-1]
+    return result
+
+
+# ---- Redis ---------------------------------------------------------------------------------
+
+def db_url(url: str, db: int) -> str:
+    """The same Redis server, another logical database (Celery events are per database)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def delete_matching(client: Any, pattern: str, batch: int = 2000) -> int:
+    """UNLINK every key matching `pattern`, in batches; return how many."""
+    removed, chunk = 0, []
+    for key in client.scan_iter(match=pattern, count=batch):
+        chunk.append(key)
+        if len(chunk) >= batch:
+            removed += client.unlink(*chunk)
+            chunk = []
+    if chunk:
+        removed += client.unlink(*chunk)
+    return removed
+
+
+def reset_history(client: Any) -> None:
+    """Forget every task: the dashboard's index and the result backend's entries."""
+    client.unlink("dashboard:tasks", "dashboard:order", "dashboard:recent", "dashboard:active")
+    delete_matching(client, "celery-task-meta-*")
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,149 @@
+"""The progress throttle's cost: a task that reports progress on every iteration of a tight loop.
+
+Uses the real bound task object (`tasks.demo.primes`, with a request pushed on its stack as a
+worker does), so `task.request`, `send_event` and `update_state` are Celery's own and do real
+work (an event PUBLISH and a result-backend write) whenever the throttle lets a report through.
+
+    python -m bench.throttle --calls 1000000 [--repeats 3]
+
+Loops, each timed with and without its progress call (runs alternate; the best of each is kept):
+- `demo primes`: the demo task's own body, run as written in tasks/demo.py (whatever progress API
+  it uses), against the same loop with the progress line removed;
+- `progress() in a light loop`: `tasks.progress.progress` after an add and a multiply: the cost
+  per call of the function API;
+- `Progress reporter in a light loop`: the same with `tasks.progress.Progress`, when it exists.
+Prints one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+
+def primes_demo(task: Any, calls: int) -> Any:
+    """The demo task's body as written: limit = calls + 1 reports on numbers 2..limit."""
+    return task.run(limit=calls + 1)
+
+
+def primes_bare(_: Any, calls: int) -> Any:
+    """The same loop without its progress call."""
+    from tasks.demo import _is_prime
+
+    count, largest = 0, None
+    for n in range(2, calls + 2):
+        if _is_prime(n):
+            count, largest = count + 1, n
+    return {"limit": calls + 1, "count": count, "largest": largest}
+
+
+def light_bare(_: Any, calls: int) -> int:
+    total = 0
+    for n in range(1, calls + 1):
+        total += n * n
+    return total
+
+
+def light_function(task: Any, calls: int) -> int:
+    from tasks.progress import progress
+
+    total = 0
+    for n in range(1, calls + 1):
+        total += n * n
+        progress(task, n, calls, "working")
+    return total
+
+
+def light_reporter(task: Any, calls: int) -> int:
+    from tasks.progress import Progress
+
+    report = Progress(task, calls)
+    total = 0
+    for n in range(1, calls + 1):
+        total += n * n
+        report(n, "working")
+    return total
+
+
+def timed(body: Callable[[Any, int], Any], calls: int) -> dict[str, Any]:
+    from tasks import demo  # noqa: F401 - registers the task
+    from tasks.celery_app import celery_app
+
+    task = celery_app.tasks["tasks.demo.primes"]
+    task_id = str(uuid.uuid4())
+    task.push_request(id=task_id, retries=0, hostname="bench@throttle", delivery_info={"routing_key": "celery"})
+    try:
+        start = time.perf_counter()
+        body(task, calls)
+        elapsed = time.perf_counter() - start
+    finally:
+        task.pop_request()
+    meta = celery_app.backend.get_task_meta(task_id)
+    info = meta.get("result") if isinstance(meta.get("result"), dict) else {}
+    return {"seconds": elapsed, "reported": meta.get("status") == "PROGRESS",
+            "final_stored": meta.get("status") == "PROGRESS" and info.get("current") == info.get("total")}
+
+
+def reports_sent(body: Callable[[Any, int], Any], calls: int) -> int:
+    """How many reports one run sends (a run with send_progress counting)."""
+    from tasks import progress as module
+
+    sent = 0
+    real = module.send_progress
+
+    def counting(task: Any, meta: dict[str, Any]) -> None:
+        nonlocal sent
+        sent += 1
+        real(task, meta)
+
+    module.send_progress = counting
+    try:
+        timed(body, calls)
+    finally:
+        module.send_progress = real
+    return sent
+
+
+def measure(with_progress: Callable[[Any, int], Any], without: Callable[[Any, int], Any], calls: int,
+            repeats: int) -> dict[str, Any]:
+    runs_without, runs_with = [], []
+    final = True
+    for _ in range(repeats):
+        runs_without.append(timed(without, calls)["seconds"])
+        run = timed(with_progress, calls)
+        runs_with.append(run["seconds"])
+        final = final and run["final_stored"]
+    best_without, best_with = min(runs_without), min(runs_with)
+    return {"calls": calls, "without_s": round(best_without, 3), "with_s": round(best_with, 3),
+            "overhead_percent": round(100 * (best_with - best_without) / best_without, 1),
+            "ns_per_call": round(1e9 * (best_with - best_without) / calls, 1),
+            "reports_sent": reports_sent(with_progress, calls), "final_value_stored": final,
+            "runs_without_s": [round(s, 3) for s in runs_without], "runs_with_s": [round(s, 3) for s in runs_with]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    from tasks import config, demo
+    from tasks import progress as module
+
+    source = inspect.getsource(demo.primes.run)
+    result: dict[str, Any] = {
+        "progress_interval_s": config.PROGRESS_INTERVAL,
+        "demo_primes_source": source[source.index("def "):][:700],
+        "primes": measure(primes_demo, primes_bare, args.calls, args.repeats),
+        "light": measure(light_function, light_bare, args.calls, args.repeats),
+    }
+    if hasattr(module, "Progress"):
+        result["light_reporter"] = measure(light_reporter, light_bare, args.calls, args.repeats)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
