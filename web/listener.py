@@ -75,6 +75,8 @@ class Listener:
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         # kombu's Redis transport publishes fanout exchanges to "/<db>.<exchange>/<routing key>".
         pubsub.psubscribe(f"/{db}.{self.celery_app.conf.event_exchange}/*")
+        kwargs = client.connection_pool.connection_kwargs
+        log.info("listening for Celery events on %s:%s/%s", kwargs.get("host"), kwargs.get("port"), db)
         return pubsub
 
     def run(self) -> None:
@@ -84,7 +86,6 @@ class Listener:
             pubsub = None
             try:
                 pubsub = self.subscribe()
-                log.info("listening for Celery events on %s", self.celery_app.connection_for_read().as_uri())
                 if self.on_connect:
                     self.on_connect()
                 backoff = 0.5
