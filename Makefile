@@ -26,7 +26,7 @@ run: setup
 test: setup
 	scripts/ensure-redis
 	scripts/ensure-chromium
-	$(BIN)/ruff check tasks web tests bench
+	$(BIN)/ruff check celery_dashboard tasks web tests bench
 	$(BIN)/pytest
 	$(BIN)/python -m bench.run --quick
 

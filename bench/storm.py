@@ -74,7 +74,8 @@ def rate_storm(ids: list[str], steps: int, rate: float, hostname: str = HOSTNAME
                max_seconds: float = 60.0) -> dict[str, Any]:
     import redis
 
-    from tasks import config, index
+    from celery_dashboard import index
+    from tasks import config
     from tasks.celery_app import celery_app
 
     client = redis.Redis.from_url(config.REDIS_URL)
@@ -140,7 +141,8 @@ class Envelope:
 def build_flood(n_tasks: int, progress: int, kinds: tuple[str, ...], hostname: str,
                 in_flight: int = 100) -> tuple[list[str], list[tuple[Any, ...]], int]:
     """Every Redis command of the flood, in order: (task ids, commands, number of events)."""
-    from tasks import config, index
+    from celery_dashboard import index
+    from tasks import config
     from tasks.celery_app import celery_app
 
     backend = celery_app.backend
@@ -172,7 +174,8 @@ def flood(n_tasks: int, progress: int, rate: float, kinds: tuple[str, ...], host
           on_ready: Callable[[], None] | None = None) -> tuple[list[str], dict[str, Any]]:
     import redis
 
-    from tasks import config, index
+    from celery_dashboard import index
+    from tasks import config
     from tasks.celery_app import celery_app
 
     prep_start = time.perf_counter()

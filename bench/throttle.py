@@ -9,9 +9,9 @@ work (an event PUBLISH and a result-backend write) whenever the throttle lets a 
 Loops, each timed with and without its progress call (runs alternate; the best of each is kept):
 - `demo primes`: the demo task's own body, run as written in tasks/demo.py (whatever progress API
   it uses), against the same loop with the progress line removed;
-- `progress() in a light loop`: `tasks.progress.progress` after an add and a multiply: the cost
+- `progress() in a light loop`: `celery_dashboard.reporting.progress` after an add and a multiply: the cost
   per call of the function API;
-- `Progress reporter in a light loop`: the same with `tasks.progress.Progress`, when it exists.
+- `Progress reporter in a light loop`: the same with `celery_dashboard.reporting.Progress`, when it exists.
 Prints one JSON line.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def light_bare(_: Any, calls: int) -> int:
 
 
 def light_function(task: Any, calls: int) -> int:
-    from tasks.progress import progress
+    from celery_dashboard.reporting import progress
 
     total = 0
     for n in range(1, calls + 1):
@@ -59,7 +59,7 @@ def light_function(task: Any, calls: int) -> int:
 
 
 def light_reporter(task: Any, calls: int) -> int:
-    from tasks.progress import Progress
+    from celery_dashboard.reporting import Progress
 
     report = Progress(task, calls)
     total = 0
@@ -90,7 +90,7 @@ def timed(body: Callable[[Any, int], Any], calls: int) -> dict[str, Any]:
 
 def reports_sent(body: Callable[[Any, int], Any], calls: int) -> int:
     """How many reports one run sends (a run with send_progress counting)."""
-    from tasks import progress as module
+    from celery_dashboard import reporting as module
 
     sent = 0
     real = module.send_progress
@@ -130,8 +130,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from tasks import config, demo
-    from tasks import progress as module
+    from celery_dashboard import reporting as module
+    from celery_dashboard import settings as config
+    from tasks import demo
 
     source = inspect.getsource(demo.primes.run)
     result: dict[str, Any] = {

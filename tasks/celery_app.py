@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from celery import Celery
 
-from tasks import backend, config, index  # noqa: F401 - index registers every published task
+import celery_dashboard  # noqa: F401 - the integration: signals, catalog, progress
+from celery_dashboard import backend
+from tasks import config
 
 celery_app = Celery("tasks", include=["tasks.demo"])
 celery_app.conf.update(

@@ -42,7 +42,5 @@ def _float(name: str, default: float) -> float:
 
 
 REDIS_URL = redis_url()
-# Seconds between two progress reports of one task; the final value is always sent.
-PROGRESS_INTERVAL = _float("PROGRESS_INTERVAL", 0.1)
 # How long results stay in the backend (seconds).
 RESULT_EXPIRES = _int("RESULT_EXPIRES", 7 * 24 * 3600)

@@ -7,9 +7,9 @@ from typing import Any
 
 from celery import Task, group
 
-from tasks.catalog import launchable, schema
+from celery_dashboard.catalog import launchable, schema
+from celery_dashboard.reporting import Progress, progress
 from tasks.celery_app import celery_app
-from tasks.progress import Progress, progress
 
 
 class FlakyError(RuntimeError):

@@ -8,8 +8,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from tasks import index
-from tasks.catalog import CATALOG, validate
+from celery_dashboard import index
+from celery_dashboard.catalog import CATALOG, validate
 from web import records
 from web.auth import current_user, require
 from web.errors import ApiError

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from tasks.index import ACTIVE_KEY, DATA_KEY, KEYS, ORDER_KEY, RECENT_KEY, owner_key
+from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, KEYS, ORDER_KEY, RECENT_KEY, owner_key
 from web import records
 
 # ARGV holds groups of six: id, order (JSON list), record (JSON), creation score, terminal (0/1),

@@ -38,7 +38,7 @@ def sent(monkeypatch: pytest.MonkeyPatch, redis_server: fakeredis.FakeServer) ->
     from celery.signals import before_task_publish
     from kombu.exceptions import OperationalError
 
-    from tasks import index
+    from celery_dashboard import index
     from tasks.celery_app import celery_app
 
     calls: list[dict[str, Any]] = []

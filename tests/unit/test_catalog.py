@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 import tasks.demo  # noqa: F401 - fills the catalog
-from tasks.catalog import CATALOG, validate
+from celery_dashboard.catalog import CATALOG, validate
 
 DEMOS = {"steps", "primes", "fail", "flaky", "long", "fanout"}
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from tasks import progress as progress_module
-from tasks.progress import Throttle, progress, progress_meta
+from celery_dashboard import reporting as progress_module
+from celery_dashboard.reporting import Throttle, progress, progress_meta
 
 
 class FakeClock:

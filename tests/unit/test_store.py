@@ -48,7 +48,7 @@ def test_a_slower_writer_never_overwrites_a_later_state() -> None:
 
 
 def test_registration_at_publish_does_not_clobber_a_known_task() -> None:
-    from tasks import index
+    from celery_dashboard import index
 
     s = store()
     assert index.register(s.client, "t9", "tasks.demo.steps", parent="p1")

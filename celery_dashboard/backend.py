@@ -20,4 +20,4 @@ class ResultBackend(RedisBackend):
 
 def url(redis_url: str) -> str:
     """The `result_backend` setting that selects this class for `redis_url`."""
-    return f"tasks.backend:ResultBackend+{redis_url}"
+    return f"celery_dashboard.backend:ResultBackend+{redis_url}"

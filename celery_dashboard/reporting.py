@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task
 from celery.signals import task_prerun
 
-from tasks import config
+from celery_dashboard import settings as config
 
 log = logging.getLogger(__name__)
 
