@@ -18,10 +18,11 @@ def main() -> None:
     app = create_app()
     with app.app_context():
         dash = services()
-    listener = Listener(dash.celery_app, dash.relay.add, on_connect=dash.relay.listener_connected,
-                        on_worker=dash.relay.worker_event, sleep=socketio.sleep)
+    listener = Listener(dash.celery_app, dash.coalescer.add, on_connect=dash.reconciler.listener_connected,
+                        on_worker=dash.reconciler.worker_event, sleep=socketio.sleep)
     dash.listener = listener
-    socketio.start_background_task(dash.relay.run)
+    socketio.start_background_task(dash.pusher.run)
+    socketio.start_background_task(dash.reconciler.run)
     socketio.start_background_task(listener.run)
     host, port = app.config["HOST"], app.config["PORT"]
     log.info("dashboard on http://%s:%s (async mode %s)", host, port, app.config["ASYNC_MODE"])

@@ -2,12 +2,16 @@
 // Task data is always rendered with textContent, never as markup.
 "use strict";
 
-const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
-const PHASE = { PENDING: 0, RECEIVED: 1, RETRY: 1.5, STARTED: 2, PROGRESS: 3 };
+// Which state may replace which is decided on the server (web/lifecycle.py); each task object
+// carries a `version` that grows with every change, and the page keeps the highest one.
+const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED", "REJECTED", "IGNORED", "LOST", "UNKNOWN"]);
+// Celery's state names as a person reads them; a task's own states (update_state) show by name.
 const LABELS = {
   PENDING: "queued", RECEIVED: "received", STARTED: "started", PROGRESS: "running",
   RETRY: "retrying", SUCCESS: "succeeded", FAILURE: "failed", REVOKED: "cancelled",
+  REJECTED: "rejected", IGNORED: "ignored", LOST: "lost (worker gone)", UNKNOWN: "outcome unknown",
 };
+const KNOWN = new Set(Object.keys(LABELS));
 
 const tasks = new Map();   // id -> task object
 const rows = new Map();    // id -> <tr>
@@ -23,24 +27,9 @@ function el(tag, attrs = {}, text) {
   return node;
 }
 
-// Same rules as the server (web/records.py): a task's place in its life never moves back.
-function order(task) {
-  if (TERMINAL.has(task.state)) return [1, 0, 0, 0];
-  const current = task.state === "PROGRESS" && task.progress ? task.progress.current || 0 : 0;
-  return [0, task.retries || 0, PHASE[task.state] ?? 0, current];
-}
-
-function accepts(old, next) {
-  if (!old) return true;
-  if (TERMINAL.has(old.state)) return false;
-  const [a, b] = [order(old), order(next)];
-  for (let i = 0; i < a.length; i += 1) if (a[i] !== b[i]) return b[i] > a[i];
-  return true;
-}
-
 function upsert(task) {
   const old = tasks.get(task.id);
-  if (old && !accepts(old, task)) return;
+  if (old && (old.version || 0) > (task.version || 0)) return;
   tasks.set(task.id, task);
   render(task);
 }
@@ -177,7 +166,7 @@ function placeRow(row, task) {
 
 function renderDetails(cell, task) {
   cell.replaceChildren();
-  if (task.error && (task.state === "FAILURE" || task.state === "RETRY" || task.state === "REVOKED")) {
+  if (task.error && task.state !== "SUCCESS") {
     cell.append(el("span", { class: "error" }, `${task.error.type}: ${task.error.message}`));
     if (task.error.traceback) {
       const more = el("details");
@@ -185,7 +174,12 @@ function renderDetails(cell, task) {
       cell.append(more);
     }
   } else if (task.state === "SUCCESS") {
-    cell.append(el("code", { class: "result" }, JSON.stringify(task.result)));
+    const text = typeof task.result === "string" && task.result_truncated ? task.result : JSON.stringify(task.result);
+    cell.append(el("code", { class: "result" }, text));
+    if (task.result_truncated) {
+      cell.append(" ", el("a", { href: `/api/tasks/${encodeURIComponent(task.id)}/result`, class: "full-result" },
+        "(preview: open the whole result)"));
+    }
   }
 }
 
@@ -197,12 +191,17 @@ function render(task) {
     rows.set(task.id, row);
   }
   const title = titleOf(task);
-  row.className = `state-${task.state}`;
+  const known = KNOWN.has(task.state) ? task.state : "CUSTOM";
+  row.className = `state-${known}${task.worker_status ? " not-responding" : ""}`;
   row.querySelector(".title").textContent = title;
   // A retried task waiting for its next attempt is "retrying" to a person, whatever Celery says.
   const waiting = (task.state === "PENDING" || task.state === "RECEIVED") && task.retries > 0;
-  row.querySelector(".badge").textContent = waiting ? LABELS.RETRY : LABELS[task.state] || task.state;
-  const percent = task.progress ? task.progress.percent : (task.state === "SUCCESS" ? 100 : 0);
+  let label = waiting ? LABELS.RETRY : LABELS[task.state] || task.state;
+  if (task.state === "REVOKED" && task.error && task.error.message === "expired") label = "expired";
+  if (task.worker_status && !TERMINAL.has(task.state)) label = `${label} · worker ${task.worker_status}`;
+  row.querySelector(".badge").textContent = label;
+  const reported = task.progress && Number.isFinite(task.progress.percent) ? task.progress.percent : null;
+  const percent = reported ?? (task.state === "SUCCESS" ? 100 : 0);
   const bar = row.querySelector(".bar");
   bar.setAttribute("aria-valuenow", String(percent));
   bar.setAttribute("aria-label", `Progress of ${title} ${task.id.slice(0, 8)}`);
@@ -210,7 +209,8 @@ function render(task) {
   row.querySelector(".percent").textContent = `${Math.round(percent)}%`;
   row.querySelector(".message").textContent = task.progress ? task.progress.message || "" : "";
   renderDetails(row.querySelector(".details"), task);
-  row.querySelector(".time").textContent = seconds(task.started || task.created, task.finished);
+  row.querySelector(".time").textContent = seconds(task.started || task.created, task.finished)
+    + (task.clock_skew ? " (clocks disagree)" : "");
   const cancel = row.querySelector(".cancel");
   cancel.hidden = VIEWER || TERMINAL.has(task.state);
   cancel.setAttribute("aria-label", `Cancel ${title} ${task.id.slice(0, 8)}`);

@@ -8,13 +8,16 @@ import redis
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from tasks.celery_app import celery_app
-from web import api, auth, cli, errors, headers, pages, sockets
+from web import api, apps, auth, broker, cli, errors, headers, pages, sockets
+from web.coalescer import Coalescer
 from web.config import from_env
 from web.extensions import Services, csrf, limiter, socketio
-from web.relay import Relay, backend_reader
+from web.pusher import Pusher
+from web.reconciler import Reconciler
+from web.results import BackendReader
 from web.store import TaskStore
 from web.users import UserStore
+from web.workers import Workers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +27,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(from_env())
     app.config.update(config or {})
     app.json.sort_keys = False  # the catalog's parameters keep their declared order
-    celery_app.loader.import_default_modules()  # the task modules fill the catalog
+    celery_apps = app.config.get("CELERY_APPS") or apps.load(app.config["CELERY_APP"])  # fills the catalog
+    celery_app = celery_apps[0]
 
     if app.config.get("PRODUCTION"):
         # Heroku's router: the client's address and scheme (for rate limits and Secure cookies).
@@ -41,11 +45,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     client = app.config.get("REDIS_CLIENT") or redis.Redis.from_url(
         app.config["REDIS_URL"], socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
     store = TaskStore(client, app.config["HISTORY_LIMIT"], app.config["HISTORY_DAYS"] * 86400)
-    relay = Relay(store, app.config.get("READ_RESULTS") or backend_reader(celery_app.backend),
-                  sockets.pusher(app.config["SLOW_CLIENT_BATCHES"]), interval=app.config["PUSH_INTERVAL"],
-                  reconcile_every=app.config["RECONCILE_INTERVAL"], worker_timeout=app.config["WORKER_TIMEOUT"],
-                  sleep=socketio.sleep)
-    app.extensions["dashboard"] = Services(store, relay, celery_app, UserStore(client))
+    read_results = app.config.get("READ_RESULTS") or BackendReader(celery_app.backend, app.config["RESULT_READ_BYTES"])
+    coalescer = Coalescer()
+    pusher = Pusher(store, coalescer, read_results, sockets.pusher(app.config["SLOW_CLIENT_BATCHES"]),
+                    interval=app.config["PUSH_INTERVAL"], sleep=socketio.sleep)
+    workers = Workers()
+    control = app.config.get("CONTROL", broker.Control(celery_app))
+    queues = app.config.get("QUEUES", _queue_reader(celery_app, celery_apps, app.config["QUEUE_SCAN_LIMIT"]))
+    reconciler = Reconciler(store, coalescer, read_results, workers, control, queues,
+                            worker_timeout=app.config["WORKER_TIMEOUT"], window=app.config["RECONCILE_WINDOW"],
+                            poll_every=app.config["POLL_INTERVAL"], reconcile_every=app.config["RECONCILE_INTERVAL"],
+                            sleep=socketio.sleep)
+    app.extensions["dashboard"] = Services(store, coalescer, pusher, reconciler, read_results, celery_app,
+                                           UserStore(client))
 
     errors.register(app)
     headers.register(app)
@@ -53,3 +65,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     return app
+
+
+def _queue_reader(celery_app: Any, celery_apps: list[Any], limit: int) -> Any:
+    """The reconciler's view of the broker's queues: (tasks waiting, whether that is all of them).
+    Opens its Redis connection on first use, not here."""
+    names = broker.queue_names(celery_apps)
+    clients: list[redis.Redis] = []
+
+    def read() -> tuple[list[dict[str, Any]], bool]:
+        if not clients:
+            clients.append(redis.Redis.from_url(celery_app.conf.broker_url, socket_timeout=5,
+                                                socket_connect_timeout=3))
+        waiting = broker.queued(clients[0], names, limit)
+        return list(waiting), waiting.read >= waiting.waiting
+
+    return read

@@ -1,6 +1,8 @@
 """The REST API: the catalog, launching, listing, reading and cancelling tasks."""
 from __future__ import annotations
 
+import logging
+import re
 import time
 import uuid
 from pathlib import Path
@@ -8,18 +10,24 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from celery_dashboard import index
+from celery_dashboard import index, revocations
 from celery_dashboard.catalog import CATALOG, validate
-from web import records
+from web import lifecycle, records
 from web.auth import current_user, require
 from web.errors import ApiError
 from web.extensions import limiter, services
+from web.results import BackendReader, json_safe
 from web.users import User
 
+log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-STATES = sorted(set(records.PHASE) | records.TERMINAL)
+STATE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # Celery states are open-ended (update_state takes any name)
 MAX_LIMIT = 500
+MAX_ID = 1000  # longer ids are not looked up (Celery accepts any string; Redis keys of this size are fine)
+# Pools that cannot stop a running task (celery.concurrency: solo and threads do not implement
+# terminate); a task there stops only at its next celery_dashboard progress report.
+CANNOT_TERMINATE = ("solo", "threads")
 OPENAPI = Path(__file__).with_name("openapi.json")
 
 
@@ -82,9 +90,17 @@ def launch() -> Any:
     task_id = str(uuid.uuid4())
     # The owner travels in the message headers, so the index records it from the first write;
     # answer with that record without another round trip, and push it with the next batch.
-    entry.task.apply_async(kwargs=params, task_id=task_id, headers={"owner": user.name})
+    try:
+        entry.task.apply_async(kwargs=params, task_id=task_id, headers={"owner": user.name})
+    except Exception as exc:  # the broker is away, or the message could not be sent: never shown queued
+        log.warning("launch of %s failed: %r", name, exc)
+        try:
+            index.forget(index.client(), task_id)
+        except Exception:  # noqa: BLE001 - Redis may be the reason the launch failed
+            log.warning("could not remove the unsent task %s from the index", task_id)
+        raise ApiError(503, "the task could not be sent to the broker; try again shortly") from exc
     record = index.pending_record(task_id, entry.task.name, None, time.time(), user.name)
-    dash.relay.add(record)
+    dash.coalescer.add(dict(record, source="event"))
     response = jsonify(record)
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_task", task_id=task_id)
@@ -110,11 +126,12 @@ def list_tasks() -> Any:
     limit = _int_arg("limit", 50, 1, MAX_LIMIT)
     offset = _int_arg("offset", 0, 0, 100_000)
     state = request.args.get("state") or None
-    if state is not None and state.upper() not in STATES:
-        raise ApiError(422, "unknown state", [{"field": "state", "message": f"one of {', '.join(STATES)}"}])
+    if state is not None and not STATE.fullmatch(state):
+        raise ApiError(422, "invalid state", [{"field": "state", "message": "a Celery state name, such as "
+                                               + ", ".join(lifecycle.KNOWN_STATES)}])
     user = current_user()
     owner = None if user.is_admin else user.name
-    return jsonify({"tasks": services().store.recent(limit, state.upper() if state else None, offset, owner)})
+    return jsonify({"tasks": services().store.recent(limit, state, offset, owner)})
 
 
 def find(task_id: str) -> dict[str, Any]:
@@ -122,9 +139,9 @@ def find(task_id: str) -> dict[str, Any]:
 
     Another user's task is 404 too: whether an id exists is itself not shown."""
     dash = services()
-    record = dash.store.get(task_id) if len(task_id) <= 200 else None
-    if record is None and len(task_id) <= 200:
-        update = records.from_meta(task_id, dash.relay.read_results([task_id]).get(task_id))
+    record = dash.store.get(task_id) if len(task_id) <= MAX_ID else None
+    if record is None and len(task_id) <= MAX_ID:
+        update = records.from_meta(task_id, dash.read_results([task_id]).get(task_id))
         if update:
             record = records.new_record(task_id)
             records.merge(record, update)
@@ -133,19 +150,68 @@ def find(task_id: str) -> dict[str, Any]:
     return record
 
 
-@bp.get("/tasks/<task_id>")
+# Any id Celery accepts, `/` included: the converter takes the rest of the path.
+@bp.get("/tasks/<path:task_id>")
 def get_task(task_id: str) -> Any:
     return jsonify(find(task_id))
 
 
-@bp.post("/tasks/<task_id>/cancel")
+@bp.get("/tasks/<path:task_id>/result")
+def get_result(task_id: str) -> Any:
+    """The task's whole result from the result backend, up to RESULT_MAX_BYTES (413 beyond);
+    task objects carry only a preview."""
+    record = find(task_id)
+    reader = services().read_results
+    cap = current_app.config["RESULT_MAX_BYTES"]
+    if not isinstance(reader, BackendReader):
+        raise ApiError(404, "no result backend to read from")
+    meta, size = reader.full(task_id, cap)
+    if meta is None and size > cap:
+        raise ApiError(413, f"the result is {size:,} bytes, more than RESULT_MAX_BYTES ({cap:,})")
+    if meta is None:
+        raise ApiError(404, "the result backend holds no result for this task")
+    if "undecodable" in meta:
+        raise ApiError(422, f"the result cannot be decoded: {meta['undecodable']}")
+    return jsonify({"id": task_id, "state": meta.get("status") or record["state"], "size": size,
+                    "result": json_safe(meta.get("result"))})
+
+
+def _stoppable(record: dict[str, Any]) -> str | None:
+    """Why a running task cannot be stopped, or None when it can: a queued task always can (the
+    revocation is kept in Redis for every worker to check), a running one on prefork, gevent and
+    eventlet by terminating it, on solo and threads only when it reports progress through
+    celery_dashboard (it stops at its next report)."""
+    if lifecycle.phase(record.get("state")) < lifecycle.STARTED or record.get("cooperative"):
+        return None
+    pool = services().reconciler.pool(record.get("worker"))
+    if pool in CANNOT_TERMINATE:
+        return (f"the task runs on a {pool} pool worker, which cannot stop a running task, and it does not "
+                "report progress through celery_dashboard, so it cannot stop itself; it will run to its end")
+    if pool is None:
+        return ("the worker running the task did not say which pool it uses (a busy solo worker cannot "
+                "answer), so the task may not stop; it does not report progress through celery_dashboard")
+    return None
+
+
+@bp.post("/tasks/<path:task_id>/cancel")
 @require(lambda user: user.can_launch, "cancelling needs the operator or admin role")
 def cancel(task_id: str) -> Any:
+    """Cancel a task: 202 when it will end REVOKED, 409 with the reason when it cannot."""
     record = find(task_id)
     if records.is_terminal(record):
         raise ApiError(409, f"task already ended {record['state']}")
-    # SIGTERM ends a running task's pool process; a queued one is dropped when a worker meets it.
-    services().celery_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+    reason = _stoppable(record)
+    if reason:
+        raise ApiError(409, reason)
+    dash = services()
+    ttl = current_app.config["REVOCATION_DAYS"] * 86400
+    # Kept in Redis, where every worker that imports celery_dashboard checks it before a task starts
+    # and at each progress report: it holds with no worker online and across restarts.
+    revocations.revoke(revocations.client_for(dash.celery_app), task_id, ttl=ttl)
+    # And Celery's own broadcast: SIGTERM ends a running task's pool process (prefork), or its
+    # greenlet (gevent, eventlet); a queued one is discarded when a worker meets it.
+    # (terminate is harmless for a task that has not started: it may start meanwhile).
+    dash.celery_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
     response = jsonify(record)
     response.status_code = 202
     return response

@@ -74,8 +74,26 @@ def from_env() -> dict[str, Any]:
         "HISTORY_LIMIT": task_config._int("HISTORY_LIMIT", 10_000),
         # How long the index keeps a task (days).
         "HISTORY_DAYS": task_config._float("HISTORY_DAYS", 7.0),
-        # Seconds without a heartbeat after which a worker's running tasks are shown as lost.
+        # The Celery apps to show (the form of `celery -A`, comma separated; the first one's broker,
+        # result backend and control are used; all must share one Redis broker).
+        "CELERY_APP": os.environ.get("CELERY_APP", ""),
+        # Seconds without any event after which a worker running tasks is pinged; tasks of a worker
+        # that does not answer are shown "not responding" (never failed: solo workers are silent
+        # while they run a task). A restarted or stopped worker's tasks are shown LOST at once.
         "WORKER_TIMEOUT": task_config._float("WORKER_TIMEOUT", 10.0),
+        # Seconds after which a task that no backend, queue or worker knows is shown UNKNOWN.
+        "RECONCILE_WINDOW": task_config._float("RECONCILE_WINDOW", 30.0),
+        # Seconds between two reads of running tasks' backend records (the tutorials' progress,
+        # update_state, sends no event) and of the broker's queues.
+        "POLL_INTERVAL": task_config._float("POLL_INTERVAL", 1.0),
+        # How many waiting messages one read of the broker's queues looks at (newest first).
+        "QUEUE_SCAN_LIMIT": task_config._int("QUEUE_SCAN_LIMIT", 1000),
+        # Result-backend entries larger than this (bytes) are not read by the live view; the
+        # result endpoint serves up to RESULT_MAX_BYTES.
+        "RESULT_READ_BYTES": task_config._int("RESULT_READ_BYTES", 1_000_000),
+        "RESULT_MAX_BYTES": task_config._int("RESULT_MAX_BYTES", 10_000_000),
+        # Days a cancelled task's id stays in the revocation list that workers check.
+        "REVOCATION_DAYS": task_config._float("REVOCATION_DAYS", 7.0),
         # How many tasks a page load or a Socket.IO connect receives at once.
         "SNAPSHOT_LIMIT": task_config._int("SNAPSHOT_LIMIT", 200),
         # Simultaneous connections one web process accepts (eventlet's default is 1,024).

@@ -15,20 +15,30 @@ limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 csrf = CSRFProtect()
 
 if TYPE_CHECKING:  # only for the annotations: these modules import this one
+    from collections.abc import Callable
+    from typing import Any
+
     from celery import Celery
 
+    from web.coalescer import Coalescer
     from web.listener import Listener
-    from web.relay import Relay
+    from web.pusher import Pusher
+    from web.reconciler import Reconciler
     from web.store import TaskStore
     from web.users import UserStore
 
 
 class Services:
-    """What the views and Socket.IO handlers use, built by the app factory."""
+    """What the views, the Socket.IO handlers and the entry point use, built by the app factory."""
 
-    def __init__(self, store: TaskStore, relay: Relay, celery_app: Celery, users: UserStore | None = None) -> None:
+    def __init__(self, store: TaskStore, coalescer: Coalescer, pusher: Pusher, reconciler: Reconciler,
+                 read_results: Callable[[list[str]], dict[str, dict[str, Any]]], celery_app: Celery,
+                 users: UserStore | None = None) -> None:
         self.store = store
-        self.relay = relay
+        self.coalescer = coalescer
+        self.pusher = pusher
+        self.reconciler = reconciler
+        self.read_results = read_results
         self.celery_app = celery_app
         self.users = users
         self.listener: Listener | None = None  # set by the entry point that starts one

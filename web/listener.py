@@ -1,4 +1,4 @@
-"""The listener on Celery's event stream: turns task events into updates for the relay."""
+"""The listener on Celery's event stream: turns task events into updates for the coalescer."""
 from __future__ import annotations
 
 import base64
@@ -38,13 +38,13 @@ class Listener:
 
     It subscribes to the events' pub/sub channels itself (what Celery's event receiver does, less
     its per-event bookkeeping) so that per-event work stays a few microseconds: Redis cuts a
-    subscriber that falls behind. The heavy lifting happens in the relay's tick. Every
+    subscriber that falls behind. The heavy lifting happens in the pusher's tick. Every
     (re)connect calls `on_connect`, which reconciles what the gap may have missed.
     """
 
     def __init__(self, celery_app: Celery, on_update: Callable[[dict[str, Any]], None],
                  on_connect: Callable[[], Any] | None = None,
-                 on_worker: Callable[[dict[str, Any]], None] | None = None,
+                 on_worker: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  max_backoff: float = 10.0) -> None:
         self.celery_app = celery_app
@@ -60,7 +60,9 @@ class Listener:
     def handle(self, event: dict[str, Any]) -> None:
         self.events += 1
         if self.on_worker is not None and "hostname" in event:
-            self.on_worker(event)  # every event is a sign of life of the worker that sent it
+            # Every event is a sign of life of the worker that sent it; its time comes back on
+            # the web's clock (web.workers).
+            event = self.on_worker(event)
         if event.get("type", "").startswith("worker-"):
             return
         update = records.from_event(event)

@@ -11,16 +11,20 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-# The phase of a state within one attempt. `retries` counts the attempts before this one: RETRY
-# belongs to the attempt about to run (after its message is received, before it starts).
-PHASE = {"PENDING": 0, "RECEIVED": 1, "RETRY": 1.5, "STARTED": 2, "PROGRESS": 3}
-FIELDS = ("id", "name", "state", "progress", "result", "error", "created", "started",
-          "finished", "worker", "parent", "retries", "updated", "owner")
+from web import lifecycle
+from web.results import json_safe, preview
+
+FIELDS = ("id", "name", "state", "version", "progress", "result", "result_truncated", "error", "created",
+          "started", "finished", "worker", "worker_status", "parent", "retries", "updated", "owner", "confidence",
+          "clock_skew", "cooperative")
 # Kept from the first update that has them; later ones cannot move them. `owner` is the user who
 # launched the task (None for tasks sent by other processes: only admins see those).
 FIRST_WINS = ("name", "parent", "created", "started", "owner")
+# What an accepted state brings with it (and only what the update holds: an update never erases
+# a field it does not mention, so the backend's record never erases what events told).
+CARRIED = ("progress", "result", "result_truncated", "error", "finished", "retries", "worker", "cooperative")
 MAX_TEXT = 20_000
+NOT_RESPONDING = "not responding"
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -35,88 +39,73 @@ def epoch(value: str | None) -> float:
 
 def new_record(task_id: str) -> dict[str, Any]:
     record: dict[str, Any] = dict.fromkeys(FIELDS)
-    record.update(id=task_id, state="PENDING")
+    record.update(id=task_id, state="PENDING", version=0, retries=0)
     return record
 
 
 def is_terminal(record: dict[str, Any]) -> bool:
-    return record.get("state") in TERMINAL
-
-
-def order(state: str | None, retries: int | None = 0, progress: dict[str, Any] | None = None) -> list:
-    """Where a state stands in a task's life: later places compare greater, terminal is last."""
-    if state in TERMINAL:
-        return [1, 0, 0, 0]
-    current = (progress or {}).get("current", 0) if state == "PROGRESS" else 0
-    return [0, int(retries or 0), PHASE.get(state or "PENDING", 0), current if isinstance(current, (int, float)) else 0]
-
-
-def record_order(record: dict[str, Any]) -> list:
-    return order(record.get("state"), record.get("retries"), record.get("progress"))
-
-
-def resolve_retry(record: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Give a task-retried update the attempt it announces: the event does not say which.
-
-    Normally the failed attempt is the record's, and the retry announces the next one. But the
-    worker may receive the next attempt's message before it reports the retry: then the record
-    already counts the next attempt.
-    """
-    if update.get("state") != "RETRY" or "retries" in update:
-        return update
-    retries = record.get("retries") or 0
-    waiting = retries > 0 and PHASE.get(record.get("state") or "PENDING", 0) < PHASE["RETRY"]
-    return dict(update, retries=retries if waiting else retries + 1, stale_check=True)
-
-
-def accepts(record: dict[str, Any], update: dict[str, Any]) -> bool:
-    """Whether `update`'s state may replace `record`'s: never backwards, terminal is final."""
-    new = update.get("state")
-    if new is None or record.get("state") in TERMINAL:
-        return False
-    if new in TERMINAL:
-        return True
-    if update.get("stale_check") and (update.get("updated") or "") < (record.get("updated") or ""):
-        return False  # a late duplicate of an older retry
-    retries = update.get("retries", record.get("retries"))
-    return order(new, retries, update.get("progress")) >= record_order(record)
+    return lifecycle.is_terminal(record.get("state"))
 
 
 def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
     """Apply `update` to `record` in place; return True if anything a user sees changed."""
-    update = resolve_retry(record, update)
-    changed = False
+    update = lifecycle.resolve_retry(record, update)
+    before = dict(record)
     for key in FIRST_WINS:
         if record.get(key) is None and update.get(key) is not None:
             record[key] = update[key]
-            changed = True
     if update.get("worker") and not record.get("worker"):
         record["worker"] = update["worker"]
-        changed = True
-    if accepts(record, update):
-        state = update["state"]
-        if state != record.get("state"):
-            changed = True
-        record["state"] = state
-        for key in ("progress", "worker", "result", "error", "finished", "retries"):
-            if key in update and update[key] != record.get(key):
+    if "worker_status" in update and not lifecycle.is_terminal(record.get("state")):
+        record["worker_status"] = update["worker_status"]
+    accepted = lifecycle.accepts(record, update)
+    if accepted:
+        record["state"] = update["state"]
+        for key in CARRIED:
+            if key in update:
                 record[key] = update[key]
-                changed = True
-        if state == "SUCCESS" and record.get("progress"):
-            progress = dict(record["progress"], current=record["progress"]["total"], percent=100.0)
-            changed |= progress != record["progress"]
-            record["progress"] = progress
-    if changed and update.get("updated") and (record.get("updated") or "") < update["updated"]:
+        if lifecycle.is_terminal(update["state"]):
+            record["confidence"] = lifecycle.confidence(update)
+            record["worker_status"] = None
+        elif update.get("source") == "event":
+            record["worker_status"] = None  # the worker just spoke
+        if update["state"] == "SUCCESS" and record.get("progress"):
+            record["progress"] = dict(record["progress"], current=record["progress"]["total"], percent=100.0)
+        if update.get("updated") and (record.get("updated") or "") < update["updated"]:
+            record["updated"] = update["updated"]
+    _clamp_clocks(record)
+    changed = record != before
+    if changed and not accepted and update.get("updated") and (record.get("updated") or "") < update["updated"]:
         record["updated"] = update["updated"]
     return changed
 
 
+def _clamp_clocks(record: dict[str, Any]) -> None:
+    """Durations need one clock: times are converted to the web's clock (listener.Clocks), but a
+    record rebuilt from the backend alone keeps the worker's. Clamp, and flag that clocks disagree."""
+    created, started, finished = record.get("created"), record.get("started"), record.get("finished")
+    if created and started and started < created:
+        record["started"], record["clock_skew"] = created, True
+        started = created
+    if finished and (started or created) and finished < (started or created):
+        record["finished"], record["clock_skew"] = started or created, True
+
+
 def _error(kind: str | None, message: Any, traceback: str | None) -> dict[str, Any]:
+    """An error as Celery and Flower show it: type, message, traceback. An exception whose text
+    comes only from `__str__` has empty `args` (Celery stores `exc_message` from `args`): the
+    last line of its traceback, `module.Type: text`, still has the text."""
     if isinstance(message, (list, tuple)):
-        message = " ".join(str(part) for part in message)
+        message = " ".join(str(json_safe(part)) for part in message)
+    message = str(message or "")
+    if not message and traceback:
+        last = traceback.rstrip().rpartition("\n")[2]
+        head, sep, text = last.partition(": ")
+        if sep and head.rpartition(".")[2] == (kind or "").rpartition(".")[2]:
+            message = text
     return {
         "type": kind or "Error",
-        "message": str(message or "")[:MAX_TEXT],
+        "message": message[:MAX_TEXT],
         "traceback": (traceback or "")[-MAX_TEXT:] or None,
     }
 
@@ -133,17 +122,34 @@ def _exception_parts(text: str | None) -> tuple[str, str]:
     return "Error", text
 
 
+def progress_of(meta: Any) -> dict[str, Any] | None:
+    """The progress object from a task's meta: `celery_dashboard.progress` sends the whole shape;
+    the tutorials' `update_state(state="PROGRESS", meta={"current": 3, "total": 10})` only
+    current and total. None when there is no numeric current and total."""
+    if not isinstance(meta, dict):
+        return None
+    current, total = meta.get("current"), meta.get("total")
+    numbers = (int, float)
+    if not isinstance(current, numbers) or not isinstance(total, numbers) or isinstance(current, bool):
+        return None
+    percent = round(100.0 * current / total, 1) if total else 0.0
+    message = meta.get("message", meta.get("status", ""))
+    return {"current": current, "total": total, "percent": max(0.0, min(100.0, percent)),
+            "message": str(message if message is not None else "")[:500]}
+
+
 def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
     """Turn one Celery task event into an update, or None for events the dashboard ignores.
 
-    Results and tracebacks in events are truncated reprs: terminal updates carry `fetch` so the
-    caller reads the real ones from the result backend.
+    `timestamp` must already be on the web's clock (listener.Clocks). Results and tracebacks in
+    events are truncated reprs: ending updates carry `fetch` so the caller reads the real ones from
+    the result backend.
     """
     kind, task_id = event.get("type", ""), event.get("uuid")
-    if not task_id or not kind.startswith("task-"):
+    if not task_id or not isinstance(task_id, str) or not kind.startswith("task-"):
         return None
     when = iso(event.get("timestamp"))
-    update: dict[str, Any] = {"id": task_id, "updated": when}
+    update: dict[str, Any] = {"id": task_id, "updated": when, "source": "event"}
     parent = event.get("parent_id")
     parent = parent if parent != task_id else None  # a retry is sent by the task itself
     if kind == "task-sent":
@@ -154,14 +160,14 @@ def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
     elif kind == "task-started":
         update.update(state="STARTED", started=when, worker=event.get("hostname"))
     elif kind == "task-progress":
-        progress = event.get("progress")
-        if not isinstance(progress, dict):
+        progress = progress_of(event.get("progress"))
+        if progress is None:
             return None
-        update.update(state="PROGRESS", progress=progress, worker=event.get("hostname"))
+        # Only celery_dashboard's progress API sends this event, and it also stops a revoked task
+        # at its next report: such a task can be cancelled on any pool.
+        update.update(state="PROGRESS", progress=progress, worker=event.get("hostname"), cooperative=True)
         if isinstance(event.get("retries"), int):
             update["retries"] = event["retries"]
-        if event.get("sent"):
-            update["updated"] = iso(event["sent"])
     elif kind == "task-succeeded":
         update.update(state="SUCCESS", finished=when, error=None, fetch=True)
     elif kind == "task-failed":
@@ -172,47 +178,87 @@ def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
         error_type, message = _exception_parts(event.get("exception"))
         update.update(state="RETRY", error=_error(error_type, message, event.get("traceback")))
     elif kind == "task-revoked":
-        how = "terminated" if event.get("terminated") else "revoked"
-        update.update(state="REVOKED", finished=when,
-                      error=_error("TaskRevokedError", f"cancelled ({how})", None))
+        how = "expired" if event.get("expired") else "terminated" if event.get("terminated") else "revoked"
+        update.update(state="REVOKED", finished=when, fetch=True,
+                      error=_error("TaskRevokedError", f"cancelled ({how})" if how != "expired" else "expired", None))
+    elif kind == "task-rejected":
+        requeued = " and requeued" if event.get("requeue") else ""
+        update.update(state="REJECTED", finished=when, fetch=True,
+                      error=_error("Reject", f"rejected by the worker{requeued}", None))
+    elif kind == "task-ignored":  # sent by celery_dashboard's task_postrun hook: Celery sends nothing
+        update.update(state="IGNORED", finished=when, error=None)
     else:
         return None
     return update
 
 
-def lost(task_id: str, worker: str | None) -> dict[str, Any]:
-    """The update that ends a task whose worker died under it (its message was already acked)."""
+def lost(task_id: str, worker: str | None, why: str) -> dict[str, Any]:
+    """The inferred ending of a task whose worker restarted or stopped under it (its message was
+    already acknowledged, so nothing will run it again); a real outcome still overrides it."""
     now = iso(time.time())
-    return {"id": task_id, "state": "FAILURE", "finished": now, "updated": now, "result": None,
-            "error": _error("WorkerLostError", f"worker {worker} stopped responding while running this task", None)}
+    return {"id": task_id, "state": lifecycle.LOST, "finished": now, "updated": now,
+            "error": _error("WorkerLostError", f"worker {worker} {why} while running this task", None)}
 
 
-def from_meta(task_id: str, meta: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Turn a result-backend entry into an update (the truth behind the events), or None."""
+def unknown(task_id: str) -> dict[str, Any]:
+    """The inferred ending of a task nobody reports on: no outcome in the result backend (it may
+    ignore results), not in any queue, not on any worker that answered."""
+    now = iso(time.time())
+    return {"id": task_id, "state": lifecycle.UNKNOWN, "finished": now, "updated": now,
+            "error": _error("Unknown", "no worker, queue or result backend knows how this task ended", None)}
+
+
+def _backend_time(value: Any, shift: float = 0.0) -> str | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return iso(when.timestamp() - shift)
+
+
+def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> dict[str, Any] | None:
+    """Turn a result-backend entry (Celery's meta: status, result, traceback, date_done and, with
+    `result_extended`, name, worker, retries) into an update, or None when it has no state.
+
+    `shift` is the writing worker's clock offset (seconds ahead of the web's). Fields the entry
+    does not hold are left out, so the update never erases what events told. Results become a
+    bounded JSON-safe preview; an entry too large or impossible to decode says so."""
     if not meta:
         return None
-    state, result = meta.get("status"), meta.get("result")
-    update: dict[str, Any] = {"id": task_id, "state": state, "name": meta.get("name"),
-                              "worker": meta.get("worker")}
+    state = meta.get("status")
+    if "undecodable" in meta:
+        return None
+    if not isinstance(state, str) or not state:
+        return None
+    update: dict[str, Any] = {"id": task_id, "state": state, "source": "backend"}
+    for key in ("name", "worker"):
+        if isinstance(meta.get(key), str) and meta[key]:
+            update[key] = meta[key]
     if isinstance(meta.get("retries"), int):
         update["retries"] = meta["retries"]  # for a stored RETRY, already the next attempt
-    done = meta.get("date_done")
-    if done:
-        finished = datetime.fromisoformat(done)
-        if finished.tzinfo is None:
-            finished = finished.replace(tzinfo=UTC)
-        update["finished"] = finished.isoformat(timespec="microseconds")
-        update["updated"] = update["finished"]
+    result = meta.get("result")
+    if lifecycle.is_terminal(state):
+        finished = _backend_time(meta.get("date_done"), shift)
+        if finished:
+            update["finished"] = update["updated"] = finished
+    if "too_large" in meta:
+        if state == "SUCCESS":
+            update.update(result=f"(a result of {meta['too_large']:,} bytes: open it on its own)",
+                          result_truncated=True, error=None)
+        return update
     if state == "SUCCESS":
-        update.update(result=result, error=None)
+        update["result"], update["result_truncated"] = preview(result)
+        update["error"] = None
     elif state in ("FAILURE", "RETRY") and isinstance(result, dict):
         update["error"] = _error(result.get("exc_type"), result.get("exc_message"), meta.get("traceback"))
     elif state == "REVOKED":
         update["error"] = _error("TaskRevokedError", "cancelled", None)
-    elif state == "PROGRESS" and isinstance(result, dict):
-        update["progress"] = result
-    elif state not in PHASE and state not in TERMINAL:
-        return None
-    if state not in TERMINAL:
-        update.pop("finished", None)
+    elif not lifecycle.is_terminal(state) and lifecycle.phase(state) >= lifecycle.STARTED:
+        progress = progress_of(result)
+        if progress is not None:
+            update["progress"] = progress
     return update

@@ -1,4 +1,4 @@
-"""Socket.IO handlers: a snapshot on every (re)connect, then batches pushed by the relay.
+"""Socket.IO handlers: a snapshot on every (re)connect, then batches pushed by the pusher.
 
 Every client is in one room: "admins" for admins (every task), else "user:<name>" (their own
 tasks only). A client never receives another user's task, not even its id.
@@ -43,7 +43,7 @@ def drop_slow_clients(limit: int) -> int:
 
 
 def pusher(slow_client_batches: int) -> Callable[[list[dict[str, Any]]], None]:
-    """The relay's emit: each batch to the admins, and each owner's share of it to that owner."""
+    """The pusher's emit: each batch to the admins, and each owner's share of it to that owner."""
 
     def push(batch: list[dict[str, Any]]) -> None:
         drop_slow_clients(slow_client_batches)
@@ -68,10 +68,10 @@ def on_connect(*_: Any) -> bool:
     if user is None:
         raise ConnectionRefusedError("unauthorized")
     # A reconnect is a new session: join again, and send the truth before any push. Under the
-    # relay's lock, no batch is stored or sent between joining and the snapshot.
+    # pusher's lock, no batch is stored or sent between joining and the snapshot.
     CONNECTED.add(request.sid)
     dash = services()
-    with dash.relay.lock:
+    with dash.pusher.lock:
         join_room(ADMINS if user.is_admin else user_room(user.name))
         try:
             tasks = dash.store.recent(current_app.config["SNAPSHOT_LIMIT"],

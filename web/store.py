@@ -1,7 +1,7 @@
 """The task index in Redis, as the dashboard reads and writes it: newest first, bounded in size.
 
 Every web process writes what its own listener learns; writes are compare-and-set on each task's
-place in its life (`records.order`), so two processes, or a slow one, never move a task back.
+version (see `SAVE`), so two processes, or a slow one, never move a task back.
 """
 from __future__ import annotations
 
@@ -12,26 +12,22 @@ from typing import Any
 
 import redis
 
-from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, KEYS, ORDER_KEY, RECENT_KEY, owner_key
-from web import records
+from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, KEYS, RECENT_KEY, VERSION_KEY, owner_key
+from web import lifecycle, records
 
-# ARGV holds groups of six: id, order (JSON list), record (JSON), creation score, terminal (0/1),
-# and the owner's sorted set ('' for none). Returns the ids whose write lost to a later place.
+# Compare-and-set on each task's version. ARGV holds groups of six: id, the version the record was
+# merged from, the record (JSON, carrying that version plus one), creation score, settled (0/1:
+# leaves the set of tasks to reconcile), and the owner's sorted set ('' for none). Which update may
+# replace which is decided in Python (web.lifecycle); a write whose base version is no longer
+# current is rejected, and the caller merges again from what is stored. Returns the rejected ids.
 SAVE = """
 local rejected = {}
 for i = 1, #ARGV, 6 do
-  local id, order = ARGV[i], cjson.decode(ARGV[i + 1])
-  local stored = redis.call('HGET', KEYS[2], id)
-  local newer = true
-  if stored then
-    local old = cjson.decode(stored)
-    for j = 1, #order do
-      if order[j] ~= old[j] then newer = order[j] > old[j]; break end
-    end
-  end
-  if newer then
+  local id = ARGV[i]
+  local stored = tonumber(redis.call('HGET', KEYS[2], id) or '0') or 0
+  if stored == tonumber(ARGV[i + 1]) then
     redis.call('HSET', KEYS[1], id, ARGV[i + 2])
-    redis.call('HSET', KEYS[2], id, ARGV[i + 1])
+    redis.call('HSET', KEYS[2], id, stored + 1)
     redis.call('ZADD', KEYS[3], 'NX', ARGV[i + 3], id)
     if ARGV[i + 4] == '1' then redis.call('SREM', KEYS[4], id) else redis.call('SADD', KEYS[4], id) end
     if ARGV[i + 5] ~= '' then redis.call('ZADD', ARGV[i + 5], 'NX', ARGV[i + 3], id) end
@@ -41,6 +37,7 @@ for i = 1, #ARGV, 6 do
 end
 return rejected
 """
+MERGE_ATTEMPTS = 5
 
 
 def _text(value: bytes | str) -> str:
@@ -104,12 +101,14 @@ class TaskStore:
         return int(self.client.zcard(RECENT_KEY))
 
     def save_many(self, items: Iterable[dict[str, Any]]) -> list[str]:
-        """Write records unless a later state is stored; return the ids whose write lost."""
+        """Write records merged from the version they carry; each is stored with that version plus
+        one unless another write came first. Return the ids whose write lost (merge again)."""
         args: list[Any] = []
         for record in items:
-            args += [record["id"], json.dumps(records.record_order(record)), json.dumps(record, default=str),
+            base = int(record.get("version") or 0)
+            args += [record["id"], base, json.dumps(dict(record, version=base + 1)),
                      records.epoch(record.get("created") or record.get("updated")),
-                     "1" if records.is_terminal(record) else "0",
+                     "1" if lifecycle.is_settled(record) else "0",
                      owner_key(record["owner"]) if record.get("owner") else ""]
         if not args:
             return []
@@ -133,21 +132,28 @@ class TaskStore:
                 pipe.zrem(owner_key(owner), *ids)
             pipe.zrem(RECENT_KEY, *chunk)
             pipe.hdel(DATA_KEY, *chunk)
-            pipe.hdel(ORDER_KEY, *chunk)
+            pipe.hdel(VERSION_KEY, *chunk)
             pipe.srem(ACTIVE_KEY, *chunk)
             pipe.execute()
         return len(old)
 
     def merge(self, updates: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        """Apply updates (by task id) to the stored objects and save them; return the results as
-        stored now (a write that lost to a later state returns what is stored instead)."""
-        stored = self.get_many(updates)
-        merged: dict[str, dict[str, Any]] = {}
-        for task_id, update in updates.items():
-            record = stored.get(task_id) or records.new_record(task_id)
-            if records.merge(record, update) or task_id not in stored:
-                merged[task_id] = record
-        lost = self.save_many(merged.values())
-        if lost:
-            merged.update(self.get_many(lost))
-        return [merged.get(task_id) or stored[task_id] for task_id in updates if task_id in merged or task_id in stored]
+        """Apply updates (by task id) to the stored objects and save them; return the objects as
+        stored now, for the ids that exist. A write that lost to another process's is merged again
+        from what that process stored (a few times; then the stored object is returned as is)."""
+        current = self.get_many(updates)
+        todo = dict(updates)
+        for _ in range(MERGE_ATTEMPTS):
+            merged: dict[str, dict[str, Any]] = {}
+            for task_id, update in todo.items():
+                record = dict(current.get(task_id) or records.new_record(task_id))
+                if records.merge(record, update) or task_id not in current:
+                    merged[task_id] = record
+            lost = self.save_many(merged.values())
+            for task_id, record in merged.items():
+                current[task_id] = dict(record, version=int(record.get("version") or 0) + 1)
+            if not lost:
+                break
+            current.update(self.get_many(lost))
+            todo = {task_id: updates[task_id] for task_id in lost}
+        return [current[task_id] for task_id in updates if task_id in current]

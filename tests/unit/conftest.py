@@ -38,11 +38,12 @@ def sent(monkeypatch: pytest.MonkeyPatch, redis_server: fakeredis.FakeServer) ->
     from celery.signals import before_task_publish
     from kombu.exceptions import OperationalError
 
-    from celery_dashboard import index
+    from celery_dashboard import index, revocations
     from tasks.celery_app import celery_app
 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(index, "_client", fakeredis.FakeRedis(server=redis_server))
+    monkeypatch.setattr(revocations, "_client", fakeredis.FakeRedis(server=redis_server))
 
     def apply_async(self: Task, args: Any = None, kwargs: Any = None, **opts: Any) -> None:
         if not redis_server.connected:  # the broker is the same Redis
@@ -66,6 +67,8 @@ def make_app(redis_server: fakeredis.FakeServer, results: FakeResults, **config:
         "READ_RESULTS": results,
         "RATELIMIT_STORAGE_URI": "memory://",
         "AUTH_REQUIRED": False,
+        "CONTROL": None,  # no workers to ask
+        "QUEUES": None,   # no broker queues to read
         **config,
     })
 

@@ -151,8 +151,8 @@ def test_authorization_matrix(secure_app: Any, role: str, method: str, path: str
 
 def test_lists_and_snapshots_show_only_your_own_tasks_admins_all(secure_app: Any, dash: Any) -> None:
     own, other = launch(secure_app, "operator"), launch(secure_app, "other")
-    dash.relay.add({"id": "from-a-shell", "state": "PENDING", "name": "tasks.demo.steps"})  # no owner
-    dash.relay.flush()
+    dash.coalescer.add({"id": "from-a-shell", "state": "PENDING", "name": "tasks.demo.steps"})  # no owner
+    dash.pusher.flush()
     client = secure_app.test_client()
     seen = {name: {t["id"] for t in client.get("/api/tasks", headers=bearer(secure_app, name)).get_json()["tasks"]}
             for name in ROLES}
@@ -172,9 +172,9 @@ def test_pushes_reach_only_the_owner_and_the_admins(secure_app: Any, dash: Any) 
     for sio in clients.values():
         sio.get_received()
     for task in (own, other):
-        dash.relay.add({"id": task["id"], "state": "STARTED"})
-    dash.relay.add({"id": "from-a-shell", "state": "STARTED", "name": "tasks.demo.steps"})
-    dash.relay.flush()
+        dash.coalescer.add({"id": task["id"], "state": "STARTED"})
+    dash.coalescer.add({"id": "from-a-shell", "state": "STARTED", "name": "tasks.demo.steps"})
+    dash.pusher.flush()
     got = {name: [t["id"] for m in sio.get_received() if m["name"] == "tasks" for t in m["args"][0]["tasks"]]
            for name, sio in clients.items()}
     assert got["operator"] == [own["id"]] and got["other"] == [other["id"]] and got["viewer"] == []
@@ -214,8 +214,8 @@ def test_launches_are_rate_limited_per_user_with_retry_after(secure_app: Any, da
         response = client.post("/api/tasks", json={"task": "steps"}, headers=bearer(secure_app, "admin"))
         statuses.append(response.status_code)
         if response.status_code == 202:  # end it, so the running cap is not what answers
-            dash.relay.add({"id": response.get_json()["id"], "state": "SUCCESS"})
-            dash.relay.flush()
+            dash.coalescer.add({"id": response.get_json()["id"], "state": "SUCCESS"})
+            dash.pusher.flush()
     assert statuses == [202] * 5 + [429]
     assert int(response.headers["Retry-After"]) > 0 and response.get_json()["error"]
 

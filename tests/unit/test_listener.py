@@ -26,7 +26,11 @@ def test_task_events_become_updates_and_others_are_dropped() -> None:
 def test_worker_events_go_to_the_worker_tracker() -> None:
     workers: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
-    listener = Listener(celery_app, updates.append, on_worker=workers.append)
+    def on_worker(event: dict[str, Any]) -> dict[str, Any]:
+        workers.append(event)
+        return event
+
+    listener = Listener(celery_app, updates.append, on_worker=on_worker)
     listener.handle({"type": "worker-heartbeat", "hostname": "w", "freq": 2.0})
     listener.handle({"type": "worker-offline", "hostname": "w"})
     assert [w["type"] for w in workers] == ["worker-heartbeat", "worker-offline"] and updates == []

@@ -21,9 +21,9 @@ def test_flushed_batches_reach_every_connected_client(app: Any, dash: Any) -> No
     one, two = socketio.test_client(app), socketio.test_client(app)
     one.get_received(), two.get_received()
     for step in range(1, 6):
-        dash.relay.add({"id": "t1", "state": "PROGRESS",
+        dash.coalescer.add({"id": "t1", "state": "PROGRESS",
                         "progress": {"current": step, "total": 5, "percent": step * 20.0, "message": ""}})
-    dash.relay.flush()
+    dash.pusher.flush()
     for sio in (one, two):
         batches = received(sio, "tasks")
         assert len(batches) == 1
@@ -33,8 +33,8 @@ def test_flushed_batches_reach_every_connected_client(app: Any, dash: Any) -> No
 def test_a_reconnect_gets_a_fresh_snapshot(app: Any, dash: Any) -> None:
     sio = socketio.test_client(app)
     sio.disconnect()
-    dash.relay.add({"id": "t9", "state": "SUCCESS", "name": "tasks.demo.steps"})
-    dash.relay.flush()
+    dash.coalescer.add({"id": "t9", "state": "SUCCESS", "name": "tasks.demo.steps"})
+    dash.pusher.flush()
     sio.connect()
     snapshots = received(sio, "snapshot")
     assert len(snapshots) == 2  # one per connect

@@ -6,8 +6,11 @@ import fakeredis
 import pytest
 
 from web import records
-from web.relay import Relay
+from web.coalescer import Coalescer
+from web.pusher import Pusher
+from web.reconciler import Reconciler
 from web.store import TaskStore
+from web.workers import Workers
 
 
 class Emits(list):
@@ -23,6 +26,21 @@ def emits() -> Emits:
 @pytest.fixture
 def metas() -> dict[str, dict[str, Any]]:
     return {}
+
+
+class Relay:
+    """The web process's parts between the listener and the browsers, wired as the app factory
+    does, with no broker: the coalescer, the pusher and the reconciler."""
+
+    def __init__(self, store: TaskStore, read: Any, emit: Emits, clock: Any = None) -> None:
+        self.store = store
+        self.coalescer = Coalescer()
+        self.pusher = Pusher(store, self.coalescer, read, emit)
+        self.workers = Workers(clock=clock) if clock else Workers()
+        self.reconciler = Reconciler(store, self.coalescer, read, self.workers)
+        self.add, self.flush = self.coalescer.add, self.pusher.flush
+        self.reconcile = self.reconciler.reconcile
+        self.worker_event = self.reconciler.worker_event
 
 
 @pytest.fixture
@@ -129,16 +147,16 @@ def test_a_retry_is_shown_even_when_the_next_attempt_follows_within_a_tick(relay
 def test_reconcile_takes_missed_endings_from_the_backend(relay: Relay, metas: dict) -> None:
     relay.store.merge({"a": {"id": "a", "state": "STARTED"}, "b": {"id": "b", "state": "PENDING"}})
     metas["a"] = {"status": "SUCCESS", "result": 42}
-    assert relay.reconcile() == 1
+    relay.reconcile()
     relay.flush()
     assert relay.store.get("a")["result"] == 42
     assert relay.store.active_ids() == ["b"]
 
 
 def test_a_lone_update_wakes_the_loop_at_once(relay: Relay) -> None:
-    assert not relay.wake.is_set()
+    assert not relay.coalescer.wake.is_set()
     relay.add(prog("a", 1))
-    assert relay.wake.is_set()
+    assert relay.coalescer.wake.is_set()
 
 
 class LoopClock:
@@ -148,16 +166,16 @@ class LoopClock:
     def __init__(self, relay: Relay, arrivals: list[tuple[float, dict[str, Any]]]) -> None:
         self.now, self.relay, self.arrivals, self.woken = 0.0, relay, sorted(arrivals, key=lambda a: a[0]), False
         self.flushes: list[float] = []
-        relay.clock, relay.sleep = self.clock, self.sleep
-        relay.next_reconcile = float("inf")
-        relay.wake = self  # type: ignore[assignment]
-        real_flush = relay.flush
+        pusher = relay.pusher
+        pusher.clock, pusher.sleep = self.clock, self.sleep
+        relay.coalescer.wake = self  # type: ignore[assignment]
+        real_flush = pusher.flush
 
         def flush() -> list[dict[str, Any]]:
             self.flushes.append(round(self.now, 6))
             return real_flush()
 
-        relay.flush = flush  # type: ignore[method-assign]
+        pusher.flush = flush  # type: ignore[method-assign]
 
     def deliver(self) -> None:
         while self.arrivals and self.arrivals[0][0] <= self.now + 1e-9:
@@ -173,7 +191,7 @@ class LoopClock:
     def wait(self, timeout: float | None = None) -> bool:
         if not self.woken:
             if not self.arrivals:
-                self.relay.stop()
+                self.relay.pusher.stop()
                 return False
             self.now = max(self.now, self.arrivals[0][0])
             self.deliver()
@@ -190,13 +208,14 @@ def test_under_a_storm_the_loop_sends_one_batch_per_tick(relay: Relay, emits: Em
     # Three tasks, 3,000 updates a second for two seconds.
     arrivals = [(i / 1000, prog(task, i + 1, 10_000)) for i in range(2000) for task in "abc"]
     loop = LoopClock(relay, arrivals)
-    relay.run()
+    pusher = relay.pusher
+    pusher.run()
     assert loop.now >= 1.999
-    ticks = 2.0 / relay.interval
-    assert ticks <= len(emits) <= ticks + relay.burst + 1
+    ticks = 2.0 / pusher.interval
+    assert ticks <= len(emits) <= ticks + pusher.burst + 1
     assert all(len(batch) <= 3 for batch in emits)  # one object per task per batch
-    gaps = [b - a for a, b in zip(loop.flushes[relay.burst:], loop.flushes[relay.burst + 1:], strict=False)]
-    assert min(gaps) >= relay.interval - 1e-6  # after the burst, never more than one per tick
+    gaps = [b - a for a, b in zip(loop.flushes[pusher.burst:], loop.flushes[pusher.burst + 1:], strict=False)]
+    assert min(gaps) >= pusher.interval - 1e-6  # after the burst, never more than one per tick
 
 
 def test_at_idle_each_update_goes_out_at_once(relay: Relay, emits: Emits) -> None:
@@ -204,7 +223,7 @@ def test_at_idle_each_update_goes_out_at_once(relay: Relay, emits: Emits) -> Non
     arrivals = [(0.01, {"id": "a", "state": "RECEIVED"}), (0.02, {"id": "a", "state": "STARTED"}),
                 (0.03, prog("a", 1))]
     loop = LoopClock(relay, arrivals)
-    relay.run()
+    relay.pusher.run()
     assert loop.flushes == [0.01, 0.02, 0.03]
     assert [batch[0]["state"] for batch in emits] == ["RECEIVED", "STARTED", "PROGRESS"]
 
@@ -226,64 +245,6 @@ def test_two_web_processes_each_push_every_update_to_their_own_clients() -> None
         assert seen == [("PROGRESS", 1), ("PROGRESS", 2), ("PROGRESS", 3), ("SUCCESS", 3)]
 
 
-class Ticking:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_running_tasks_of_a_silent_worker_are_shown_lost(relay: Relay, metas: dict) -> None:
-    clock = Ticking()
-    relay.clock = clock
-    relay.store.merge({"a": {"id": "a", "state": "PROGRESS", "worker": "w1", "progress": {"current": 1, "total": 9}},
-                       "b": {"id": "b", "state": "PROGRESS", "worker": "w2", "progress": {"current": 1, "total": 9}},
-                       "q": {"id": "q", "state": "RECEIVED", "worker": "w1"}})
-    metas["a"] = {"status": "PROGRESS", "worker": "w1", "result": {"current": 1, "total": 9}}
-    relay.listener_connected()
-    clock.now += 12
-    relay.worker_event({"type": "worker-heartbeat", "hostname": "w1"})
-    relay.worker_event({"type": "worker-heartbeat", "hostname": "w2"})
-    clock.now += 8
-    relay.worker_event({"type": "worker-heartbeat", "hostname": "w2"})  # w1 falls silent
-    relay.reconcile()
-    relay.flush()
-    assert relay.store.get("a")["state"] == "PROGRESS"  # not yet: within the timeout
-    clock.now += 8
-    relay.worker_event({"type": "worker-heartbeat", "hostname": "w2"})
-    relay.reconcile()
-    relay.flush()
-    assert relay.store.get("a")["state"] == "FAILURE"
-    assert relay.store.get("a")["error"]["type"] == "WorkerLostError"
-    assert relay.store.get("b")["state"] == "PROGRESS"  # its worker is alive
-    assert relay.store.get("q")["state"] == "RECEIVED"  # not acked yet: the broker will deliver it again
-
-
-def test_no_task_is_called_lost_right_after_the_listener_reconnects(relay: Relay) -> None:
-    clock = Ticking()
-    relay.clock = clock
-    relay.store.merge({"a": {"id": "a", "state": "STARTED", "worker": "w1"}})
-    relay.listener_connected()  # after a Redis outage the worker's own connection comes back later
-    clock.now += 15
-    relay.reconcile()
-    relay.flush()
-    assert relay.store.get("a")["state"] == "STARTED"
-
-
-def test_a_worker_going_offline_ends_its_running_tasks_at_the_next_check(relay: Relay) -> None:
-    clock = Ticking()
-    relay.clock = clock
-    relay.listener_connected()
-    clock.now += 20
-    relay.store.merge({"a": {"id": "a", "state": "STARTED", "worker": "w1"}})
-    relay.worker_event({"type": "worker-offline", "hostname": "w1"})
-    assert relay.next_reconcile <= clock.now
-    relay.reconcile()
-    relay.flush()
-    assert relay.store.get("a")["state"] == "FAILURE"
-
-
 def test_a_held_back_ending_still_gets_its_result(relay: Relay, emits: Emits, metas: dict) -> None:
     metas["a"] = {"status": "SUCCESS", "result": {"attempts": 2}}
     relay.add({"id": "a", "state": "RETRY", "updated": records.iso(5.0)})
@@ -295,7 +256,7 @@ def test_a_held_back_ending_still_gets_its_result(relay: Relay, emits: Emits, me
 
 
 def test_a_huge_backlog_goes_out_in_bounded_batches(relay: Relay, emits: Emits) -> None:
-    relay.max_batch = 100
+    relay.coalescer.max_batch = 100
     for i in range(250):
         relay.add({"id": f"t{i}", "state": "SUCCESS"})
     sizes = [len(relay.flush()) for _ in range(3)]

@@ -1,0 +1,213 @@
+"""The reconciler's verdicts: confirmed before shown, and always overridden by a real outcome."""
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import pytest
+
+from web import records
+from web.coalescer import Coalescer
+from web.pusher import Pusher
+from web.reconciler import Reconciler
+from web.store import TaskStore
+from web.workers import Workers
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeControl:
+    """What the workers would answer: `alive` answer pings and inspections."""
+
+    def __init__(self) -> None:
+        self.alive: set[str] = set()
+        self.active_tasks: dict[str, set[str]] = {}
+        self.enabled = 0
+        self.pinged: list[list[str]] = []
+
+    def enable_events(self) -> None:
+        self.enabled += 1
+
+    def ping(self, hostnames: list[str], timeout: float = 1.0) -> set[str]:
+        self.pinged.append(list(hostnames))
+        return {h for h in hostnames if h in self.alive}
+
+    def active(self, timeout: float = 1.0) -> dict[str, set[str]] | None:
+        return {h: self.active_tasks.get(h, set()) for h in self.alive}
+
+    def pools(self, timeout: float = 1.0) -> dict[str, str]:
+        return {h: "solo" for h in self.alive}
+
+
+class Parts:
+    def __init__(self) -> None:
+        self.clock, self.wall = Clock(), Clock()
+        self.wall.now = 1_700_000_000.0
+        self.metas: dict[str, dict[str, Any]] = {}
+        self.queue: list[dict[str, Any]] = []
+        self.store = TaskStore(fakeredis.FakeRedis())
+        self.coalescer = Coalescer()
+        self.emits: list[list[dict[str, Any]]] = []
+        read = lambda ids: {i: self.metas[i] for i in ids if i in self.metas}  # noqa: E731
+        self.pusher = Pusher(self.store, self.coalescer, read, self.emits.append)
+        self.workers = Workers(clock=self.clock, wall=self.wall)
+        self.control = FakeControl()
+        self.reconciler = Reconciler(self.store, self.coalescer, read, self.workers, self.control,
+                                     lambda: (list(self.queue), True), worker_timeout=10, window=30,
+                                     clock=self.clock, wall=self.wall)
+
+    def event(self, kind: str, hostname: str = "w1", pid: int = 100, **fields: Any) -> None:
+        event = self.reconciler.worker_event({"type": kind, "hostname": hostname, "pid": pid,
+                                              "timestamp": self.wall.now, **fields})
+        update = records.from_event(event)
+        if update:
+            self.coalescer.add(update)
+
+    def settle(self) -> None:
+        self.pusher.flush()
+        self.reconciler.reconcile()
+        self.pusher.flush()
+
+    def state(self, task_id: str) -> str:
+        return self.store.get(task_id)["state"]
+
+    def later(self, seconds: float) -> None:
+        self.clock.now += seconds
+        self.wall.now += seconds
+
+
+@pytest.fixture
+def parts() -> Parts:
+    return Parts()
+
+
+def start(parts: Parts, *task_ids: str, hostname: str = "w1", pid: int = 100) -> None:
+    parts.event("worker-online", hostname, pid)
+    for task_id in task_ids:
+        parts.event("task-received", hostname, pid, uuid=task_id, name="t")
+        parts.event("task-started", hostname, pid, uuid=task_id)
+    parts.settle()
+
+
+def test_a_worker_restarted_under_the_same_name_loses_its_running_tasks(parts: Parts) -> None:
+    start(parts, "a", "b")
+    parts.later(1)
+    parts.event("worker-online", "w1", pid=200)  # systemd brought it back: a new incarnation
+    parts.settle()
+    assert parts.state("a") == parts.state("b") == "LOST"
+    assert "restarted" in parts.store.get("a")["error"]["message"]
+    assert parts.store.active_ids()  # a verdict stays open to the truth
+
+
+def test_a_heartbeat_with_a_new_pid_is_a_restart_too(parts: Parts) -> None:
+    start(parts, "a")
+    parts.event("worker-heartbeat", "w1", pid=300)
+    parts.settle()
+    assert parts.state("a") == "LOST"
+
+
+def test_a_quiet_worker_that_does_not_answer_is_not_responding_never_failed(parts: Parts) -> None:
+    start(parts, "a")
+    parts.later(18)  # a solo worker in a 30 s task sends nothing and cannot answer a ping
+    parts.settle()
+    task = parts.store.get("a")
+    assert task["state"] == "STARTED"
+    assert task["worker_status"] == records.NOT_RESPONDING
+    assert parts.control.pinged == [["w1"]]
+    parts.later(12)
+    parts.event("task-succeeded", uuid="a")
+    parts.metas["a"] = {"status": "SUCCESS", "result": 5}
+    parts.settle()
+    task = parts.store.get("a")
+    assert (task["state"], task["result"], task["worker_status"]) == ("SUCCESS", 5, None)
+
+
+def test_a_silent_worker_that_answers_the_ping_is_fine(parts: Parts) -> None:
+    start(parts, "a")
+    parts.control.alive.add("w1")
+    parts.control.active_tasks["w1"] = {"a"}
+    parts.later(40)
+    parts.settle()
+    assert parts.store.get("a")["worker_status"] is None
+    assert parts.state("a") == "STARTED"
+
+
+def test_a_real_outcome_overrides_a_lost_verdict(parts: Parts) -> None:
+    start(parts, "a")
+    parts.event("worker-online", "w1", pid=200)
+    parts.settle()
+    assert parts.state("a") == "LOST"
+    parts.metas["a"] = {"status": "SUCCESS", "result": 7, "date_done": "2030-01-01T00:00:00"}
+    parts.settle()
+    assert (parts.state("a"), parts.store.get("a")["result"]) == ("SUCCESS", 7)
+    assert not parts.store.active_ids()
+
+
+def test_a_task_nobody_knows_becomes_unknown_after_the_window(parts: Parts) -> None:
+    parts.control.alive.add("w1")
+    start(parts, "a")  # ignore_result=True: it ends with no outcome in the backend
+    parts.later(10)
+    parts.settle()
+    assert parts.state("a") == "STARTED"
+    parts.later(25)
+    parts.settle()
+    assert parts.state("a") == "UNKNOWN"
+
+
+def test_a_queued_task_in_the_queue_is_never_unknown(parts: Parts) -> None:
+    parts.control.alive.add("w1")
+    parts.queue.append({"id": "q", "name": "t", "state": "PENDING", "created": records.iso(parts.wall.now)})
+    parts.reconciler.poll()
+    parts.settle()
+    assert parts.state("q") == "PENDING"
+    parts.later(60)
+    parts.settle()
+    assert parts.state("q") == "PENDING"
+    parts.queue.clear()
+    parts.later(60)
+    parts.settle()
+    assert parts.state("q") == "UNKNOWN"
+
+
+def test_reconciliation_adds_what_the_backend_knows_and_never_erases_the_worker(parts: Parts) -> None:
+    start(parts, "a")
+    parts.metas["a"] = {"status": "SUCCESS", "result": 1, "worker": None, "date_done": "2030-01-01T00:00:00"}
+    parts.settle()
+    assert parts.store.get("a")["worker"] == "w1"
+
+
+def test_the_tutorials_progress_comes_from_the_backend(parts: Parts) -> None:
+    start(parts, "a")
+    parts.metas["a"] = {"status": "PROGRESS", "result": {"current": 3, "total": 10}}
+    parts.reconciler.poll()
+    parts.pusher.flush()
+    task = parts.store.get("a")
+    assert (task["state"], task["progress"]["percent"]) == ("PROGRESS", 30.0)
+
+
+def test_a_custom_state_is_shown_by_name(parts: Parts) -> None:
+    start(parts, "a")
+    parts.metas["a"] = {"status": "DOWNLOADING", "result": {"file": "x"}}
+    parts.reconciler.poll()
+    parts.pusher.flush()
+    assert parts.state("a") == "DOWNLOADING"
+
+
+def test_events_are_enabled_again_and_again(parts: Parts) -> None:
+    parts.reconciler.step()
+    parts.later(6)
+    parts.reconciler.step()
+    assert parts.control.enabled == 2
+
+
+def test_a_worker_clock_ahead_gives_times_on_our_clock(parts: Parts) -> None:
+    parts.event("worker-online", "w1", 100)
+    ahead = {"type": "task-started", "uuid": "a", "hostname": "w1", "pid": 100, "timestamp": parts.wall.now + 120}
+    event = parts.reconciler.worker_event(ahead)
+    assert abs(event["timestamp"] - parts.wall.now) < 1.0

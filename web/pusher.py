@@ -1,0 +1,159 @@
+"""Pushes task updates to this process's browsers: stores each batch, then emits what changed."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+
+from web import lifecycle, records
+from web.coalescer import Coalescer
+from web.results import json_safe
+from web.store import TaskStore
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[list[dict[str, Any]]], None]
+ReadResults = Callable[[list[str]], dict[str, dict[str, Any]]]
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """The record's JSON text; a value JSON cannot carry is replaced by its text in place, so one
+    odd value never fails a batch."""
+    try:
+        return json.dumps(record, sort_keys=True).encode()
+    except (TypeError, ValueError):
+        record.update(json_safe(record))
+        return json.dumps(record, sort_keys=True).encode()
+
+
+class Pusher:
+    """Between the coalescer and this process's browsers.
+
+    `flush` does the I/O of one batch: one read and one compare-and-set write to Redis, one read
+    of the result backend for tasks that just ended, one emit of what this process's clients
+    have not seen yet. `run` flushes forever, paced by a token bucket.
+    """
+
+    def __init__(self, store: TaskStore, coalescer: Coalescer, read_results: ReadResults, emit: Emit,
+                 interval: float = 0.1, burst: int = 10, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, remembered: int = 20_000) -> None:
+        self.store = store
+        self.coalescer = coalescer
+        self.read_results = read_results
+        self.emit = emit
+        self.interval = interval
+        self.burst = burst
+        self.clock = clock
+        self.sleep = sleep
+        self.remembered = remembered
+        self.sent: OrderedDict[str, bytes] = OrderedDict()  # what this process's clients last got
+        # Held while a batch is stored and emitted, and while a client gets its snapshot: a
+        # client then never receives a batch older than its snapshot, nor misses one.
+        self.lock = threading.Lock()
+        self.running = False
+
+    def fill_results(self, batch: dict[str, dict[str, Any]], ids: set[str]) -> None:
+        """Replace the events' truncated results with the backend's; where the backend has an
+        ending, it is the truth (its state included)."""
+        if not ids:
+            return
+        waiting = {i for i in ids if not lifecycle.is_terminal(batch[i].get("state"))}
+        self.coalescer.to_fetch |= waiting  # its ending is held back for the next batch: read it then
+        for task_id, meta in self.read_results(sorted(ids - waiting)).items():
+            update = batch[task_id]
+            if "undecodable" in meta:
+                update.update(result=f"(the result cannot be decoded: {meta['undecodable']})", result_truncated=True)
+                continue
+            truth = records.from_meta(task_id, meta)
+            if truth and lifecycle.is_terminal(truth["state"]):
+                for key in ("updated", "finished"):  # keep the event's times (the web's clock)
+                    if update.get(key):
+                        truth.pop(key, None)
+                update.update(truth)
+
+    def unseen(self, items: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any], bytes]]:
+        """The records this process's clients have not been sent in this exact form, each with
+        the digest to remember once it is sent."""
+        marked = []
+        for record in items:
+            mark = hashlib.blake2b(encode(record), digest_size=8).digest()
+            if self.sent.get(record["id"]) != mark:
+                marked.append((record, mark))
+        return marked
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Store what is pending and emit one batch; return the batch emitted."""
+        pending, fetch = self.coalescer.take()
+        if not pending:
+            return []
+        with self.lock:
+            try:
+                self.fill_results(pending, fetch)
+                current = self.store.merge(pending)
+            except Exception:
+                self.coalescer.put_back(pending, fetch)  # Redis may be down: nothing is lost
+                raise
+            marked = self.unseen(current)
+            batch = [record for record, _ in marked]
+            try:
+                if batch:
+                    self.emit(batch)
+            except Exception:
+                for record in batch:  # not counted as sent: the next flush sends them again
+                    self.coalescer.add(dict(record))
+                raise
+            for record, mark in marked:
+                self.sent[record["id"]] = mark
+                self.sent.move_to_end(record["id"])
+            while len(self.sent) > self.remembered:
+                self.sent.popitem(last=False)
+        return batch
+
+    def run(self) -> None:
+        """Flush forever: at once when woken after a quiet spell, at most once per tick under load.
+
+        A token bucket (`burst` tokens, one more per `interval`) lets the few updates that follow
+        each other at idle (received, started, first progress) go out without waiting for a tick,
+        while a storm settles into one batch per `interval`.
+        """
+        self.running = True
+        backoff = self.interval
+        tokens, last = float(self.burst), self.clock()
+        wake = self.coalescer.wake
+        while self.running:
+            wake.wait(timeout=1.0)
+            if not self.running:
+                break
+            wake.clear()
+            if not self.coalescer:
+                continue  # nothing to send: a wake-up without work must not use up a token
+            now = self.clock()
+            tokens, last = min(self.burst, tokens + (now - last) / self.interval), now
+            if tokens < 1:
+                self.sleep((1 - tokens) * self.interval)
+                tokens, last = 1.0, self.clock()
+            tokens -= 1
+            try:
+                self.flush()
+                backoff = self.interval
+            except (redis.RedisError, ConnectionError, OSError) as exc:
+                log.warning("push failed (%s); retrying in %.1f s", exc, backoff)
+                self.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:
+                log.exception("push failed; retrying in %.1f s", backoff)
+                self.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            if self.coalescer:
+                wake.set()
+
+    def stop(self) -> None:
+        self.running = False
+        self.coalescer.wake.set()

@@ -1,0 +1,297 @@
+"""Checks what events may have missed against the truth: the result backend, the broker's queues
+and the workers themselves, and gives the verdicts nobody reports (lost, outcome unknown)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from web import lifecycle, records
+from web.coalescer import Coalescer
+from web.store import TaskStore
+from web.workers import Workers
+
+log = logging.getLogger(__name__)
+
+ReadResults = Callable[[list[str]], dict[str, dict[str, Any]]]
+CHUNK = 500
+
+
+class Control(Protocol):
+    """What the reconciler asks the workers (web.broker.Control)."""
+
+    def enable_events(self) -> None: ...
+    def ping(self, hostnames: list[str], timeout: float = 1.0) -> set[str]: ...
+    def active(self, timeout: float = 1.0) -> dict[str, set[str]] | None: ...
+    def pools(self, timeout: float = 1.0) -> dict[str, str]: ...
+
+
+class Queues(Protocol):
+    """What the reconciler asks the broker: the tasks waiting in its queues (web.broker)."""
+
+    def __call__(self) -> tuple[list[dict[str, Any]], bool]: ...
+
+
+class Bounded(OrderedDict):
+    """An insertion-ordered dict that forgets its oldest entries beyond `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class Reconciler:
+    """Runs beside the listener, in its own loop, because asking workers takes up to a second.
+
+    - every `poll_every` s: the backend's record of running tasks (the tutorials' progress,
+      `update_state(state="PROGRESS", meta={"current", "total"})`, sends no event), and the
+      broker's queues (a task waiting in a queue sends no event unless its sender enabled
+      `task_send_sent_event`);
+    - every `reconcile_every` s, and soon after the listener (re)connects: the backend's record of
+      every task not yet settled, the liveness of the workers running them, and the verdicts;
+    - every `enable_events_every` s: the `enable_events` broadcast, as Flower does, so workers
+      started without `-E` (Celery's default) send events, including workers started later.
+
+    Verdicts are inferences and are confirmed before they are shown: a task is LOST only when its
+    worker restarted (a new incarnation) or went offline while running it; a silent worker that
+    does not answer a ping is shown "not responding", never failed; a task is UNKNOWN only when,
+    for `window` seconds, neither the backend, nor a queue, nor any worker that answered knows
+    it. Any real outcome overrides a verdict (web.lifecycle).
+    """
+
+    def __init__(self, store: TaskStore, coalescer: Coalescer, read_results: ReadResults, workers: Workers,
+                 control: Control | None = None, queues: Queues | None = None,
+                 worker_timeout: float = 10.0, window: float = 30.0, poll_every: float = 1.0,
+                 reconcile_every: float = 5.0, enable_events_every: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.store = store
+        self.coalescer = coalescer
+        self.read_results = read_results
+        self.workers = workers
+        self.control = control
+        self.queues = queues
+        self.worker_timeout = worker_timeout
+        self.window = window
+        self.poll_every = poll_every
+        self.reconcile_every = reconcile_every
+        self.enable_events_every = enable_events_every
+        self.clock = clock
+        self.wall = wall
+        self.sleep = sleep
+        self.ran_on: Bounded = Bounded(100_000)   # task id -> (hostname, worker pid) it started on
+        self.running: Bounded = Bounded(10_000)   # ids of tasks last seen running (polled often)
+        self.seen_meta: Bounded = Bounded(100_000)  # task id -> digest of the backend entry last read
+        self.queued_known: Bounded = Bounded(100_000)
+        self.next_reconcile = 0.0
+        self.next_poll = 0.0
+        self.next_enable = 0.0
+        self.next_pools = 0.0
+        self.last_active_check = -1e9
+        self.running_flag = False
+
+    # ---- input from the listener ------------------------------------------------------------
+
+    def worker_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Note an event's sign of life (and a worker's restart); return the event with its
+        timestamp on the web's clock."""
+        event = self.workers.see(event)
+        kind, task_id = event.get("type", ""), event.get("uuid")
+        if kind in ("task-received", "task-started") and isinstance(task_id, str):
+            # Sent by the worker's main process: its pid names the incarnation running the task.
+            self.ran_on[task_id] = (event.get("hostname"), event.get("pid"))
+            if kind == "task-started":
+                self.running[task_id] = True
+        elif kind == "worker-online" or kind == "worker-offline":
+            self.soon()
+            self.next_pools = 0.0
+        return event
+
+    def listener_connected(self) -> None:
+        """The listener (re)connected: events may have been missed."""
+        self.soon()
+
+    def soon(self, delay: float = 0.5) -> None:
+        self.next_reconcile = min(self.next_reconcile, self.clock() + delay)
+
+    # ---- the passes --------------------------------------------------------------------------
+
+    def _backend(self, records_by_id: dict[str, dict[str, Any]], ids: Iterable[str]) -> None:
+        """Queue the backend's record of `ids` where it changed since the last read."""
+        ids = list(ids)
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start:start + CHUNK]
+            metas = self.read_results(chunk)
+            for task_id in chunk:
+                meta = metas.get(task_id)
+                if meta is None:
+                    continue
+                mark = hashlib.blake2b(json.dumps(meta, sort_keys=True, default=str).encode(), digest_size=8).digest()
+                if self.seen_meta.get(task_id) == mark:
+                    continue
+                self.seen_meta[task_id] = mark
+                record = records_by_id.get(task_id) or {}
+                worker = meta.get("worker") if isinstance(meta.get("worker"), str) else record.get("worker")
+                update = records.from_meta(task_id, meta, self.workers.offset(worker))
+                if update:
+                    self.coalescer.add(update)
+
+    def poll(self) -> None:
+        """The fast pass: running tasks' backend records, and the queues."""
+        ids = list(self.running)
+        if ids:
+            self._backend({}, ids)
+        if self.queues is not None:
+            waiting, _ = self.queues()
+            for update in waiting:
+                if update["id"] not in self.queued_known:
+                    self.queued_known[update["id"]] = True
+                    self.coalescer.add(update)
+
+    def reconcile(self) -> int:
+        """The full pass over every task not yet settled; return how many verdicts it gave."""
+        ids = self.store.active_ids()
+        stored: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), CHUNK):
+            stored.update(self.store.get_many(ids[start:start + CHUNK]))
+        self._backend(stored, ids)
+        self.running.clear()
+        for task_id, record in self._open(stored):
+            if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
+                self.running[task_id] = True
+        verdicts = self._lost(stored) + self._not_responding(stored) + self._unknown(stored)
+        for task_id in list(self.ran_on):
+            if task_id in stored and lifecycle.is_settled(stored[task_id]):
+                self.ran_on.pop(task_id, None)
+        return verdicts
+
+    def _open(self, stored: dict[str, dict[str, Any]]) -> Iterable[tuple[str, dict[str, Any]]]:
+        return ((i, r) for i, r in stored.items() if not lifecycle.is_terminal(r.get("state")))
+
+    def _lost(self, stored: dict[str, dict[str, Any]]) -> int:
+        """Tasks whose worker restarted (a new pid under its name) or went offline under them."""
+        gone = {}
+        for hostname, pid in self.workers.take_restarts():
+            worker = self.workers.get(hostname)
+            gone[(hostname, pid)] = "stopped" if worker is None or worker.offline else "restarted"
+        if not gone:
+            return 0
+        count = 0
+        for task_id, record in self._open(stored):
+            where = self.ran_on.get(task_id)
+            why = gone.get(where) if where else None
+            if why and lifecycle.phase(record.get("state")) >= lifecycle.RECEIVED:
+                self.coalescer.add(records.lost(task_id, record.get("worker"), why))
+                count += 1
+        return count
+
+    def _not_responding(self, stored: dict[str, dict[str, Any]]) -> int:
+        """Running tasks of workers silent for `worker_timeout`: ask them (a ping) before saying
+        anything, and say only "not responding"."""
+        by_worker: dict[str, list[dict[str, Any]]] = {}
+        for _, record in self._open(stored):
+            worker = record.get("worker")
+            if worker and lifecycle.phase(record.get("state")) >= lifecycle.RECEIVED:
+                by_worker.setdefault(worker, []).append(record)
+        silent = [w for w in by_worker if self.workers.silent(w, self.worker_timeout)]
+        answered = self.control.ping(silent) if (silent and self.control is not None) else set(silent)
+        count = 0
+        for worker, tasks in by_worker.items():
+            status = records.NOT_RESPONDING if worker in silent and worker not in answered else None
+            for record in tasks:
+                if record.get("worker_status") != status:
+                    self.coalescer.add({"id": record["id"], "worker_status": status})
+                    count += status is not None
+        return count
+
+    def _unknown(self, stored: dict[str, dict[str, Any]]) -> int:
+        """Tasks nobody knows after `window` seconds: no backend entry, in no queue, on no worker
+        that answered (a task that ignores its result and ended while we were not listening)."""
+        now = self.wall()
+        stale = [(i, r) for i, r in self._open(stored)
+                 if now - records.epoch(r.get("updated") or r.get("created")) > self.window
+                 and i not in self.seen_meta]
+        if not stale or self.control is None or self.clock() - self.last_active_check < self.window / 2:
+            return 0
+        self.last_active_check = self.clock()
+        queued, complete = self.queues() if self.queues is not None else ([], False)
+        in_queue = {u["id"] for u in queued}
+        active = self.control.active()
+        if active is None:
+            return 0
+        on_workers = set().union(*active.values()) if active else set()
+        still_none = self.read_results([i for i, _ in stale])
+        count = 0
+        for task_id, record in stale:
+            if task_id in in_queue or task_id in on_workers or task_id in still_none:
+                continue
+            worker = record.get("worker")
+            if worker and worker not in active:
+                continue  # its worker did not answer: it may be busy (solo); not ours to judge
+            if not worker and not complete:
+                continue  # a queue longer than we read may hold it
+            self.coalescer.add(records.unknown(task_id))
+            count += 1
+        return count
+
+    def _ask_pools(self) -> None:
+        """Ask workers whose pool is not known yet which one they run (an idle worker answers;
+        a busy solo worker cannot, and keeps what it said before)."""
+        if not any(w.pool is None and not w.offline for w in self.workers.workers.values()):
+            return
+        assert self.control is not None
+        for hostname, pool in self.control.pools().items():
+            worker = self.workers.get(hostname)
+            if worker is not None:
+                worker.pool = pool
+
+    def pool(self, hostname: str | None) -> str | None:
+        """The pool `hostname` runs, when it said (see `_ask_pools`)."""
+        worker = self.workers.get(hostname)
+        return worker.pool if worker else None
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Run whichever passes are due."""
+        now = self.clock()
+        if self.control is not None and now >= self.next_enable:
+            self.next_enable = now + self.enable_events_every
+            self.control.enable_events()
+        if self.control is not None and now >= self.next_pools:
+            self.next_pools = now + self.reconcile_every
+            self._ask_pools()
+        if now >= self.next_reconcile:
+            self.next_reconcile = now + self.reconcile_every
+            self.reconcile()
+            self.store.trim()
+        if now >= self.next_poll:
+            self.next_poll = now + self.poll_every
+            self.poll()
+
+    def run(self) -> None:
+        self.running_flag = True
+        backoff = 0.5
+        while self.running_flag:
+            try:
+                self.step()
+                backoff = 0.5
+                self.sleep(max(0.05, min(self.next_poll, self.next_reconcile) - self.clock()))
+            except Exception as exc:  # the loop must survive Redis going away
+                log.warning("reconcile failed (%s); retrying in %.1f s", exc, backoff)
+                self.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def stop(self) -> None:
+        self.running_flag = False
+

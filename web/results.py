@@ -1,0 +1,105 @@
+"""Reading task results from a Celery Redis result backend safely: bounded, any type, any serializer.
+
+A result backend entry may hold anything a task returned: kombu's JSON carries `datetime`,
+`Decimal`, `UUID` and bytes as types, another app on the same Redis may store pickle, and a task
+may return 50 MB. The dashboard shows a bounded, JSON-safe *preview* in task objects and serves
+the full value from its own endpoint, up to a cap. Nothing here raises for one bad entry.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STATUS = re.compile(rb'"status": *"([A-Za-z0-9_.-]{1,64})"')
+PREVIEW_BYTES = 4096  # the size of a result or error preview in a task object (JSON text)
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """`value` as plain JSON types: datetimes, Decimals, UUIDs, bytes, sets and any other object
+    become their text (what Celery's and Flower's result views show); nesting beyond 20 levels
+    becomes text too."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    if depth > 20:
+        return repr(value)[:PREVIEW_BYTES]
+    if isinstance(value, dict):
+        return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return [json_safe(v, depth + 1) for v in sorted(value, key=repr)]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def preview(value: Any, limit: int = PREVIEW_BYTES) -> tuple[Any, bool]:
+    """A JSON-safe preview of `value` and whether it was cut: the value itself when its JSON text
+    fits in `limit` bytes, else the first `limit` characters of that text (a string)."""
+    safe = json_safe(value)
+    text = json.dumps(safe, ensure_ascii=False)
+    if len(text) <= limit:
+        return safe, False
+    return text[:limit], True
+
+
+class BackendReader:
+    """Reads result-backend entries of many tasks in a few round trips (Celery's Redis backend:
+    key `celery-task-meta-<id>`, `backend.get_key_for_task`), decoded with the backend's own
+    serializer settings. An entry larger than `max_bytes` is not read: it comes back as
+    `{"too_large": size in bytes, "status": the state read from its first bytes}`. An entry that
+    cannot be decoded (pickle where only JSON is accepted, corrupt bytes) comes back as
+    `{"undecodable": reason}`."""
+
+    def __init__(self, backend: Any, max_bytes: int = 1_000_000) -> None:
+        self.backend = backend
+        self.max_bytes = max_bytes
+
+    def __call__(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """task id -> decoded meta (Celery's shape: status, result, traceback, date_done, ...),
+        for the ids that have an entry. Raises redis errors (the caller retries)."""
+        if not task_ids:
+            return {}
+        client = self.backend.client
+        keys = [self.backend.get_key_for_task(task_id) for task_id in task_ids]
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.strlen(key)
+        sizes = pipe.execute()
+        small = [(task_id, key) for task_id, key, size in zip(task_ids, keys, sizes, strict=True)
+                 if size and size <= self.max_bytes]
+        found: dict[str, dict[str, Any]] = {}
+        for task_id, key, size in zip(task_ids, keys, sizes, strict=True):
+            if size > self.max_bytes:  # Celery writes "status" first: its head says the state
+                match = STATUS.search(client.getrange(key, 0, 200) or b"")
+                found[task_id] = {"too_large": size, "status": match.group(1).decode() if match else None}
+        values = client.mget([key for _, key in small]) if small else []
+        for (task_id, _), raw in zip(small, values, strict=True):
+            if raw is not None:
+                found[task_id] = self.decode(raw)
+        return found
+
+    def decode(self, raw: bytes) -> dict[str, Any]:
+        try:
+            meta = self.backend.decode(raw)
+        except Exception as exc:  # noqa: BLE001 - any serializer, any bytes: one entry never stops the rest
+            return {"undecodable": f"{type(exc).__name__}: {exc}"[:300]}
+        return meta if isinstance(meta, dict) else {"undecodable": "not a result entry"}
+
+    def full(self, task_id: str, cap: int) -> tuple[dict[str, Any] | None, int]:
+        """The whole decoded entry of one task, and its size in bytes; None when it is missing or
+        larger than `cap` (the size then says how large)."""
+        key = self.backend.get_key_for_task(task_id)
+        size = int(self.backend.client.strlen(key) or 0)
+        if not size or size > cap:
+            return None, size
+        raw = self.backend.client.get(key)
+        return (self.decode(raw) if raw is not None else None), size

@@ -1,0 +1,91 @@
+"""What the dashboard knows of each worker from its events: when it last spoke, which incarnation
+is running (a restart under the same node name is a new one), and how far its clock is off."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# A clock offset below this is taken as network delay, not skew: times stay as the worker sent them.
+SKEW_TOLERANCE = 1.0
+
+
+@dataclass
+class Worker:
+    hostname: str
+    pid: int | None = None        # the worker's main process (worker-* events): its incarnation
+    last_seen: float = 0.0        # our monotonic clock
+    offset: float = 0.0           # seconds its clock is ahead of ours
+    offline: bool = False
+    pool: str | None = None       # prefork, solo, threads, gevent, eventlet (asked: web.broker.Control.pools)
+    previous_pids: set[int] = field(default_factory=set)
+
+
+class Workers:
+    """Worker liveness, incarnations and clocks, fed every event the listener reads.
+
+    Celery events carry `hostname`, `pid` (the sending process) and `timestamp` (the sender's
+    clock; celery.events.dispatcher). Worker events (`worker-online`, `worker-heartbeat`,
+    `worker-offline`) come from the main process, so their `pid` names the incarnation. prefork
+    sends heartbeats while tasks run; solo, and gevent holding the CPU, send none: silence alone
+    is never taken as death.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 limit: int = 10_000) -> None:
+        self.clock = clock
+        self.wall = wall
+        self.limit = limit
+        self.workers: dict[str, Worker] = {}
+        self.restarted: list[tuple[str, int | None]] = []  # (hostname, old pid) since last taken
+
+    def get(self, hostname: str | None) -> Worker | None:
+        return self.workers.get(hostname or "")
+
+    def see(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Note one event's sign of life; return the event with `timestamp` on our wall clock."""
+        hostname = event.get("hostname")
+        if not isinstance(hostname, str) or not hostname:
+            return event
+        worker = self.workers.get(hostname)
+        if worker is None:
+            if len(self.workers) >= self.limit:
+                self.workers.pop(min(self.workers, key=lambda h: self.workers[h].last_seen))
+            worker = self.workers[hostname] = Worker(hostname)
+        worker.last_seen = self.clock()
+        kind, pid = event.get("type", ""), event.get("pid")
+        if kind.startswith("worker-") and isinstance(pid, int):
+            if kind == "worker-offline":
+                worker.offline = True
+                self.restarted.append((hostname, worker.pid))
+            else:
+                if worker.pid is not None and pid != worker.pid and pid not in worker.previous_pids:
+                    worker.previous_pids.add(worker.pid)
+                    self.restarted.append((hostname, worker.pid))
+                if pid != worker.pid:
+                    worker.pool = None  # a new incarnation may run another pool: ask again
+                worker.pid, worker.offline = pid, False
+        stamp = event.get("timestamp")
+        if isinstance(stamp, (int, float)):
+            skew = stamp - self.wall()
+            if abs(skew - worker.offset) > SKEW_TOLERANCE:
+                worker.offset = skew if abs(skew) > SKEW_TOLERANCE else 0.0
+            if worker.offset:
+                event = dict(event, timestamp=stamp - worker.offset)
+        return event
+
+    def take_restarts(self) -> list[tuple[str, int | None]]:
+        """The (hostname, old incarnation pid) of workers that restarted or went offline since the
+        last call."""
+        restarted, self.restarted = self.restarted, []
+        return restarted
+
+    def silent(self, hostname: str, timeout: float) -> bool:
+        """No event from `hostname` for `timeout` seconds (unknown workers count as silent)."""
+        worker = self.workers.get(hostname)
+        return worker is None or self.clock() - worker.last_seen > timeout
+
+    def offset(self, hostname: str | None) -> float:
+        worker = self.workers.get(hostname or "")
+        return worker.offset if worker else 0.0
