@@ -7,9 +7,14 @@ import celery_dashboard  # noqa: F401 - the integration: signals, catalog, progr
 from celery_dashboard import backend
 from tasks import config
 
+DEMO_QUEUE = "dashboard.demo"
+
 celery_app = Celery("tasks", include=["tasks.demo"])
 celery_app.conf.update(
     broker_url=config.REDIS_URL,
+    # The demo's own queue: its worker never takes a task of a user's app that shares this Redis
+    # on Celery's default queue ("celery"), which it could not run (NotRegistered).
+    task_default_queue=DEMO_QUEUE,
     result_backend=backend.url(config.REDIS_URL),
     # JSON only: nothing a client puts in Redis can make a worker unpickle code.
     task_serializer="json",

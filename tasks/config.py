@@ -5,6 +5,8 @@ import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+# The project's demo app; CELERY_APP names other apps the way `celery -A` does.
+DEFAULT_CELERY_APP = "tasks.celery_app"
 
 
 def redis_url(raw: str | None = None) -> str:
@@ -19,6 +21,16 @@ def redis_url(raw: str | None = None) -> str:
     query = dict(parse_qsl(parts.query))
     query.setdefault("ssl_cert_reqs", "none")
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def celery_apps(raw: str | None = None) -> list[str]:
+    """The Celery apps named by CELERY_APP (a comma-separated list of `celery -A` names), in order.
+
+    Unset or blank means the demo app. The worker and Flower serve the first one.
+    """
+    spec = raw if raw is not None else os.environ.get("CELERY_APP", "")
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    return list(dict.fromkeys(names)) or [DEFAULT_CELERY_APP]
 
 
 def _int(name: str, default: int) -> int:

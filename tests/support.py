@@ -16,6 +16,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# Users' Celery apps (`mytasks`, the Celery tutorial's module): importable by every process started here.
+USERAPP = ROOT / "tests" / "userapp"
 
 
 def free_port() -> int:
@@ -82,9 +84,11 @@ class Stack:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
-        self.env = dict(os.environ, REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1",
-                        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {}))
+        pythonpath = os.pathsep.join(p for p in (str(USERAPP), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = {**os.environ, "REDIS_URL": self.redis_url, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath,
+                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
         self.processes: list[Process] = []
+        self.workers: list[Process] = []
         self.redis: Process | None = None
         self.worker: Process | None = None
         self.webs: list[tuple[Process, str]] = []
@@ -120,14 +124,47 @@ class Stack:
         proc.stop(sig)
         self.webs = [(p, u) for p, u in self.webs if u != url]
 
-    def start_worker(self, concurrency: int = 4, name: str = "worker") -> Process:
-        proc = Process(name, [str(BIN / "celery"), "-A", "tasks.celery_app", "worker", "--loglevel=INFO",
-                              f"--concurrency={concurrency}", "-n", f"{name}@%h", "--without-mingle",
-                              "--without-gossip"], self.env, self.logdir)
+    def start_worker(self, concurrency: int | None = None, name: str = "worker", app: str = "tasks.celery_app",
+                     pool: str = "prefork", queues: str | None = None, events: bool = True,
+                     extra: list[str] | None = None) -> Process:
+        """Start a Celery worker for `app` (a `celery -A` name; user modules in tests/userapp import).
+
+        events=True: the project's way, `-E` and 4 processes (`concurrency` None), no mingle or gossip.
+        events=False: exactly as the Celery tutorial starts one, `celery -A mytasks worker -l info`
+        (plus `-P pool`, `-n name@%h` for a second worker, `--concurrency` when given): no -E, so
+        the dashboard must turn events on itself. `queues` is `-Q`; `extra` is appended.
+        """
+        args = [str(BIN / "celery"), "-A", app, "worker"]
+        if events:
+            args += ["--loglevel=INFO", f"--concurrency={concurrency or 4}", "-n", f"{name}@%h",
+                     "--without-mingle", "--without-gossip", "-E"]
+        else:
+            args += ["-l", "info"]
+            if concurrency is not None:
+                args.append(f"--concurrency={concurrency}")
+            if name != "worker":
+                args += ["-n", f"{name}@%h"]
+        if pool != "prefork":
+            args += ["-P", pool]
+        if queues:
+            args += ["-Q", queues]
+        proc = Process(name, [*args, *(extra or [])], self.env, self.logdir)
         self.processes.append(proc)
-        wait_for(lambda: "ready." in proc.output(), 60, what=f"celery {name} ready")
+        self.workers.append(proc)
+        wait_for(lambda: "ready." in proc.output() or not proc.alive(), 60, what=f"celery {name} ready")
+        if not proc.alive():
+            raise RuntimeError(f"celery {name} exited: {proc.output()[-2000:]}")
         self.worker = self.worker or proc
         return proc
+
+    def python(self, code: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `code` in another Python process with the stack's environment ("another Python shell"
+        that calls `.delay()`): its output is in the result; with `check`, a failure raises with it."""
+        result = subprocess.run([str(BIN / "python"), "-c", code], cwd=ROOT, env=self.env, capture_output=True,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"python snippet failed ({result.returncode}): {result.stdout}{result.stderr}")
+        return result
 
     def start_web(self, port: int | None = None, env: dict[str, str] | None = None) -> str:
         port = port or free_port()
@@ -146,5 +183,5 @@ class Stack:
 
     def stop(self) -> None:
         for proc in reversed(self.processes):
-            proc.stop(signal.SIGQUIT if proc.name.startswith("worker") else signal.SIGTERM)
+            proc.stop(signal.SIGQUIT if proc in self.workers or proc.name.startswith("worker") else signal.SIGTERM)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,6 +15,19 @@ ROOT = Path(__file__).resolve().parents[2]
 def procfile() -> dict[str, str]:
     lines = (ROOT / "Procfile").read_text().splitlines()
     return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def compose_command(service: dict[str, Any]) -> str:
+    """The command line a service runs, as the Procfile writes it.
+
+    A command Compose must not interpolate runs as `sh -c <line>` with every `$` escaped as `$$`,
+    so that the container's shell expands it exactly as the Procfile's shell does.
+    """
+    command = service["command"]
+    if isinstance(command, list):
+        assert command[:2] == ["sh", "-c"] and len(command) == 3, command
+        return command[2].replace("$$", "$")
+    return command
 
 
 def test_compose_file_matches_the_compose_specification_schema() -> None:
@@ -30,7 +44,21 @@ def test_compose_runs_each_procfile_process_with_the_same_command() -> None:
     assert set(processes) == {"web", "worker", "flower"}
     assert set(compose) - {"redis"} == set(processes)
     for name, command in processes.items():
-        assert compose[name]["command"] == command, name
+        assert compose_command(compose[name]) == command, name
+
+
+def test_worker_and_flower_serve_the_first_app_of_celery_app() -> None:
+    processes = procfile()
+    assert "${CELERY_APP:-tasks.celery_app}" in processes["worker"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name in ("web", "worker", "flower"):  # the same variable reaches every process
+        assert compose[name]["environment"]["CELERY_APP"] == "${CELERY_APP:-tasks.celery_app}"
+    for value, first in [("", "tasks.celery_app"), ("mytasks", "mytasks"), ("mytasks:app,other", "mytasks:app")]:
+        line = processes["worker"].replace("exec celery", "echo")  # the shell's expansion, not a worker
+        env = {"PATH": "/usr/bin:/bin", "WORKER_CONCURRENCY": "2"} | ({"CELERY_APP": value} if value else {})
+        out = subprocess.run(["sh", "-c", line], capture_output=True, text=True, env=env, check=True).stdout
+        assert out.split()[:2] == ["-A", first], out
+        assert "--concurrency=2" in out
 
 
 def test_redis_has_a_health_check_the_others_wait_for() -> None:
