@@ -4,6 +4,7 @@
 registration at publish, persistent revocation, the end of ignored tasks) and gives you the
 catalog decorator and the progress API. It imports Celery, kombu, redis and jsonschema only.
 """
+from celery_dashboard import index, signals  # noqa: F401 - connect the signal handlers
 from celery_dashboard.catalog import launchable, schema
 from celery_dashboard.reporting import Progress, progress
 

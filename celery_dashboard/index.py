@@ -2,8 +2,15 @@
 
 Events are fire-and-forget; registering at publish time means a task sent while no dashboard
 listened is still known, and its state can be reconciled from the result backend later.
-Registration runs just before the message is sent (`before_task_publish`), so no worker event can
-create the record first: the record carries its owner (a message header) from its first write.
+
+A task is not shown queued unless it was sent. A task without an `owner` header (sent by any
+process: a shell, a worker, another app) is registered after its message was published
+(`after_task_publish`): `.delay()` with an argument that JSON cannot encode raises EncodeError in
+the caller before anything is sent, and such a task is never registered. The dashboard's own
+launches carry an `owner` header and are registered just before the message is sent
+(`before_task_publish`), so no worker event can create the record first and the record carries its
+owner from its first write; their params are JSON already, and when sending fails anyway the
+launch calls `forget`.
 """
 from __future__ import annotations
 
@@ -13,15 +20,17 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from celery.signals import before_task_publish
+from celery import _state, current_app
+from celery.backends.redis import RedisBackend
+from celery.signals import after_task_publish, before_task_publish
 
 log = logging.getLogger(__name__)
 
 DATA_KEY = "dashboard:tasks"      # hash: task id -> task object (JSON)
-ORDER_KEY = "dashboard:order"     # hash: task id -> its place in its life (JSON list), for compare-and-set
+VERSION_KEY = "dashboard:version"  # hash: task id -> its version (web.store: compare-and-set)
 RECENT_KEY = "dashboard:recent"   # sorted set: task id scored by creation time
 ACTIVE_KEY = "dashboard:active"   # set: ids not yet seen to end (reconciled from the result backend)
-KEYS = [DATA_KEY, ORDER_KEY, RECENT_KEY, ACTIVE_KEY]
+KEYS = [DATA_KEY, VERSION_KEY, RECENT_KEY, ACTIVE_KEY]
 OWNER_KEY = "dashboard:owner:{}"  # sorted set per user: their task ids scored by creation time
 
 
@@ -31,7 +40,7 @@ def owner_key(owner: str) -> str:
 # Adds a task only if the index does not know it yet (a retry re-publishes the same id).
 REGISTER = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('HSET', KEYS[2], ARGV[1], '[0,0,0,0]')
+  redis.call('HSET', KEYS[2], ARGV[1], 1)
   redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[1])
   redis.call('SADD', KEYS[4], ARGV[1])
   if KEYS[5] then redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1]) end
@@ -44,9 +53,10 @@ return 0
 def pending_record(task_id: str, name: str | None, parent: str | None, created: float,
                    owner: str | None = None) -> dict[str, Any]:
     when = datetime.fromtimestamp(created, UTC).isoformat(timespec="microseconds")
-    return {"id": task_id, "name": name, "state": "PENDING", "progress": None, "result": None, "error": None,
-            "created": when, "started": None, "finished": None, "worker": None, "parent": parent,
-            "retries": 0, "updated": when, "owner": owner}
+    return {"id": task_id, "name": name, "state": "PENDING", "version": 1, "progress": None, "result": None,
+            "result_truncated": False, "error": None, "created": when, "started": None, "finished": None,
+            "worker": None, "worker_status": None, "parent": parent, "retries": 0, "updated": when,
+            "owner": owner, "confidence": None, "clock_skew": False}
 
 
 _scripts: dict[int, Any] = {}
@@ -64,27 +74,114 @@ def register(client: Any, task_id: str, name: str | None, parent: str | None = N
     return record if script(keys=keys, args=[task_id, json.dumps(record), now]) else None
 
 
+# Removes a task's registration, wherever register put it (its owner's set is read from its record).
+FORGET = """
+local record = redis.call('HGET', KEYS[1], ARGV[1])
+if not record then return 0 end
+local ok, task = pcall(cjson.decode, record)
+if ok and type(task) == 'table' and type(task['owner']) == 'string' then
+  redis.call('ZREM', ARGV[2] .. task['owner'], ARGV[1])
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
+return 1
+"""
+_forget_scripts: dict[int, Any] = {}
+
+
+def forget(client: Any, task_id: str) -> bool:
+    """Remove a task's registration (for a launch whose message could not be sent); True if it
+    was registered. Does nothing when `client` is None (no index: see `client`)."""
+    if client is None:
+        return False
+    script = _forget_scripts.get(id(client))
+    if script is None:
+        script = _forget_scripts[id(client)] = client.register_script(FORGET)
+    return bool(script(keys=KEYS, args=[task_id, owner_key("")]))
+
+
 _client: Any = None  # tests put an in-memory Redis here
+_clients: dict[int, tuple[Any, Any]] = {}
+_warned: set[str] = set()
 
 
-def client() -> Any:
-    """The Redis client the index is written with: the result backend's."""
+def client(task_name: str | None = None) -> Any:
+    """The Redis client the index is written with: the publishing app's result backend client, or
+    None when the publishing app's result backend is not Redis (logged once per task name).
+
+    Publish signals name the task, not its app. `celery.current_app` alone is not the answer: it is
+    thread-local, and in any thread but the one that created the app (a web request, a user's
+    worker thread) it is Celery's fallback app "default", without a result backend. So the app is
+    the one that has `task_name` registered, else any app; the current app first, then the others
+    Celery knows are alive (`celery._state._get_active_apps()`, as Celery's own `shared_task` finds
+    them); the first with a Redis result backend wins. A task of an app whose result backend is not
+    Redis is not registered at all. Backend clients are resolved once per app.
+    """
     if _client is not None:
         return _client
-    from tasks.celery_app import celery_app
+    current = current_app._get_current_object()
+    if task_name is None or _registers(current, task_name):
+        found = _backend_client(current)
+        if found is not None:
+            return found
+    apps = [current, *(app for app in list(_state._get_active_apps()) if app is not current)]
+    if task_name is not None:
+        apps = [app for app in apps if _registers(app, task_name)] or apps  # sent by name: any app
+    for app in apps:
+        found = _backend_client(app)
+        if found is not None:
+            return found
+    if str(task_name) not in _warned and len(_warned) < 100:
+        _warned.add(str(task_name))
+        log.warning("task %s is not registered in the dashboard index: its app's result backend is not Redis",
+                    task_name)
+    return None
 
-    return celery_app.backend.client
+
+def _registers(app: Any, task_name: str) -> bool:
+    # The registry itself, as Celery's send_task reads it: `app.tasks` would finalize the app.
+    return task_name in app._tasks
 
 
-@before_task_publish.connect
-def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
-    headers = headers or {}
+def _backend_client(app: Any) -> Any:
+    try:
+        return _clients[id(app)][1]
+    except KeyError:
+        pass
+    backend = app.backend
+    redis_client = backend.client if isinstance(backend, RedisBackend) else None
+    _clients[id(app)] = (app, redis_client)  # the app is held, so its id is never another's
+    return redis_client
+
+
+def _register_published(sender: str | None, headers: dict[str, Any]) -> None:
     task_id = headers.get("id")
     if not task_id or (headers.get("retries") or 0) > 0:
         return
     try:
-        owner = headers.get("owner")  # set by the dashboard's launch (message headers)
-        register(client(), task_id, sender, headers.get("parent_id"),
-                 owner if isinstance(owner, str) and owner else None)
-    except Exception:  # the task is sent; the dashboard will learn of it from events instead
+        redis_client = client(sender)
+        if redis_client is None:
+            return
+        owner = headers.get("owner") if _owned(headers) else None  # set by the dashboard's launch
+        register(redis_client, task_id, sender, headers.get("parent_id"), owner)
+    except Exception:  # the dashboard will learn of the task from events instead
         log.warning("could not register task %s in the dashboard index", task_id, exc_info=True)
+
+
+def _owned(headers: dict[str, Any]) -> bool:
+    owner = headers.get("owner")
+    return isinstance(owner, str) and bool(owner)
+
+
+@before_task_publish.connect
+def _before_publish(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers and _owned(headers):
+        _register_published(sender, headers)
+
+
+@after_task_publish.connect
+def _after_publish(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers and not _owned(headers):
+        _register_published(sender, headers)

@@ -1,4 +1,9 @@
-"""Progress reporting for task authors, throttled before it touches the network."""
+"""Progress reporting for task authors, throttled before it touches the network; a cancel point.
+
+Each report that is sent also checks whether the task was revoked (celery_dashboard.revocations):
+a revoked task stops at that report, on every pool, even solo and threads where Celery's
+`revoke(terminate=True)` cannot stop a running task.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,8 +13,10 @@ from threading import get_ident
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 from celery.signals import task_prerun
 
+from celery_dashboard import revocations
 from celery_dashboard import settings as config
 
 log = logging.getLogger(__name__)
@@ -51,15 +58,35 @@ def progress_meta(current: float, total: float, message: str = "") -> dict[str, 
 
 
 def send_progress(task: Task, meta: dict[str, Any]) -> None:
-    """Push a `task-progress` event for the live view and store the state for later readers."""
-    if task.request.id is None:  # called directly, not as a Celery task
+    """Push a `task-progress` event for the live view and store the state for later readers.
+
+    First checks whether the task was revoked in Redis: if so, it is ended as revoked (stored
+    REVOKED, `task-revoked` with terminated=True) and `celery.exceptions.Ignore` is raised, so the
+    body stops here and Celery stores nothing over REVOKED. Let Ignore propagate out of the task.
+    A check that cannot reach Redis is logged and the task goes on.
+    """
+    request = task.request
+    if request.id is None:  # called directly, not as a Celery task
         return
+    if getattr(request, revocations.FLAG, None) == revocations.STOPPED:
+        raise Ignore()  # already ended as revoked: the body caught Ignore and went on
+    if not getattr(request, "is_eager", False) and _revoked(task, request.id):
+        revocations.stop(task, terminated=True)
     try:
         task.send_event("task-progress", progress=meta, sent=time.time(), retries=task.request.retries or 0,
                         retry_policy={"max_retries": 0})
         task.update_state(state=PROGRESS, meta=meta)
     except Exception as exc:  # a progress report must never fail the task (Redis may be away)
         log.warning("progress report for %s not sent: %s", task.request.id, exc)
+
+
+def _revoked(task: Task, task_id: str) -> bool:
+    try:
+        client = revocations.client_for(task.app)
+        return client is not None and revocations.is_revoked(client, task_id)
+    except Exception as exc:  # a cancel point must never fail the task (Redis may be away)
+        log.warning("revocation of %s not checked: %s", task_id, exc)
+        return False
 
 
 class Progress:

@@ -17,3 +17,12 @@ def number(name: str, default: float) -> float:
 
 # Seconds between two progress reports of one task; the final value is always sent.
 PROGRESS_INTERVAL = number("PROGRESS_INTERVAL", 0.1)
+
+# Seconds a revocation is kept in Redis (celery_dashboard.revocations); 7 days by default.
+REVOCATION_TTL = number("REVOCATION_TTL", 7 * 24 * 3600)
+# The most revocations kept; past it, the ones expiring soonest are dropped first.
+REVOCATION_LIMIT = int(number("REVOCATION_LIMIT", 100_000))
+# Seconds between two checks, in each worker, for revocations made since it last loaded them.
+REVOCATION_REFRESH = number("REVOCATION_REFRESH", 2.0)
+# The most connections of the Redis client made for revocations when the result backend is not Redis.
+REVOCATION_CONNECTIONS = int(number("REVOCATION_CONNECTIONS", 4))

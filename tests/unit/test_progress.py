@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any
 
+import fakeredis
+import pytest
+from celery.exceptions import Ignore
+
 from celery_dashboard import reporting as progress_module
+from celery_dashboard import revocations
 from celery_dashboard.reporting import Throttle, progress, progress_meta
 
 
@@ -16,18 +22,42 @@ class FakeClock:
 
 
 class FakeTask:
-    """Records what a bound Celery task would send."""
+    """Records what a bound Celery task would send and store."""
+
+    name = "tests.fake"
+    app = None  # the revocation checks read the in-memory Redis below
 
     def __init__(self, task_id: str | None = "t1") -> None:
-        self.request = SimpleNamespace(id=task_id, retries=0)
+        self.request = SimpleNamespace(id=task_id, retries=0, is_eager=False)
         self.events: list[dict[str, Any]] = []
-        self.states: list[tuple[str, dict[str, Any]]] = []
+        self.states: list[tuple[str, Any]] = []
+        self.backend = self
 
     def send_event(self, kind: str, **fields: Any) -> None:
         self.events.append({"type": kind, **fields})
 
     def update_state(self, state: str, meta: dict[str, Any]) -> None:
         self.states.append((state, meta))
+
+    def mark_as_revoked(self, task_id: str, reason: str = "", request: Any = None) -> None:
+        assert task_id == self.request.id
+        self.states.append(("REVOKED", reason))
+
+
+@pytest.fixture(autouse=True)
+def redis_server(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
+    """The Redis the revocation checks read: in memory."""
+    server = fakeredis.FakeServer()
+    monkeypatch.setattr(revocations, "_client", fakeredis.FakeRedis(server=server))
+    return server
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    clock = FakeClock()
+    monkeypatch.setattr(progress_module, "Throttle", lambda interval: Throttle(interval, clock))
+    monkeypatch.setattr(progress_module, "_throttles", {})
+    return clock
 
 
 def test_throttle_sends_first_call_then_one_per_interval() -> None:
@@ -121,3 +151,70 @@ def test_a_progress_report_that_cannot_be_sent_does_not_fail_the_task() -> None:
 
     task = Unreachable()
     assert progress(task, 1, 1) is True  # reported as due, and the task goes on
+
+
+def test_a_revoked_task_stops_at_its_next_sent_report(clock: FakeClock) -> None:
+    task = FakeTask()
+    assert progress(task, 1, 100)
+    revocations.revoke(revocations._client, "t1")
+    for i in range(2, 50):  # inside the interval: skipped, so not checked, and the task goes on
+        assert not progress(task, i, 100)
+    clock.now += 1
+    with pytest.raises(Ignore):
+        progress(task, 50, 100)
+    assert task.states[-1] == ("REVOKED", "revoked")
+    assert task.events[-1] == {"type": "task-revoked", "terminated": True, "signum": None, "expired": False}
+    assert [e["progress"]["current"] for e in task.events if e["type"] == "task-progress"] == [1]
+
+
+def test_the_final_report_also_checks(clock: FakeClock) -> None:
+    task = FakeTask()
+    assert progress(task, 1, 10)
+    revocations.revoke(revocations._client, "t1")
+    with pytest.raises(Ignore):
+        progress(task, 10, 10)  # no time has passed: only the final value is due
+    assert task.states[-1][0] == "REVOKED"
+
+
+def test_the_progress_object_is_a_cancel_point_too(clock: FakeClock) -> None:
+    task = FakeTask()
+    report = progress_module.Progress(task, 10)
+    revocations.revoke(revocations._client, "t1")
+    with pytest.raises(Ignore):
+        report(1, "first")
+    assert [s for s, _ in task.states] == ["REVOKED"]
+
+
+def test_a_body_that_swallows_the_stop_is_stopped_again_without_a_second_revocation(clock: FakeClock) -> None:
+    task = FakeTask()
+    revocations.revoke(revocations._client, "t1")
+    with pytest.raises(Ignore):
+        progress(task, 1, 10)
+    clock.now += 1
+    with pytest.raises(Ignore):
+        progress(task, 2, 10)
+    assert [s for s, _ in task.states] == ["REVOKED"]
+    assert [e["type"] for e in task.events] == ["task-revoked"]
+
+
+def test_another_tasks_revocation_does_not_stop_this_one(clock: FakeClock) -> None:
+    task = FakeTask()
+    revocations.revoke(revocations._client, "t2")
+    assert progress(task, 10, 10)
+    assert task.states[-1][0] == "PROGRESS"
+
+
+def test_an_expired_revocation_does_not_stop_the_task(clock: FakeClock) -> None:
+    task = FakeTask()
+    revocations.revoke(revocations._client, "t1", ttl=10, now=1000)
+    assert progress(task, 10, 10)
+
+
+def test_a_revocation_check_without_redis_never_fails_the_task(clock: FakeClock, redis_server: Any,
+                                                               caplog: Any) -> None:
+    task = FakeTask()
+    redis_server.connected = False
+    with caplog.at_level(logging.WARNING):
+        assert progress(task, 10, 10)
+    assert task.states[-1][0] == "PROGRESS"  # the report itself went out
+    assert "revocation of t1 not checked" in caplog.text
