@@ -69,15 +69,27 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 def _queue_reader(celery_app: Any, celery_apps: list[Any], limit: int) -> Any:
     """The reconciler's view of the broker's queues: (tasks waiting, whether that is all of them).
-    Opens its Redis connection on first use, not here."""
-    names = broker.queue_names(celery_apps)
+
+    Scans the apps' configured queues plus every queue bound on the broker to the apps' default
+    exchanges (kombu's Redis transport keeps the bindings in the set `_kombu.binding.<exchange>`,
+    members `routing_key<sep>pattern<sep>queue`): a queue a worker consumes with `-Q`, or a task is
+    sent to with `queue=`, is declared there. Opens its Redis connection on first use, not here."""
+    configured = broker.queue_names(celery_apps)
+    exchanges = sorted({app.conf.task_default_exchange or app.conf.task_default_queue for app in celery_apps})
     clients: list[redis.Redis] = []
 
     def read() -> tuple[list[dict[str, Any]], bool]:
         if not clients:
             clients.append(redis.Redis.from_url(celery_app.conf.broker_url, socket_timeout=5,
                                                 socket_connect_timeout=3))
-        waiting = broker.queued(clients[0], names, limit)
+        client = clients[0]
+        names = dict.fromkeys(configured)
+        for exchange in exchanges:
+            for member in client.srandmember(f"_kombu.binding.{exchange}", broker.MAX_QUEUES) or ():
+                queue = member.decode(errors="replace").rpartition(broker.SEP)[2]
+                if queue and not queue.endswith(".pidbox"):
+                    names[queue] = None
+        waiting = broker.queued(client, list(names)[:broker.MAX_QUEUES], limit)
         return list(waiting), waiting.read >= waiting.waiting
 
     return read

@@ -26,6 +26,7 @@ def health() -> Any:
     body: dict[str, Any] = {"status": "ok", "redis": "ok", "clients": sockets.client_count()}
     if dash.listener is not None:
         body["listener"] = dash.listener.stats()
+    body["workers"] = dash.reconciler.workers.summary()
     try:
         dash.store.ping()
     except redis.RedisError as exc:

@@ -205,6 +205,8 @@ class Reconciler:
                 by_worker.setdefault(worker, []).append(record)
         silent = [w for w in by_worker if self.workers.silent(w, self.worker_timeout)]
         answered = self.control.ping(silent) if (silent and self.control is not None) else set(silent)
+        if getattr(self.control, "last_error", None):
+            return 0  # the question did not reach the workers (Redis away): no news is no verdict
         count = 0
         for worker, tasks in by_worker.items():
             status = records.NOT_RESPONDING if worker in silent and worker not in answered else None

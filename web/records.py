@@ -91,10 +91,14 @@ def _clamp_clocks(record: dict[str, Any]) -> None:
         record["finished"], record["clock_skew"] = started or created, True
 
 
-def _error(kind: str | None, message: Any, traceback: str | None) -> dict[str, Any]:
+def _error(kind: Any, message: Any, traceback: str | None) -> dict[str, Any]:
     """An error as Celery and Flower show it: type, message, traceback. An exception whose text
     comes only from `__str__` has empty `args` (Celery stores `exc_message` from `args`): the
     last line of its traceback, `module.Type: text`, still has the text."""
+    if kind == "UnpickleableExceptionWrapper" and isinstance(message, (list, tuple)) and len(message) == 4:
+        # celery.utils.serialization: (module, class name, args, repr) of an exception it could not pickle
+        _, kind, args, text = message
+        message = args if args else text
     if isinstance(message, (list, tuple)):
         message = " ".join(str(json_safe(part)) for part in message)
     message = str(message or "")

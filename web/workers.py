@@ -86,6 +86,14 @@ class Workers:
         worker = self.workers.get(hostname)
         return worker is None or self.clock() - worker.last_seen > timeout
 
+    def summary(self, limit: int = 100) -> dict[str, dict[str, Any]]:
+        """hostname -> {"pool", "pid", "seconds_since_seen", "offline", "clock_offset"}: the
+        workers seen most recently, at most `limit`."""
+        now = self.clock()
+        newest = sorted(self.workers.values(), key=lambda w: w.last_seen, reverse=True)[:limit]
+        return {w.hostname: {"pool": w.pool, "pid": w.pid, "seconds_since_seen": round(now - w.last_seen, 1),
+                             "offline": w.offline, "clock_offset": round(w.offset, 3)} for w in newest}
+
     def offset(self, hostname: str | None) -> float:
         worker = self.workers.get(hostname or "")
         return worker.offset if worker else 0.0
