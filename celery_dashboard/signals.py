@@ -166,6 +166,14 @@ def _check(sender: Task | None = None, task_id: str | None = None, task: Task | 
         if not getattr(type(task).before_start, GUARD, False):
             log.warning("task %s[%s] is revoked but runs: its class was registered after the worker "
                         "started, so it cannot be stopped before its body", task.name, task_id)
+        return
+    # The worker's own task events are buffered and flushed by its event loop, which a solo pool
+    # blocks while a task runs: the dashboard would see the task start only when it ended. This
+    # one goes out at once (the task's own dispatcher, as task-progress does).
+    try:
+        task.send_event("task-started", via="celery_dashboard", retry_policy={"max_retries": 0})
+    except Exception as exc:  # noqa: BLE001 - a missed event is reconciled later; the task runs
+        log.warning("task-started event for %s not sent: %s", task_id, exc)
 
 
 @task_postrun.connect

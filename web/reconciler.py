@@ -107,11 +107,12 @@ class Reconciler:
         timestamp on the web's clock."""
         event = self.workers.see(event)
         kind, task_id = event.get("type", ""), event.get("uuid")
-        if kind in ("task-received", "task-started") and isinstance(task_id, str):
-            # Sent by the worker's main process: its pid names the incarnation running the task.
+        if kind in ("task-received", "task-started") and isinstance(task_id, str) and "via" not in event:
+            # Sent by the worker's main process: its pid names the incarnation running the task
+            # (celery_dashboard's early task-started, `via`, comes from the pool process).
             self.ran_on[task_id] = (event.get("hostname"), event.get("pid"))
-            if kind == "task-started":
-                self.running[task_id] = True
+        if kind == "task-started" and isinstance(task_id, str):
+            self.running[task_id] = True
         elif kind == "worker-online" or kind == "worker-offline":
             self.soon()
             self.next_pools = 0.0
