@@ -183,7 +183,11 @@ def _stoppable(record: dict[str, Any]) -> str | None:
     celery_dashboard (it stops at its next report)."""
     if lifecycle.phase(record.get("state")) < lifecycle.STARTED or record.get("cooperative"):
         return None
-    pool = services().reconciler.pool(record.get("worker"))
+    reconciler = services().reconciler
+    pool = reconciler.pool(record.get("worker"))
+    if pool is None:  # not asked yet (a worker just seen): ask now, once
+        reconciler.ask_pools()
+        pool = reconciler.pool(record.get("worker"))
     if pool in CANNOT_TERMINATE:
         return (f"the task runs on a {pool} pool worker, which cannot stop a running task, and it does not "
                 "report progress through celery_dashboard, so it cannot stop itself; it will run to its end")
@@ -204,10 +208,10 @@ def cancel(task_id: str) -> Any:
     if reason:
         raise ApiError(409, reason)
     dash = services()
-    ttl = current_app.config["REVOCATION_DAYS"] * 86400
-    # Kept in Redis, where every worker that imports celery_dashboard checks it before a task starts
-    # and at each progress report: it holds with no worker online and across restarts.
-    revocations.revoke(revocations.client_for(dash.celery_app), task_id, ttl=ttl)
+    # Kept in Redis (for REVOCATION_TTL seconds), where every worker that imports celery_dashboard
+    # checks it before a task starts and at each progress report: it holds with no worker online
+    # and across restarts.
+    revocations.revoke(revocations.client_for(dash.celery_app), task_id)
     # And Celery's own broadcast: SIGTERM ends a running task's pool process (prefork), or its
     # greenlet (gevent, eventlet); a queued one is discarded when a worker meets it.
     # (terminate is harmless for a task that has not started: it may start meanwhile).

@@ -92,8 +92,7 @@ def from_env() -> dict[str, Any]:
         # result endpoint serves up to RESULT_MAX_BYTES.
         "RESULT_READ_BYTES": task_config._int("RESULT_READ_BYTES", 1_000_000),
         "RESULT_MAX_BYTES": task_config._int("RESULT_MAX_BYTES", 10_000_000),
-        # Days a cancelled task's id stays in the revocation list that workers check.
-        "REVOCATION_DAYS": task_config._float("REVOCATION_DAYS", 7.0),
+
         # How many tasks a page load or a Socket.IO connect receives at once.
         "SNAPSHOT_LIMIT": task_config._int("SNAPSHOT_LIMIT", 200),
         # Simultaneous connections one web process accepts (eventlet's default is 1,024).

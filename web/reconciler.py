@@ -105,7 +105,10 @@ class Reconciler:
     def worker_event(self, event: dict[str, Any]) -> dict[str, Any]:
         """Note an event's sign of life (and a worker's restart); return the event with its
         timestamp on the web's clock."""
+        known = event.get("hostname") in self.workers.workers
         event = self.workers.see(event)
+        if not known:
+            self.next_pools = 0.0  # a worker seen for the first time: ask which pool it runs
         kind, task_id = event.get("type", ""), event.get("uuid")
         if kind in ("task-received", "task-started") and isinstance(task_id, str) and "via" not in event:
             # Sent by the worker's main process: its pid names the incarnation running the task
@@ -247,19 +250,18 @@ class Reconciler:
             count += 1
         return count
 
-    def _ask_pools(self) -> None:
+    def ask_pools(self) -> None:
         """Ask workers whose pool is not known yet which one they run (an idle worker answers;
         a busy solo worker cannot, and keeps what it said before)."""
-        if not any(w.pool is None and not w.offline for w in self.workers.workers.values()):
+        if self.control is None or not any(w.pool is None and not w.offline for w in self.workers.workers.values()):
             return
-        assert self.control is not None
         for hostname, pool in self.control.pools().items():
             worker = self.workers.get(hostname)
             if worker is not None:
                 worker.pool = pool
 
     def pool(self, hostname: str | None) -> str | None:
-        """The pool `hostname` runs, when it said (see `_ask_pools`)."""
+        """The pool `hostname` runs, when it said (see `ask_pools`)."""
         worker = self.workers.get(hostname)
         return worker.pool if worker else None
 
@@ -273,7 +275,7 @@ class Reconciler:
             self.control.enable_events()
         if self.control is not None and now >= self.next_pools:
             self.next_pools = now + self.reconcile_every
-            self._ask_pools()
+            self.ask_pools()
         if now >= self.next_reconcile:
             self.next_reconcile = now + self.reconcile_every
             self.reconcile()
