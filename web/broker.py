@@ -426,19 +426,27 @@ class Control:
                 found.setdefault(node, set()).update(_task_ids(tasks))
         return found
 
-    def pools(self, timeout: float = 1.0) -> dict[str, str]:
-        """Hostname -> the worker's pool: "prefork", "solo", "threads", "gevent", "eventlet" (the
-        module of `inspect().stats()["pool"]["implementation"]`, e.g.
-        "celery.concurrency.prefork:TaskPool"; another pool class gives its full path). Waits
-        `timeout` for workers to answer; {} when none answered or the call failed (`last_error`)."""
+    def stats(self, timeout: float = 1.0) -> dict[str, dict[str, Any]]:
+        """Hostname -> {"pool": "prefork", "solo", "threads", "gevent" or "eventlet" (the module of
+        `inspect().stats()["pool"]["implementation"]`, e.g. "celery.concurrency.prefork:TaskPool";
+        another pool class gives its full path), "pid": the worker's main process id (its
+        incarnation)}. Waits `timeout` for workers to answer; {} when none answered or the call
+        failed (`last_error`)."""
         replies = self._broadcast("stats", timeout) or []
-        found: dict[str, str] = {}
+        found: dict[str, dict[str, Any]] = {}
         for node, stats in flatten_reply(replies).items():
-            pool = stats.get("pool") if isinstance(stats, dict) else None
+            if not isinstance(stats, dict):
+                continue
+            pool = stats.get("pool")
             implementation = pool.get("implementation") if isinstance(pool, dict) else None
-            if isinstance(implementation, str):
-                found[node] = _pool_name(implementation)
+            pid = stats.get("pid")
+            found[node] = {"pool": _pool_name(implementation) if isinstance(implementation, str) else None,
+                           "pid": pid if isinstance(pid, int) else None}
         return found
+
+    def pools(self, timeout: float = 1.0) -> dict[str, str]:
+        """Hostname -> the worker's pool short name (see `stats`)."""
+        return {node: info["pool"] for node, info in self.stats(timeout).items() if info["pool"]}
 
 
 def _task_ids(tasks: Any) -> set[str]:

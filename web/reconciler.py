@@ -27,7 +27,7 @@ class Control(Protocol):
     def enable_events(self) -> None: ...
     def ping(self, hostnames: list[str], timeout: float = 1.0) -> set[str]: ...
     def active(self, timeout: float = 1.0) -> dict[str, set[str]] | None: ...
-    def pools(self, timeout: float = 1.0) -> dict[str, str]: ...
+    def stats(self, timeout: float = 1.0) -> dict[str, dict[str, Any]]: ...
 
 
 class Queues(Protocol):
@@ -110,10 +110,16 @@ class Reconciler:
         if not known:
             self.next_pools = 0.0  # a worker seen for the first time: ask which pool it runs
         kind, task_id = event.get("type", ""), event.get("uuid")
-        if kind in ("task-received", "task-started") and isinstance(task_id, str) and "via" not in event:
-            # Sent by the worker's main process: its pid names the incarnation running the task
-            # (celery_dashboard's early task-started, `via`, comes from the pool process).
-            self.ran_on[task_id] = (event.get("hostname"), event.get("pid"))
+        if kind in ("task-received", "task-started") and isinstance(task_id, str):
+            hostname = event.get("hostname")
+            if "via" not in event:
+                # Sent by the worker's main process: its pid names the incarnation running the task.
+                self.ran_on[task_id] = (hostname, event.get("pid"))
+            elif task_id not in self.ran_on:
+                # celery_dashboard's early task-started comes from the pool process (and the
+                # worker's own events may be off): the incarnation is the one known now, if any.
+                worker = self.workers.get(hostname)
+                self.ran_on[task_id] = (hostname, worker.pid if worker else None)
         if kind == "task-started" and isinstance(task_id, str):
             self.running[task_id] = True
         elif kind == "worker-online" or kind == "worker-offline":
@@ -193,10 +199,19 @@ class Reconciler:
         count = 0
         for task_id, record in self._open(stored):
             where = self.ran_on.get(task_id)
+            if where and where[1] is None:  # started before we knew the worker's pid: its first one
+                worker = self.workers.get(where[0])
+                where = (where[0], worker.first_pid if worker else None)
             why = gone.get(where) if where else None
-            if why and lifecycle.phase(record.get("state")) >= lifecycle.RECEIVED:
+            if not why:
+                continue
+            if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
                 self.coalescer.add(records.lost(task_id, record.get("worker"), why))
                 count += 1
+            elif lifecycle.phase(record.get("state")) >= lifecycle.RECEIVED:
+                # Received, not started: its message was not acknowledged, so the broker delivers
+                # it again (after the transport's visibility timeout). Not lost.
+                self.coalescer.add({"id": task_id, "worker_status": records.REDELIVERY})
         return count
 
     def _not_responding(self, stored: dict[str, dict[str, Any]]) -> int:
@@ -230,6 +245,9 @@ class Reconciler:
         if not stale or self.control is None or self.clock() - self.last_active_check < self.window / 2:
             return 0
         self.last_active_check = self.clock()
+        self.ask_workers()  # a worker restarted under its name answers with its new pid: LOST, not UNKNOWN
+        if self._lost(stored):
+            return 0  # judged again at the next pass, from what is stored then
         queued, complete = self.queues() if self.queues is not None else ([], False)
         in_queue = {u["id"] for u in queued}
         active = self.control.active()
@@ -255,10 +273,19 @@ class Reconciler:
         a busy solo worker cannot, and keeps what it said before)."""
         if self.control is None or not any(w.pool is None and not w.offline for w in self.workers.workers.values()):
             return
-        for hostname, pool in self.control.pools().items():
-            worker = self.workers.get(hostname)
-            if worker is not None:
-                worker.pool = pool
+        self.ask_workers()
+
+    def ask_workers(self) -> set[str]:
+        """Ask every worker its pool and pid (`stats`): a pid that changed is a restart the worker
+        has not announced yet (its events are off until the next `enable_events`). Returns the
+        hostnames that answered."""
+        if self.control is None:
+            return set()
+        answers = self.control.stats()
+        for hostname, info in answers.items():
+            if isinstance(info.get("pid"), int):
+                self.workers.incarnation(hostname, info["pid"], info.get("pool"))
+        return set(answers)
 
     def pool(self, hostname: str | None) -> str | None:
         """The pool `hostname` runs, when it said (see `ask_pools`)."""

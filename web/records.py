@@ -25,6 +25,7 @@ FIRST_WINS = ("name", "parent", "created", "started", "owner")
 CARRIED = ("progress", "result", "result_truncated", "error", "finished", "retries", "worker", "cooperative")
 MAX_TEXT = 20_000
 NOT_RESPONDING = "not responding"
+REDELIVERY = "gone; the broker will deliver the task again"
 
 
 def iso(timestamp: float | None) -> str | None:

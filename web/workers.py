@@ -15,6 +15,7 @@ SKEW_TOLERANCE = 1.0
 class Worker:
     hostname: str
     pid: int | None = None        # the worker's main process (worker-* events): its incarnation
+    first_pid: int | None = None  # the first incarnation seen
     last_seen: float = 0.0        # our monotonic clock
     offset: float = 0.0           # seconds its clock is ahead of ours
     offline: bool = False
@@ -60,12 +61,7 @@ class Workers:
                 worker.offline = True
                 self.restarted.append((hostname, worker.pid))
             else:
-                if worker.pid is not None and pid != worker.pid and pid not in worker.previous_pids:
-                    worker.previous_pids.add(worker.pid)
-                    self.restarted.append((hostname, worker.pid))
-                if pid != worker.pid:
-                    worker.pool = None  # a new incarnation may run another pool: ask again
-                worker.pid, worker.offline = pid, False
+                self.incarnation(hostname, pid)
         stamp = event.get("timestamp")
         if isinstance(stamp, (int, float)):
             skew = stamp - self.wall()
@@ -74,6 +70,23 @@ class Workers:
             if worker.offset:
                 event = dict(event, timestamp=stamp - worker.offset)
         return event
+
+    def incarnation(self, hostname: str, pid: int, pool: str | None = None) -> None:
+        """The worker `hostname` runs as process `pid` (a worker event, or its answer to `stats`):
+        a pid other than the known one is a restart."""
+        worker = self.workers.get(hostname)
+        if worker is None:
+            worker = self.workers[hostname] = Worker(hostname, last_seen=self.clock())
+        if worker.pid is not None and pid != worker.pid and pid not in worker.previous_pids:
+            worker.previous_pids.add(worker.pid)
+            self.restarted.append((hostname, worker.pid))
+        if pid != worker.pid:
+            worker.pool = None  # a new incarnation may run another pool: ask again
+        worker.pid, worker.offline = pid, False
+        if worker.first_pid is None:
+            worker.first_pid = pid
+        if pool:
+            worker.pool = pool
 
     def take_restarts(self) -> list[tuple[str, int | None]]:
         """The (hostname, old incarnation pid) of workers that restarted or went offline since the

@@ -27,6 +27,9 @@ from tests.support import USERAPP, Stack, wait_for
 
 POOLS = ["prefork", "solo", "threads", "gevent", "eventlet"]
 TERMINATES = {"prefork", "gevent", "eventlet"}  # pools whose running tasks Celery can terminate
+# Each stack has its own Redis, so the user's module is imported again for it (its app reads
+# REDIS_URL at import): Celery warns that the task names are registered again.
+pytestmark = pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")
 TIMEOUT = 45.0
 ENDED = {"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "IGNORED", "LOST", "UNKNOWN"}
 WEB_ENV = {"CELERY_APP": "conform", "WORKER_TIMEOUT": "3", "RECONCILE_WINDOW": "8",

@@ -30,6 +30,7 @@ class FakeControl:
         self.active_tasks: dict[str, set[str]] = {}
         self.enabled = 0
         self.pinged: list[list[str]] = []
+        self.pids: dict[str, int] = {}
 
     def enable_events(self) -> None:
         self.enabled += 1
@@ -41,8 +42,8 @@ class FakeControl:
     def active(self, timeout: float = 1.0) -> dict[str, set[str]] | None:
         return {h: self.active_tasks.get(h, set()) for h in self.alive}
 
-    def pools(self, timeout: float = 1.0) -> dict[str, str]:
-        return {h: "solo" for h in self.alive}
+    def stats(self, timeout: float = 1.0) -> dict[str, dict[str, Any]]:
+        return {h: {"pool": "solo", "pid": self.pids.get(h, 100)} for h in self.alive}
 
 
 class Parts:
@@ -211,3 +212,13 @@ def test_a_worker_clock_ahead_gives_times_on_our_clock(parts: Parts) -> None:
     ahead = {"type": "task-started", "uuid": "a", "hostname": "w1", "pid": 100, "timestamp": parts.wall.now + 120}
     event = parts.reconciler.worker_event(ahead)
     assert abs(event["timestamp"] - parts.wall.now) < 1.0
+
+
+def test_a_restart_not_yet_announced_is_found_by_asking_before_any_unknown(parts: Parts) -> None:
+    start(parts, "a")
+    parts.control.alive.add("w1")
+    parts.control.pids["w1"] = 999  # restarted, its events still off: only `stats` tells
+    parts.later(40)
+    parts.settle()
+    parts.settle()
+    assert parts.state("a") == "LOST"

@@ -1,17 +1,10 @@
 """A user's Celery app for the conformance suite: plain Celery with its own defaults, plus
-`import celery_dashboard` (persistent revocation, cooperative cancel, the end of ignored tasks).
-
-`SKEW_SECONDS` in the environment moves this process's clock, as a worker on a badly set machine.
-"""
+`import celery_dashboard` (persistent revocation, cooperative cancel, the end of ignored tasks)."""
 import os
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
-
-if os.environ.get("SKEW_SECONDS"):  # before Celery reads the clock for its events
-    _real_time, _skew = time.time, float(os.environ["SKEW_SECONDS"])
-    time.time = lambda: _real_time() + _skew
 
 import redis
 from celery import Celery
@@ -128,9 +121,9 @@ def no_result(seconds):
 
 
 @app.task(bind=True, max_retries=1)
-def retry_once(self):
+def retry_once(self, countdown=1):
     if self.request.retries == 0:
-        raise self.retry(countdown=1, exc=RuntimeError("first attempt fails"))
+        raise self.retry(countdown=countdown, exc=RuntimeError("first attempt fails"))
     time.sleep(1)
     return "second attempt"
 
