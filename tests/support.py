@@ -48,6 +48,8 @@ class Process:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        # A restart under the same name appends to the same log: read only this process's lines.
+        self.offset = self.log.tell()
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -56,7 +58,9 @@ class Process:
         return self.proc.pid
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        with open(self.log_path, "rb") as log:
+            log.seek(self.offset)
+            return log.read().decode(errors="replace")
 
     def alive(self) -> bool:
         return self.proc.poll() is None

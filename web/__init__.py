@@ -20,6 +20,7 @@ from web.users import UserStore
 from web.workers import Workers
 
 ROOT = Path(__file__).resolve().parent.parent
+QUEUE_SCAN_STEPS = 5  # SCAN calls (1,000 keys each) per read of the queues, looking for bindings
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -70,12 +71,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 def _queue_reader(celery_app: Any, celery_apps: list[Any], limit: int) -> Any:
     """The reconciler's view of the broker's queues: (tasks waiting, whether that is all of them).
 
-    Scans the apps' configured queues plus every queue bound on the broker to the apps' default
-    exchanges (kombu's Redis transport keeps the bindings in the set `_kombu.binding.<exchange>`,
-    members `routing_key<sep>pattern<sep>queue`): a queue a worker consumes with `-Q`, or a task is
-    sent to with `queue=`, is declared there. Opens its Redis connection on first use, not here."""
+    Scans the apps' configured queues plus every queue declared on the broker: kombu's Redis
+    transport keeps each exchange's bindings in a set `_kombu.binding.<exchange>` (members
+    `routing_key<sep>pattern<sep>queue`), and a queue Celery creates on demand (`queue=` on a send,
+    `-Q` on a worker) gets an exchange of its own name. Those keys are found with SCAN, a bounded
+    number of steps per read, so a large keyspace costs little on each pass. Opens its Redis
+    connection on first use, not here."""
     configured = broker.queue_names(celery_apps)
-    exchanges = sorted({app.conf.task_default_exchange or app.conf.task_default_queue for app in celery_apps})
+    bindings: dict[str, None] = {}
+    cursor = [0]
     clients: list[redis.Redis] = []
 
     def read() -> tuple[list[dict[str, Any]], bool]:
@@ -83,9 +87,19 @@ def _queue_reader(celery_app: Any, celery_apps: list[Any], limit: int) -> Any:
             clients.append(redis.Redis.from_url(celery_app.conf.broker_url, socket_timeout=5,
                                                 socket_connect_timeout=3))
         client = clients[0]
+        for _ in range(QUEUE_SCAN_STEPS):
+            cursor[0], keys = client.scan(cursor[0], match="_kombu.binding.*", count=1000)
+            for key in keys:
+                if len(bindings) < broker.MAX_QUEUES:
+                    bindings[key.decode(errors="replace")] = None
+            if cursor[0] == 0:
+                break
         names = dict.fromkeys(configured)
-        for exchange in exchanges:
-            for member in client.srandmember(f"_kombu.binding.{exchange}", broker.MAX_QUEUES) or ():
+        pipe = client.pipeline(transaction=False)
+        for key in bindings:
+            pipe.smembers(key)
+        for members in pipe.execute():
+            for member in members:
                 queue = member.decode(errors="replace").rpartition(broker.SEP)[2]
                 if queue and not queue.endswith(".pidbox"):
                     names[queue] = None

@@ -166,6 +166,8 @@ class Reconciler:
             for update in waiting:
                 if update["id"] not in self.queued_known:
                     self.queued_known[update["id"]] = True
+                    if not update.get("created"):  # Celery's messages carry no send time
+                        update = dict(update, created=records.iso(self.wall()))
                     self.coalescer.add(update)
 
     def reconcile(self) -> int:
@@ -192,6 +194,7 @@ class Reconciler:
         """Tasks whose worker restarted (a new pid under its name) or went offline under them."""
         gone = {}
         for hostname, pid in self.workers.take_restarts():
+            log.warning("DBG restart %s %s", hostname, pid)
             worker = self.workers.get(hostname)
             gone[(hostname, pid)] = "stopped" if worker is None or worker.offline else "restarted"
         if not gone:
@@ -207,6 +210,7 @@ class Reconciler:
                 continue
             if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
                 self.coalescer.add(records.lost(task_id, record.get("worker"), why))
+                log.warning("DBG verdict LOST %s %s state=%s", task_id, why, record.get("state"))
                 count += 1
             elif lifecycle.phase(record.get("state")) >= lifecycle.RECEIVED:
                 # Received, not started: its message was not acknowledged, so the broker delivers
@@ -265,6 +269,7 @@ class Reconciler:
             if not worker and not complete:
                 continue  # a queue longer than we read may hold it
             self.coalescer.add(records.unknown(task_id))
+            log.warning("DBG verdict UNKNOWN %s state=%s", task_id, record.get("state"))
             count += 1
         return count
 

@@ -75,7 +75,9 @@ def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
         if update.get("updated") and (record.get("updated") or "") < update["updated"]:
             record["updated"] = update["updated"]
     _clamp_clocks(record)
-    changed = record != before
+    # A newer report that says nothing new (the same state twice: celery_dashboard's early
+    # task-started, then the worker's own) is not a change a user could see: not pushed again.
+    changed = any(record.get(key) != before.get(key) for key in record if key != "updated")
     if changed and not accepted and update.get("updated") and (record.get("updated") or "") < update["updated"]:
         record["updated"] = update["updated"]
     return changed
