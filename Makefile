@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 VENDOR := static/vendor/socket.io.min.js
 
-.PHONY: setup run test test-unit test-integration test-e2e lint bench bench-quick bench-latency clean
+.PHONY: setup run test test-unit test-integration test-e2e screenshots lint bench bench-quick bench-latency clean
 
 setup: $(STAMP) $(VENDOR)
 
@@ -41,6 +41,12 @@ test-e2e: setup
 	scripts/ensure-redis
 	scripts/ensure-chromium
 	$(BIN)/pytest tests/e2e
+
+# The README's screenshot (docs/dashboard.png), taken by the browser test that builds the overview.
+screenshots: setup
+	scripts/ensure-redis
+	scripts/ensure-chromium
+	DOCS_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_dashboard.py -k overview_for_the_readme
 
 # The load benchmark (bench/run.py): ours vs a naive relay, Flower and `.delay()`; about 7-8 minutes.
 # Writes bench/results/report.md, report.json and report.png. The browser benchmark is bench-latency.
