@@ -430,7 +430,8 @@ class Control:
         """Hostname -> {"pool": "prefork", "solo", "threads", "gevent" or "eventlet" (the module of
         `inspect().stats()["pool"]["implementation"]`, e.g. "celery.concurrency.prefork:TaskPool";
         another pool class gives its full path), "pid": the worker's main process id (its
-        incarnation)}. Waits `timeout` for workers to answer; {} when none answered or the call
+        incarnation), "started": when that process started (epoch seconds, from `uptime`)}. Waits
+        `timeout` for workers to answer; {} when none answered or the call
         failed (`last_error`)."""
         replies = self._broadcast("stats", timeout) or []
         found: dict[str, dict[str, Any]] = {}
@@ -439,9 +440,10 @@ class Control:
                 continue
             pool = stats.get("pool")
             implementation = pool.get("implementation") if isinstance(pool, dict) else None
-            pid = stats.get("pid")
+            pid, uptime = stats.get("pid"), stats.get("uptime")
             found[node] = {"pool": _pool_name(implementation) if isinstance(implementation, str) else None,
-                           "pid": pid if isinstance(pid, int) else None}
+                           "pid": pid if isinstance(pid, int) else None,
+                           "started": time.time() - uptime if isinstance(uptime, (int, float)) else None}
         return found
 
     def pools(self, timeout: float = 1.0) -> dict[str, str]:

@@ -9,6 +9,8 @@ from typing import Any
 
 # A clock offset below this is taken as network delay, not skew: times stay as the worker sent them.
 SKEW_TOLERANCE = 1.0
+# Two answers about one process whose start times differ by more than this are two processes.
+RESTART_TOLERANCE = 5.0
 
 
 @dataclass
@@ -16,10 +18,12 @@ class Worker:
     hostname: str
     pid: int | None = None        # the worker's main process (worker-* events): its incarnation
     first_pid: int | None = None  # the first incarnation seen
+    started: float | None = None  # when its process started (epoch s, from `stats` uptime)
     last_seen: float = 0.0        # our monotonic clock
     offset: float = 0.0           # seconds its clock is ahead of ours
     offline: bool = False
-    pool: str | None = None       # prefork, solo, threads, gevent, eventlet (asked: web.broker.Control.pools)
+    pool: str | None = None       # prefork, solo, threads, gevent, eventlet (asked: web.broker.Control.stats)
+    beacon: bool = False          # sends celery_dashboard's worker-beacon: its silence is death
     previous_pids: set[int] = field(default_factory=set)
 
 
@@ -62,6 +66,8 @@ class Workers:
                 self.restarted.append((hostname, worker.pid))
             else:
                 self.incarnation(hostname, pid)
+                if kind == "worker-beacon":
+                    worker.beacon = True
         stamp = event.get("timestamp")
         if isinstance(stamp, (int, float)):
             skew = stamp - self.wall()
@@ -71,15 +77,21 @@ class Workers:
                 event = dict(event, timestamp=stamp - worker.offset)
         return event
 
-    def incarnation(self, hostname: str, pid: int, pool: str | None = None) -> None:
-        """The worker `hostname` runs as process `pid` (a worker event, or its answer to `stats`):
-        a pid other than the known one is a restart."""
+    def incarnation(self, hostname: str, pid: int, pool: str | None = None, started: float | None = None) -> None:
+        """The worker `hostname` runs as process `pid`, started at `started` (epoch seconds, when
+        known: its answer to `stats` has its uptime). A pid other than the known one is a restart;
+        so is the same pid started later (in a container the restarted worker often gets the same
+        pid)."""
         worker = self.workers.get(hostname)
         if worker is None:
             worker = self.workers[hostname] = Worker(hostname, last_seen=self.clock())
-        if worker.pid is not None and pid != worker.pid and pid not in worker.previous_pids:
+        reborn = (started is not None and worker.started is not None and pid == worker.pid
+                  and started - worker.started > RESTART_TOLERANCE)
+        if worker.pid is not None and ((pid != worker.pid and pid not in worker.previous_pids) or reborn):
             worker.previous_pids.add(worker.pid)
             self.restarted.append((hostname, worker.pid))
+        if started is not None and (worker.started is None or reborn or pid != worker.pid):
+            worker.started = started
         if pid != worker.pid:
             worker.pool = None  # a new incarnation may run another pool: ask again
         worker.pid, worker.offline = pid, False

@@ -140,6 +140,24 @@ def test_results_of_any_type_are_shown_and_never_stop_the_stream(
         assert feed.wait(task_id)["result"] == 2 * n
 
 
+def test_a_result_that_cannot_be_decoded_is_shown_as_such_and_never_blocks_others(
+        conform_stack: Stack, app: Any, api: Api, feed: Feed) -> None:
+    worker = conform_stack.start_worker(app="pickler", pool="solo", name="pickler", queues="pickler", events=False)
+    try:
+        # A worker of an app without celery_dashboard reports nothing until events reach it.
+        wait_for(lambda: "enabled by remote" in worker.output(), 20, what="the dashboard to enable events")
+        result = conform_stack.python("from pickler import report; print(report.delay().id)")
+        pickled = result.stdout.strip().splitlines()[-1]
+        others = [send(app, "add", "prefork", n, 1) for n in range(3)]
+        task = feed.wait(pickled, what="the pickled result's task to end")
+        assert task["state"] == "SUCCESS" and "cannot be decoded" in task["result"]
+        assert task["result_truncated"] is True
+        assert [feed.wait(i)["result"] for i in others] == [1, 2, 3]
+        assert api.get(f"/api/tasks/{pickled}/result").status_code == 422
+    finally:
+        worker.stop(signal.SIGQUIT)
+
+
 def test_progress_is_the_task_s_to_set(app: Any, api: Api, feed: Feed, pool: str) -> None:
     task_id = send(app, "progress_down", pool, 0.4)
     running = feed.wait(task_id, lambda t: (t.get("progress") or {}).get("total") == 5
