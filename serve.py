@@ -6,6 +6,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 
 from web import create_app  # noqa: E402
+from web.config import ConfigError  # noqa: E402
 from web.extensions import services, socketio  # noqa: E402
 from web.listener import Listener  # noqa: E402
 
@@ -15,7 +16,10 @@ log = logging.getLogger("web")
 def main() -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app()
+    try:
+        app = create_app()
+    except ConfigError as exc:  # a setting is wrong: one sentence, not a traceback
+        sys.exit(f"web: {exc}")
     with app.app_context():
         dash = services()
     listener = Listener(dash.celery_app, dash.coalescer.add, on_connect=dash.reconciler.listener_connected,

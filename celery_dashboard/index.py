@@ -52,11 +52,13 @@ return 0
 
 def pending_record(task_id: str, name: str | None, parent: str | None, created: float,
                    owner: str | None = None) -> dict[str, Any]:
+    """A task object as it is first written: the task object's shape is defined here, where
+    tasks are first registered (web.records derives its fields from it)."""
     when = datetime.fromtimestamp(created, UTC).isoformat(timespec="microseconds")
     return {"id": task_id, "name": name, "state": "PENDING", "version": 1, "progress": None, "result": None,
             "result_truncated": False, "error": None, "created": when, "started": None, "finished": None,
             "worker": None, "worker_status": None, "parent": parent, "retries": 0, "updated": when,
-            "owner": owner, "confidence": None, "clock_skew": False}
+            "owner": owner, "confidence": None, "clock_skew": False, "cooperative": None}
 
 
 _scripts: dict[int, Any] = {}

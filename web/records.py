@@ -11,12 +11,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from celery_dashboard.index import pending_record
 from web import lifecycle
 from web.results import json_safe, preview
 
-FIELDS = ("id", "name", "state", "version", "progress", "result", "result_truncated", "error", "created",
-          "started", "finished", "worker", "worker_status", "parent", "retries", "updated", "owner", "confidence",
-          "clock_skew", "cooperative")
+# The task object's fields, as its first writer defines them (celery_dashboard.index).
+FIELDS = tuple(pending_record("", None, None, 0.0))
 # Kept from the first update that has them; later ones cannot move them. `owner` is the user who
 # launched the task (None for tasks sent by other processes: only admins see those).
 FIRST_WINS = ("name", "parent", "created", "started", "owner")

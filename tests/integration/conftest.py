@@ -12,6 +12,7 @@ import requests
 import socketio
 
 from tests.support import Stack, wait_for
+from web.records import FIELDS
 
 # Generous: the machine is small and shared, so tasks may run slower than they would alone.
 TIMEOUT = 60.0
@@ -19,8 +20,7 @@ TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 RUNNING = frozenset({"STARTED", "PROGRESS"})
 # The order the contract promises never to go back on; RETRY may come and go at any point.
 RANK = {"PENDING": 0, "RECEIVED": 1, "STARTED": 2, "PROGRESS": 3, "SUCCESS": 4, "FAILURE": 4, "REVOKED": 4}
-TASK_FIELDS = {"id", "name", "state", "progress", "result", "error", "created", "started", "finished",
-               "worker", "parent"}
+TASK_FIELDS = set(FIELDS)
 
 
 def created_at(task: dict[str, Any]) -> datetime:

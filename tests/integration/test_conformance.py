@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ import redis
 
 from tests.conftest import ARTIFACTS
 from tests.integration.conftest import Api, Feed
-from tests.support import USERAPP, Stack, wait_for
+from tests.support import ROOT, USERAPP, Stack, wait_for
 
 POOLS = ["prefork", "solo", "threads", "gevent", "eventlet"]
 TERMINATES = {"prefork", "gevent", "eventlet"}  # pools whose running tasks Celery can terminate
@@ -294,3 +295,15 @@ def test_a_retry_is_shown_then_the_next_attempt(app: Any, api: Api, feed: Feed, 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "pool" in metafunc.fixturenames:
         metafunc.parametrize("pool", POOLS)
+
+
+def test_an_amqp_broker_is_refused_with_one_sentence(tmp_path: Any) -> None:
+    (tmp_path / "rabbit.py").write_text(
+        "from celery import Celery\n"
+        "app = Celery('rabbit', broker='amqp://guest@localhost//', backend='redis://localhost:6379/0')\n")
+    env = {**os.environ, "CELERY_APP": "rabbit", "PYTHONPATH": str(tmp_path), "HOST": "127.0.0.1"}
+    done = subprocess.run([sys.executable, "serve.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("web: Celery app 'rabbit' uses broker scheme amqp://") and "Traceback" not in done.stderr
