@@ -34,15 +34,25 @@ class Coalescer:
         if task_id in self.deferred:
             records.merge(self.deferred[task_id], update)
         elif current is None:
-            self.pending[task_id] = {k: v for k, v in update.items() if k != "fetch"}
+            self.pending[task_id] = self._pending(update)
         elif (current.get("state") == "RETRY" and update.get("state") != "RETRY"
               and lifecycle.accepts(current, lifecycle.resolve_retry(current, update))):
-            self.deferred[task_id] = {k: v for k, v in update.items() if k != "fetch"}
+            self.deferred[task_id] = self._pending(update)
         else:
             self._merge(current, update)
         if update.get("fetch"):
             self.to_fetch.add(task_id)
         self.wake.set()
+
+    @staticmethod
+    def _pending(update: dict[str, Any]) -> dict[str, Any]:
+        """An update as held here. An ending carries its confidence, as a stored record does: a
+        held verdict (LOST, UNKNOWN) is then replaced by a real outcome added after it, even one
+        timed earlier (a worker's events buffered through a Redis outage arrive late)."""
+        held = {k: v for k, v in update.items() if k != "fetch"}
+        if lifecycle.is_terminal(held.get("state")):
+            held["confidence"] = lifecycle.confidence(held)
+        return held
 
     @staticmethod
     def _merge(current: dict[str, Any], update: dict[str, Any]) -> None:

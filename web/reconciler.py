@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 
 ReadResults = Callable[[list[str]], dict[str, dict[str, Any]]]
 CHUNK = 500
+# Seconds a worker that went offline has to come back before its running tasks are shown lost.
+# When a worker loses its broker connection (a Redis outage) Celery restarts its consumer: it sends
+# worker-offline, then worker-online from the same main process once reconnected, and its pool
+# keeps running the tasks. Only a worker still offline and silent after this is taken as stopped.
+OFFLINE_SETTLE = 2.0
 
 
 class Control(Protocol):
@@ -63,7 +68,8 @@ class Reconciler:
       started without `-E` (Celery's default) send events, including workers started later.
 
     Verdicts are inferences and are confirmed before they are shown: a task is LOST only when its
-    worker restarted (a new incarnation) or went offline while running it; a silent worker that
+    worker restarted (a new incarnation) or went offline while running it and stayed away (a
+    worker back from the same process only reconnected to the broker); a silent worker that
     does not answer a ping is shown "not responding", never failed; a task is UNKNOWN only when,
     for `window` seconds, neither the backend, nor a queue, nor any worker that answered knows
     it. Any real outcome overrides a verdict (web.lifecycle).
@@ -98,6 +104,8 @@ class Reconciler:
         self.next_enable = 0.0
         self.next_pools = 0.0
         self.last_active_check = -1e9
+        self.held: list[tuple[str, int | None]] = []  # worker-offline not yet confirmed (OFFLINE_SETTLE)
+        self.fresh: Bounded = Bounded(10_000)  # workers whose last worker-online came from a new process
         self.running_flag = False
 
     # ---- input from the listener ------------------------------------------------------------
@@ -125,6 +133,13 @@ class Reconciler:
         elif kind == "worker-online" or kind == "worker-offline":
             self.soon()
             self.next_pools = 0.0
+        if kind == "worker-online":
+            # `processed` counts the tasks this process ever accepted (Celery's heartbeat): 0 is a
+            # new process, even under its predecessor's pid (in a container it is often the same).
+            if event.get("processed") == 0:
+                self.fresh[event.get("hostname")] = True
+            else:
+                self.fresh.pop(event.get("hostname"), None)
         return event
 
     def listener_connected(self) -> None:
@@ -191,12 +206,21 @@ class Reconciler:
         return ((i, r) for i, r in stored.items() if not lifecycle.is_terminal(r.get("state")))
 
     def _lost(self, stored: dict[str, dict[str, Any]]) -> int:
-        """Tasks whose worker restarted (a new pid under its name) or went offline under them."""
+        """Tasks whose worker restarted (a new process under its name) or went offline under them
+        and did not come back within OFFLINE_SETTLE; one that comes back from the same process only
+        reconnected to the broker, and its tasks still run."""
         gone = {}
-        for hostname, pid in self.workers.take_restarts():
-            log.warning("DBG restart %s %s", hostname, pid)
+        restarts, self.held = list(dict.fromkeys(self.held + self.workers.take_restarts())), []
+        for hostname, pid in restarts:
             worker = self.workers.get(hostname)
+            if worker is not None and not worker.offline and worker.pid == pid and hostname not in self.fresh:
+                continue  # offline, then online again from the same process: it only reconnected
+            if worker is not None and worker.offline and not self.workers.silent(hostname, OFFLINE_SETTLE):
+                self.held.append((hostname, pid))  # it may be reconnecting: decide at a later pass
+                continue
             gone[(hostname, pid)] = "stopped" if worker is None or worker.offline else "restarted"
+        if self.held:
+            self.soon(OFFLINE_SETTLE)
         if not gone:
             return 0
         count = 0
@@ -210,7 +234,6 @@ class Reconciler:
                 continue
             if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
                 self.coalescer.add(records.lost(task_id, record.get("worker"), why))
-                log.warning("DBG verdict LOST %s %s state=%s", task_id, why, record.get("state"))
                 count += 1
             elif lifecycle.phase(record.get("state")) >= lifecycle.RECEIVED:
                 # Received, not started: its message was not acknowledged, so the broker delivers
@@ -269,7 +292,6 @@ class Reconciler:
             if not worker and not complete:
                 continue  # a queue longer than we read may hold it
             self.coalescer.add(records.unknown(task_id))
-            log.warning("DBG verdict UNKNOWN %s state=%s", task_id, record.get("state"))
             count += 1
         return count
 

@@ -1,0 +1,143 @@
+"""A Redis outage in the middle of a queue of work: every task the worker finished is shown finished.
+
+The bug report: Redis stopped for 10 s (and restarted with its data) while 50 ten-step tasks were
+queued or running, 20 more launched once it was back; the worker logged success for all 70, yet
+2 or 3 were never shown SUCCESS through the API. This test inflicts exactly that on a private
+stack and checks every task through the REST API and a Socket.IO client connected after the
+outage, after first checking the worker's own log (so that a failure here is the dashboard's).
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from celery_dashboard.index import DATA_KEY
+from tests.conftest import ARTIFACTS
+from tests.integration.conftest import Api, Feed
+from tests.support import Process, Stack, wait_for
+
+TIMEOUT = 120.0  # generous: the machine is small and shared
+OUTAGE = 10.0
+PARAMS = {"steps": 10, "delay": 0.3}
+EXPECTED = {"state": "SUCCESS", "result": {"steps": 10}}
+# Endings none of these tasks may ever be shown on the way: each really ran and succeeded.
+WRONG_ENDINGS = frozenset({"LOST", "UNKNOWN", "FAILURE", "REVOKED", "REJECTED", "IGNORED"})
+
+
+@pytest.fixture
+def outage_stack() -> Iterator[Stack]:
+    stack = Stack(logdir=ARTIFACTS / "logs" / f"outage-{time.strftime('%H%M%S')}")
+    try:
+        stack.start_redis()
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def restart_redis(stack: Stack) -> Process:
+    """Start redis-server again on the same port and directory, so it loads the data that
+    `Stack.stop_redis` (SHUTDOWN SAVE) wrote to dump.rdb, and wait until it answers."""
+    proc = Process("redis-restarted", ["redis-server", "--port", str(stack.redis_port), "--bind", "127.0.0.1",
+                                       "--save", "", "--appendonly", "no", "--dir", str(stack.dir)],
+                   stack.env, stack.logdir)
+    stack.processes.append(proc)
+    stack.redis = proc
+    wait_for(redis.Redis(port=stack.redis_port).ping, 10, what="redis-server restarted")  # LOADING until loaded
+    return proc
+
+
+def succeeded_in_worker_log(stack: Stack, ids: list[str]) -> list[str]:
+    """The ids the worker's log does not (yet) say succeeded."""
+    assert stack.worker is not None
+    done = set(re.findall(r"Task tasks\.demo\.steps\[([0-9a-f-]+)\] succeeded in", stack.worker.output()))
+    return [task_id for task_id in ids if task_id not in done]
+
+
+def not_shown_by_api(api: Api, ids: list[str]) -> list[str]:
+    wrong = []
+    for task_id in ids:
+        task = api.task(task_id)
+        if any(task.get(key) != value for key, value in EXPECTED.items()):
+            wrong.append(task_id)
+    return wrong
+
+
+def not_shown_by_feed(feed: Feed, ids: list[str]) -> list[str]:
+    wrong = []
+    for task_id in ids:
+        task = feed.latest(task_id)
+        if task is None or any(task.get(key) != value for key, value in EXPECTED.items()):
+            wrong.append(task_id)
+    return wrong
+
+
+def wait_until_none(check: Any, ids: list[str], what: str, timeout: float = TIMEOUT) -> list[str]:
+    """Poll `check(remaining)` (the ids not right yet) until none is left; return what is left."""
+    remaining = list(ids)
+    deadline = time.monotonic() + timeout
+    while remaining and time.monotonic() < deadline:
+        remaining = check(remaining)
+        if remaining:
+            time.sleep(0.5)
+    return remaining
+
+
+def test_seventy_tasks_around_a_ten_second_redis_outage_are_all_shown_succeeded(
+        outage_stack: Stack, recovery: dict) -> None:
+    stack = outage_stack
+    url = stack.start_web()
+    api = Api(url)
+    ids = [api.launch("steps", **PARAMS)["id"] for _ in range(50)]
+    # Some running (a few steps in), most still queued.
+    wait_for(lambda: sum(api.task(i)["state"] == "PROGRESS" for i in ids) >= 4, 60, what="tasks running")
+    time.sleep(1.0)
+
+    client = redis.Redis(port=stack.redis_port)
+    assert client.hlen(DATA_KEY) >= 50
+    stack.stop_redis()  # SHUTDOWN SAVE, as an operator would
+    down = time.monotonic()
+    assert requests.get(f"{url}/healthz", timeout=15).status_code == 503
+    time.sleep(max(0.0, OUTAGE - (time.monotonic() - down)))
+    web = stack.web(url)
+    assert web.alive() and stack.worker is not None and stack.worker.alive()
+
+    restart_redis(stack)
+    back = time.monotonic()
+    assert client.hlen(DATA_KEY) >= 50, "Redis came back without its data"
+    wait_for(lambda: requests.get(f"{url}/healthz", timeout=10).status_code == 200, 30, what="health back")
+    ids += [api.launch("steps", **PARAMS)["id"] for _ in range(20)]
+    assert len(set(ids)) == 70
+    feed = Feed(url)  # connected after the outage: its snapshot, then pushes
+    try:
+        feed.snapshot()
+
+        # The worker first: every task really succeeded, so whatever follows is the dashboard's.
+        unfinished = wait_until_none(lambda rest: succeeded_in_worker_log(stack, rest), ids, "worker")
+        assert not unfinished, f"the worker did not log success for {len(unfinished)} of 70: {unfinished[:5]}"
+        worker_done = time.monotonic() - back
+
+        wrong = wait_until_none(lambda rest: not_shown_by_api(api, rest), ids, "API")
+        shown = time.monotonic() - back
+        details = {task_id: {k: api.task(task_id).get(k) for k in ("state", "result", "error", "confidence")}
+                   for task_id in wrong[:5]}
+        assert not wrong, (f"{len(wrong)} of 70 tasks the worker finished are not shown SUCCESS by the API "
+                           f"(logs in {stack.logdir}): {details}")
+        missing = wait_until_none(lambda rest: not_shown_by_feed(feed, rest), ids, "Socket.IO", timeout=30)
+        latest = {task_id: feed.latest(task_id) for task_id in missing[:5]}
+        assert not missing, f"{len(missing)} of 70 not shown SUCCESS to a Socket.IO client: {latest}"
+        # A verdict is an inference: none may be given to a task its worker kept running.
+        wrong_endings = {task_id: [t["state"] for t in feed.history(task_id)] for task_id in ids
+                         if WRONG_ENDINGS & {t["state"] for t in feed.history(task_id)}}
+        assert not wrong_endings, f"{len(wrong_endings)} tasks that succeeded were shown ended otherwise " \
+                                  f"on the way: {dict(list(wrong_endings.items())[:3])}"
+    finally:
+        feed.close()
+    recovery["Redis stopped 10 s under 50 queued/running tasks, 20 more after: worker done"] = worker_done
+    recovery["Redis stopped 10 s under 50 queued/running tasks, 20 more after: all 70 shown"] = shown
