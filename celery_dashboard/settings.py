@@ -26,3 +26,5 @@ REVOCATION_LIMIT = int(number("REVOCATION_LIMIT", 100_000))
 REVOCATION_REFRESH = number("REVOCATION_REFRESH", 2.0)
 # The most connections of the Redis client made for revocations when the result backend is not Redis.
 REVOCATION_CONNECTIONS = int(number("REVOCATION_CONNECTIONS", 4))
+# Seconds between two `worker-beacon` events of a worker (celery_dashboard.beacon); 0 turns them off.
+BEACON_INTERVAL = number("BEACON_INTERVAL", 2.0)

@@ -78,7 +78,7 @@ class Reconciler:
     def __init__(self, store: TaskStore, coalescer: Coalescer, read_results: ReadResults, workers: Workers,
                  control: Control | None = None, queues: Queues | None = None,
                  worker_timeout: float = 10.0, window: float = 30.0, poll_every: float = 1.0,
-                 reconcile_every: float = 5.0, enable_events_every: float = 5.0,
+                 reconcile_every: float = 5.0, enable_events_every: float = 2.0,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.store = store
@@ -103,6 +103,7 @@ class Reconciler:
         self.next_poll = 0.0
         self.next_enable = 0.0
         self.next_pools = 0.0
+        self.connected_at: float | None = None
         self.last_active_check = -1e9
         self.held: list[tuple[str, int | None]] = []  # worker-offline not yet confirmed (OFFLINE_SETTLE)
         self.fresh: Bounded = Bounded(10_000)  # workers whose last worker-online came from a new process
@@ -143,7 +144,9 @@ class Reconciler:
         return event
 
     def listener_connected(self) -> None:
-        """The listener (re)connected: events may have been missed."""
+        """The listener (re)connected: events may have been missed, and workers' own connections
+        come back on Celery's retry schedule, seconds after ours (after a Redis outage)."""
+        self.connected_at = self.clock()
         self.soon()
 
     def soon(self, delay: float = 0.5) -> None:
@@ -230,15 +233,9 @@ class Reconciler:
                 worker = self.workers.get(where[0])
                 where = (where[0], worker.first_pid if worker else None)
             why = gone.get(where) if where else None
-            if not why:
-                continue
-            if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
-                self.coalescer.add(records.lost(task_id, record.get("worker"), why))
+            if why and where and lifecycle.phase(record.get("state")) >= lifecycle.RECEIVED:
+                self._end_on_dead_worker(record, record.get("worker") or where[0], why)
                 count += 1
-            elif lifecycle.phase(record.get("state")) >= lifecycle.RECEIVED:
-                # Received, not started: its message was not acknowledged, so the broker delivers
-                # it again (after the transport's visibility timeout). Not lost.
-                self.coalescer.add({"id": task_id, "worker_status": records.REDELIVERY})
         return count
 
     def _not_responding(self, stored: dict[str, dict[str, Any]]) -> int:
@@ -253,14 +250,31 @@ class Reconciler:
         answered = self.control.ping(silent) if (silent and self.control is not None) else set(silent)
         if getattr(self.control, "last_error", None):
             return 0  # the question did not reach the workers (Redis away): no news is no verdict
+        settled = self.connected_at is not None and self.clock() - self.connected_at > 3 * self.worker_timeout
         count = 0
         for worker, tasks in by_worker.items():
             status = records.NOT_RESPONDING if worker in silent and worker not in answered else None
+            known = self.workers.get(worker)
+            dead = status is not None and known is not None and known.beacon and settled
             for record in tasks:
-                if record.get("worker_status") != status:
+                if dead:
+                    # Its beacon thread (celery_dashboard.beacon) runs whatever the pool does:
+                    # silence and no answer to a ping mean the process is gone (or frozen; a real
+                    # outcome still overrides the verdict).
+                    self._end_on_dead_worker(record, worker, "stopped responding")
+                    count += 1
+                elif record.get("worker_status") != status:
                     self.coalescer.add({"id": record["id"], "worker_status": status})
                     count += status is not None
         return count
+
+    def _end_on_dead_worker(self, record: dict[str, Any], worker: str, why: str) -> None:
+        """LOST for a started task; a received one waits for the broker to deliver it again (its
+        message was not acknowledged: the transport's visibility timeout brings it back)."""
+        if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
+            self.coalescer.add(records.lost(record["id"], worker, why))
+        else:
+            self.coalescer.add({"id": record["id"], "worker_status": records.REDELIVERY})
 
     def _unknown(self, stored: dict[str, dict[str, Any]]) -> int:
         """Tasks nobody knows after `window` seconds: no backend entry, in no queue, on no worker

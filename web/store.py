@@ -107,7 +107,7 @@ class TaskStore:
         for record in items:
             base = int(record.get("version") or 0)
             args += [record["id"], base, json.dumps(dict(record, version=base + 1)),
-                     records.epoch(record.get("created") or record.get("updated")),
+                     records.epoch(record.get("created") or record.get("updated")) or time.time(),
                      "1" if lifecycle.is_settled(record) else "0",
                      owner_key(record["owner"]) if record.get("owner") else ""]
         if not args:

@@ -9,6 +9,8 @@ from typing import Any
 
 # A clock offset below this is taken as network delay, not skew: times stay as the worker sent them.
 SKEW_TOLERANCE = 1.0
+# Seconds every reading must stay below a worker's clock offset before the offset goes down.
+LOWER_AFTER = 10.0
 # Two answers about one process whose start times differ by more than this are two processes.
 RESTART_TOLERANCE = 5.0
 
@@ -19,6 +21,9 @@ class Worker:
     pid: int | None = None        # the worker's main process (worker-* events): its incarnation
     first_pid: int | None = None  # the first incarnation seen
     started: float | None = None  # when its process started (epoch s, from `stats` uptime)
+    measured: float | None = None  # the last `timestamp - now` reading
+    lower_since: float | None = None  # since when readings are lower than the offset (our clock)
+    lower_max: float = 0.0
     last_seen: float = 0.0        # our monotonic clock
     offset: float = 0.0           # seconds its clock is ahead of ours
     offline: bool = False
@@ -70,12 +75,32 @@ class Workers:
                     worker.beacon = True
         stamp = event.get("timestamp")
         if isinstance(stamp, (int, float)):
-            skew = stamp - self.wall()
-            if abs(skew - worker.offset) > SKEW_TOLERANCE:
-                worker.offset = skew if abs(skew) > SKEW_TOLERANCE else 0.0
+            self._measure(worker, stamp - self.wall())
             if worker.offset:
                 event = dict(event, timestamp=stamp - worker.offset)
         return event
+
+    def _measure(self, worker: Worker, skew: float) -> None:
+        """Update the worker's clock offset from one event's `timestamp - now`.
+
+        Network delay only makes an event look older, and so do events a worker held while the
+        broker was away (Celery buffers them and sends them late): a lower reading is believed
+        only when every reading has been lower for LOWER_AFTER seconds; a higher one at once."""
+        first = worker.measured is None
+        worker.measured = skew
+        if first or skew > worker.offset + SKEW_TOLERANCE:
+            worker.offset = skew if abs(skew) > SKEW_TOLERANCE else 0.0
+            worker.lower_since = None
+        elif skew < worker.offset - SKEW_TOLERANCE:
+            now = self.clock()
+            if worker.lower_since is None:
+                worker.lower_since, worker.lower_max = now, skew
+            worker.lower_max = max(worker.lower_max, skew)
+            if now - worker.lower_since > LOWER_AFTER:
+                worker.offset = worker.lower_max if abs(worker.lower_max) > SKEW_TOLERANCE else 0.0
+                worker.lower_since = None
+        else:
+            worker.lower_since = None
 
     def incarnation(self, hostname: str, pid: int, pool: str | None = None, started: float | None = None) -> None:
         """The worker `hostname` runs as process `pid`, started at `started` (epoch seconds, when

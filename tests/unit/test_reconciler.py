@@ -222,3 +222,31 @@ def test_a_restart_not_yet_announced_is_found_by_asking_before_any_unknown(parts
     parts.settle()
     parts.settle()
     assert parts.state("a") == "LOST"
+
+
+def test_events_held_through_an_outage_are_not_taken_for_clock_skew(parts: Parts) -> None:
+    parts.event("worker-online", "w1", 100)
+    late = {"type": "task-succeeded", "uuid": "a", "hostname": "w1", "pid": 100, "timestamp": parts.wall.now - 50}
+    assert parts.reconciler.worker_event(late)["timestamp"] == parts.wall.now - 50  # sent late, not skewed
+    assert parts.workers.offset("w1") == 0.0
+
+
+def test_a_worker_with_a_beacon_that_falls_silent_and_does_not_answer_is_dead(parts: Parts) -> None:
+    parts.reconciler.listener_connected()
+    parts.later(60)
+    start(parts, "a")
+    parts.event("worker-beacon", "w1", 100)  # celery_dashboard's beacon: sent whatever the pool does
+    parts.later(15)  # then nothing at all, and no answer to a ping: kill -9
+    parts.settle()
+    task = parts.store.get("a")
+    assert task["state"] == "LOST" and "stopped responding" in task["error"]["message"]
+
+
+def test_no_death_verdict_right_after_the_listener_reconnects(parts: Parts) -> None:
+    start(parts, "a")
+    parts.event("worker-beacon", "w1", 100)
+    parts.later(15)
+    parts.reconciler.listener_connected()  # Redis was away: the worker's own connection comes back later
+    parts.settle()
+    task = parts.store.get("a")
+    assert task["state"] == "STARTED" and task["worker_status"] == "not responding"
