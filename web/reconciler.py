@@ -295,6 +295,10 @@ class Reconciler:
         if active is None:
             return 0
         on_workers = set().union(*active.values()) if active else set()
+        # A worker heard from lately that did not answer may be busy (solo) with a task it took
+        # from the queue before anyone saw it: no verdict for tasks without a known worker then.
+        unanswered = [h for h, w in self.workers.workers.items()
+                      if h not in active and not w.offline and not self.workers.silent(h, self.window)]
         still_none = self.read_results([i for i, _ in stale])
         count = 0
         for task_id, record in stale:
@@ -303,8 +307,8 @@ class Reconciler:
             worker = record.get("worker")
             if worker and worker not in active:
                 continue  # its worker did not answer: it may be busy (solo); not ours to judge
-            if not worker and not complete:
-                continue  # a queue longer than we read may hold it
+            if not worker and (not complete or unanswered):
+                continue  # a queue longer than we read, or a busy worker, may hold it
             self.coalescer.add(records.unknown(task_id))
             count += 1
         return count

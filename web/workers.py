@@ -56,8 +56,8 @@ class Workers:
     def see(self, event: dict[str, Any]) -> dict[str, Any]:
         """Note one event's sign of life; return the event with `timestamp` on our wall clock."""
         hostname = event.get("hostname")
-        if not isinstance(hostname, str) or not hostname:
-            return event
+        if not isinstance(hostname, str) or not hostname or event.get("type") == "task-sent":
+            return event  # task-sent comes from the sending process (Celery names it gen<pid>@host)
         worker = self.workers.get(hostname)
         if worker is None:
             if len(self.workers) >= self.limit:
@@ -137,12 +137,13 @@ class Workers:
         return worker is None or self.clock() - worker.last_seen > timeout
 
     def summary(self, limit: int = 100) -> dict[str, dict[str, Any]]:
-        """hostname -> {"pool", "pid", "seconds_since_seen", "offline", "clock_offset"}: the
+        """hostname -> {"pool", "pid", "seconds_since_seen", "offline", "clock_offset", "beacon"}: the
         workers seen most recently, at most `limit`."""
         now = self.clock()
         newest = sorted(self.workers.values(), key=lambda w: w.last_seen, reverse=True)[:limit]
         return {w.hostname: {"pool": w.pool, "pid": w.pid, "seconds_since_seen": round(now - w.last_seen, 1),
-                             "offline": w.offline, "clock_offset": round(w.offset, 3)} for w in newest}
+                             "offline": w.offline, "clock_offset": round(w.offset, 3), "beacon": w.beacon}
+                for w in newest}
 
     def offset(self, hostname: str | None) -> float:
         worker = self.workers.get(hostname or "")

@@ -146,6 +146,8 @@ def test_a_killed_worker_s_running_tasks_are_shown_lost(private_stack: Stack, re
     url = stack.start_web()
     api = Api(url)
     feed = Feed(url)
+    wait_for(lambda: any(w["beacon"] for w in api.get("/healthz").json()["workers"].values()), 30,
+             what="the worker's beacon (celery_dashboard) to be heard")
     running = [api.launch("steps", steps=200, delay=0.25)["id"] for _ in range(2)]
     wait_for(lambda: all(api.task(i)["state"] == "PROGRESS" for i in running), 60, what="tasks running")
     assert stack.worker is not None

@@ -89,3 +89,13 @@ def progress_down(self):
         self.update_state(state="PROGRESS", meta={"current": i, "total": 5})
     time.sleep(0.5)
     return "done"
+
+
+@app.task
+def spin(seconds):
+    """Holds the CPU (no I/O): on a gevent or eventlet worker nothing else runs meanwhile."""
+    end = time.monotonic() + seconds
+    count = 0
+    while time.monotonic() < end:
+        count += 1
+    return seconds
