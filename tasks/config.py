@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from celery_dashboard.settings import number
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 # The project's demo app; CELERY_APP names other apps the way `celery -A` does.
 DEFAULT_CELERY_APP = "tasks.celery_app"
@@ -43,14 +45,7 @@ def _int(name: str, default: int) -> int:
         raise RuntimeError(f"{name} must be an integer, got {value!r}") from exc
 
 
-def _float(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return float(value)
-    except ValueError as exc:
-        raise RuntimeError(f"{name} must be a number, got {value!r}") from exc
+_float = number  # one parser for numbers from the environment, shared with celery_dashboard
 
 
 REDIS_URL = redis_url()

@@ -73,16 +73,20 @@ def conform_stack() -> Iterator[Stack]:
         stack.stop()
 
 
-@pytest.fixture(scope="module")
-def app(conform_stack: Stack) -> Any:
+def user_app(stack: Stack) -> Any:
     """The user's app in this (the sending) process, as their own Python shell would have it."""
-    os.environ["REDIS_URL"] = conform_stack.redis_url
+    os.environ["REDIS_URL"] = stack.redis_url
     if str(USERAPP) not in sys.path:
         sys.path.insert(0, str(USERAPP))
     sys.modules.pop("conform", None)
     module = importlib.import_module("conform")
     module.app.set_current()
     return module.app
+
+
+@pytest.fixture(scope="module")
+def app(conform_stack: Stack) -> Any:
+    return user_app(conform_stack)
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,8 @@ of the user's app started as the Celery tutorial does) because each one breaks s
 """
 from __future__ import annotations
 
-import importlib
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 
 from tests.conftest import ARTIFACTS
 from tests.integration.conftest import Api, Feed
-from tests.integration.test_conformance import ENDED, POOLS, WEB_ENV, queue, start_pool_worker
+from tests.integration.test_conformance import ENDED, POOLS, WEB_ENV, queue, start_pool_worker, user_app
 from tests.support import USERAPP, Stack, wait_for
 
 # Each stack has its own Redis, so the user's module is imported again for it (its app reads
@@ -37,16 +35,6 @@ def fault_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
-
-
-def user_app(stack: Stack) -> Any:
-    os.environ["REDIS_URL"] = stack.redis_url
-    if str(USERAPP) not in sys.path:
-        sys.path.insert(0, str(USERAPP))
-    sys.modules.pop("conform", None)
-    module = importlib.import_module("conform")
-    module.app.set_current()
-    return module.app
 
 
 def send(app: Any, name: str, pool: str, *args: Any, **options: Any) -> str:
