@@ -1,12 +1,11 @@
-"""A worker's sign of life that does not depend on its pool: `worker-beacon` events.
+"""A worker's sign of life beside its event loop: `worker-beacon` events.
 
 Celery's own heartbeat (`worker-heartbeat`) comes from the worker's event loop, which a solo
-pool blocks while a task runs (and a gevent pool while a task holds the CPU): silence from such a
-worker is not death. This daemon thread of the worker's main process sends a `worker-beacon`
-event every BEACON_INTERVAL seconds whatever the pool does, even with the worker's own events
-off, so the dashboard can tell a busy worker (beacons, no heartbeat) from a dead or frozen one
-(nothing at all, and no answer to a ping): only the second has its running tasks shown LOST.
-Under `-P gevent` and `-P eventlet` the thread is a greenlet, like everything else there.
+pool blocks while a task runs: silence from such a worker is not death. This daemon thread of
+the worker's main process sends a `worker-beacon` event every BEACON_INTERVAL seconds, even with
+the worker's own events off, so a worker busy with a task that sleeps or waits on I/O is not
+shown "not responding". It proves life, never death: a task holding the GIL in one C call, or
+the CPU under `-P gevent`/`-P eventlet` (where this thread is a greenlet), starves it too.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The catalog of launchable tasks: short names, titles and JSON Schemas for their parameters."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,12 +66,16 @@ def validate(entry: Entry, params: Any) -> tuple[dict[str, Any], list[dict[str, 
     ]
     if errors:
         return {}, errors
-    filled = {
-        key: spec["default"]
-        for key, spec in entry.params.get("properties", {}).items()
-        if "default" in spec
-    }
-    filled.update(params)
+    properties = entry.params.get("properties", {})
+    # JSON Schema counts 3.0 as an integer and Python's JSON reads NaN: the task gets neither.
+    bad = [{"field": key, "message": "must be a finite number"} for key, value in params.items()
+           if isinstance(value, float) and not math.isfinite(value)]
+    if bad:
+        return {}, bad
+    filled = {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+    for key, value in params.items():
+        integer = properties.get(key, {}).get("type") == "integer"
+        filled[key] = int(value) if integer and isinstance(value, float) else value
     return filled, []
 
 

@@ -71,8 +71,8 @@ def resolve_retry(record: dict[str, Any], update: dict[str, Any]) -> dict[str, A
     worker may receive the next attempt's message before it reports the retry: then the record
     already counts the next attempt.
     """
-    if update.get("state") != "RETRY" or "retries" in update:
-        return update
+    if update.get("state") != "RETRY" or "retries" in update or update.get("source") == "backend":
+        return update  # the backend's stored RETRY names no attempt without result_extended: keep the record's
     retries = record.get("retries") or 0
     waiting = retries > 0 and phase(record.get("state")) < RETRYING
     return dict(update, retries=retries if waiting else retries + 1, stale_check=True)

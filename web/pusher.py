@@ -27,10 +27,10 @@ def encode(record: dict[str, Any]) -> bytes:
     """The record's JSON text; a value JSON cannot carry is replaced by its text in place, so one
     odd value never fails a batch."""
     try:
-        return json.dumps(record, sort_keys=True).encode()
+        return json.dumps(record, sort_keys=True, allow_nan=False).encode()
     except (TypeError, ValueError):
         record.update(json_safe(record))
-        return json.dumps(record, sort_keys=True).encode()
+        return json.dumps(record, sort_keys=True, allow_nan=False).encode()
 
 
 class Pusher:

@@ -255,12 +255,12 @@ class Reconciler:
         for worker, tasks in by_worker.items():
             status = records.NOT_RESPONDING if worker in silent and worker not in answered else None
             known = self.workers.get(worker)
-            dead = status is not None and known is not None and known.beacon and settled
+            # A prefork worker's main process never runs task code: silence and no answer to a
+            # ping mean the process is gone (or frozen; a real outcome still overrides). Any
+            # other pool runs tasks in the process that answers, and may be busy, not dead.
+            dead = status is not None and known is not None and known.pool == "prefork" and settled
             for record in tasks:
                 if dead:
-                    # Its beacon thread (celery_dashboard.beacon) runs whatever the pool does:
-                    # silence and no answer to a ping mean the process is gone (or frozen; a real
-                    # outcome still overrides the verdict).
                     self._end_on_dead_worker(record, worker, "stopped responding")
                     count += 1
                 elif record.get("worker_status") != status:

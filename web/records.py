@@ -7,6 +7,7 @@ place, and a terminal state is final.
 """
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -71,7 +72,11 @@ def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
         elif update.get("source") == "event":
             record["worker_status"] = None  # the worker just spoke
         if update["state"] == "SUCCESS" and record.get("progress"):
-            record["progress"] = dict(record["progress"], current=record["progress"]["total"], percent=100.0)
+            progress = record["progress"]
+            done = progress.get("current") == progress.get("total")
+            # The last report's message is kept only if it was about the end.
+            record["progress"] = dict(progress, current=progress.get("total"), percent=100.0,
+                                      message=progress.get("message", "") if done else "")
         if update.get("updated") and (record.get("updated") or "") < update["updated"]:
             record["updated"] = update["updated"]
     _clamp_clocks(record)
@@ -136,13 +141,16 @@ def progress_of(meta: Any) -> dict[str, Any] | None:
     if not isinstance(meta, dict):
         return None
     current, total = meta.get("current"), meta.get("total")
-    numbers = (int, float)
-    if not isinstance(current, numbers) or not isinstance(total, numbers) or isinstance(current, bool):
-        return None
+    if not _finite(current) or not _finite(total):
+        return None  # NaN or Infinity is not JSON: one such report must not break every client
     percent = round(100.0 * current / total, 1) if total else 0.0
     message = meta.get("message", meta.get("status", ""))
-    return {"current": current, "total": total, "percent": max(0.0, min(100.0, percent)),
+    return {"current": json_safe(current), "total": json_safe(total), "percent": max(0.0, min(100.0, percent)),
             "message": str(message if message is not None else "")[:500]}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -263,7 +271,9 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
     elif state in ("FAILURE", "RETRY") and isinstance(result, dict):
         update["error"] = _error(result.get("exc_type"), result.get("exc_message"), meta.get("traceback"))
     elif state == "REVOKED":
-        update["error"] = _error("TaskRevokedError", "cancelled", None)
+        reason = result.get("exc_message") if isinstance(result, dict) else None
+        expired = reason in (["expired"], ("expired",), "expired")  # Celery's Request._announce_revoked
+        update["error"] = _error("TaskRevokedError", "expired" if expired else "cancelled", None)
     elif not lifecycle.is_terminal(state) and lifecycle.phase(state) >= lifecycle.STARTED:
         progress = progress_of(result)
         if progress is not None:

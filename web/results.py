@@ -16,14 +16,17 @@ log = logging.getLogger(__name__)
 
 STATUS = re.compile(rb'"status": *"([A-Za-z0-9_.-]{1,64})"')
 PREVIEW_BYTES = 4096  # the size of a result or error preview in a task object (JSON text)
+MAX_EXACT = 2**53  # the largest integer a JavaScript number holds exactly
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:
     """`value` as plain JSON types: datetimes, Decimals, UUIDs, bytes, sets and any other object
     become their text (what Celery's and Flower's result views show); nesting beyond 20 levels
     becomes text too."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, int):  # beyond 2**53 a browser's JSON.parse rounds it: send the digits
+        return value if -MAX_EXACT <= value <= MAX_EXACT else str(value)
     if isinstance(value, float):
         return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
     if depth > 20:
@@ -39,6 +42,15 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """Strict JSON text of `value` (no NaN or Infinity, which browsers cannot parse); a value JSON
+    cannot carry is replaced by `json_safe`'s text of it."""
+    try:
+        return json.dumps(value, allow_nan=False, **kwargs)
+    except (TypeError, ValueError):
+        return json.dumps(json_safe(value), allow_nan=False, **kwargs)
 
 
 def preview(value: Any, limit: int = PREVIEW_BYTES) -> tuple[Any, bool]:

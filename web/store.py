@@ -14,6 +14,7 @@ import redis
 
 from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, KEYS, RECENT_KEY, VERSION_KEY, owner_key
 from web import lifecycle, records
+from web.results import dumps
 
 # Compare-and-set on each task's version. ARGV holds groups of six: id, the version the record was
 # merged from, the record (JSON, carrying that version plus one), creation score, settled (0/1:
@@ -106,7 +107,7 @@ class TaskStore:
         args: list[Any] = []
         for record in items:
             base = int(record.get("version") or 0)
-            args += [record["id"], base, json.dumps(dict(record, version=base + 1)),
+            args += [record["id"], base, dumps(dict(record, version=base + 1)),
                      records.epoch(record.get("created") or record.get("updated")) or time.time(),
                      "1" if lifecycle.is_settled(record) else "0",
                      owner_key(record["owner"]) if record.get("owner") else ""]

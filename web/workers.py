@@ -28,7 +28,7 @@ class Worker:
     offset: float = 0.0           # seconds its clock is ahead of ours
     offline: bool = False
     pool: str | None = None       # prefork, solo, threads, gevent, eventlet (asked: web.broker.Control.stats)
-    beacon: bool = False          # sends celery_dashboard's worker-beacon: its silence is death
+    beacon: bool = False          # sends celery_dashboard's worker-beacon (a sign of life while busy)
     previous_pids: set[int] = field(default_factory=set)
 
 

@@ -146,14 +146,14 @@ def test_a_killed_worker_s_running_tasks_are_shown_lost(private_stack: Stack, re
     url = stack.start_web()
     api = Api(url)
     feed = Feed(url)
-    wait_for(lambda: any(w["beacon"] for w in api.get("/healthz").json()["workers"].values()), 30,
-             what="the worker's beacon (celery_dashboard) to be heard")
+    wait_for(lambda: any(w["pool"] == "prefork" for w in api.get("/healthz").json()["workers"].values()), 30,
+             what="the dashboard to know the worker's pool")
     running = [api.launch("steps", steps=200, delay=0.25)["id"] for _ in range(2)]
     wait_for(lambda: all(api.task(i)["state"] == "PROGRESS" for i in running), 60, what="tasks running")
     assert stack.worker is not None
     os.kill(stack.worker.pid, signal.SIGKILL)  # the worker's main process, as the OOM killer would
     killed = time.monotonic()
-    # Its beacon (celery_dashboard) stops with it and it answers no ping: confirmed, shown LOST.
+    # A prefork main process runs no task code: silent and no answer to a ping, it is gone: LOST.
     expected = {task_id: {"state": "LOST"} for task_id in running}
     wait_all_right(api, expected)
     recovery["worker killed (kill -9)"] = time.monotonic() - killed

@@ -57,3 +57,11 @@ def test_params_must_be_an_object() -> None:
 def test_string_length_is_bounded() -> None:
     _, errors = validate(CATALOG["fail"], {"message": "x" * 201})
     assert errors[0]["field"] == "message"
+
+
+def test_nan_is_refused_and_an_integral_float_becomes_an_integer() -> None:
+    entry = CATALOG["steps"]
+    _, errors = validate(entry, {"delay": float("nan")})
+    assert errors == [{"field": "delay", "message": "must be a finite number"}]
+    params, errors = validate(entry, {"steps": 3.0})
+    assert not errors and params["steps"] == 3 and isinstance(params["steps"], int)

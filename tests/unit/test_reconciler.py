@@ -231,20 +231,25 @@ def test_events_held_through_an_outage_are_not_taken_for_clock_skew(parts: Parts
     assert parts.workers.offset("w1") == 0.0
 
 
-def test_a_worker_with_a_beacon_that_falls_silent_and_does_not_answer_is_dead(parts: Parts) -> None:
+@pytest.mark.parametrize("pool, verdict", [("prefork", "LOST"), ("gevent", "STARTED"), ("solo", "STARTED")])
+def test_only_a_silent_prefork_worker_that_does_not_answer_is_dead(parts: Parts, pool: str, verdict: str) -> None:
     parts.reconciler.listener_connected()
     parts.later(60)
     start(parts, "a")
-    parts.event("worker-beacon", "w1", 100)  # celery_dashboard's beacon: sent whatever the pool does
-    parts.later(15)  # then nothing at all, and no answer to a ping: kill -9
+    parts.workers.incarnation("w1", 100, pool)
+    parts.later(15)  # nothing at all, and no answer to a ping
     parts.settle()
     task = parts.store.get("a")
-    assert task["state"] == "LOST" and "stopped responding" in task["error"]["message"]
+    assert task["state"] == verdict
+    if verdict == "LOST":  # its main process runs no task code: it is gone
+        assert "stopped responding" in task["error"]["message"]
+    else:  # busy with a task that holds the CPU (gevent) or the GIL (solo): not ours to call dead
+        assert task["worker_status"] == "not responding"
 
 
 def test_no_death_verdict_right_after_the_listener_reconnects(parts: Parts) -> None:
     start(parts, "a")
-    parts.event("worker-beacon", "w1", 100)
+    parts.workers.incarnation("w1", 100, "prefork")
     parts.later(15)
     parts.reconciler.listener_connected()  # Redis was away: the worker's own connection comes back later
     parts.settle()

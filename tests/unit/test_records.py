@@ -184,3 +184,28 @@ def test_backend_pending_or_missing_is_nothing_new() -> None:
     assert records.from_meta("t1", None) is None
     assert records.from_meta("t1", {"status": None}) is None
     assert records.from_meta("t1", {"undecodable": "ContentDisallowed: pickle"}) is None
+
+
+def test_progress_that_json_cannot_carry_is_not_progress() -> None:
+    for bad in (float("nan"), float("inf")):
+        assert records.progress_of({"current": bad, "total": 10}) is None
+        assert records.progress_of({"current": 1, "total": bad}) is None
+    assert records.from_event(event("task-progress", progress={"current": float("nan"), "total": 3})) is None
+
+
+def test_a_retry_read_from_the_backend_does_not_count_another_attempt() -> None:
+    retried = records.from_event(event("task-retried", exception="E('x')", timestamp=T0 + 1))
+    record = apply(records.from_event(event("task-started")), retried)
+    assert record["retries"] == 1
+    records.merge(record, records.from_meta("t1", {"status": "RETRY", "result": {"exc_type": "E", "exc_message": []}}))
+    assert record["retries"] == 1
+
+
+def test_an_expired_task_says_so_from_the_backend_too() -> None:
+    meta = {"status": "REVOKED", "result": {"exc_type": "TaskRevokedError", "exc_message": ["expired"]}}
+    assert records.from_meta("t1", meta)["error"]["message"] == "expired"
+
+
+def test_success_does_not_keep_a_message_about_an_earlier_step() -> None:
+    record = apply(progress(3, 8), records.from_event(event("task-succeeded", timestamp=T0 + 1)))
+    assert record["progress"] == {"current": 8, "total": 8, "percent": 100.0, "message": ""}

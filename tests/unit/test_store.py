@@ -80,3 +80,12 @@ def test_history_older_than_the_window_is_dropped() -> None:
     s.trim(now=1030.0)  # keeps what was created after 1020
     assert [r["id"] for r in s.recent(100)] == [f"t{i}" for i in range(29, 20, -1)]
     assert sorted(s.active_ids()) == sorted(f"t{i}" for i in range(21, 30))
+
+
+def test_nothing_stored_is_json_a_browser_cannot_parse() -> None:
+    import json
+
+    store = TaskStore(fakeredis.FakeRedis())
+    store.merge({"a": {"id": "a", "state": "SUCCESS", "result": float("nan"), "source": "backend"}})
+    raw = store.client.hget("dashboard:tasks", "a")
+    json.loads(raw, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
