@@ -20,7 +20,6 @@ from web.users import UserStore
 from web.workers import Workers
 
 ROOT = Path(__file__).resolve().parent.parent
-QUEUE_SCAN_STEPS = 5  # SCAN calls (1,000 keys each) per read of the queues, looking for bindings
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -29,6 +28,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     app.json.sort_keys = False  # the catalog's parameters keep their declared order
     celery_apps = app.config.get("CELERY_APPS") or apps.load(app.config["CELERY_APP"])  # fills the catalog
+    if not app.config.get("REDIS_CLIENT"):  # unit tests bring their own in-memory Redis
+        apps.check_index_redis(celery_apps, app.config["REDIS_URL"])
     celery_app = celery_apps[0]
 
     if app.config.get("PRODUCTION"):
@@ -52,13 +53,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                     interval=app.config["PUSH_INTERVAL"], sleep=socketio.sleep)
     workers = Workers()
     control = app.config.get("CONTROL", broker.Control(celery_app))
-    queues = app.config.get("QUEUES", _queue_reader(celery_app, celery_apps, app.config["QUEUE_SCAN_LIMIT"]))
+    queues = app.config.get("QUEUES", broker.Queues(celery_app.conf.broker_url, broker.queue_names(celery_apps),
+                                                    app.config["QUEUE_SCAN_LIMIT"]))
     reconciler = Reconciler(store, coalescer, read_results, workers, control, queues,
                             worker_timeout=app.config["WORKER_TIMEOUT"], window=app.config["RECONCILE_WINDOW"],
                             poll_every=app.config["POLL_INTERVAL"], reconcile_every=app.config["RECONCILE_INTERVAL"],
                             sleep=socketio.sleep)
     app.extensions["dashboard"] = Services(store, coalescer, pusher, reconciler, read_results, celery_app,
-                                           UserStore(client))
+                                           UserStore(client), queues)
 
     errors.register(app)
     headers.register(app)
@@ -66,44 +68,3 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     return app
-
-
-def _queue_reader(celery_app: Any, celery_apps: list[Any], limit: int) -> Any:
-    """The reconciler's view of the broker's queues: (tasks waiting, whether that is all of them).
-
-    Scans the apps' configured queues plus every queue declared on the broker: kombu's Redis
-    transport keeps each exchange's bindings in a set `_kombu.binding.<exchange>` (members
-    `routing_key<sep>pattern<sep>queue`), and a queue Celery creates on demand (`queue=` on a send,
-    `-Q` on a worker) gets an exchange of its own name. Those keys are found with SCAN, a bounded
-    number of steps per read, so a large keyspace costs little on each pass. Opens its Redis
-    connection on first use, not here."""
-    configured = broker.queue_names(celery_apps)
-    bindings: dict[str, None] = {}
-    cursor = [0]
-    clients: list[redis.Redis] = []
-
-    def read() -> tuple[list[dict[str, Any]], bool]:
-        if not clients:
-            clients.append(redis.Redis.from_url(celery_app.conf.broker_url, socket_timeout=5,
-                                                socket_connect_timeout=3))
-        client = clients[0]
-        for _ in range(QUEUE_SCAN_STEPS):
-            cursor[0], keys = client.scan(cursor[0], match="_kombu.binding.*", count=1000)
-            for key in keys:
-                if len(bindings) < broker.MAX_QUEUES:
-                    bindings[key.decode(errors="replace")] = None
-            if cursor[0] == 0:
-                break
-        names = dict.fromkeys(configured)
-        pipe = client.pipeline(transaction=False)
-        for key in bindings:
-            pipe.smembers(key)
-        for members in pipe.execute():
-            for member in members:
-                queue = member.decode(errors="replace").rpartition(broker.SEP)[2]
-                if queue and not queue.endswith(".pidbox"):
-                    names[queue] = None
-        waiting = broker.queued(client, list(names)[:broker.MAX_QUEUES], limit)
-        return list(waiting), waiting.read >= waiting.waiting
-
-    return read

@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
@@ -24,6 +25,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 STATE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # Celery states are open-ended (update_state takes any name)
 MAX_LIMIT = 500
+RAW_PATH_KEYS = ("RAW_PATH_INFO", "RAW_URI")  # WSGI keys of the undecoded path: eventlet's, Werkzeug's
 MAX_ID = 1000  # longer ids are not looked up (Celery accepts any string; Redis keys of this size are fine)
 # Pools that cannot stop a running task (celery.concurrency: solo and threads do not implement
 # terminate); a task there stops only at its next celery_dashboard progress report.
@@ -150,16 +152,38 @@ def find(task_id: str) -> dict[str, Any]:
     return record
 
 
-# Any id Celery accepts, `/` included: the converter takes the rest of the path.
+def raw_id(task_id: str, suffix: str = "") -> str | None:
+    """The task id as the client wrote it, from the undecoded path when the server gives it
+    (eventlet's RAW_PATH_INFO, Werkzeug's RAW_URI): routing sees `job%2Fresult` as `job/result`,
+    but `/api/tasks/job%2Fresult` is the task "job/result", not the result of "job". Returns None
+    when the undecoded path does not end with `suffix` (the route matched a decoded `/`)."""
+    raw = next((request.environ[key] for key in RAW_PATH_KEYS if request.environ.get(key)), "")
+    raw = raw.split("?", 1)[0]
+    prefix = request.script_root + "/api/tasks/"
+    if not raw.startswith(prefix):
+        return task_id
+    rest = raw[len(prefix):]
+    if suffix:
+        if not rest.endswith(suffix):
+            return None
+        rest = rest[:-len(suffix)]
+    return unquote(rest)
+
+
+# Any id Celery accepts, `/` included: the converter takes the rest of the path (URL-encode it).
 @bp.get("/tasks/<path:task_id>")
 def get_task(task_id: str) -> Any:
-    return jsonify(find(task_id))
+    return jsonify(find(raw_id(task_id) or task_id))
 
 
 @bp.get("/tasks/<path:task_id>/result")
 def get_result(task_id: str) -> Any:
     """The task's whole result from the result backend, up to RESULT_MAX_BYTES (413 beyond);
     task objects carry only a preview."""
+    exact = raw_id(task_id, "/result")
+    if exact is None:  # `/api/tasks/job%2Fresult`: the task "job/result" itself
+        return get_task(task_id + "/result")
+    task_id = exact
     record = find(task_id)
     reader = services().read_results
     cap = current_app.config["RESULT_MAX_BYTES"]
@@ -201,6 +225,10 @@ def _stoppable(record: dict[str, Any]) -> str | None:
 @require(lambda user: user.can_launch, "cancelling needs the operator or admin role")
 def cancel(task_id: str) -> Any:
     """Cancel a task: 202 when it will end REVOKED, 409 with the reason when it cannot."""
+    exact = raw_id(task_id, "/cancel")
+    if exact is None:  # `/api/tasks/job%2Fcancel`: the task "job/cancel" itself, which takes no POST
+        raise ApiError(405, "method not allowed")
+    task_id = exact
     record = find(task_id)
     if records.is_terminal(record):
         raise ApiError(409, f"task already ended {record['state']}")
@@ -216,6 +244,15 @@ def cancel(task_id: str) -> Any:
     # greenlet (gevent, eventlet); a queued one is discarded when a worker meets it.
     # (terminate is harmless for a task that has not started: it may start meanwhile).
     dash.celery_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+    # A task still waiting in the broker is taken out of its queue: no worker can run it then,
+    # whatever its code (a worker without celery_dashboard knows only the broadcast, in memory).
+    if dash.queues is not None and lifecycle.phase(record.get("state")) < lifecycle.STARTED \
+            and dash.queues.remove(task_id):
+        dash.celery_app.backend.mark_as_revoked(task_id, reason="revoked")
+        now = records.iso(time.time())
+        dash.coalescer.add({"id": task_id, "state": "REVOKED", "source": "backend", "finished": now,
+                            "updated": now, "error": {"type": "TaskRevokedError", "message": "cancelled (revoked)",
+                                                      "traceback": None}})
     response = jsonify(record)
     response.status_code = 202
     return response

@@ -109,6 +109,20 @@ def check_shared_broker(apps: list[Celery]) -> None:
                 "point them at the same Redis URL, such as REDIS_URL")
 
 
+def check_index_redis(apps: list[Celery], redis_url: str) -> None:
+    """Refuse apps whose broker is not the Redis (and database) in REDIS_URL: the dashboard keeps
+    its task index there, and a web process that cannot hear the workers of the tasks in that
+    index would judge them (another web process on the same index shows them flapping)."""
+    if not apps:
+        return
+    url = broker_urls(apps[0])[0]
+    if _server(url) != _server(redis_url):
+        raise ConfigError(
+            f"Celery app {apps[0].main!r} uses the broker {maybe_sanitize_url(url)}, but REDIS_URL is "
+            f"{maybe_sanitize_url(redis_url)}: set REDIS_URL to the app's broker URL, so the dashboard "
+            "keeps its index where the workers' events are")
+
+
 def broker_urls(app: Celery) -> list[str]:
     """The app's broker URLs (several for failover); Celery's default when unset is amqp."""
     raw = app.conf.broker_url

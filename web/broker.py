@@ -215,6 +215,100 @@ def queued(client: redis.Redis, queues: list[str], limit: int = 1000, *, sep: st
     return QueuedTasks(tasks.values(), waiting=sum(lengths), read=read, skipped=skipped)
 
 
+UNACKED_KEY = "unacked"  # kombu's Redis transport: delivery tag -> [message, exchange, routing key]
+
+
+def unacked(client: redis.Redis, limit: int = 1000) -> list[dict[str, Any]]:
+    """Tasks whose messages a worker took but has not acknowledged (kombu's Redis transport keeps
+    them in the hash `unacked`, `Channel.unacked_key`): a prefetched message of a worker whose
+    connection broke, or of a worker that died, is delivered again after the visibility timeout,
+    so such a task is still to run. At most `limit` entries are read (HSCAN); never raises for
+    one bad entry. Same shape as `decode_message`, with `queue` set to the routing key."""
+    found: dict[str, dict[str, Any]] = {}
+    for _, value in client.hscan_iter(UNACKED_KEY, count=min(limit, 1000)):
+        if len(found) >= limit:
+            break
+        try:
+            message, _, routing_key = json.loads(value)
+            update = decode_message(json.dumps(message), str(routing_key))
+        except (ValueError, TypeError):
+            continue
+        if update is not None:
+            found[update["id"]] = update
+    return list(found.values())
+
+
+def remove_queued(client: redis.Redis, queues: list[str], task_id: str, limit: int = 10_000, *,
+                  sep: str = SEP, steps: Sequence[int] = STEPS, prefix: str = "") -> bool:
+    """Take the message of `task_id` out of the broker's lists of `queues` (LREM of its exact
+    bytes), so no worker can ever receive it, whatever its code. True when it was there. Reads at
+    most `limit` messages per list; a worker that took the message a moment before wins."""
+    for queue in queues:
+        for key in priority_keys(queue, sep, steps, prefix):
+            for raw in client.lrange(key, 0, limit - 1):
+                update = decode_message(raw, queue)
+                if update is not None and update["id"] == task_id and client.lrem(key, 1, raw):
+                    return True
+    return False
+
+
+class Queues:
+    """The broker's queues as the dashboard reads them: `()` gives (tasks waiting or taken but not
+    acknowledged, whether that is all of them); `remove(task_id)` takes a waiting task out.
+
+    Reads the apps' configured queues plus every queue declared on the broker: kombu's Redis
+    transport keeps each exchange's bindings in a set `_kombu.binding.<exchange>` (members
+    `routing_key<sep>pattern<sep>queue`), and a queue Celery creates on demand (`queue=` on a send,
+    `-Q` on a worker) gets an exchange of its own name. Those keys are found with SCAN, a bounded
+    number of steps per read, so a large keyspace costs little each time. The Redis connection
+    is opened on first use."""
+
+    SCAN_STEPS = 5  # SCAN calls (1,000 keys each) per read, looking for bindings
+
+    def __init__(self, broker_url: str, configured: list[str], limit: int = 1000) -> None:
+        self.broker_url = broker_url
+        self.configured = configured
+        self.limit = limit
+        self.bindings: dict[str, None] = {}
+        self.cursor = 0
+        self._client: redis.Redis | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.broker_url, socket_timeout=5, socket_connect_timeout=3)
+        return self._client
+
+    def names(self) -> list[str]:
+        """The queues to read: configured ones, then those found bound on the broker."""
+        client = self.client
+        for _ in range(self.SCAN_STEPS):
+            self.cursor, keys = client.scan(self.cursor, match="_kombu.binding.*", count=1000)
+            for key in keys:
+                if len(self.bindings) < MAX_QUEUES:
+                    self.bindings[key.decode(errors="replace")] = None
+            if self.cursor == 0:
+                break
+        names = dict.fromkeys(self.configured)
+        pipe = client.pipeline(transaction=False)
+        for key in self.bindings:
+            pipe.smembers(key)
+        for members in pipe.execute():
+            for member in members:
+                queue = member.decode(errors="replace").rpartition(SEP)[2]
+                if queue and not queue.endswith(".pidbox"):
+                    names[queue] = None
+        return list(names)[:MAX_QUEUES]
+
+    def __call__(self) -> tuple[list[dict[str, Any]], bool]:
+        waiting = queued(self.client, self.names(), self.limit)
+        taken = unacked(self.client, self.limit)
+        return list(waiting) + taken, waiting.read >= waiting.waiting
+
+    def remove(self, task_id: str) -> bool:
+        return remove_queued(self.client, self.names(), task_id)
+
+
 def queue_names(apps: list[Celery]) -> list[str]:
     """The queues to scan, at most MAX_QUEUES: each app's `task_default_queue` and the names of
     its `task_queues` (kombu Queue objects, or names), in that order, without repeats.

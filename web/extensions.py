@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # only for the annotations: these modules import this one
 
     from celery import Celery
 
+    from web.broker import Queues
     from web.coalescer import Coalescer
     from web.listener import Listener
     from web.pusher import Pusher
@@ -33,7 +34,7 @@ class Services:
 
     def __init__(self, store: TaskStore, coalescer: Coalescer, pusher: Pusher, reconciler: Reconciler,
                  read_results: Callable[[list[str]], dict[str, dict[str, Any]]], celery_app: Celery,
-                 users: UserStore | None = None) -> None:
+                 users: UserStore | None = None, queues: Queues | None = None) -> None:
         self.store = store
         self.coalescer = coalescer
         self.pusher = pusher
@@ -41,6 +42,7 @@ class Services:
         self.read_results = read_results
         self.celery_app = celery_app
         self.users = users
+        self.queues = queues  # the broker's queues (web.broker.Queues), None in unit tests
         self.listener: Listener | None = None  # set by the entry point that starts one
 
 

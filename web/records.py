@@ -261,8 +261,8 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
         if finished:
             update["finished"] = update["updated"] = finished
     if "too_large" in meta:
-        if state == "SUCCESS":
-            update.update(result=f"(a result of {meta['too_large']:,} bytes: open it on its own)",
+        if state == "SUCCESS":  # the first bytes of its JSON text, then how large it is
+            update.update(result=f"{meta.get('head', '')}… ({meta['too_large']:,} bytes in all)",
                           result_truncated=True, error=None)
         return update
     if state == "SUCCESS":

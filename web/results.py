@@ -90,9 +90,12 @@ class BackendReader:
                  if size and size <= self.max_bytes]
         found: dict[str, dict[str, Any]] = {}
         for task_id, key, size in zip(task_ids, keys, sizes, strict=True):
-            if size > self.max_bytes:  # Celery writes "status" first: its head says the state
-                match = STATUS.search(client.getrange(key, 0, 200) or b"")
-                found[task_id] = {"too_large": size, "status": match.group(1).decode() if match else None}
+            if size > self.max_bytes:  # Celery writes "status" then "result" first: the head says both
+                head = client.getrange(key, 0, PREVIEW_BYTES) or b""
+                match = STATUS.search(head)
+                start = head.find(b'"result": ')
+                found[task_id] = {"too_large": size, "status": match.group(1).decode() if match else None,
+                                  "head": head[start + 10:].decode(errors="replace") if start >= 0 else ""}
         values = client.mget([key for _, key in small]) if small else []
         for (task_id, _), raw in zip(small, values, strict=True):
             if raw is not None:

@@ -163,6 +163,17 @@ def test_a_result_that_cannot_be_decoded_is_shown_as_such_and_never_blocks_other
         worker.stop(signal.SIGQUIT)
 
 
+def test_values_json_cannot_carry_never_break_a_client(app: Any, api: Api, feed: Feed) -> None:
+    task_id = send(app, "odd_progress", "prefork")
+    other = send(app, "add", "prefork", 1, 1)
+    task = ended(api, task_id)  # the API's JSON parses: no NaN or Infinity in it
+    assert (task["state"], task["result"]) == ("SUCCESS", "nan")
+    assert feed.wait(other)["result"] == 2 and feed.wait(task_id)["state"] == "SUCCESS"
+    assert feed.client.connected
+    listing = api.get("/api/tasks", params={"limit": 50}).text
+    assert "NaN" not in listing and "Infinity" not in listing
+
+
 def test_progress_is_the_task_s_to_set(app: Any, api: Api, feed: Feed, pool: str) -> None:
     task_id = send(app, "progress_down", pool, 0.4)
     running = feed.wait(task_id, lambda t: (t.get("progress") or {}).get("total") == 5
@@ -215,6 +226,23 @@ def test_a_cancelled_queued_task_never_runs_even_with_no_worker_online(
         worker.stop(signal.SIGQUIT)
 
 
+def test_a_queued_task_of_an_app_without_the_integration_never_runs_once_cancelled(
+        conform_stack: Stack, api: Api) -> None:
+    # The tutorial's app: its workers know nothing of the revocations kept in Redis, so the
+    # dashboard takes the message out of the queue itself.
+    sent = conform_stack.python("from mytasks import add; print(add.apply_async((4, 4), queue='plain.later').id)")
+    task_id = sent.stdout.strip().splitlines()[-1]
+    api.wait(task_id, lambda t: True, what="the queued task to be listed")
+    assert api.post(f"/api/tasks/{task_id}/cancel").status_code == 202
+    worker = conform_stack.start_worker(app="mytasks", name="plain-late", queues="plain.later", events=False)
+    try:
+        assert ended(api, task_id)["state"] == "REVOKED"
+        time.sleep(2)
+        assert task_id not in worker.output() and api.task(task_id)["state"] == "REVOKED"
+    finally:
+        worker.stop(signal.SIGQUIT)
+
+
 def test_a_running_task_that_reports_progress_is_cancelled_on_every_pool(
         app: Any, api: Api, feed: Feed, marks: redis.Redis, pool: str) -> None:
     task_id = send(app, "reporting", pool, 60, 0.2)
@@ -257,6 +285,11 @@ def test_any_id_celery_accepts_works_everywhere(app: Any, api: Api, pool: str) -
     assert response.status_code in (202, 409), response.text  # 409 where the pool cannot stop it
     assert api.wait(path, lambda t: t["state"] in ENDED)["id"] == task_id
     assert task_id in {t["id"] for t in api.tasks(limit=200)}
+    for tricky in (f"job-{pool}/result", f"job-{pool}/cancel"):  # ids that end like a route
+        send(app, "add", pool, 1, 2, task_id=tricky)
+        readable = quote(tricky, safe="")
+        assert api.wait(readable, lambda t: t["state"] in ENDED)["id"] == tricky
+        assert api.get(f"/api/tasks/{readable}/result").json()["result"] == 3
 
 
 def test_huge_results_travel_as_previews(app: Any, api: Api, feed: Feed, pool: str) -> None:

@@ -191,3 +191,15 @@ def test_load_refuses_apps_on_different_brokers(module: Callable[[str, str], str
     name = module("other_db", 'from celery import Celery\napp = Celery("other_db", broker="redis://localhost/5",'
                               ' backend="redis://localhost/5")\n')
     assert "share one broker" in refusal(f"mytasks,{name}")
+
+
+def test_an_app_on_another_redis_than_redis_url_is_refused() -> None:
+    from celery import Celery
+
+    from web.apps import check_index_redis
+    from web.config import ConfigError
+
+    app = Celery("elsewhere", broker="redis://localhost:6379/3", backend="redis://localhost:6379/3")
+    check_index_redis([app], "redis://127.0.0.1:6379/3")
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        check_index_redis([app], "redis://localhost:6379/0")

@@ -313,3 +313,18 @@ def test_one_reply_queue_whatever_thread_asks(control: broker.Control) -> None:
     thread.join()
     assert oids == [control._control.mailbox.oid] and oids[0]
     assert broker.Control(control.app)._control.mailbox.oid != oids[0]
+
+
+def test_messages_taken_but_not_acknowledged_are_still_to_run() -> None:
+    import json as _json
+
+    import fakeredis
+
+    from web.broker import UNACKED_KEY, unacked
+
+    client = fakeredis.FakeRedis()
+    envelope = {"body": "", "content-type": "application/json", "content-encoding": "utf-8",
+                "headers": {"id": "t1", "task": "mytasks.add", "retries": 0}, "properties": {}}
+    client.hset(UNACKED_KEY, "tag1", _json.dumps([envelope, "", "celery"]))
+    client.hset(UNACKED_KEY, "tag2", "not json")
+    assert [(t["id"], t["name"], t["queue"]) for t in unacked(client)] == [("t1", "mytasks.add", "celery")]

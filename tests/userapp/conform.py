@@ -129,3 +129,13 @@ def retry_once(self, countdown=1):
 
 
 __all__ = ["app", "celery_dashboard"]
+
+
+@app.task(bind=True)
+def odd_progress(self):
+    """Progress JSON cannot carry: the dashboard must show the task and keep every client alive."""
+    self.update_state(state="PROGRESS", meta={"current": float("inf"), "total": float("inf")})
+    time.sleep(1.5)
+    progress(self, float("nan"), 10, "not a number")
+    time.sleep(1.5)
+    return float("nan")
