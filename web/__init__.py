@@ -8,7 +8,7 @@ import redis
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from web import api, apps, auth, broker, cli, errors, headers, pages, sockets
+from web import api, apps, auth, cli, control, errors, headers, pages, queues, sockets
 from web.coalescer import Coalescer
 from web.config import from_env
 from web.extensions import Services, csrf, limiter, socketio
@@ -52,15 +52,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     pusher = Pusher(store, coalescer, read_results, sockets.pusher(app.config["SLOW_CLIENT_BATCHES"]),
                     interval=app.config["PUSH_INTERVAL"], sleep=socketio.sleep)
     workers = Workers()
-    control = app.config.get("CONTROL", broker.Control(celery_app))
-    queues = app.config.get("QUEUES", broker.Queues(celery_app.conf.broker_url, broker.queue_names(celery_apps),
-                                                    app.config["QUEUE_SCAN_LIMIT"]))
-    reconciler = Reconciler(store, coalescer, read_results, workers, control, queues,
+    asker = app.config.get("CONTROL", control.Control(celery_app))
+    waiting = app.config.get("QUEUES", queues.Queues(celery_app.conf.broker_url, queues.queue_names(celery_apps),
+                                                     app.config["QUEUE_SCAN_LIMIT"]))
+    reconciler = Reconciler(store, coalescer, read_results, workers, asker, waiting,
                             worker_timeout=app.config["WORKER_TIMEOUT"], window=app.config["RECONCILE_WINDOW"],
                             poll_every=app.config["POLL_INTERVAL"], reconcile_every=app.config["RECONCILE_INTERVAL"],
                             sleep=socketio.sleep)
     app.extensions["dashboard"] = Services(store, coalescer, pusher, reconciler, read_results, celery_app,
-                                           UserStore(client), queues)
+                                           UserStore(client), waiting)
 
     errors.register(app)
     headers.register(app)

@@ -20,10 +20,10 @@ if TYPE_CHECKING:  # only for the annotations: these modules import this one
 
     from celery import Celery
 
-    from web.broker import Queues
     from web.coalescer import Coalescer
     from web.listener import Listener
     from web.pusher import Pusher
+    from web.queues import Queues
     from web.reconciler import Reconciler
     from web.store import TaskStore
     from web.users import UserStore
@@ -42,7 +42,7 @@ class Services:
         self.read_results = read_results
         self.celery_app = celery_app
         self.users = users
-        self.queues = queues  # the broker's queues (web.broker.Queues), None in unit tests
+        self.queues = queues  # the broker's queues (web.queues.Queues), None in unit tests
         self.listener: Listener | None = None  # set by the entry point that starts one
 
 

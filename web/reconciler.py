@@ -27,7 +27,7 @@ OFFLINE_SETTLE = 2.0
 
 
 class Control(Protocol):
-    """What the reconciler asks the workers (web.broker.Control)."""
+    """What the reconciler asks the workers (web.control.Control)."""
 
     def enable_events(self) -> None: ...
     def ping(self, hostnames: list[str], timeout: float = 1.0) -> set[str]: ...
@@ -36,7 +36,7 @@ class Control(Protocol):
 
 
 class Queues(Protocol):
-    """What the reconciler asks the broker: the tasks waiting in its queues (web.broker)."""
+    """What the reconciler asks the broker: the tasks waiting in its queues (web.queues)."""
 
     def __call__(self) -> tuple[list[dict[str, Any]], bool]: ...
 

@@ -27,7 +27,7 @@ class Worker:
     last_seen: float = 0.0        # our monotonic clock
     offset: float = 0.0           # seconds its clock is ahead of ours
     offline: bool = False
-    pool: str | None = None       # prefork, solo, threads, gevent, eventlet (asked: web.broker.Control.stats)
+    pool: str | None = None       # prefork, solo, threads, gevent, eventlet (asked: web.control.Control.stats)
     beacon: bool = False          # sends celery_dashboard's worker-beacon (a sign of life while busy)
     previous_pids: set[int] = field(default_factory=set)
 

@@ -19,7 +19,8 @@ import redis
 
 from tests.conftest import ARTIFACTS
 from tests.support import BIN, Process, Stack, wait_for
-from web import broker
+from web import control as remote
+from web import queues
 
 MODULE = "tutorial_tasks"  # the user's tasks module, written to a temporary directory
 APP = '''
@@ -95,14 +96,14 @@ def start_worker(stack: Stack, name: str, *options: str) -> Process:
 def workers(stack: Stack, usr: ModuleType, client: redis.Redis) -> list[Process]:
     """A solo worker on the default queue and a threads worker on queue "slow"; started after the
     queue tests (which need the messages to stay waiting), with the queues emptied first."""
-    client.delete(*broker.priority_keys("celery"))
+    client.delete(*queues.priority_keys("celery"))
     return [start_worker(stack, "solo", "-P", "solo"),
             start_worker(stack, "threads", "-P", "threads", "-c", "2", "-Q", "slow")]
 
 
 @pytest.fixture(scope="module")
-def control(usr: ModuleType) -> broker.Control:
-    return broker.Control(usr.app)
+def control(usr: ModuleType) -> remote.Control:
+    return remote.Control(usr.app)
 
 
 def task_events(pubsub: Any, wait: float) -> list[dict[str, Any]]:
@@ -124,8 +125,8 @@ def task_events(pubsub: Any, wait: float) -> list[dict[str, Any]]:
 def test_tasks_sent_with_delay_are_listed_while_they_wait(stack: Stack, usr: ModuleType,
                                                           client: redis.Redis) -> None:
     sent = send(stack, *[f"t.add.delay({i}, {i})" for i in range(5)])
-    assert broker.queue_names([usr.app]) == ["celery"]
-    found = broker.queued(client, ["celery"])
+    assert queues.queue_names([usr.app]) == ["celery"]
+    found = queues.queued(client, ["celery"])
     assert [task["id"] for task in found] == sent[::-1]  # newest first
     assert {(task["name"], task["state"], task["queue"], task["retries"], task["parent"]) for task in found} == {
         ("tutorial_tasks.add", "PENDING", "celery", 0, None)}
@@ -133,20 +134,20 @@ def test_tasks_sent_with_delay_are_listed_while_they_wait(stack: Stack, usr: Mod
 
 
 def test_the_answer_is_bounded_by_limit(client: redis.Redis) -> None:
-    found = broker.queued(client, ["celery"], limit=3)
+    found = queues.queued(client, ["celery"], limit=3)
     assert len(found) == 3 and found.read == 3 and found.waiting >= 5
 
 
 def test_a_task_with_a_priority_is_found_in_kombus_priority_list(stack: Stack, client: redis.Redis) -> None:
     [urgent] = send(stack, "t.add.apply_async((1, 1), priority=5)")
     assert client.llen("celery\x06\x163") == 1  # priority 5 -> step 3: "<queue>\x06\x16<step>"
-    assert urgent in {task["id"] for task in broker.queued(client, ["celery"])}
+    assert urgent in {task["id"] for task in queues.queued(client, ["celery"])}
 
 
 def test_a_message_that_is_not_a_task_is_skipped(stack: Stack, client: redis.Redis) -> None:
     client.lpush("celery", b"\x80\x04\x95 not a kombu envelope")
     send(stack, "t.add.delay(2, 2)")
-    found = broker.queued(client, ["celery"])
+    found = queues.queued(client, ["celery"])
     assert found.skipped == 1
     assert len(found) == found.read - 1 == 7
 
@@ -154,7 +155,7 @@ def test_a_message_that_is_not_a_task_is_skipped(stack: Stack, client: redis.Red
 # ---- the workers ------------------------------------------------------------------------------
 
 def test_task_events_flow_only_after_enable_events(stack: Stack, usr: ModuleType, client: redis.Redis,
-                                                   workers: list[Process], control: broker.Control) -> None:
+                                                   workers: list[Process], control: remote.Control) -> None:
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe("/0.celeryev/*")
     try:
@@ -175,18 +176,18 @@ def test_task_events_flow_only_after_enable_events(stack: Stack, usr: ModuleType
 
 
 def test_ping_answers_for_a_worker_and_not_for_a_made_up_one(workers: list[Process],
-                                                             control: broker.Control) -> None:
+                                                             control: remote.Control) -> None:
     assert control.ping([SOLO, f"nobody@{HOST}"], timeout=1.0) == {SOLO}
     assert control.ping([f"nobody@{HOST}"], timeout=0.3) == set()
     assert control.last_error is None
 
 
-def test_pools_name_each_workers_pool(workers: list[Process], control: broker.Control) -> None:
+def test_pools_name_each_workers_pool(workers: list[Process], control: remote.Control) -> None:
     assert control.pools(timeout=1.0) == {SOLO: "solo", THREADS: "threads"}
 
 
 def test_active_lists_running_and_scheduled_tasks(stack: Stack, usr: ModuleType, workers: list[Process],
-                                                 control: broker.Control) -> None:
+                                                 control: remote.Control) -> None:
     # the second is held in the worker's memory until its countdown ends
     running, later = send(stack, 't.sleep.apply_async((3,), queue="slow")',
                           't.add.apply_async((1, 1), queue="slow", countdown=60)')
@@ -202,7 +203,7 @@ def test_active_lists_running_and_scheduled_tasks(stack: Stack, usr: ModuleType,
 
 
 def test_a_solo_worker_running_a_task_does_not_answer(stack: Stack, usr: ModuleType, workers: list[Process],
-                                                      control: broker.Control) -> None:
+                                                      control: remote.Control) -> None:
     """Why a missing pong proves nothing: solo's one thread runs the task, not the consumer. When
     the task ends it answers every ping it missed: those late answers must not stand for new ones."""
     [busy] = send(stack, "t.sleep.delay(2)")
@@ -213,7 +214,7 @@ def test_a_solo_worker_running_a_task_does_not_answer(stack: Stack, usr: ModuleT
 
 
 def test_a_control_holds_two_redis_connections_however_often_it_is_used(
-        client: redis.Redis, workers: list[Process], control: broker.Control) -> None:
+        client: redis.Redis, workers: list[Process], control: remote.Control) -> None:
     import threading
 
     def use() -> None:
@@ -228,7 +229,7 @@ def test_a_control_holds_two_redis_connections_however_often_it_is_used(
         thread.join()
     control.pools(timeout=0.2)
     assert control.active(timeout=0.2) is not None
-    mine = [c for c in client.client_list() if c.get("name") == broker.CLIENT_NAME]
+    mine = [c for c in client.client_list() if c.get("name") == remote.CLIENT_NAME]
     assert 1 <= len(mine) <= 2, mine
     assert client.scard("_kombu.binding.reply.celery.pidbox") <= 1  # one reply queue, not one per thread
 
@@ -239,7 +240,7 @@ def test_every_answer_is_unknown_when_redis_is_gone(tmp_path: Path) -> None:
     gone = Stack(logdir=tmp_path)
     try:
         gone.start_redis()
-        control = broker.Control(Celery("usr", broker=gone.redis_url, set_as_current=False))
+        control = remote.Control(Celery("usr", broker=gone.redis_url, set_as_current=False))
         assert control.ping(["nobody@nowhere"], timeout=0.2) == set() and control.last_error is None
         gone.redis.stop()  # killed, while the Control holds connections to it
         started = time.monotonic()
@@ -250,6 +251,6 @@ def test_every_answer_is_unknown_when_redis_is_gone(tmp_path: Path) -> None:
         assert control.enable_events() is None
         assert time.monotonic() - started < 15  # gave up instead of retrying forever (kombu's default)
         with pytest.raises(redis.ConnectionError):
-            broker.queued(redis.Redis.from_url(gone.redis_url), ["celery"])
+            queues.queued(redis.Redis.from_url(gone.redis_url), ["celery"])
     finally:
         gone.stop()

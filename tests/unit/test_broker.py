@@ -11,7 +11,8 @@ from celery import Celery
 from kombu import Exchange, Queue
 from kombu.common import Broadcast
 
-from web import broker
+from web import control as remote
+from web import queues
 
 # Captured from kombu 5.7 / Celery 5.7 publishes to a real redis-server (LRANGE of the lists).
 # Protocol 2, JSON: `usr.add.apply_async((1, 2))`.
@@ -69,13 +70,13 @@ def with_headers(raw: str, **headers: Any) -> str:
 # ---- decoding one message -------------------------------------------------------------------
 
 def test_a_protocol_2_message_is_a_pending_task() -> None:
-    assert broker.decode_message(PLAIN.encode(), "celery") == {
+    assert queues.decode_message(PLAIN.encode(), "celery") == {
         "id": ID.format(1), "name": "usr.add", "state": "PENDING", "parent": None, "retries": 0,
         "created": None, "queue": "celery"}
 
 
 def test_parent_and_retries_come_from_the_headers() -> None:
-    task = broker.decode_message(CHILD, "celery")
+    task = queues.decode_message(CHILD, "celery")
     assert task is not None
     assert task["parent"] == "c0ffee00-0000-4000-8000-0000000000aa"
     assert task["retries"] == 2
@@ -83,12 +84,12 @@ def test_parent_and_retries_come_from_the_headers() -> None:
 
 
 def test_a_pickled_body_is_never_decoded_but_its_json_headers_name_the_task() -> None:
-    task = broker.decode_message(PICKLED, "celery")
+    task = queues.decode_message(PICKLED, "celery")
     assert task is not None and (task["id"], task["name"]) == (ID.format(3), "pick.job")
 
 
 def test_a_protocol_1_message_is_read_from_its_body() -> None:
-    task = broker.decode_message(V1, "celery")
+    task = queues.decode_message(V1, "celery")
     assert task is not None and (task["id"], task["name"], task["retries"]) == (ID.format(4), "v1.job", 0)
 
 
@@ -107,12 +108,12 @@ def test_a_protocol_1_message_is_read_from_its_body() -> None:
     b"\xff\xfe\x00",
 ])
 def test_what_is_not_a_task_message_is_none_never_an_error(raw: bytes) -> None:
-    assert broker.decode_message(raw, "celery") is None
+    assert queues.decode_message(raw, "celery") is None
 
 
 def test_odd_header_values_fall_back_to_defaults() -> None:
     raw = with_headers(PLAIN, parent_id=ID.format(1), retries="3")
-    task = broker.decode_message(raw, "q")
+    task = queues.decode_message(raw, "q")
     assert task is not None and task["parent"] is None and task["retries"] == 0 and task["queue"] == "q"
 
 
@@ -125,7 +126,7 @@ def test_odd_header_values_fall_back_to_defaults() -> None:
     (1e20, None),
 ])
 def test_a_created_header_becomes_iso_utc(value: Any, expected: str | None) -> None:
-    task = broker.decode_message(with_headers(PLAIN, created=value), "celery")
+    task = queues.decode_message(with_headers(PLAIN, created=value), "celery")
     assert task is not None and task["created"] == expected
 
 
@@ -134,11 +135,11 @@ def test_a_created_header_becomes_iso_utc(value: Any, expected: str | None) -> N
 def test_priority_lists_are_named_as_kombu_names_them() -> None:
     from kombu.transport.redis import Channel
 
-    assert broker.priority_keys("celery") == ["celery", "celery\x06\x163", "celery\x06\x166", "celery\x06\x169"]
+    assert queues.priority_keys("celery") == ["celery", "celery\x06\x163", "celery\x06\x166", "celery\x06\x169"]
     channel = Channel.__new__(Channel)  # kombu's own naming, without a connection
-    channel.priority_steps, channel.sep = list(broker.STEPS), broker.SEP
-    assert broker.priority_keys("celery") == [channel._q_for_pri("celery", step) for step in broker.STEPS]
-    assert broker.priority_keys("q", sep=":", steps=[0, 5], prefix="app:") == ["app:q", "app:q:5"]
+    channel.priority_steps, channel.sep = list(queues.STEPS), queues.SEP
+    assert queues.priority_keys("celery") == [channel._q_for_pri("celery", step) for step in queues.STEPS]
+    assert queues.priority_keys("q", sep=":", steps=[0, 5], prefix="app:") == ["app:q", "app:q:5"]
 
 
 @pytest.mark.parametrize(("lengths", "limit", "expected"), [
@@ -150,7 +151,7 @@ def test_priority_lists_are_named_as_kombu_names_them() -> None:
     ([], 5, []),
 ])
 def test_the_limit_is_shared_between_the_lists(lengths: list[int], limit: int, expected: list[int]) -> None:
-    counts = broker._share(lengths, limit)
+    counts = queues._share(lengths, limit)
     assert counts == expected
     assert sum(counts) == min(limit, sum(lengths))
 
@@ -164,7 +165,7 @@ def test_queued_reads_every_list_newest_first_and_skips_what_is_not_a_task(clien
     client.lpush("celery", PLAIN, b"\x80\x04garbage", PICKLED)   # LPUSH order: PICKLED is the newest
     client.lpush("celery\x06\x166", CHILD)
     client.lpush("other", V1)
-    found = broker.queued(client, ["celery", "other"])
+    found = queues.queued(client, ["celery", "other"])
     assert [(t["id"], t["queue"]) for t in found] == [
         (ID.format(3), "celery"), (ID.format(1), "celery"), (ID.format(2), "celery"), (ID.format(4), "other")]
     assert (found.waiting, found.read, found.skipped) == (5, 5, 1)
@@ -173,16 +174,16 @@ def test_queued_reads_every_list_newest_first_and_skips_what_is_not_a_task(clien
 def test_queued_is_bounded_in_total_and_says_what_it_cut(client: fakeredis.FakeRedis) -> None:
     client.lpush("celery", *[with_headers(PLAIN, id=f"a{i}") for i in range(50)])
     client.lpush("celery\x06\x163", *[with_headers(PLAIN, id=f"b{i}") for i in range(50)])
-    found = broker.queued(client, ["celery"], limit=10)
+    found = queues.queued(client, ["celery"], limit=10)
     assert len(found) == 10 and found.read == 10 and found.waiting == 100
     assert [t["id"] for t in found] == [f"a{i}" for i in range(49, 44, -1)] + [f"b{i}" for i in range(49, 44, -1)]
-    assert broker.queued(client, ["celery"], limit=0) == []
+    assert queues.queued(client, ["celery"], limit=0) == []
 
 
 def test_a_task_id_seen_twice_appears_once_with_its_latest_attempt(client: fakeredis.FakeRedis) -> None:
     client.lpush("celery", with_headers(PLAIN, retries=1), PLAIN)
     client.lpush("celery\x06\x163", with_headers(PLAIN, retries=3))
-    found = broker.queued(client, ["celery", "celery"])
+    found = queues.queued(client, ["celery", "celery"])
     assert [(t["id"], t["retries"]) for t in found] == [(ID.format(1), 3)]
 
 
@@ -191,7 +192,7 @@ def test_no_queues_no_round_trip() -> None:
         def pipeline(self, **_: Any) -> None:
             raise AssertionError("no Redis call expected")
 
-    assert broker.queued(Refuses(), []) == []  # type: ignore[arg-type]
+    assert queues.queued(Refuses(), []) == []  # type: ignore[arg-type]
 
 
 def test_queue_names_come_from_each_apps_configuration() -> None:
@@ -200,14 +201,14 @@ def test_queue_names_come_from_each_apps_configuration() -> None:
     custom.conf.task_default_queue = "default"
     custom.conf.task_queues = [Queue("default"), Queue("video", Exchange("media"), routing_key="video"),
                                Broadcast("everyone"), Queue("celery")]
-    assert broker.queue_names([plain, custom]) == ["celery", "default", "video"]
-    assert broker.queue_names([]) == []
+    assert queues.queue_names([plain, custom]) == ["celery", "default", "video"]
+    assert queues.queue_names([]) == []
 
 
 def test_queue_names_are_bounded() -> None:
     app = Celery("many", set_as_current=False)
-    app.conf.task_queues = [Queue(f"q{i}") for i in range(broker.MAX_QUEUES + 20)]
-    assert len(broker.queue_names([app])) == broker.MAX_QUEUES
+    app.conf.task_queues = [Queue(f"q{i}") for i in range(queues.MAX_QUEUES + 20)]
+    assert len(queues.queue_names([app])) == queues.MAX_QUEUES
 
 
 # ---- the control client, with canned replies ------------------------------------------------
@@ -219,7 +220,7 @@ REQUEST = {"id": "t1", "name": "usr.sleep", "args": [5], "kwargs": {}, "hostname
 
 
 class Canned:
-    """Stands in for celery.app.control.Control.broadcast: answers by command, records calls."""
+    """Stands in for celery.app.remote.Control.broadcast: answers by command, records calls."""
 
     def __init__(self, answers: dict[str, Any]) -> None:
         self.answers = answers
@@ -234,11 +235,11 @@ class Canned:
 
 
 @pytest.fixture
-def control() -> broker.Control:
-    return broker.Control(Celery("usr", broker="redis://127.0.0.1:1/0", set_as_current=False))
+def control() -> remote.Control:
+    return remote.Control(Celery("usr", broker="redis://127.0.0.1:1/0", set_as_current=False))
 
 
-def test_ping_returns_who_answered_among_those_asked(control: broker.Control) -> None:
+def test_ping_returns_who_answered_among_those_asked(control: remote.Control) -> None:
     control._control.broadcast = canned = Canned({"ping": [{"w1@h": {"ok": "pong"}}, {"stranger@h": {"ok": "pong"}}]})
     assert control.ping(["w1@h", "w2@h", "w1@h"], timeout=0.5) == {"w1@h"}
     command, kwargs = canned.calls[0]
@@ -246,13 +247,13 @@ def test_ping_returns_who_answered_among_those_asked(control: broker.Control) ->
     assert control.last_error is None
 
 
-def test_ping_of_nobody_sends_nothing(control: broker.Control) -> None:
+def test_ping_of_nobody_sends_nothing(control: remote.Control) -> None:
     control._control.broadcast = canned = Canned({})
     assert control.ping([]) == set()
     assert canned.calls == []
 
 
-def test_active_merges_running_reserved_and_scheduled(control: broker.Control) -> None:
+def test_active_merges_running_reserved_and_scheduled(control: remote.Control) -> None:
     control._control.broadcast = canned = Canned({
         "active": [{"w1@h": [REQUEST]}, {"w2@h": []}],
         "reserved": [{"w1@h": [dict(REQUEST, id="t2")]}],
@@ -264,13 +265,13 @@ def test_active_merges_running_reserved_and_scheduled(control: broker.Control) -
         ("reserved", ["w1@h", "w2@h"], 2), ("scheduled", ["w1@h", "w2@h"], 2)]
 
 
-def test_active_with_no_worker_is_empty_and_asks_once(control: broker.Control) -> None:
+def test_active_with_no_worker_is_empty_and_asks_once(control: remote.Control) -> None:
     control._control.broadcast = canned = Canned({"active": None})
     assert control.active() == {}
     assert len(canned.calls) == 1
 
 
-def test_pools_by_short_name(control: broker.Control) -> None:
+def test_pools_by_short_name(control: remote.Control) -> None:
     stats = {"pool": {"implementation": "celery.concurrency.prefork:TaskPool", "max-concurrency": 4}}
     control._control.broadcast = Canned({"stats": [
         {"w1@h": stats},
@@ -282,7 +283,7 @@ def test_pools_by_short_name(control: broker.Control) -> None:
     assert control.pools() == {"w1@h": "prefork", "w2@h": "solo", "w3@h": "mypools.fancy:Pool", "w5@h": "threads"}
 
 
-def test_a_failure_is_an_unknown_answer_and_said(control: broker.Control, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failure_is_an_unknown_answer_and_said(control: remote.Control, caplog: pytest.LogCaptureFixture) -> None:
     failing = ConnectionError("broker gone")
     control._control.broadcast = Canned({c: failing for c in ("ping", "active", "stats", "enable_events")})
     assert control.ping(["w1@h"]) == set()
@@ -293,18 +294,18 @@ def test_a_failure_is_an_unknown_answer_and_said(control: broker.Control, caplog
     assert "control enable_events failed" in caplog.text
 
 
-def test_active_is_unknown_when_a_later_question_fails(control: broker.Control) -> None:
+def test_active_is_unknown_when_a_later_question_fails(control: remote.Control) -> None:
     control._control.broadcast = Canned({"active": [{"w1@h": [REQUEST]}], "reserved": OSError("cut")})
     assert control.active() is None
 
 
-def test_timeouts_are_capped(control: broker.Control) -> None:
+def test_timeouts_are_capped(control: remote.Control) -> None:
     control._control.broadcast = canned = Canned({"stats": []})
     control.pools(timeout=3600)
-    assert canned.calls[0][1]["timeout"] == broker.MAX_TIMEOUT
+    assert canned.calls[0][1]["timeout"] == remote.MAX_TIMEOUT
 
 
-def test_one_reply_queue_whatever_thread_asks(control: broker.Control) -> None:
+def test_one_reply_queue_whatever_thread_asks(control: remote.Control) -> None:
     import threading
 
     oids: list[str] = []
@@ -312,7 +313,7 @@ def test_one_reply_queue_whatever_thread_asks(control: broker.Control) -> None:
     thread.start()
     thread.join()
     assert oids == [control._control.mailbox.oid] and oids[0]
-    assert broker.Control(control.app)._control.mailbox.oid != oids[0]
+    assert remote.Control(control.app)._control.mailbox.oid != oids[0]
 
 
 def test_messages_taken_but_not_acknowledged_are_still_to_run() -> None:
@@ -320,7 +321,7 @@ def test_messages_taken_but_not_acknowledged_are_still_to_run() -> None:
 
     import fakeredis
 
-    from web.broker import UNACKED_KEY, unacked
+    from web.queues import UNACKED_KEY, unacked
 
     client = fakeredis.FakeRedis()
     envelope = {"body": "", "content-type": "application/json", "content-encoding": "utf-8",

@@ -1,10 +1,9 @@
-"""Asking the broker and the workers: the task messages waiting in Redis, and Celery's remote control.
+"""The broker's queues as the dashboard reads them: the task messages waiting in kombu's Redis
+lists (and taken but not acknowledged), and taking a waiting one out.
 
-Users run their workers as the tutorial does (no `-E`) and send with default settings (no
-`task_send_sent_event`): a waiting task then sends no event at all, and a running one sends task
-events only after a worker is told `enable_events`. This module reads what the broker holds and
-asks the workers directly; it knows kombu's Redis transport and Celery's control protocol, and
-nothing of Flask.
+Users run their workers as the tutorial does and send with default settings (no
+`task_send_sent_event`): a waiting task then sends no event at all. This module reads what the
+broker holds; it knows kombu's Redis transport, and nothing of Flask.
 """
 from __future__ import annotations
 
@@ -12,23 +11,14 @@ import base64
 import binascii
 import json
 import logging
-import threading
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from celery import Celery
-from celery.app.control import Control as CeleryControl
-from celery.app.control import flatten_reply
-from celery.concurrency import ALIASES
-from kombu import Connection, Consumer, Producer
-from kombu.pidbox import Mailbox
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
-from kombu.utils.uuid import uuid
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +29,6 @@ SEP: str = RedisChannel.sep                      # "\x06\x16"
 STEPS: tuple[int, ...] = tuple(PRIORITY_STEPS)   # (0, 3, 6, 9)
 MAX_QUEUES = 100          # queues scanned at most (queue_names)
 MAX_ID = 255              # a longer "task id" is not a Celery task id
-MAX_HOSTNAMES = 1000      # hostnames one ping asks about
-MAX_TIMEOUT = 10.0        # seconds any one control call may wait for replies
-CONNECT_TIMEOUT = 2.0     # seconds to (re)connect to the broker, and for the answer to one command
-CLIENT_NAME = "dashboard-control"  # what CLIENT LIST shows for a Control's Redis connections
-# "celery.concurrency.thread:TaskPool" -> "threads"; the first alias wins ("prefork", not "processes").
-POOL_NAMES = {path: name for name, path in reversed(ALIASES.items()) if path}
-# For a control message's publish. kombu's default (Producer.publish(retry=True) without a
-# policy, as kombu.pidbox does) retries forever once the broker it was connected to is gone:
-# measured here, `app.control.enable_events()` was still blocked 30 s after Redis was killed.
-RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 
 
 # ---- the task messages waiting in the broker ------------------------------------------------
@@ -333,231 +313,3 @@ def queue_names(apps: list[Celery]) -> list[str]:
     if len(names) > MAX_QUEUES:
         log.warning("scanning %d of %d configured queues", MAX_QUEUES, len(names))
     return list(names)[:MAX_QUEUES]
-
-
-# ---- Celery's remote control ----------------------------------------------------------------
-
-class _BoundedProducer(Producer):
-    """A producer whose retried publish gives up (one reconnect) instead of retrying forever."""
-
-    def publish(self, body: Any, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("retry") and not kwargs.get("retry_policy"):
-            kwargs["retry_policy"] = dict(RETRY_POLICY)
-        return super().publish(body, *args, **kwargs)
-
-
-class _Mailbox(Mailbox):
-    """Celery's control mailbox with one reply queue per `Control`, no shared producer pool, and
-    a reply collection that ends at its deadline or when all the replies it asked for are in.
-
-    kombu (kombu.pidbox.Mailbox) names the reply queue after `oid`, which changes with the thread
-    (and the greenlet, under eventlet): every thread would declare a reply queue of its own.
-    Publishing through Celery's producer pool would take another broker connection from the app's
-    pool; the Control's own connection is enough. And kombu's `_collect` waits `timeout` per
-    message and counts a late reply to an earlier call toward `limit`: after a worker was busy
-    (a solo worker answers its backlog when its task ends) a ping could return before the
-    worker's answer to it, and a stream of stale replies could hold a call far past `timeout`.
-    """
-
-    fixed_oid = ""
-
-    @property
-    def oid(self) -> str:
-        return self.fixed_oid
-
-    @contextmanager
-    def producer_or_acquire(self, producer: Producer | None = None, channel: Any = None) -> Iterator[Producer]:
-        yield producer or _BoundedProducer(channel, auto_declare=False)
-
-    def _collect(self, ticket: str, limit: int | None = None, timeout: float = 1, callback: Any = None,
-                 channel: Any = None, accept: Any = None) -> list[dict[str, Any]]:
-        """The replies to `ticket` that arrive within `timeout` seconds in all, at most `limit`."""
-        chan = channel or self.connection.default_channel
-        queue = self.reply_queue
-        consumer = Consumer(chan, [queue], accept=self.accept if accept is None else accept, no_ack=True)
-        replies: list[dict[str, Any]] = []
-
-        def on_message(body: Any, message: Any) -> None:
-            self.clock.adjust(message.headers.get("clock") or 0)
-            if message.headers.get("ticket") == ticket:  # anything else answers an earlier call
-                if callback:
-                    callback(body)
-                replies.append(body)
-
-        consumer.register_callback(on_message)
-        deadline = time.monotonic() + timeout
-        try:
-            with consumer:
-                while not limit or len(replies) < limit:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        self.connection.drain_events(timeout=left)
-                    except TimeoutError:  # socket.timeout: nothing more within the deadline
-                        break
-            return replies
-        finally:
-            chan.after_reply_message_received(queue.name)
-
-
-class _CeleryControl(CeleryControl):
-    Mailbox = _Mailbox
-
-
-class Control:
-    """Celery's remote control (celery.app.control) for one app, bounded and never raising.
-
-    A call waits for replies at most its `timeout` in seconds (capped at MAX_TIMEOUT; kombu's
-    BRPOP polls in 1 s steps, so up to about a second more). Reaching the broker costs at most
-    `connect_timeout` per step: a broker that refuses connections fails a call at once, one that
-    stops answering (frozen, black-holed) within two `connect_timeout` (the send, one reconnect),
-    where Celery's own `app.control` retries a publish forever. A failure is logged and answered
-    with an "unknown" answer (see each method), and `last_error` says what went wrong (None
-    after a call that reached the broker); the next call reconnects.
-
-    Calls are serialized on one kombu connection of the Control's own: over Redis it holds two
-    Redis connections (named CLIENT_NAME in CLIENT LIST) however often and from however many
-    threads it is used: one for commands and PUBLISH, one for the BRPOP that collects replies.
-    Create a Control after any fork.
-    """
-
-    def __init__(self, app: Celery, connect_timeout: float = CONNECT_TIMEOUT) -> None:
-        self.app = app
-        self.connect_timeout = connect_timeout
-        self._control = _CeleryControl(app)
-        self._control.mailbox.fixed_oid = uuid()
-        self._lock = threading.Lock()
-        self._connection: Connection | None = None
-        self.last_error: str | None = None
-
-    def _connect(self) -> Connection:
-        if self._connection is None:
-            self._connection = self.app.connection_for_write(
-                connect_timeout=self.connect_timeout,
-                transport_options={**RETRY_POLICY, "client_name": CLIENT_NAME,
-                                   "socket_connect_timeout": self.connect_timeout,
-                                   "socket_timeout": self.connect_timeout})
-        return self._connection
-
-    def _broadcast(self, command: str, timeout: float, reply: bool = True,
-                   destination: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]] | None:
-        """Celery's `Control.broadcast` on this Control's connection: the replies (a list of
-        `{hostname: answer}`, [] when nobody answered or `reply` is False), or None on failure."""
-        timeout = min(max(float(timeout), 0.01), MAX_TIMEOUT)
-        if not self._lock.acquire(timeout=timeout + self.connect_timeout):
-            self.last_error = f"{command}: another call still holds the connection"
-            log.warning("control %s not sent: %s", command, self.last_error)
-            return None
-        try:
-            replies = self._control.broadcast(command, connection=self._connect(), reply=reply, timeout=timeout,
-                                              destination=destination, limit=limit)
-            self.last_error = None
-            return list(replies or [])
-        except Exception as exc:  # noqa: BLE001 - any broker or protocol failure is an unknown answer
-            self.last_error = f"{command}: {exc!r}"
-            log.warning("control %s failed: %r", command, exc)
-            self._close()
-            return None
-        finally:
-            self._lock.release()
-
-    def _close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                connection.release()
-            except Exception:  # noqa: BLE001 - closing a connection that is already gone
-                pass
-
-    def close(self) -> None:
-        """Close the Control's broker connection (the next call reconnects)."""
-        with self._lock:
-            self._close()
-
-    def enable_events(self) -> None:
-        """Tell every worker online now to send task events (celery.worker.control.enable_events,
-        what `-E` does at start): the `enable_events` broadcast Flower sends every 5 s
-        (flower/events.py `on_enable_events`). No reply is awaited; a worker that starts later
-        needs it again, so the caller repeats it. A failure is logged (`last_error`)."""
-        self._broadcast("enable_events", timeout=self.connect_timeout, reply=False)
-
-    def ping(self, hostnames: list[str], timeout: float = 1.0) -> set[str]:
-        """The nodes among `hostnames` (Celery node names, "celery@host") that answered a `ping`
-        within `timeout` seconds; returns as soon as all have. An empty set when none answered or
-        the call failed: then `last_error` is set and the silence means nothing.
-
-        A solo-pool worker answers nothing while it runs a task (its one thread runs the task,
-        not the consumer), and a gevent worker nothing while a task holds the CPU: a missing
-        pong alone does not prove a worker dead."""
-        wanted = list(dict.fromkeys(hostnames))[:MAX_HOSTNAMES]
-        if not wanted:
-            return set()
-        replies = self._broadcast("ping", timeout, destination=wanted, limit=len(wanted)) or []
-        return {node for node in flatten_reply(replies) if node in wanted}
-
-    def active(self, timeout: float = 1.0) -> dict[str, set[str]] | None:
-        """Hostname -> ids of the tasks the worker holds: running (`inspect().active()`), prefetched
-        (`reserved()`) and waiting for their eta or countdown (`scheduled()`); None when a call failed.
-
-        `active` waits `timeout` for every worker that answers; `reserved` and `scheduled` then ask
-        only as many replies as `active` got, so the whole call takes about `timeout`, at most
-        three times it. A worker that does not answer (see `ping`) is missing from the answer.
-        """
-        answers = self._broadcast("active", timeout)
-        if answers is None:
-            return None
-        found: dict[str, set[str]] = {}
-        for node, tasks in flatten_reply(answers).items():
-            found.setdefault(node, set()).update(_task_ids(tasks))
-        if not found:
-            return found
-        for command in ("reserved", "scheduled"):
-            replies = self._broadcast(command, timeout, destination=list(found), limit=len(found))
-            if replies is None:
-                return None
-            for node, tasks in flatten_reply(replies).items():
-                found.setdefault(node, set()).update(_task_ids(tasks))
-        return found
-
-    def stats(self, timeout: float = 1.0) -> dict[str, dict[str, Any]]:
-        """Hostname -> {"pool": "prefork", "solo", "threads", "gevent" or "eventlet" (the module of
-        `inspect().stats()["pool"]["implementation"]`, e.g. "celery.concurrency.prefork:TaskPool";
-        another pool class gives its full path), "pid": the worker's main process id (its
-        incarnation), "started": when that process started (epoch seconds, from `uptime`)}. Waits
-        `timeout` for workers to answer; {} when none answered or the call
-        failed (`last_error`)."""
-        replies = self._broadcast("stats", timeout) or []
-        found: dict[str, dict[str, Any]] = {}
-        for node, stats in flatten_reply(replies).items():
-            if not isinstance(stats, dict):
-                continue
-            pool = stats.get("pool")
-            implementation = pool.get("implementation") if isinstance(pool, dict) else None
-            pid, uptime = stats.get("pid"), stats.get("uptime")
-            found[node] = {"pool": _pool_name(implementation) if isinstance(implementation, str) else None,
-                           "pid": pid if isinstance(pid, int) else None,
-                           "started": time.time() - uptime if isinstance(uptime, (int, float)) else None}
-        return found
-
-    def pools(self, timeout: float = 1.0) -> dict[str, str]:
-        """Hostname -> the worker's pool short name (see `stats`)."""
-        return {node: info["pool"] for node, info in self.stats(timeout).items() if info["pool"]}
-
-
-def _task_ids(tasks: Any) -> set[str]:
-    """The task ids in an inspect answer: `active`/`reserved` give request dicts with `id`,
-    `scheduled` gives `{"eta", "priority", "request": {...}}`."""
-    ids: set[str] = set()
-    for task in tasks if isinstance(tasks, list) else ():
-        if isinstance(task, dict):
-            request = task.get("request") if isinstance(task.get("request"), dict) else task
-            if isinstance(request.get("id"), str):
-                ids.add(request["id"])
-    return ids
-
-
-def _pool_name(implementation: str) -> str:
-    """"celery.concurrency.prefork:TaskPool" -> "prefork": the name `celery worker -P` knows it by
-    (celery.concurrency.ALIASES); a pool from elsewhere keeps its full path."""
-    return POOL_NAMES.get(implementation, implementation)
