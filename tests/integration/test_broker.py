@@ -1,4 +1,4 @@
-"""web.broker against a real redis-server and real Celery workers of a user's own app, run as the
+"""web.queues and web.control against a real redis-server and real Celery workers of a user's own app, run as the
 tutorial runs them: `.delay()` with default settings, `celery -A <module> worker` without `-E`."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""web.broker without a network: message envelopes captured from real publishes, an in-memory
+"""web.queues and web.control without a network: message envelopes captured from real publishes, an in-memory
 Redis for the queue scan, and canned control replies for the Control."""
 from __future__ import annotations
 
