@@ -304,14 +304,16 @@ def test_huge_results_travel_as_previews(app: Any, api: Api, feed: Feed, pool: s
     assert full.status_code == 200 and len(full.json()["result"]) == 8 * 1024 * 1024
 
 
-def test_a_task_that_could_not_be_sent_is_never_shown(app: Any, api: Api, pool: str) -> None:
+def test_a_task_that_could_not_be_sent_is_never_shown(app: Any, api: Api, feed: Feed, pool: str) -> None:
     from kombu.exceptions import EncodeError
 
     with pytest.raises(EncodeError):
         app.tasks["conform.add"].apply_async((object(), 1), queue=queue(pool), task_id=f"never-{pool}")
-    time.sleep(2)
+    sent = send(app, "add", pool, 1, 1)  # sent after it: once this is shown, the other would be too
+    feed.wait(sent)
     assert api.get(f"/api/tasks/never-{pool}").status_code == 404
     assert api.post(f"/api/tasks/never-{pool}/cancel").status_code == 404
+    assert feed.history(f"never-{pool}") == []
 
 
 def test_what_events_said_is_not_erased_by_the_backend(app: Any, api: Api, pool: str) -> None:

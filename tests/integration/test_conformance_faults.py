@@ -56,12 +56,18 @@ def test_a_worker_killed_and_restarted_under_its_name_shows_its_tasks_lost(fault
     ids = [send(app, "sleep_quietly", pool, 60) for _ in range(running)]
     for task_id in ids:
         api.wait(task_id, lambda t: t["state"] == "STARTED", what="the task to start")
-    worker.stop(signal.SIGKILL)  # the whole process group, as a container dies
-    start_pool_worker(fault_stack, pool, name="victim")  # systemd / Kubernetes bring it back at once
-    for task_id in ids:
-        task = api.wait(task_id, lambda t: t["state"] in ENDED, timeout=TIMEOUT)
-        assert task["state"] == "LOST", task
-        assert task["error"]["type"] == "WorkerLostError" and "restarted" in task["error"]["message"]
+    feed = Feed(fault_stack.url)
+    try:
+        worker.stop(signal.SIGKILL)  # the whole process group, as a container dies
+        start_pool_worker(fault_stack, pool, name="victim")  # systemd / Kubernetes bring it back at once
+        for task_id in ids:
+            task = api.wait(task_id, lambda t: t["state"] in ENDED, timeout=TIMEOUT)
+            assert task["state"] == "LOST", task
+            assert task["error"]["type"] == "WorkerLostError" and "restarted" in task["error"]["message"]
+            assert feed.wait(task_id)["state"] == "LOST"
+        feed.check_contract()
+    finally:
+        feed.close()
 
 
 @pytest.mark.parametrize("pool, task", [("solo", "sleep_quietly"), ("gevent", "spin")])
@@ -131,7 +137,11 @@ def test_a_task_nobody_reports_on_is_outcome_unknown_never_queued(fault_stack: S
     api.wait(task_id, lambda t: t["state"] == "STARTED", what="the task to start")
     fault_stack.kill_web(web, signal.SIGTERM)
     time.sleep(5)  # it ends while no dashboard listens
-    api = Api(fault_stack.start_web())
-    task = api.wait(task_id, lambda t: t["state"] in ENDED, timeout=TIMEOUT)
-    assert task["state"] == "UNKNOWN"
-    assert api.task(task_id)["state"] not in ("PENDING", "STARTED")
+    url = fault_stack.start_web()
+    api, feed = Api(url), Feed(url)
+    try:
+        task = api.wait(task_id, lambda t: t["state"] in ENDED, timeout=TIMEOUT)
+        assert task["state"] == "UNKNOWN"
+        assert feed.wait(task_id)["state"] == "UNKNOWN"
+    finally:
+        feed.close()
