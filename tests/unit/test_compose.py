@@ -72,8 +72,9 @@ def test_redis_has_a_health_check_the_others_wait_for() -> None:
 def test_every_environment_variable_the_code_reads_is_documented() -> None:
     documented = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
                   if "=" in line and not line.startswith("#")}
-    sources = [*ROOT.glob("tasks/*.py"), *ROOT.glob("web/*.py"), ROOT / "serve.py", ROOT / "Procfile"]
-    pattern = re.compile(r'(?:environ\.get\(|_int\(|_float\(|\$\{)"?([A-Z][A-Z0-9_]+)')
+    sources = [*ROOT.glob("celery_dashboard/*.py"), *ROOT.glob("tasks/*.py"), *ROOT.glob("web/*.py"),
+               ROOT / "serve.py", ROOT / "Procfile"]
+    pattern = re.compile(r'(?:environ\.get\(|_int\(|_float\(|\bnumber\(|\$\{)"?([A-Z][A-Z0-9_]+)')
     read = {name for path in sources for name in pattern.findall(path.read_text())}
     assert {"REDIS_URL", "SECRET_KEY", "PORT", "WORKER_CONCURRENCY"} <= read  # the scan works
     read -= {"DYNO"}  # set by Heroku, not by the operator
