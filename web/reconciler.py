@@ -96,7 +96,7 @@ class Reconciler:
         self.wall = wall
         self.sleep = sleep
         self.ran_on: Bounded = Bounded(100_000)   # task id -> (hostname, worker pid) it started on
-        self.running: Bounded = Bounded(10_000)   # ids of tasks last seen running (polled often)
+        self.running_ids: Bounded = Bounded(10_000)   # ids of tasks last seen running (polled often)
         self.seen_meta: Bounded = Bounded(100_000)  # task id -> digest of the backend entry last read
         self.queued_known: Bounded = Bounded(100_000)
         self.next_reconcile = 0.0
@@ -107,7 +107,7 @@ class Reconciler:
         self.last_active_check = -1e9
         self.held: list[tuple[str, int | None]] = []  # worker-offline not yet confirmed (OFFLINE_SETTLE)
         self.fresh: Bounded = Bounded(10_000)  # workers whose last worker-online came from a new process
-        self.running_flag = False
+        self.running = False
 
     # ---- input from the listener ------------------------------------------------------------
 
@@ -130,7 +130,7 @@ class Reconciler:
                 worker = self.workers.get(hostname)
                 self.ran_on[task_id] = (hostname, worker.pid if worker else None)
         if kind == "task-started" and isinstance(task_id, str):
-            self.running[task_id] = True
+            self.running_ids[task_id] = True
         elif kind == "worker-online" or kind == "worker-offline":
             self.soon()
             self.next_pools = 0.0
@@ -176,7 +176,7 @@ class Reconciler:
 
     def poll(self) -> None:
         """The fast pass: running tasks' backend records, and the queues."""
-        ids = list(self.running)
+        ids = list(self.running_ids)
         if ids:
             self._backend({}, ids)
         if self.queues is not None:
@@ -195,10 +195,10 @@ class Reconciler:
         for start in range(0, len(ids), CHUNK):
             stored.update(self.store.get_many(ids[start:start + CHUNK]))
         self._backend(stored, ids)
-        self.running.clear()
+        self.running_ids.clear()
         for task_id, record in self._open(stored):
             if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
-                self.running[task_id] = True
+                self.running_ids[task_id] = True
         verdicts = self._lost(stored) + self._not_responding(stored) + self._unknown(stored)
         for task_id in list(self.ran_on):
             if task_id in stored and lifecycle.is_settled(stored[task_id]):
@@ -357,9 +357,9 @@ class Reconciler:
             self.poll()
 
     def run(self) -> None:
-        self.running_flag = True
+        self.running = True
         backoff = 0.5
-        while self.running_flag:
+        while self.running:
             try:
                 self.step()
                 backoff = 0.5
@@ -370,5 +370,5 @@ class Reconciler:
                 backoff = min(backoff * 2, 5.0)
 
     def stop(self) -> None:
-        self.running_flag = False
+        self.running = False
 

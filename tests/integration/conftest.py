@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 import requests
 import socketio
 
+from tests.conftest import ARTIFACTS
 from tests.support import Stack, wait_for
 from web import lifecycle
 from web.records import FIELDS
@@ -185,3 +187,16 @@ def connect(stack: Stack) -> Iterator[Callable[[], Feed]]:
     yield open_feed
     for feed in feeds:
         feed.close()
+
+
+@pytest.fixture
+def private_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A stack of this test's own (Redis and the demo worker; the test starts the web): for
+    tests that break something."""
+    stack = Stack(logdir=ARTIFACTS / "logs" / f"{request.node.name}-{time.strftime('%H%M%S')}")
+    try:
+        stack.start_redis()
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.stop()

@@ -12,28 +12,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import ARTIFACTS
 from tests.integration.conftest import Api, Feed
 from tests.support import ROOT, Stack, wait_for
 
 TIMEOUT = 90.0
-
-
-@pytest.fixture
-def private_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    stack = Stack(logdir=ARTIFACTS / "logs" / f"{request.node.name}-{time.strftime('%H%M%S')}")
-    try:
-        stack.start_redis()
-        stack.start_worker()
-        yield stack
-    finally:
-        stack.stop()
 
 
 def delay_from_another_process(stack: Stack, count: int, **params: Any) -> list[str]:

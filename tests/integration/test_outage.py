@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 import redis
 import requests
 
 from celery_dashboard.index import DATA_KEY
-from tests.conftest import ARTIFACTS
 from tests.integration.conftest import Api, Feed
 from tests.support import Process, Stack, wait_for
 
@@ -30,17 +28,6 @@ PARAMS = {"steps": 10, "delay": 0.3}
 EXPECTED = {"state": "SUCCESS", "result": {"steps": 10}}
 # Endings none of these tasks may ever be shown on the way: each really ran and succeeded.
 WRONG_ENDINGS = frozenset({"LOST", "UNKNOWN", "FAILURE", "REVOKED", "REJECTED", "IGNORED"})
-
-
-@pytest.fixture
-def outage_stack() -> Iterator[Stack]:
-    stack = Stack(logdir=ARTIFACTS / "logs" / f"outage-{time.strftime('%H%M%S')}")
-    try:
-        stack.start_redis()
-        stack.start_worker()
-        yield stack
-    finally:
-        stack.stop()
 
 
 def restart_redis(stack: Stack) -> Process:
@@ -92,8 +79,8 @@ def wait_until_none(check: Callable[[list[str]], list[str]], ids: list[str], tim
 
 
 def test_seventy_tasks_around_a_ten_second_redis_outage_are_all_shown_succeeded(
-        outage_stack: Stack, recovery: dict) -> None:
-    stack = outage_stack
+        private_stack: Stack, recovery: dict) -> None:
+    stack = private_stack
     url = stack.start_web()
     api = Api(url)
     ids = [api.launch("steps", **PARAMS)["id"] for _ in range(50)]
