@@ -112,8 +112,10 @@ def test_a_worker_clock_off_by_two_minutes(fault_stack: Stack, tmp_path: Path, s
     (tmp_path / "sitecustomize.py").write_text(
         f"import time\n_real = time.time\ntime.time = lambda: _real() + {skew}\n")
     api, app = Api(fault_stack.url), user_app(fault_stack)
-    start_pool_worker(fault_stack, "prefork", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{USERAPP}"})
+    worker = start_pool_worker(fault_stack, "prefork", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{USERAPP}"})
     worker_known(api, "prefork")
+    # Its own events (task-retried among them) start once the dashboard's enable_events reaches it.
+    wait_for(lambda: "enabled by remote" in worker.output(), 20, what="the dashboard to enable events")
     feed = Feed(fault_stack.url)
     try:
         # No countdown: a worker whose clock is behind would hold an ETA that long (Celery's own way).
