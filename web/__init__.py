@@ -59,6 +59,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                             worker_timeout=app.config["WORKER_TIMEOUT"], window=app.config["RECONCILE_WINDOW"],
                             poll_every=app.config["POLL_INTERVAL"], reconcile_every=app.config["RECONCILE_INTERVAL"],
                             sleep=socketio.sleep)
+    pusher.unconfirmed = reconciler.confirm
     app.extensions["dashboard"] = Services(store, coalescer, pusher, reconciler, read_results, celery_app,
                                            UserStore(client), waiting)
 

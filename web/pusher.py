@@ -43,7 +43,8 @@ class Pusher:
 
     def __init__(self, store: TaskStore, coalescer: Coalescer, read_results: ReadResults, emit: Emit,
                  interval: float = 0.1, burst: int = 10, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, remembered: int = 20_000) -> None:
+                 sleep: Callable[[float], None] = time.sleep, remembered: int = 20_000,
+                 unconfirmed: Callable[[list[str]], None] | None = None) -> None:
         self.store = store
         self.coalescer = coalescer
         self.read_results = read_results
@@ -53,6 +54,9 @@ class Pusher:
         self.clock = clock
         self.sleep = sleep
         self.remembered = remembered
+        # Told the ids of tasks a worker's event ended while the backend had no ending for them yet
+        # (the reconciler reads those again for a while: see Reconciler.confirm).
+        self.unconfirmed = unconfirmed or (lambda ids: None)
         self.sent: OrderedDict[str, bytes] = OrderedDict()  # what this process's clients last got
         # Held while a batch is stored and emitted, and while a client gets its snapshot: a
         # client then never receives a batch older than its snapshot, nor misses one.
@@ -66,7 +70,13 @@ class Pusher:
             return
         waiting = {i for i in ids if not lifecycle.is_terminal(batch[i].get("state"))}
         self.coalescer.to_fetch |= waiting  # its ending is held back for the next batch: read it then
-        for task_id, meta in self.read_results(sorted(ids - waiting)).items():
+        ended = sorted(ids - waiting)
+        metas = self.read_results(ended)
+        # A pool that kills a task (gevent, eventlet) has the worker send the task's task-succeeded
+        # (result None) around the task-revoked it sends while it writes REVOKED to the backend:
+        # an ending the backend does not have yet is read again (the backend's outranks an event's).
+        self.unconfirmed([i for i in ended if not lifecycle.is_terminal((metas.get(i) or {}).get("status"))])
+        for task_id, meta in metas.items():
             update = batch[task_id]
             if "undecodable" in meta:
                 update.update(result=f"(the result cannot be decoded: {meta['undecodable']})", result_truncated=True)

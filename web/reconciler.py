@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 ReadResults = Callable[[list[str]], dict[str, dict[str, Any]]]
 CHUNK = 500
+# Seconds the backend of a task ended by an event, without an ending in the backend, is read again.
+CONFIRM_WINDOW = 10.0
 # Seconds a worker that went offline has to come back before its running tasks are shown lost.
 # When a worker loses its broker connection (a Redis outage) Celery restarts its consumer: it sends
 # worker-offline, then worker-online from the same main process once reconnected, and its pool
@@ -97,6 +99,7 @@ class Reconciler:
         self.sleep = sleep
         self.ran_on: Bounded = Bounded(100_000)   # task id -> (hostname, worker pid) it started on
         self.running_ids: Bounded = Bounded(10_000)   # ids of tasks last seen running (polled often)
+        self.confirming: Bounded = Bounded(10_000)  # task id -> until when its event-told ending is checked
         self.seen_meta: Bounded = Bounded(100_000)  # task id -> digest of the backend entry last read
         self.queued_known: Bounded = Bounded(100_000)
         self.next_reconcile = 0.0
@@ -149,6 +152,15 @@ class Reconciler:
         self.connected_at = self.clock()
         self.soon()
 
+    def confirm(self, ids: list[str]) -> None:
+        """Read the backend of these ended tasks again at each poll for CONFIRM_WINDOW seconds:
+        a worker's event said they ended, and the backend had no ending yet. The backend's ending,
+        once written, outranks the event's (a task killed on gevent or eventlet: SUCCESS, then
+        REVOKED in the backend). A task that stores no result costs a few reads, then is dropped."""
+        until = self.clock() + CONFIRM_WINDOW
+        for task_id in ids:
+            self.confirming[task_id] = until
+
     def soon(self, delay: float = 0.5) -> None:
         self.next_reconcile = min(self.next_reconcile, self.clock() + delay)
 
@@ -176,7 +188,11 @@ class Reconciler:
 
     def poll(self) -> None:
         """The fast pass: running tasks' backend records, and the queues."""
-        ids = list(self.running_ids)
+        now = self.clock()
+        for task_id, until in list(self.confirming.items()):
+            if until < now:
+                self.confirming.pop(task_id, None)
+        ids = list(dict.fromkeys([*self.running_ids, *self.confirming]))
         if ids:
             self._backend({}, ids)
         if self.queues is not None:

@@ -62,6 +62,7 @@ class Parts:
         self.reconciler = Reconciler(self.store, self.coalescer, read, self.workers, self.control,
                                      lambda: (list(self.queue), True), worker_timeout=10, window=30,
                                      clock=self.clock, wall=self.wall)
+        self.pusher.unconfirmed = self.reconciler.confirm
 
     def event(self, kind: str, hostname: str = "w1", pid: int = 100, **fields: Any) -> None:
         event = self.reconciler.worker_event({"type": kind, "hostname": hostname, "pid": pid,
@@ -148,6 +149,37 @@ def test_a_real_outcome_overrides_a_lost_verdict(parts: Parts) -> None:
     parts.settle()
     assert (parts.state("a"), parts.store.get("a")["result"]) == ("SUCCESS", 7)
     assert not parts.store.active_ids()
+
+
+@pytest.mark.parametrize("order", ["succeeded first", "revoked first"])
+def test_a_task_killed_by_its_pool_ends_revoked_when_the_backend_says_so_after_the_events(
+        parts: Parts, order: str) -> None:
+    # gevent and eventlet: the killed greenlet's task-succeeded (result None) and the task-revoked
+    # go out around the worker's write of REVOKED to the backend, in either order.
+    start(parts, "a")
+    kinds = ["task-succeeded", "task-revoked"] if order == "succeeded first" else ["task-revoked", "task-succeeded"]
+    for kind in kinds:
+        parts.event(kind, uuid="a")
+        parts.later(0.01)
+    parts.settle()  # a full pass comes between: the task is no longer among the running ones
+    assert parts.state("a") == {"succeeded first": "REVOKED", "revoked first": "SUCCESS"}[order]  # the later event
+    parts.metas["a"] = {"status": "REVOKED", "result": {"exc_type": "TaskRevokedError", "exc_message": ["terminated"]},
+                        "date_done": "2030-01-01T00:00:00"}
+    parts.later(1)
+    parts.reconciler.poll()
+    parts.pusher.flush()
+    assert parts.state("a") == "REVOKED"
+
+
+def test_an_ending_the_backend_never_confirms_is_read_again_only_for_a_while(parts: Parts) -> None:
+    start(parts, "a")  # ignore_result=True: the backend never has it
+    parts.event("task-succeeded", uuid="a")
+    parts.pusher.flush()
+    assert "a" in parts.reconciler.confirming
+    parts.later(11)
+    parts.reconciler.poll()
+    assert "a" not in parts.reconciler.confirming
+    assert parts.state("a") == "SUCCESS"
 
 
 def test_a_task_nobody_knows_becomes_unknown_after_the_window(parts: Parts) -> None:
