@@ -26,11 +26,13 @@ run: setup
 test: setup
 	scripts/ensure-redis
 	scripts/ensure-chromium
+	scripts/ensure-compose
 	$(BIN)/ruff check celery_dashboard tasks web tests bench
 	$(BIN)/pytest
 	$(BIN)/python -m bench.run --quick
 
 test-unit: setup
+	scripts/ensure-compose
 	$(BIN)/pytest tests/unit
 
 test-integration: setup
