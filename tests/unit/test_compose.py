@@ -97,6 +97,7 @@ def test_every_environment_variable_the_code_reads_is_documented() -> None:
 
 
 def compose_file() -> dict[str, Any]:
+    """docker-compose.yml as YAML, before Compose interpolates it."""
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
