@@ -1,9 +1,15 @@
 """The web entry point: `python serve.py` serves the dashboard and runs the event listener."""
 import os  # noqa: I001 - monkey-patching must come before any other import
-if os.environ.get("ASYNC_MODE", "eventlet") == "eventlet": __import__("eventlet").monkey_patch()  # noqa: E701,E501
+MODE = os.environ.get("ASYNC_MODE", "eventlet")
+if MODE == "eventlet": __import__("eventlet").monkey_patch()  # noqa: E701
+if MODE == "gevent": __import__("gevent.monkey").monkey.patch_all()  # noqa: E701
 
+import errno  # noqa: E402
 import logging  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
 import sys  # noqa: E402
+from types import FrameType  # noqa: E402
 
 from web import create_app  # noqa: E402
 from web.config import ConfigError  # noqa: E402
@@ -12,10 +18,72 @@ from web.listener import Listener  # noqa: E402
 
 log = logging.getLogger("web")
 
+# The modes whose server is fit to face users: eventlet's and gevent's WSGI servers (Flask-SocketIO's
+# socketio.run). "threading" runs Werkzeug's development server: create_app accepts it (the unit
+# tests use it through the test clients), serve.py refuses it.
+SERVING_MODES = ("eventlet", "gevent")
+
+
+def port_taken(host: str, port: int) -> str:
+    """The sentence for HOST:PORT already in use (both settings named, so the user knows what to change)."""
+    return (f"web: port {port} on {host} is already in use by another process; stop it, or set PORT "
+            f"(and HOST) to a free one")
+
+
+def check_port(host: str, port: int) -> None:
+    """Exit with one sentence unless HOST:PORT can be listened on now (checked before anything starts).
+
+    Binds a throwaway socket with SO_REUSEADDR (as both servers do) and without SO_REUSEPORT, which
+    eventlet's listen() sets: so a port held by anyone, another serve.py included, is refused here
+    instead of being silently shared. Raises SystemExit with the sentence; returns None when free.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            sys.exit(port_taken(host, port))
+        sys.exit(f"web: cannot listen on {host}:{port} ({exc.strerror or exc}); check the HOST and PORT settings")
+
+
+# Seconds gevent's server gives open requests to finish on SIGTERM before it closes them (its
+# default, 1 s, is all of docker's patience; a browser's Socket.IO connection never finishes).
+STOP_GRACE = 0.5
+
+
+class Stop(SystemExit):
+    """Raised by the SIGTERM/SIGINT handler. A SystemExit, so eventlet's and gevent's hubs pass it
+    on to the main greenlet (they re-raise system exits wherever a signal handler happened to run)."""
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM (docker stop, Heroku, systemd) and SIGINT (Ctrl-C) end the process at once, status 0.
+
+    Python installs no SIGTERM handler, and Linux delivers no signal to a PID 1 (a container's first
+    process) that has no handler: without this one, `docker stop` waits 10 s and kills. The handler
+    raises Stop, which unwinds socketio.run() in the main greenlet: the listening socket closes
+    (gevent first gives open requests STOP_GRACE s), then main() ends the process.
+    """
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("stopping (%s)", signal.Signals(signum).name)
+        raise Stop(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    if MODE == "gevent":
+        from gevent import pywsgi
+
+        pywsgi.WSGIServer.stop_timeout = STOP_GRACE
+
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if MODE not in SERVING_MODES:
+        sys.exit(f"web: ASYNC_MODE={MODE} cannot serve: python serve.py runs with eventlet (the default) or gevent")
+    stop_on_signals()
     try:
         app = create_app()
     except ConfigError as exc:  # a setting is wrong: one sentence, not a traceback
@@ -25,13 +93,26 @@ def main() -> None:
     listener = Listener(dash.celery_app, dash.coalescer.add, on_connect=dash.reconciler.listener_connected,
                         on_worker=dash.reconciler.worker_event, sleep=socketio.sleep)
     dash.listener = listener
+    host, port = app.config["HOST"], app.config["PORT"]
+    check_port(host, port)
     socketio.start_background_task(dash.pusher.run)
     socketio.start_background_task(dash.reconciler.run)
     socketio.start_background_task(listener.run)
-    host, port = app.config["HOST"], app.config["PORT"]
-    log.info("dashboard on http://%s:%s (async mode %s)", host, port, app.config["ASYNC_MODE"])
-    kwargs = {"max_size": app.config["MAX_CONNECTIONS"]} if app.config["ASYNC_MODE"] == "eventlet" else {}
-    socketio.run(app, host=host, port=port, log_output=os.environ.get("ACCESS_LOG") == "1", **kwargs)
+    log.info("dashboard on http://%s:%s (async mode %s)", host, port, MODE)
+    # At most MAX_CONNECTIONS at once: eventlet.wsgi's max_size, a gevent pool of that size.
+    kwargs = {"max_size" if MODE == "eventlet" else "spawn": app.config["MAX_CONNECTIONS"]}
+    try:
+        socketio.run(app, host=host, port=port, log_output=os.environ.get("ACCESS_LOG") == "1", **kwargs)
+    except OSError as exc:  # taken between check_port and the server's own bind
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        sys.exit(port_taken(host, port))
+    except Stop:
+        pass  # gevent's server lets it through; eventlet's catches it and returns
+    # Stopped by a signal. Skip the interpreter's teardown (0.3-0.5 s of collecting greenlets and
+    # connections): nothing is left to save, and the kernel closes every socket.
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":
