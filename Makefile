@@ -48,7 +48,7 @@ test-e2e: setup
 screenshots: setup
 	scripts/ensure-redis
 	scripts/ensure-chromium
-	DOCS_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_dashboard.py -k overview_for_the_readme
+	DOCS_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_dashboard.py -k "overview_for_the_readme and eventlet"
 
 # The load benchmark (bench/run.py): ours vs a naive relay, Flower and `.delay()`; about 7-8 minutes.
 # Writes bench/results/report.md, report.json and report.png. The browser benchmark is bench-latency.

@@ -3,10 +3,13 @@
 Every page records, for each task row, the progress values and state labels it has shown, so a
 test can ask afterwards whether a bar moved or a state appeared at some point without racing it.
 A failing test leaves a full-page screenshot of each page it opened in tests/artifacts/.
+Every browser test runs once per supported async mode of the web process (eventlet, gevent): the
+`stack` here replaces the session one, started once per mode.
 """
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -15,6 +18,8 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 from tests.conftest import ARTIFACTS
 from tests.support import Stack
 
+# The modes serve.py serves with (serve.SERVING_MODES; threading is refused there).
+ASYNC_MODES = ("eventlet", "gevent")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -56,6 +61,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     item.stash.setdefault(PHASE, {})[report.when] = report
     return report
+
+
+@pytest.fixture(scope="session", params=ASYNC_MODES)
+def async_mode(request: pytest.FixtureRequest) -> str:
+    """The web process's ASYNC_MODE; session scoped, so pytest runs every test of one mode, then the other."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def stack(async_mode: str) -> Iterator[Stack]:
+    """A private redis-server, a Celery worker (4 processes) and `python serve.py` with ASYNC_MODE set,
+    really started: one per mode, each stopped before the next starts."""
+    running = Stack(logdir=ARTIFACTS / "logs" / f"e2e-{async_mode}-{time.strftime('%H%M%S')}",
+                    env={"ASYNC_MODE": async_mode})
+    try:
+        running.start_redis()
+        running.start_worker()
+        running.start_web()
+        assert f"(async mode {async_mode})" in running.webs[0][0].output()
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture(scope="session")

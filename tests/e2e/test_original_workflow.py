@@ -30,11 +30,11 @@ ENDED_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    """Replaces the session stack for this module: Redis and the web pointed at the user's app,
-    with no worker; each test starts the worker it needs."""
-    running = Stack(logdir=ARTIFACTS / "logs" / f"original-workflow-{time.strftime('%H%M%S')}",
-                    env={"CELERY_APP": "mytasks"})
+def stack(async_mode: str) -> Iterator[Stack]:
+    """Replaces the session stack for this module: Redis and the web (in each async mode) pointed at
+    the user's app, with no worker; each test starts the worker it needs."""
+    running = Stack(logdir=ARTIFACTS / "logs" / f"original-workflow-{async_mode}-{time.strftime('%H%M%S')}",
+                    env={"CELERY_APP": "mytasks", "ASYNC_MODE": async_mode})
     try:
         running.start_redis()
         running.start_web()
