@@ -5,11 +5,16 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 VENDOR := static/vendor/socket.io.min.js
 
-.PHONY: setup run test test-unit test-integration test-e2e screenshots lint bench bench-quick bench-latency clean
+.PHONY: check-python setup run test test-unit test-integration test-e2e screenshots lint bench bench-quick bench-latency clean
 
-setup: $(STAMP) $(VENDOR)
+setup: check-python $(STAMP) $(VENDOR)
 
-$(BIN)/python:
+# Every target starts here: the Python needed (3.11+), said in one sentence before anything is made.
+# Another interpreter: `make run PYTHON=python3.11` (or a path); VENV=dir puts the virtualenv elsewhere.
+check-python:
+	@scripts/check-python "$(PYTHON)" "$(VENV)"
+
+$(BIN)/python: | check-python
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
@@ -27,7 +32,7 @@ test: setup
 	scripts/ensure-redis
 	scripts/ensure-chromium
 	scripts/ensure-compose
-	$(BIN)/ruff check celery_dashboard tasks web tests bench
+	$(BIN)/ruff check celery_dashboard tasks web tests bench scripts
 	$(BIN)/pytest
 	$(BIN)/python -m bench.run --quick
 
