@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pty
 import select
 import signal
 import subprocess
@@ -70,10 +71,20 @@ class Session:
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for sig in ENDING_SIGNALS:
             signal.signal(sig, lambda signum, frame: self.signals.append(signum))
+        if sys.stdout.isatty() and sys.stderr.isatty():
+            # A terminal of its own (never its controlling one: no signal comes from it), so that
+            # honcho still colours its prefixes as it does on a terminal.
+            reader, writer = pty.openpty()
+            outputs = {"stdout": writer, "stderr": writer}
+            relays = {reader: sys.stdout.fileno()}
+        else:
+            (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
+            outputs = {"stdout": out_w, "stderr": err_w}
+            relays = {out_r: sys.stdout.fileno(), err_r: sys.stderr.fileno()}
         # stdin from /dev/null: processes left in another session must never read the user's terminal.
-        self.child = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, start_new_session=True)
-        relays = {self.child.stdout.fileno(): sys.stdout.fileno(), self.child.stderr.fileno(): sys.stderr.fileno()}
+        self.child = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, start_new_session=True, **outputs)
+        for fd in set(outputs.values()):
+            os.close(fd)
         me = psutil.Process()
         next_walk = 0.0
         while True:

@@ -211,6 +211,8 @@ def test_make_run_stops_everything_it_started(way: str, ports: dict[str, int], t
         assert any(cmd.endswith("serve.py") for cmd in commands), commands
         assert any("tasks.flower" in cmd for cmd in commands), commands
         assert sum("celery" in cmd and " worker " in cmd for cmd in commands) >= 3, commands  # main + 2 pool
+        if not stdout_pipe:
+            assert "\x1b[" in run.text()  # on a terminal, honcho's prefixes are coloured as ever
 
         ended = time.monotonic()
         end(run)
