@@ -95,12 +95,12 @@ class Session:
             for source in readable:
                 if source in relays and not self.relay(source, relays[source]):
                     del relays[source]
-            for sig in self.signals:
+            while self.signals:
+                sig = self.signals.pop(0)
                 if self.stop_reason is None:
                     self.begin_stop(sig)
                 else:
                     self.kill_all()  # a second Ctrl-C: no more waiting
-            self.signals.clear()
             if self.output_broken and self.stop_reason is None:
                 self.begin_stop("output")
             if self.child.poll() is not None and self.stop_reason is None:
