@@ -11,7 +11,7 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 from types import FrameType  # noqa: E402
 
-from web import create_app  # noqa: E402
+from web import create_app, flower  # noqa: E402
 from web.config import ConfigError  # noqa: E402
 from web.extensions import services, socketio  # noqa: E402
 from web.listener import Listener  # noqa: E402
@@ -95,6 +95,7 @@ def main() -> None:
     dash.listener = listener
     host, port = app.config["HOST"], app.config["PORT"]
     check_port(host, port)
+    embedded = flower.start(app)  # Heroku: Flower as a child on loopback, served at /flower (FLOWER_EMBED)
     socketio.start_background_task(dash.pusher.run)
     socketio.start_background_task(dash.reconciler.run)
     socketio.start_background_task(listener.run)
@@ -111,6 +112,7 @@ def main() -> None:
         pass  # gevent's server lets it through; eventlet's catches it and returns
     # Stopped by a signal. Skip the interpreter's teardown (0.3-0.5 s of collecting greenlets and
     # connections): nothing is left to save, and the kernel closes every socket.
+    flower.stop(embedded)  # not left to atexit: os._exit skips it
     logging.shutdown()
     os._exit(0)
 

@@ -8,7 +8,7 @@ import redis
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from web import api, apps, auth, cli, control, errors, headers, pages, queues, sockets
+from web import api, apps, auth, cli, control, errors, flower, headers, pages, queues, sockets
 from web.coalescer import Coalescer
 from web.config import from_env
 from web.extensions import Services, csrf, limiter, socketio
@@ -68,4 +68,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(cli.users)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    flower.register(app)  # /flower: Flower proxied for admins (FLOWER_PROXY)
     return app

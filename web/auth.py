@@ -16,6 +16,10 @@ bp = Blueprint("auth", __name__)
 
 # Endpoints anyone may reach: the sign-in page, static files, and the health check (no task data).
 PUBLIC = {"auth.login", "static", "pages.health"}
+# Blueprints that check CSRF themselves: Flower's pages send Flower's token, not ours (web/flower.py).
+OWN_CSRF = {"flower"}
+# Paths answered 401 rather than redirected to the sign-in page when nobody is signed in.
+API_PATHS = ("/api/", "/flower/api/")
 
 
 def identify() -> tuple[User | None, str]:
@@ -65,12 +69,12 @@ def guard() -> Any:
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
         if g.auth_method != "token" and not _same_origin():
             raise ApiError(403, "cross-site request refused")
-        if g.auth_method == "session" or request.endpoint == "auth.login":
+        if (g.auth_method == "session" and request.blueprint not in OWN_CSRF) or request.endpoint == "auth.login":
             csrf.protect()
     if request.endpoint in PUBLIC:
         return None
     if g.user is None:
-        if request.path.startswith("/api/") or request.headers.get("Authorization"):
+        if request.path.startswith(API_PATHS) or request.headers.get("Authorization"):
             raise ApiError(401, "sign-in required: a session cookie or Authorization: Bearer <token>")
         return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
     return None

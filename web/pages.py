@@ -6,7 +6,7 @@ from typing import Any
 import redis
 from flask import Blueprint, current_app, jsonify, render_template
 
-from web import sockets
+from web import flower, sockets
 from web.auth import current_user
 from web.extensions import services
 
@@ -16,7 +16,7 @@ bp = Blueprint("pages", __name__)
 @bp.get("/")
 def dashboard() -> Any:
     user = current_user()
-    return render_template("index.html", flower_url=current_app.config["FLOWER_URL"] if user.is_admin else "",
+    return render_template("index.html", flower_url=flower.link(current_app) if user.is_admin else "",
                            user=user, signed_in=current_app.config["AUTH_REQUIRED"])
 
 
