@@ -26,5 +26,10 @@ REVOCATION_LIMIT = int(number("REVOCATION_LIMIT", 100_000))
 REVOCATION_REFRESH = number("REVOCATION_REFRESH", 2.0)
 # The most connections of the Redis client made for revocations when the result backend is not Redis.
 REVOCATION_CONNECTIONS = int(number("REVOCATION_CONNECTIONS", 4))
+# The most connections one process opens to one Redis for plain commands, shared by the result
+# backend (celery_dashboard.backend), the index, revocations and the web's own reads and writes
+# (celery_dashboard.connections); a command waits up to POOL_TIMEOUT seconds for a free one.
+REDIS_CONNECTIONS = int(number("REDIS_CONNECTIONS", 2))
+POOL_TIMEOUT = number("POOL_TIMEOUT", 10.0)
 # Seconds between two `worker-beacon` events of a worker (celery_dashboard.beacon); 0 turns them off.
 BEACON_INTERVAL = number("BEACON_INTERVAL", 2.0)

@@ -1,16 +1,17 @@
 """The web side: `create_app` builds the Flask app; it opens no connection and starts no thread."""
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
-import redis
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from celery_dashboard import connections
 from web import api, apps, auth, cli, control, errors, flower, headers, pages, queues, sockets
 from web.coalescer import Coalescer
-from web.config import from_env
+from web.config import from_env, shared_secret_key
 from web.extensions import Services, csrf, limiter, socketio
 from web.pusher import Pusher
 from web.reconciler import Reconciler
@@ -31,6 +32,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if not app.config.get("REDIS_CLIENT"):  # unit tests bring their own in-memory Redis
         apps.check_index_redis(celery_apps, app.config["REDIS_URL"])
     celery_app = celery_apps[0]
+    for each in celery_apps:
+        # Launches publish on at most BROKER_CONNECTIONS kombu connections of this process (a
+        # launch waits for a free one): Celery's producer pool (broker_pool_limit) would open up
+        # to 10, each holding Redis connections (the connection budget: README).
+        each.conf.broker_pool_limit = app.config["BROKER_CONNECTIONS"]
 
     if app.config.get("PRODUCTION"):
         # Heroku's router: the client's address and scheme (for rate limits and Secure cookies).
@@ -39,13 +45,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # valid while the session lasts
     csrf.init_app(app)
     auth.register(app)  # before the limiter: per-user limits need to know the user
+    storage = app.config["RATELIMIT_STORAGE_URI"]
+    if storage.startswith(("redis://", "rediss://")) and "RATELIMIT_STORAGE_OPTIONS" not in app.config:
+        # Rate-limit counters share the process's bounded pool (the connection budget).
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {"connection_pool": connections.pool(storage)}
     limiter.init_app(app)
     # None = only the page's own origin may open a Socket.IO connection.
     socketio.init_app(app, async_mode=app.config["ASYNC_MODE"],
                       ping_interval=app.config["PING_INTERVAL"], ping_timeout=20,
                       cors_allowed_origins=app.config.get("ALLOWED_ORIGINS") or None)
-    client = app.config.get("REDIS_CLIENT") or redis.Redis.from_url(
-        app.config["REDIS_URL"], socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
+    # The store, accounts, index, revocations and result reads share one bounded pool per Redis
+    # URL (celery_dashboard.connections): the web's connection budget.
+    client = app.config.get("REDIS_CLIENT") or connections.client(app.config["REDIS_URL"])
+    if not app.config["SECRET_KEY"]:
+        # No string in the repository ever signs a session: without SECRET_KEY, sign-in uses a key
+        # generated once and kept in Redis; without sign-in (loopback), one for this process.
+        app.config["SECRET_KEY"] = (shared_secret_key(client) if app.config["AUTH_REQUIRED"]
+                                    else secrets.token_hex(32))
     store = TaskStore(client, app.config["HISTORY_LIMIT"], app.config["HISTORY_DAYS"] * 86400)
     read_results = app.config.get("READ_RESULTS") or BackendReader(celery_app.backend, app.config["RESULT_READ_BYTES"])
     coalescer = Coalescer()

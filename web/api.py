@@ -243,7 +243,13 @@ def cancel(task_id: str) -> Any:
     # And Celery's own broadcast: SIGTERM ends a running task's pool process (prefork), or its
     # greenlet (gevent, eventlet); a queued one is discarded when a worker meets it.
     # (terminate is harmless for a task that has not started: it may start meanwhile).
-    dash.celery_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+    # Sent on the dashboard's own control connection (web.control): Celery's app.control would
+    # take broker connections from the launches' bounded pool (the connection budget).
+    asker = dash.reconciler.control
+    if asker is not None:
+        asker.revoke(task_id, terminate=True, signal="SIGTERM")
+    else:
+        dash.celery_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
     # A task still waiting in the broker is taken out of its queue: no worker can run it then,
     # whatever its code (a worker without celery_dashboard knows only the broadcast, in memory).
     if dash.queues is not None and lifecycle.phase(record.get("state")) < lifecycle.STARTED \

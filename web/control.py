@@ -141,7 +141,8 @@ class Control:
         return self._connection
 
     def _broadcast(self, command: str, timeout: float, reply: bool = True,
-                   destination: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]] | None:
+                   destination: list[str] | None = None, limit: int | None = None,
+                   arguments: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
         """Celery's `Control.broadcast` on this Control's connection: the replies (a list of
         `{hostname: answer}`, [] when nobody answered or `reply` is False), or None on failure."""
         timeout = min(max(float(timeout), 0.01), MAX_TIMEOUT)
@@ -151,7 +152,7 @@ class Control:
             return None
         try:
             replies = self._control.broadcast(command, connection=self._connect(), reply=reply, timeout=timeout,
-                                              destination=destination, limit=limit)
+                                              destination=destination, limit=limit, arguments=arguments)
             self.last_error = None
             return list(replies or [])
         except Exception as exc:  # noqa: BLE001 - any broker or protocol failure is an unknown answer
@@ -181,6 +182,15 @@ class Control:
         (flower/events.py `on_enable_events`). No reply is awaited; a worker that starts later
         needs it again, so the caller repeats it. A failure is logged (`last_error`)."""
         self._broadcast("enable_events", timeout=self.connect_timeout, reply=False)
+
+    def revoke(self, task_id: str, terminate: bool = False, signal: str = "SIGTERM") -> bool:
+        """Broadcast Celery's `revoke` for `task_id` (celery.worker.control.revoke: every worker
+        online adds it to its revoked set; with `terminate`, the one running it sends `signal` to
+        the pool process, or kills its greenlet). No reply is awaited. True when it was sent;
+        False when the broker could not be reached (then `last_error` says why)."""
+        arguments = {"task_id": task_id, "terminate": terminate, "signal": signal}
+        sent = self._broadcast("revoke", timeout=self.connect_timeout, reply=False, arguments=arguments)
+        return sent is not None
 
     def ping(self, hostnames: list[str], timeout: float = 1.0) -> set[str]:
         """The nodes among `hostnames` (Celery node names, "celery@host") that answered a `ping`

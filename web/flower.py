@@ -54,7 +54,8 @@ def settings(environ: dict[str, str] | None = None) -> dict[str, Any]:
     """The proxy's settings from the environment, as Flask config keys; ConfigError for a bad one.
 
     FLOWER_PROXY (1/0, default 1), FLOWER_UPSTREAM (default http://127.0.0.1:$FLOWER_PORT),
-    FLOWER_EMBED (1/0, default 1 on Heroku, where $DYNO is set), FLOWER_PROXY_TIMEOUT (seconds
+    FLOWER_EMBED (1/0, default 0; costs about 7 Redis connections: README, "Redis connections"),
+    FLOWER_PROXY_TIMEOUT (seconds
     Flower may take to answer, default 30), FLOWER_BASIC_AUTH (sent to Flower by the proxy).
     """
     env = os.environ if environ is None else environ
@@ -87,7 +88,7 @@ def settings(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "FLOWER_PROXY": flag("FLOWER_PROXY", True),
         "FLOWER_UPSTREAM": f"{parts.scheme}://{parts.netloc}",
-        "FLOWER_EMBED": flag("FLOWER_EMBED", "DYNO" in env),
+        "FLOWER_EMBED": flag("FLOWER_EMBED", False),
         "FLOWER_PROXY_TIMEOUT": timeout,
         "FLOWER_CREDENTIALS": env.get("FLOWER_BASIC_AUTH", "").split(",")[0].strip(),
     }

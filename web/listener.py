@@ -56,6 +56,7 @@ class Listener:
         self.running = False
         self.connected = False
         self.events = 0
+        self.client: redis.Redis | None = None
 
     def handle(self, event: dict[str, Any]) -> None:
         self.events += 1
@@ -70,9 +71,13 @@ class Listener:
             self.on_update(update)
 
     def subscribe(self) -> Any:
-        """A pub/sub connection subscribed to every Celery event channel of the broker's database."""
-        client = redis.Redis.from_url(self.celery_app.conf.broker_url, socket_connect_timeout=3,
-                                      health_check_interval=15)
+        """A pub/sub connection subscribed to every Celery event channel of the broker's database.
+
+        The client is kept (self.client) while its subscription is read: redis-py closes a client's
+        connection pool when the client is garbage-collected (`Redis.__del__`), which cut the
+        subscription within seconds wherever a collection ran (seen with eventlet and rediss://)."""
+        self.client = client = redis.Redis.from_url(self.celery_app.conf.broker_url, socket_connect_timeout=3,
+                                                    health_check_interval=15, client_name="dashboard-listener")
         db = client.connection_pool.connection_kwargs.get("db", 0)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         # kombu's Redis transport publishes fanout exchanges to "/<db>.<exchange>/<routing key>".
@@ -112,11 +117,13 @@ class Listener:
                 self.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
             finally:
-                if pubsub is not None:
+                for closable in (pubsub, self.client):
                     try:
-                        pubsub.close()
+                        if closable is not None:
+                            closable.close()
                     except Exception:  # noqa: BLE001 - closing a connection that is already gone
                         pass
+                self.client = None
 
     def stats(self) -> dict[str, Any]:
         return {"connected": self.connected, "events": self.events}

@@ -20,6 +20,8 @@ from celery import Celery
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
 
+from celery_dashboard import connections
+
 log = logging.getLogger(__name__)
 
 # kombu's Redis transport: a queue is the list named after it, plus one list per priority step
@@ -256,7 +258,7 @@ class Queues:
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(self.broker_url, socket_timeout=5, socket_connect_timeout=3)
+            self._client = connections.client(self.broker_url)  # the process's bounded pool
         return self._client
 
     def names(self) -> list[str]:

@@ -208,8 +208,8 @@ def gone(pid: int) -> bool:
 def test_on_heroku_the_web_process_runs_flower_and_takes_it_down_with_it(site: dict[str, Any],
                                                                         stop: signal.Signals) -> None:
     stack = site["stack"]
-    # As Heroku starts `web`: DYNO set, production; no FLOWER_UPSTREAM, no FLOWER_BASIC_AUTH.
-    env = {"DYNO": "web.1", "SECRET_KEY": secrets.token_hex(16), "AUTH_REQUIRED": "1"}
+    # As Heroku starts `web` with FLOWER_EMBED=1: DYNO set, production; no FLOWER_UPSTREAM, no FLOWER_BASIC_AUTH.
+    env = {"DYNO": "web.1", "FLOWER_EMBED": "1", "SECRET_KEY": secrets.token_hex(16), "AUTH_REQUIRED": "1"}
     url = stack.start_web(env={k: v for k, v in env.items()})
     web = stack.web(url)
     flowers = [pid for pid in children(web.pid) if b"tasks.flower" in Path(f"/proc/{pid}/cmdline").read_bytes()]

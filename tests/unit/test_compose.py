@@ -24,6 +24,7 @@ WITHHELD = {
     "FLOWER_ADDRESS": "Flower listens on the container's interface",
     "REDIS_URL": "set: the compose Redis",
     "BIND_ADDRESS": "read by Compose itself, for the published ports",
+    "FLOWER_EMBED": "compose runs Flower as its own service",
 }
 
 
