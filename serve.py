@@ -11,7 +11,7 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 from types import FrameType  # noqa: E402
 
-from web import create_app, flower  # noqa: E402
+from web import create_app, flower, sockets  # noqa: E402
 from web.config import ConfigError  # noqa: E402
 from web.extensions import services, socketio  # noqa: E402
 from web.listener import Listener  # noqa: E402
@@ -53,6 +53,20 @@ def check_port(host: str, port: int) -> None:
 STOP_GRACE = 0.5
 
 
+# Seconds after SIGTERM/SIGINT after which the process ends even if the server did not unwind.
+STOP_DEADLINE = 2.0
+EMBEDDED: list = []  # the embedded Flower, if any, stopped by hard_stop too
+
+
+def hard_stop(signum: int, frame: FrameType | None) -> None:
+    """End the process now (SIGALRM armed by the stop handler): stop an embedded Flower, exit 0."""
+    log.warning("the server did not stop within %.0f s; ending the process", STOP_DEADLINE)
+    for child in EMBEDDED:
+        flower.stop(child)
+    logging.shutdown()
+    os._exit(0)
+
+
 class Stop(SystemExit):
     """Raised by the SIGTERM/SIGINT handler. A SystemExit, so eventlet's and gevent's hubs pass it
     on to the main greenlet (they re-raise system exits wherever a signal handler happened to run)."""
@@ -68,6 +82,10 @@ def stop_on_signals() -> None:
     """
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("stopping (%s)", signal.Signals(signum).name)
+        # If the unwinding does not reach the main greenlet (a greenlet blocked where the hub
+        # cannot interrupt it), the process still ends: SIGALRM, from the kernel, STOP_DEADLINE s on.
+        signal.signal(signal.SIGALRM, hard_stop)
+        signal.setitimer(signal.ITIMER_REAL, STOP_DEADLINE)
         raise Stop(0)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -96,9 +114,12 @@ def main() -> None:
     host, port = app.config["HOST"], app.config["PORT"]
     check_port(host, port)
     embedded = flower.start(app)  # Heroku: Flower as a child on loopback, served at /flower (FLOWER_EMBED)
+    EMBEDDED.append(embedded)
     socketio.start_background_task(dash.pusher.run)
     socketio.start_background_task(dash.reconciler.run)
     socketio.start_background_task(listener.run)
+    # Ends live connections whose access ended (sign-out, removed account, new role, revoked token).
+    socketio.start_background_task(sockets.watch_access, dash.users)
     log.info("dashboard on http://%s:%s (async mode %s)", host, port, MODE)
     # At most MAX_CONNECTIONS at once: eventlet.wsgi's max_size, a gevent pool of that size.
     kwargs = {"max_size" if MODE == "eventlet" else "spawn": app.config["MAX_CONNECTIONS"]}

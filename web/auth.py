@@ -31,12 +31,25 @@ def identify() -> tuple[User | None, str]:
         scheme, _, token = header.partition(" ")
         user = services().users.by_token(token.strip()) if scheme.lower() == "bearer" else None
         return user, "token" if user else ""
-    name = session.get("user")
-    if isinstance(name, str):
-        user = services().users.get(name)  # read each time: a removed account is out at once
-        if user is not None:
-            return user, "session"
+    name, session_id = session.get("user"), session.get("sid")
+    if isinstance(name, str) and isinstance(session_id, str):
+        users = services().users
+        # Both read each time: a signed-out session (a copied cookie too) or a removed account
+        # is out at once, on every web process.
+        if users.session_user(session_id) == name:
+            user = users.get(name)
+            if user is not None:
+                return user, "session"
     return None, ""
+
+
+def credential() -> str:
+    """What the current request proved itself with: the session id or the Bearer token ("" if
+    neither). Kept with a live connection, to check it again when some access ends."""
+    if g.get("auth_method") == "token" or request.headers.get("Authorization"):
+        return request.headers.get("Authorization", "").partition(" ")[2].strip()
+    session_id = session.get("sid")
+    return session_id if isinstance(session_id, str) else ""
 
 
 def current_user() -> User:
@@ -108,6 +121,8 @@ def login() -> Any:
         if user is not None:
             session.clear()  # a new session on sign-in: no fixation
             session["user"] = user.name
+            session["sid"] = services().users.start_session(
+                user.name, int(current_app.permanent_session_lifetime.total_seconds()))
             session.permanent = True
             return redirect(_safe_next(request.args.get("next")))
         error = "Wrong user name or password."
@@ -117,6 +132,10 @@ def login() -> Any:
 
 @bp.post("/logout")
 def logout() -> Any:
+    """Sign-out: ends the session on the server (every web process, every tab and any copy of
+    the cookie), and the live connections that came with it within a second or so."""
+    if isinstance(session.get("sid"), str):
+        services().users.end_session(session["sid"])
     session.clear()
     return redirect(url_for("auth.login"))
 

@@ -39,6 +39,42 @@ def token(name: str) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+@users.command("role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(ROLES))
+def role(name: str, role: str) -> None:
+    """Change NAME's role; their sessions and live connections end (tokens keep working, with the new role)."""
+    try:
+        services().users.set_role(name, role)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"user {name} is now {role}; their sessions ended")
+
+
+@users.command("revoke-tokens")
+@click.argument("name")
+def revoke_tokens(name: str) -> None:
+    """Revoke every API token of NAME; connections opened with them end within seconds."""
+    click.echo(f"{services().users.revoke_tokens(name)} token(s) of {name} revoked")
+
+
+@users.command("revoke-token")
+def revoke_token() -> None:
+    """Revoke the one API token read from standard input."""
+    name = services().users.revoke_token(sys.stdin.readline().strip())
+    if name is None:
+        raise click.ClickException("no such token")
+    click.echo(f"a token of {name} revoked")
+
+
+@users.command("sign-out")
+@click.argument("name")
+def sign_out(name: str) -> None:
+    """End every session of NAME (every browser, every web process)."""
+    services().users.end_sessions(name)
+    click.echo(f"every session of {name} ended")
+
+
 @users.command("list")
 def list_users() -> None:
     """List accounts and their roles."""
@@ -49,7 +85,7 @@ def list_users() -> None:
 @users.command("remove")
 @click.argument("name")
 def remove(name: str) -> None:
-    """Delete an account and all its tokens."""
+    """Delete an account, its tokens and its sessions; its live connections end within seconds."""
     if not services().users.remove(name):
         raise click.ClickException(f"no user {name!r}")
     click.echo(f"user {name} removed")

@@ -7,19 +7,78 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from flask import current_app, request
 from flask_socketio import emit, join_room
 
-from web.auth import identify
+from web.auth import credential, identify
 from web.extensions import services, socketio
+from web.users import User, UserStore
 
 log = logging.getLogger(__name__)
 
 ADMINS = "admins"
-CONNECTED: set[str] = set()  # session ids of this process's connected clients
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who a live connection was opened as, and with what: checked again when access ends."""
+
+    user: User
+    method: str      # "local", "session" or "token" (web.auth.identify)
+    credential: str  # the session id or the API token ("" for "local")
+
+
+CONNECTED: dict[str, Access] = {}  # Socket.IO session id -> its access, for this process's clients
+
+
+def still_valid(users: UserStore, access: Access) -> bool:
+    """Whether a connection's access still holds: its session not ended (sign-out), its token
+    not revoked, its account not removed and its role unchanged (a new role means new rooms)."""
+    if access.method == "local":
+        return True
+    if access.method == "session":
+        if users.session_user(access.credential) != access.user.name:
+            return False
+        current = users.get(access.user.name)
+    else:
+        current = users.by_token(access.credential)
+    return current == access.user
+
+
+def end_revoked(users: UserStore) -> int:
+    """Disconnect this process's clients whose access ended; return how many. Their browser
+    tries to reconnect, is refused "unauthorized" and goes to the sign-in page."""
+    ended = [sid for sid, access in list(CONNECTED.items()) if not still_valid(users, access)]
+    for sid in ended:
+        CONNECTED.pop(sid, None)
+        socketio.server.disconnect(sid, namespace="/")
+    return len(ended)
+
+
+def watch_access(users: UserStore, interval: float = 1.0) -> None:
+    """Forever, every `interval` seconds: when the access epoch in Redis (web.users) changes (a
+    sign-out, a removed account, a changed role or a revoked token, on any web process), check
+    every live connection of this process again and end those whose access ended. While Redis is
+    down, connections stay (the page shows the outage); all are checked when it answers again."""
+    seen: int | None = None
+    while True:
+        socketio.sleep(interval)
+        try:
+            epoch = users.access_epoch()
+            if epoch != seen:
+                ended = end_revoked(users)
+                if ended:
+                    log.info("ended %d live connection(s) whose access ended", ended)
+                seen = epoch
+        except redis.RedisError as exc:
+            log.warning("access check failed: %s", exc)
+            seen = None
+        except Exception:  # the watch must survive anything
+            log.exception("access check failed")
 
 
 def user_room(name: str) -> str:
@@ -64,12 +123,12 @@ def on_connect(*_: Any) -> bool:
     # a hostile message, not a new connection, so it gets the same answer as any other one.
     if request.sid in CONNECTED:
         return on_unexpected("connect")
-    user, _ = identify()  # the handshake's session cookie or Authorization header
+    user, method = identify()  # the handshake's session cookie or Authorization header
     if user is None:
         raise ConnectionRefusedError("unauthorized")
     # A reconnect is a new session: join again, and send the truth before any push. Under the
     # pusher's lock, no batch is stored or sent between joining and the snapshot.
-    CONNECTED.add(request.sid)
+    CONNECTED[request.sid] = Access(user, method, credential())
     dash = services()
     with dash.pusher.lock:
         join_room(ADMINS if user.is_admin else user_room(user.name))
@@ -89,7 +148,7 @@ def on_disconnect(*_: Any) -> None:
     if socketio.server.manager.is_connected(request.sid, request.namespace):
         on_unexpected("disconnect")  # a client's own EVENT named "disconnect", not a real one
         return
-    CONNECTED.discard(request.sid)
+    CONNECTED.pop(request.sid, None)
 
 
 @socketio.on("*")

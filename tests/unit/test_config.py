@@ -40,12 +40,12 @@ def test_heroku_dyno_counts_as_production(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SECRET_KEY", "s3cret")
+    monkeypatch.setenv("SECRET_KEY", "s3cret" * 6)
     monkeypatch.setenv("PORT", "8123")
     monkeypatch.setenv("REDIS_URL", "rediss://example:6380/1")
     monkeypatch.setenv("ASYNC_MODE", "gevent")
     settings = web_config.from_env()
-    assert settings["SECRET_KEY"] == "s3cret"
+    assert settings["SECRET_KEY"] == "s3cret" * 6
     assert settings["PORT"] == 8123
     assert settings["REDIS_URL"].endswith("ssl_cert_reqs=none")
     assert settings["ASYNC_MODE"] == "gevent"
@@ -56,3 +56,20 @@ def test_bad_settings_fail_loudly(monkeypatch: pytest.MonkeyPatch, name: str, va
     monkeypatch.setenv(name, value)
     with pytest.raises(RuntimeError, match=name):
         web_config.from_env()
+
+
+def test_a_short_secret_key_is_refused_where_sign_in_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_KEY", "change-me")
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    with pytest.raises(web_config.ConfigError, match="SECRET_KEY has 9 characters"):
+        web_config.from_env()
+
+
+def test_without_secret_key_every_web_process_gets_the_one_kept_in_redis() -> None:
+    import fakeredis
+
+    server = fakeredis.FakeServer()
+    first = web_config.shared_secret_key(fakeredis.FakeRedis(server=server))
+    second = web_config.shared_secret_key(fakeredis.FakeRedis(server=server))
+    assert first == second and len(first) == 64
+    assert web_config.shared_secret_key(fakeredis.FakeRedis()) != first  # generated, never a fixed string

@@ -1,0 +1,209 @@
+"""Access that ends, ends everywhere: web/users.py (server-side sessions), web/auth.py, and
+web/sockets.py (watch_access) on two real web processes; and no string in the repository signs a
+session (web/config.py shared_secret_key)."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import requests
+import socketio
+from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
+
+from tests.conftest import ARTIFACTS
+from tests.support import BIN, ROOT, Stack, wait_for
+
+PASSWORD = "a long enough password"
+USERS = {"ada": "admin", "otto": "operator"}
+
+
+def cli(stack: Stack, *args: str, stdin: str | None = None) -> str:
+    """web/cli.py as an operator runs it: `flask --app web users ...`."""
+    result = subprocess.run([str(BIN / "flask"), "--app", "web", "users", *args], cwd=ROOT, env=stack.env,
+                            input=stdin, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[dict[str, Any]]:
+    """Redis and two web processes with sign-in on and no SECRET_KEY (as docker compose runs it)."""
+    stack = Stack(logdir=ARTIFACTS / "logs-access",
+                  env={"SECRET_KEY": "", "AUTH_REQUIRED": "1", "LOGIN_LIMIT": "1000/minute"})
+    try:
+        stack.start_redis()
+        for name, role in USERS.items():
+            cli(stack, "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
+        urls = [stack.start_web(), stack.start_web()]
+        yield {"stack": stack, "urls": urls}
+    finally:
+        stack.stop()
+
+
+def sign_in(url: str, name: str) -> requests.Session:
+    http = requests.Session()
+    page = http.get(f"{url}/login", timeout=10)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token, page.text
+    answer = http.post(f"{url}/login", data={"username": name, "password": PASSWORD, "csrf_token": token[1]},
+                       headers={"Origin": url}, allow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+    return http
+
+
+def sign_out(http: requests.Session, url: str) -> None:
+    page = http.get(url, timeout=10)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text) or \
+        re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token, page.text[:500]
+    answer = http.post(f"{url}/logout", data={"csrf_token": token[1]}, headers={"Origin": url},
+                       allow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+
+
+def cookie_header(cookies: dict[str, str]) -> str:
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+
+class Live:
+    """A Socket.IO client as a browser tab holds it (no reconnection: an ended connection stays ended)."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.client = socketio.Client(reconnection=False)
+        self.snapshots = 0
+        self.client.on("snapshot", self._snapshot)
+        self.client.connect(url, headers=headers, transports=["websocket"], wait_timeout=20)
+
+    def _snapshot(self, data: Any) -> None:
+        self.snapshots += 1
+
+    @property
+    def connected(self) -> bool:
+        return self.client.connected
+
+    def close(self) -> None:
+        if self.client.connected:
+            self.client.disconnect()
+
+
+def refused(url: str, headers: dict[str, str]) -> bool:
+    try:
+        Live(url, headers).close()
+    except socketio.exceptions.ConnectionError:
+        return True
+    return False
+
+
+def test_signing_out_ends_the_session_everywhere_and_a_copied_cookie_no_longer_works(site: dict[str, Any]) -> None:
+    one, two = site["urls"]
+    http = sign_in(one, "otto")
+    copied = dict(http.cookies)  # what another tab (or someone who copied the cookie) holds
+    headers = {"Cookie": cookie_header(copied)}
+    # The generated key is shared through Redis: the cookie from web one works on web two.
+    assert requests.get(f"{two}/api/tasks", headers=headers, timeout=10).status_code == 200
+    tabs = [Live(one, headers), Live(two, headers)]
+    other = Live(two, {"Cookie": cookie_header(dict(sign_in(two, "otto").cookies))})  # a second sign-in
+    wait_for(lambda: all(tab.snapshots for tab in [*tabs, other]), 10, what="the snapshots")
+
+    sign_out(http, one)
+    wait_for(lambda: not any(tab.connected for tab in tabs), 10, what="both tabs' live connections to end")
+    for url in (one, two):
+        assert requests.get(f"{url}/api/tasks", headers=headers, timeout=10).status_code == 401
+        assert refused(url, headers)
+    assert other.connected  # only the session that signed out ended
+    other.close()
+
+
+@pytest.mark.parametrize("change", ["remove", "role", "revoke-tokens", "sign-out"])
+def test_an_ended_account_role_or_token_ends_its_live_connections(site: dict[str, Any], change: str) -> None:
+    stack, (one, two) = site["stack"], site["urls"]
+    name = f"temp-{change}"
+    cli(stack, "add", name, "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
+    token = cli(stack, "token", name).strip()
+    session = {"Cookie": cookie_header(dict(sign_in(one, name).cookies))}
+    bearer = {"Authorization": f"Bearer {token}"}
+    bystander = Live(two, {"Cookie": cookie_header(dict(sign_in(two, "ada").cookies))})
+    by_session, by_token = Live(two, session), Live(one, bearer)
+    wait_for(lambda: by_session.snapshots and by_token.snapshots, 10, what="the snapshots")
+
+    if change == "remove":
+        cli(stack, "remove", name)
+    elif change == "role":
+        cli(stack, "role", name, "viewer")  # admins see every task; a viewer must not keep that room
+    elif change == "revoke-tokens":
+        cli(stack, "revoke-tokens", name)
+    else:
+        cli(stack, "sign-out", name)
+    session_ends = change in ("remove", "role", "sign-out")
+    token_ends = change in ("remove", "role", "revoke-tokens")
+    wait_for(lambda: by_session.connected != session_ends and by_token.connected != token_ends, 10,
+             what=f"the connections {change} ends to end")
+    assert (by_session.connected, by_token.connected) == (not session_ends, not token_ends)
+    assert (requests.get(f"{two}/api/tasks", headers=session, timeout=10).status_code == 401) == session_ends
+    after = requests.get(f"{one}/api/tasks", headers=bearer, timeout=10).status_code
+    assert after == (401 if change in ("remove", "revoke-tokens") else 200)
+    assert bystander.connected
+    for live in (bystander, by_session, by_token):
+        live.close()
+
+
+def repository_literals() -> set[str]:
+    """Every quoted string and every assigned or defaulted value in the repository's tracked files."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    found: set[str] = set()
+    for name in files:
+        try:
+            text = (ROOT / name).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, IsADirectoryError, FileNotFoundError):
+            continue
+        for match in re.finditer(r'"([^"\n]{1,300})"|\'([^\'\n]{1,300})\'', text):
+            found.add(match.group(1) or match.group(2))
+        for match in re.finditer(r'(?:=|:-|: )([^\s"\'${}]{1,300})', text):
+            found.add(match.group(1))
+    return found
+
+
+FORGER = Flask("forger")
+
+
+def forge(secret: str, payload: dict[str, Any]) -> str:
+    """A session cookie for `payload` signed with `secret`, exactly as Flask signs its own."""
+    FORGER.secret_key = secret
+    serializer = SecureCookieSessionInterface().get_signing_serializer(FORGER)
+    assert serializer is not None
+    return serializer.dumps(payload)
+
+
+def payload_of(cookie: str) -> dict[str, Any]:
+    """The (signed, not encrypted) content of a Flask session cookie."""
+    data = cookie.lstrip(".").split(".")[0]
+    raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+    return json.loads(zlib.decompress(raw) if cookie.startswith(".") else raw)
+
+
+def test_no_string_in_the_repository_signs_a_session(site: dict[str, Any]) -> None:
+    stack, (one, _) = site["stack"], site["urls"]
+    real = sign_in(one, "ada").cookies["session"]
+    payload = payload_of(real)  # the admin's real, live session id: only the signature is forged
+    assert payload["user"] == "ada" and payload["sid"]
+    key = redis.Redis(port=stack.redis_port).get("dashboard:secret-key").decode()
+    literals = repository_literals()
+    assert len(literals) > 1000
+    assert key not in literals
+    # The control: the same payload signed with the server's key is a working session.
+    control = requests.get(f"{one}/api/tasks", cookies={"session": forge(key, payload)}, timeout=10)
+    assert control.status_code == 200
+    http = requests.Session()
+    accepted = [literal for literal in sorted(literals)
+                if http.get(f"{one}/api/tasks", cookies={"session": forge(literal, payload)}, timeout=10).status_code
+                != 401]
+    assert accepted == []
+    (ARTIFACTS / "forged-cookies.json").write_text(json.dumps({"literals_tried": len(literals), "accepted": 0}))
