@@ -213,8 +213,9 @@ def _stoppable(record: dict[str, Any]) -> str | None:
         reconciler.ask_pools()
         pool = reconciler.pool(record.get("worker"))
     if pool in CANNOT_TERMINATE:
-        return (f"the task runs on a {pool} pool worker, which cannot stop a running task, and it does not "
-                "report progress through celery_dashboard, so it cannot stop itself; it will run to its end")
+        return (f"the task runs on a {pool} pool worker, which cannot stop a running task, and it has not "
+                "reported progress through celery_dashboard (yet), so it cannot stop itself; it runs to its end "
+                "unless it reports progress: try again after its first report")
     if pool is None:
         return ("the worker running the task did not say which pool it uses (a busy solo worker cannot "
                 "answer), so the task may not stop; it does not report progress through celery_dashboard")
