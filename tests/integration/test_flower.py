@@ -91,7 +91,10 @@ def test_an_admin_gets_flowers_dashboard_and_workers_api_through_the_dashboard(s
     page = http.get(f"{url}/flower", timeout=20)  # redirected to /flower/
     assert page.status_code == 200 and page.url == f"{url}/flower/", page.text[:500]
     assert re.search(r"<title>[^<]*Flower", page.text) and re.search(r'href="/flower/tasks"', page.text)
-    assert worker_name(site) in page.text
+    # Flower lists a worker once its events or its first inspect told it (seconds after Flower starts).
+    worker = worker_name(site)
+    page = wait_for(lambda: [answer for answer in [http.get(f"{url}/flower/", timeout=20)]
+                             if worker in answer.text], 30, what="Flower to list the worker")[0]
     # Flower's own inline script runs under the page's Content-Security-Policy, and no other would.
     policy = page.headers["Content-Security-Policy"]
     inline = re.findall(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", page.text, re.S)
