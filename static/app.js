@@ -240,7 +240,13 @@ function connect() {
   socket.on("connect_error", (error) => {
     if (error && error.message === "unauthorized") window.location.assign("/login");  // signed out
   });
-  socket.on("disconnect", () => setConnection("reconnecting", "Reconnecting…"));
+  socket.on("disconnect", (reason) => {
+    setConnection("reconnecting", "Reconnecting…");
+    // The server ends a connection whose access ended (sign-out, removed account, new role), and
+    // Socket.IO does not reconnect by itself then: load the page again, which goes to the sign-in
+    // page, or shows what the new role may see.
+    if (reason === "io server disconnect") window.location.reload();
+  });
   socket.io.on("reconnect_attempt", () => setConnection("reconnecting", "Reconnecting…"));
   socket.on("snapshot", (data) => data.tasks.forEach(upsert));
   socket.on("snapshot_error", () => setConnection("reconnecting", "Live, but Redis is unavailable"));
