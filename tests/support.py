@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -189,3 +190,24 @@ class Stack:
         for proc in reversed(self.processes):
             proc.stop(signal.SIGQUIT if proc in self.workers or proc.name.startswith("worker") else signal.SIGTERM)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def users_cli(stack: Stack, *args: str, stdin: str | None = None) -> str:
+    """web/cli.py as an operator runs it, `flask --app web users ...`, against the stack's Redis;
+    its output. Asserts it succeeded."""
+    result = subprocess.run([str(BIN / "flask"), "--app", "web", "users", *args], cwd=ROOT, env=stack.env,
+                            input=stdin, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def sign_in(url: str, name: str, password: str) -> requests.Session:
+    """A browser-like session signed in through the sign-in form (its CSRF token, same Origin)."""
+    http = requests.Session()
+    page = http.get(f"{url}/login", timeout=10)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token, page.text
+    answer = http.post(f"{url}/login", data={"username": name, "password": password, "csrf_token": token[1]},
+                       headers={"Origin": url}, allow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+    return http

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from tasks import config as task_config
@@ -38,8 +39,10 @@ def shared_secret_key(client: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
+def flag(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    """The 1/0 setting `name` (also true/false, yes/no, on/off) from `environ` (default os.environ);
+    `default` when unset or blank. Raises ConfigError naming the setting for anything else."""
+    value = (os.environ if environ is None else environ).get(name, "").strip().lower()
     if not value:
         return default
     if value in ("1", "true", "yes", "on"):
@@ -59,7 +62,7 @@ def from_env() -> dict[str, Any]:
         raise ConfigError(f"ASYNC_MODE must be eventlet, gevent or threading, got {async_mode!r}")
     host = os.environ.get("HOST", "0.0.0.0")
     production = is_production()
-    auth_required = _flag("AUTH_REQUIRED", host not in LOOPBACK)
+    auth_required = flag("AUTH_REQUIRED", host not in LOOPBACK)
     if production and not auth_required:
         raise ConfigError("AUTH_REQUIRED=0 is not allowed in production")
     if secret and auth_required and len(secret) < MIN_SECRET:

@@ -24,6 +24,7 @@ from markupsafe import escape
 from tasks.flower import URL_PREFIX
 from web.auth import current_user
 from web.config import ConfigError
+from web.config import flag as config_flag
 from web.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,7 @@ def settings(environ: dict[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
 
     def flag(name: str, default: bool) -> bool:
-        value = env.get(name, "").strip().lower()
-        if not value:
-            return default
-        if value in ("1", "true", "yes", "on"):
-            return True
-        if value in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name} must be 1 or 0, got {value!r}")
+        return config_flag(name, default, env)
 
     port = env.get("FLOWER_PORT", "").strip() or "5555"
     upstream = env.get("FLOWER_UPSTREAM", "").strip() or f"http://127.0.0.1:{port}"

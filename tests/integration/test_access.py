@@ -19,18 +19,11 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from tests.conftest import ARTIFACTS
-from tests.support import BIN, ROOT, Stack, wait_for
+from tests.support import ROOT, Stack, sign_in, users_cli, wait_for
 
 PASSWORD = "a long enough password"
 USERS = {"ada": "admin", "otto": "operator"}
 
-
-def cli(stack: Stack, *args: str, stdin: str | None = None) -> str:
-    """web/cli.py as an operator runs it: `flask --app web users ...`."""
-    result = subprocess.run([str(BIN / "flask"), "--app", "web", "users", *args], cwd=ROOT, env=stack.env,
-                            input=stdin, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +34,12 @@ def site() -> Iterator[dict[str, Any]]:
     try:
         stack.start_redis()
         for name, role in USERS.items():
-            cli(stack, "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
+            users_cli(stack, "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
         urls = [stack.start_web(), stack.start_web()]
         yield {"stack": stack, "urls": urls}
     finally:
         stack.stop()
 
-
-def sign_in(url: str, name: str) -> requests.Session:
-    http = requests.Session()
-    page = http.get(f"{url}/login", timeout=10)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert token, page.text
-    answer = http.post(f"{url}/login", data={"username": name, "password": PASSWORD, "csrf_token": token[1]},
-                       headers={"Origin": url}, allow_redirects=False, timeout=10)
-    assert answer.status_code == 302, answer.text
-    return http
 
 
 def sign_out(http: requests.Session, url: str) -> None:
@@ -104,13 +87,13 @@ def refused(url: str, headers: dict[str, str]) -> bool:
 
 def test_signing_out_ends_the_session_everywhere_and_a_copied_cookie_no_longer_works(site: dict[str, Any]) -> None:
     one, two = site["urls"]
-    http = sign_in(one, "otto")
+    http = sign_in(one, "otto", PASSWORD)
     copied = dict(http.cookies)  # what another tab (or someone who copied the cookie) holds
     headers = {"Cookie": cookie_header(copied)}
     # The generated key is shared through Redis: the cookie from web one works on web two.
     assert requests.get(f"{two}/api/tasks", headers=headers, timeout=10).status_code == 200
     tabs = [Live(one, headers), Live(two, headers)]
-    other = Live(two, {"Cookie": cookie_header(dict(sign_in(two, "otto").cookies))})  # a second sign-in
+    other = Live(two, {"Cookie": cookie_header(dict(sign_in(two, "otto", PASSWORD).cookies))})  # a second sign-in
     wait_for(lambda: all(tab.snapshots for tab in [*tabs, other]), 10, what="the snapshots")
 
     sign_out(http, one)
@@ -126,22 +109,22 @@ def test_signing_out_ends_the_session_everywhere_and_a_copied_cookie_no_longer_w
 def test_an_ended_account_role_or_token_ends_its_live_connections(site: dict[str, Any], change: str) -> None:
     stack, (one, two) = site["stack"], site["urls"]
     name = f"temp-{change}"
-    cli(stack, "add", name, "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
-    token = cli(stack, "token", name).strip()
-    session = {"Cookie": cookie_header(dict(sign_in(one, name).cookies))}
+    users_cli(stack, "add", name, "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
+    token = users_cli(stack, "token", name).strip()
+    session = {"Cookie": cookie_header(dict(sign_in(one, name, PASSWORD).cookies))}
     bearer = {"Authorization": f"Bearer {token}"}
-    bystander = Live(two, {"Cookie": cookie_header(dict(sign_in(two, "ada").cookies))})
+    bystander = Live(two, {"Cookie": cookie_header(dict(sign_in(two, "ada", PASSWORD).cookies))})
     by_session, by_token = Live(two, session), Live(one, bearer)
     wait_for(lambda: by_session.snapshots and by_token.snapshots, 10, what="the snapshots")
 
     if change == "remove":
-        cli(stack, "remove", name)
+        users_cli(stack, "remove", name)
     elif change == "role":
-        cli(stack, "role", name, "viewer")  # admins see every task; a viewer must not keep that room
+        users_cli(stack, "role", name, "viewer")  # admins see every task; a viewer must not keep that room
     elif change == "revoke-tokens":
-        cli(stack, "revoke-tokens", name)
+        users_cli(stack, "revoke-tokens", name)
     else:
-        cli(stack, "sign-out", name)
+        users_cli(stack, "sign-out", name)
     session_ends = change in ("remove", "role", "sign-out")
     token_ends = change in ("remove", "role", "revoke-tokens")
     wait_for(lambda: by_session.connected != session_ends and by_token.connected != token_ends, 10,
@@ -191,7 +174,7 @@ def payload_of(cookie: str) -> dict[str, Any]:
 
 def test_no_string_in_the_repository_signs_a_session(site: dict[str, Any]) -> None:
     stack, (one, _) = site["stack"], site["urls"]
-    real = sign_in(one, "ada").cookies["session"]
+    real = sign_in(one, "ada", PASSWORD).cookies["session"]
     payload = payload_of(real)  # the admin's real, live session id: only the signature is forged
     assert payload["user"] == "ada" and payload["sid"]
     key = redis.Redis(port=stack.redis_port).get("dashboard:secret-key").decode()

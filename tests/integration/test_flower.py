@@ -16,18 +16,11 @@ import pytest
 import requests
 
 from tests.conftest import ARTIFACTS
-from tests.support import BIN, ROOT, Process, Stack, free_port, wait_for
+from tests.support import BIN, Process, Stack, free_port, sign_in, users_cli, wait_for
 
 PASSWORD = "a long enough password"
 USERS = {"root": "admin", "olga": "operator", "vic": "viewer"}
 
-
-def cli(stack: Stack, *args: str, stdin: str | None = None) -> str:
-    """web/cli.py, as an operator runs it: `flask --app web users ...`."""
-    result = subprocess.run([str(BIN / "flask"), "--app", "web", "users", *args], cwd=ROOT, env=stack.env,
-                            input=stdin, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def start_flower(stack: Stack, credentials: str) -> tuple[Process, int]:
@@ -49,8 +42,8 @@ def site() -> Iterator[dict[str, Any]]:
         worker = stack.start_worker(concurrency=2)
         tokens = {}
         for name, role in USERS.items():
-            cli(stack, "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
-            tokens[name] = cli(stack, "token", name).strip()
+            users_cli(stack, "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
+            tokens[name] = users_cli(stack, "token", name).strip()
         credentials = f"flower:{secrets.token_urlsafe(12)}"
         flower, port = start_flower(stack, credentials)
         url = stack.start_web(env={"AUTH_REQUIRED": "1", "FLOWER_UPSTREAM": f"http://127.0.0.1:{port}",
@@ -59,17 +52,6 @@ def site() -> Iterator[dict[str, Any]]:
     finally:
         stack.stop()
 
-
-def sign_in(url: str, name: str) -> requests.Session:
-    """A browser-like session signed in through the sign-in form."""
-    http = requests.Session()
-    page = http.get(f"{url}/login", timeout=10)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert token, page.text
-    answer = http.post(f"{url}/login", data={"username": name, "password": PASSWORD, "csrf_token": token[1]},
-                       headers={"Origin": url}, allow_redirects=False, timeout=10)
-    assert answer.status_code == 302, answer.text
-    return http
 
 
 def bearer(site: dict[str, Any], name: str) -> dict[str, str]:
@@ -86,7 +68,7 @@ def pool_size(http: requests.Session, url: str, worker: str) -> int:
 
 
 def test_an_admin_gets_flowers_dashboard_and_workers_api_through_the_dashboard(site: dict[str, Any]) -> None:
-    url, http = site["url"], sign_in(site["url"], "root")
+    url, http = site["url"], sign_in(site["url"], "root", PASSWORD)
     assert 'href="/flower/"' in http.get(url, timeout=10).text  # the dashboard links admins to it
     page = http.get(f"{url}/flower", timeout=20)  # redirected to /flower/
     assert page.status_code == 200 and page.url == f"{url}/flower/", page.text[:500]
@@ -111,7 +93,7 @@ def test_an_admin_gets_flowers_dashboard_and_workers_api_through_the_dashboard(s
 
 @pytest.mark.parametrize("name", ["olga", "vic"])
 def test_operators_and_viewers_are_refused_flower(site: dict[str, Any], name: str) -> None:
-    url, http = site["url"], sign_in(site["url"], name)
+    url, http = site["url"], sign_in(site["url"], name, PASSWORD)
     assert "/flower" not in http.get(url, timeout=10).text  # no link for them
     for path in ("/flower/", "/flower/api/workers", "/flower/tasks"):
         for answer in (http.get(f"{url}{path}", timeout=10),
@@ -132,7 +114,7 @@ def test_signed_out_visitors_are_sent_to_sign_in_or_get_401(site: dict[str, Any]
 
 def test_flowers_control_endpoints_work_for_admins_only(site: dict[str, Any]) -> None:
     url, worker = site["url"], worker_name(site)
-    admin = sign_in(url, "root")
+    admin = sign_in(url, "root", PASSWORD)
     admin.get(f"{url}/flower/", timeout=20)  # Flower's page sets its _xsrf cookie, as in a browser
     xsrf = admin.cookies.get("_xsrf")
     assert xsrf
@@ -150,7 +132,7 @@ def test_flowers_control_endpoints_work_for_admins_only(site: dict[str, Any]) ->
     revoke = requests.post(f"{url}/flower/api/task/revoke/not-a-task", headers=bearer(site, "root"), timeout=20)
     assert revoke.status_code == 200 and "Revoked" in revoke.text
     for name in ("olga", "vic"):
-        operator = sign_in(url, name)
+        operator = sign_in(url, name, PASSWORD)
         for answer in (operator.post(grow, headers={"Origin": url, "X-XSRFToken": xsrf}, cookies={"_xsrf": xsrf},
                                      timeout=10),
                        requests.post(grow, headers=bearer(site, name), timeout=10)):
@@ -171,7 +153,7 @@ def redis_clients_of(stack: Stack, pid: int) -> int:
 
 def test_flower_holds_a_bounded_number_of_redis_connections(site: dict[str, Any]) -> None:
     # After the pages, the API and control commands of the tests above (FLOWER_THREADS=1).
-    url, admin = site["url"], sign_in(site["url"], "root")
+    url, admin = site["url"], sign_in(site["url"], "root", PASSWORD)
     for path in ("/flower/", "/flower/tasks", "/flower/broker", f"/flower/worker/{worker_name(site)}"):
         assert admin.get(f"{url}{path}", timeout=20).status_code == 200, path
     held = redis_clients_of(site["stack"], site["flower"].pid)
@@ -182,7 +164,7 @@ def test_flower_down_gives_502_with_a_sentence(site: dict[str, Any]) -> None:
     stack, port = site["stack"], free_port()  # nothing listens there
     url = stack.start_web(env={"AUTH_REQUIRED": "1", "FLOWER_UPSTREAM": f"http://127.0.0.1:{port}"})
     try:
-        admin = sign_in(url, "root")
+        admin = sign_in(url, "root", PASSWORD)
         page = admin.get(f"{url}/flower/", timeout=10)
         assert page.status_code == 502 and f"Flower is not reachable at http://127.0.0.1:{port}" in page.text
         assert "text/html" in page.headers["Content-Type"]

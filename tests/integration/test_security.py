@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,18 +21,12 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import ARTIFACTS
 from tests.integration.conftest import TERMINAL, TIMEOUT
-from tests.support import BIN, ROOT, Stack, wait_for
+from tests.support import Stack, users_cli, wait_for
 from web.headers import HEADERS
 
 PASSWORD = "a long enough password"
 USERS = {"admin": "admin", "alice": "operator", "bob": "operator", "vera": "viewer"}
 
-
-def cli(stack: Stack, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run([str(BIN / "flask"), "--app", "web", "users", *args], cwd=ROOT, env=stack.env,
-                            input=stdin, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +38,9 @@ def secure() -> Iterator[tuple[Stack, str, dict[str, str]]]:
         stack.start_worker()
         tokens = {}
         for name, role in USERS.items():
-            cli(stack, "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
-            tokens[name] = cli(stack, "token", name).strip()
-        assert "alice\toperator" in cli(stack, "list")
+            users_cli(stack, "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
+            tokens[name] = users_cli(stack, "token", name).strip()
+        assert "alice\toperator" in users_cli(stack, "list")
         url = stack.start_web(env={"AUTH_REQUIRED": "1", "LOGIN_LIMIT": "5/minute",
                                    "LAUNCH_LIMIT": "200/minute", "LAUNCH_LIMIT_PER_ADDRESS": "400/minute"})
         yield stack, url, tokens
