@@ -119,7 +119,7 @@ def main() -> None:
     socketio.start_background_task(dash.reconciler.run)
     socketio.start_background_task(listener.run)
     # Ends live connections whose access ended (sign-out, removed account, new role, revoked token).
-    socketio.start_background_task(sockets.watch_access, dash.users)
+    socketio.start_background_task(sockets.watch_access, dash.users, recheck=app.config["SESSION_RECHECK"])
     log.info("dashboard on http://%s:%s (async mode %s)", host, port, MODE)
     # At most MAX_CONNECTIONS at once: eventlet.wsgi's max_size, a gevent pool of that size.
     kwargs = {"max_size" if MODE == "eventlet" else "spawn": app.config["MAX_CONNECTIONS"]}

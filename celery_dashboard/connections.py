@@ -42,3 +42,17 @@ def pool(url: str, max_connections: int | None = None) -> redis.BlockingConnecti
 def client(url: str, max_connections: int | None = None) -> redis.Redis:
     """A client on the process's bounded pool for `url` (see `pool`)."""
     return redis.Redis(connection_pool=pool(url, max_connections))
+
+
+_subscribers: dict[str, redis.ConnectionPool] = {}
+
+
+def subscriber(url: str) -> redis.Redis:
+    """A client for a pub/sub subscription on `url`, outside the bounded pools: a subscription holds
+    its connection for as long as it lasts (one per subscriber; see celery_dashboard.backend)."""
+    with _lock:
+        found = _subscribers.get(url)
+        if found is None:
+            found = _subscribers[url] = redis.ConnectionPool.from_url(
+                url, socket_connect_timeout=3, socket_keepalive=True, health_check_interval=30)
+        return redis.Redis(connection_pool=found)

@@ -33,6 +33,8 @@ celery_app.conf.update(
     worker_prefetch_multiplier=1,
     worker_disable_prefetch=True,
     broker_connection_retry_on_startup=True,
+    # The connection budget (README, "Redis connections"): a publisher waits for a free one.
+    broker_pool_limit=config.BROKER_CONNECTIONS,
     # A launch while Redis is down fails within seconds instead of hanging.
     broker_connection_timeout=3,
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},

@@ -51,3 +51,6 @@ _float = number  # one parser for numbers from the environment, shared with cele
 REDIS_URL = redis_url()
 # How long results stay in the backend (seconds).
 RESULT_EXPIRES = _int("RESULT_EXPIRES", 7 * 24 * 3600)
+# Kombu connections a process publishes on (Celery's broker_pool_limit; its default is 10): the
+# web's launches, a worker's task events and sub-tasks. Each holds two Redis connections.
+BROKER_CONNECTIONS = _int("BROKER_CONNECTIONS", 2)

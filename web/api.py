@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 
 from celery_dashboard import index, revocations
 from celery_dashboard.catalog import CATALOG, validate
-from web import lifecycle, records
+from web import control, lifecycle, records
 from web.auth import current_user, require
 from web.errors import ApiError
 from web.extensions import limiter, services
@@ -93,7 +93,12 @@ def launch() -> Any:
     # The owner travels in the message headers, so the index records it from the first write;
     # answer with that record without another round trip, and push it with the next batch.
     try:
-        entry.task.apply_async(kwargs=params, task_id=task_id, headers={"owner": user.name})
+        options = {"kwargs": params, "task_id": task_id, "headers": {"owner": user.name}}
+        asker = dash.reconciler.control
+        if isinstance(asker, control.Control):  # its connection: launches hold none of their own
+            asker.apply_async(entry.task, **options)
+        else:
+            entry.task.apply_async(**options)
     except Exception as exc:  # the broker is away, or the message could not be sent: never shown queued
         log.warning("launch of %s failed: %r", name, exc)
         try:
@@ -246,11 +251,14 @@ def cancel(task_id: str) -> Any:
     # (terminate is harmless for a task that has not started: it may start meanwhile).
     # Sent on the dashboard's own control connection (web.control): Celery's app.control would
     # take broker connections from the launches' bounded pool (the connection budget).
+    # Not asked to terminate where the pool cannot (solo, threads: Celery logs a NotImplementedError
+    # traceback); the revocation in Redis stops the task at its next progress report there.
+    terminate = dash.reconciler.pool(record.get("worker")) not in CANNOT_TERMINATE
     asker = dash.reconciler.control
     if asker is not None:
-        asker.revoke(task_id, terminate=True, signal="SIGTERM")
+        asker.revoke(task_id, terminate=terminate, signal="SIGTERM")
     else:
-        dash.celery_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+        dash.celery_app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
     # A task still waiting in the broker is taken out of its queue: no worker can run it then,
     # whatever its code (a worker without celery_dashboard knows only the broadcast, in memory).
     if dash.queues is not None and lifecycle.phase(record.get("state")) < lifecycle.STARTED \

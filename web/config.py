@@ -60,7 +60,7 @@ def from_env() -> dict[str, Any]:
     async_mode = os.environ.get("ASYNC_MODE", "eventlet")
     if async_mode not in ("eventlet", "gevent", "threading"):
         raise ConfigError(f"ASYNC_MODE must be eventlet, gevent or threading, got {async_mode!r}")
-    host = os.environ.get("HOST", "0.0.0.0")
+    host = os.environ.get("HOST", "").strip() or "0.0.0.0"
     production = is_production()
     auth_required = flag("AUTH_REQUIRED", host not in LOOPBACK)
     if production and not auth_required:
@@ -78,6 +78,9 @@ def from_env() -> dict[str, Any]:
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,
         "PERMANENT_SESSION_LIFETIME": task_config._int("SESSION_HOURS", 12) * 3600,
+        # Seconds between two checks of every live connection's session, token and role (an
+        # expired session ends its connection within this; a sign-out within about a second).
+        "SESSION_RECHECK": task_config._float("SESSION_RECHECK", 60.0),
         "PRODUCTION": production,
         # Rate limits (Flask-Limiter syntax); counters in Redis, shared by every web process.
         "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "") or task_config.redis_url(),
@@ -118,8 +121,8 @@ def from_env() -> dict[str, Any]:
         "RESULT_READ_BYTES": task_config._int("RESULT_READ_BYTES", 1_000_000),
         "RESULT_MAX_BYTES": task_config._int("RESULT_MAX_BYTES", 10_000_000),
 
-        # Kombu connections launches are published on (Celery's broker_pool_limit, in the web only).
-        "BROKER_CONNECTIONS": task_config._int("BROKER_CONNECTIONS", 1),
+        # Kombu connections launches are published on (Celery's broker_pool_limit, for every app).
+        "BROKER_CONNECTIONS": task_config.BROKER_CONNECTIONS,
         # How many tasks a page load or a Socket.IO connect receives at once.
         "SNAPSHOT_LIMIT": task_config._int("SNAPSHOT_LIMIT", 200),
         # Simultaneous connections one web process accepts (eventlet's default is 1,024).

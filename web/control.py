@@ -105,6 +105,10 @@ class _CeleryControl(CeleryControl):
     Mailbox = _Mailbox
 
 
+# Seconds a launch waits for the control connection while another call uses it.
+LAUNCH_WAIT = 5.0
+
+
 class Control:
     """Celery's remote control (celery.app.control) for one app, bounded and never raising.
 
@@ -182,6 +186,22 @@ class Control:
         (flower/events.py `on_enable_events`). No reply is awaited; a worker that starts later
         needs it again, so the caller repeats it. A failure is logged (`last_error`)."""
         self._broadcast("enable_events", timeout=self.connect_timeout, reply=False)
+
+    def apply_async(self, task: Any, **options: Any) -> Any:
+        """Send `task` (Celery's `Task.apply_async(**options)`, celery/app/task.py) on this Control's
+        connection, so that launches hold no broker connections of their own (the connection
+        budget); its AsyncResult. Waits up to LAUNCH_WAIT s for a call in progress (a ping waits up to
+        its timeout). Raises what Celery raises (the broker unreachable: OperationalError), or
+        TimeoutError when the connection stayed busy; the next call then reconnects."""
+        if not self._lock.acquire(timeout=LAUNCH_WAIT):
+            raise TimeoutError("the broker connection stayed busy")
+        try:
+            return task.apply_async(connection=self._connect(), **options)
+        except Exception:
+            self._close()
+            raise
+        finally:
+            self._lock.release()
 
     def revoke(self, task_id: str, terminate: bool = False, signal: str = "SIGTERM") -> bool:
         """Broadcast Celery's `revoke` for `task_id` (celery.worker.control.revoke: every worker

@@ -186,13 +186,34 @@ class Reconciler:
                 if update:
                     self.coalescer.add(update)
 
-    def poll(self) -> None:
-        """The fast pass: running tasks' backend records, and the queues."""
+    def _confirm(self) -> None:
+        """Read the backend of ended tasks it had no ending for (see `confirm`): an ending it now has
+        that differs from the stored state is queued (it outranks the event's); the same ending
+        changes nothing and is not sent again."""
         now = self.clock()
         for task_id, until in list(self.confirming.items()):
             if until < now:
                 self.confirming.pop(task_id, None)
-        ids = list(dict.fromkeys([*self.running_ids, *self.confirming]))
+        ids = list(self.confirming)
+        if not ids:
+            return
+        metas = self.read_results(ids)
+        stored = self.store.get_many(ids)
+        for task_id in ids:
+            meta = metas.get(task_id) or {}
+            if not lifecycle.is_terminal(meta.get("status")):
+                continue
+            self.confirming.pop(task_id, None)
+            record = stored.get(task_id) or {}
+            if meta["status"] != record.get("state"):
+                update = records.from_meta(task_id, meta, self.workers.offset(record.get("worker")))
+                if update:
+                    self.coalescer.add(update)
+
+    def poll(self) -> None:
+        """The fast pass: running tasks' backend records, and the queues."""
+        self._confirm()
+        ids = list(self.running_ids)
         if ids:
             self._backend({}, ids)
         if self.queues is not None:

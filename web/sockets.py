@@ -6,6 +6,7 @@ tasks only). A client never receives another user's task, not even its id.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,21 +60,29 @@ def end_revoked(users: UserStore) -> int:
     return len(ended)
 
 
-def watch_access(users: UserStore, interval: float = 1.0) -> None:
+# Seconds between two checks of every live connection even when no access ended (expired sessions).
+RECHECK_EVERY = 60.0
+
+
+def watch_access(users: UserStore, interval: float = 1.0, recheck: float = RECHECK_EVERY) -> None:
     """Forever, every `interval` seconds: when the access epoch in Redis (web.users) changes (a
     sign-out, a removed account, a changed role or a revoked token, on any web process), check
     every live connection of this process again and end those whose access ended. While Redis is
-    down, connections stay (the page shows the outage); all are checked when it answers again."""
+    down, connections stay (the page shows the outage); all are checked when it answers again.
+    Every `recheck` seconds all are checked anyway: an expired session changes no epoch."""
     seen: int | None = None
+    checked = 0.0
     while True:
         socketio.sleep(interval)
         try:
             epoch = users.access_epoch()
-            if epoch != seen:
+            # A session that expires (SESSION_HOURS) changes no epoch: every connection is also
+            # checked again every RECHECK_EVERY seconds.
+            if epoch != seen or time.monotonic() - checked >= recheck:
                 ended = end_revoked(users)
                 if ended:
                     log.info("ended %d live connection(s) whose access ended", ended)
-                seen = epoch
+                seen, checked = epoch, time.monotonic()
         except redis.RedisError as exc:
             log.warning("access check failed: %s", exc)
             seen = None

@@ -4,6 +4,7 @@ session (web/config.py shared_secret_key)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import subprocess
@@ -30,7 +31,7 @@ USERS = {"ada": "admin", "otto": "operator"}
 def site() -> Iterator[dict[str, Any]]:
     """Redis and two web processes with sign-in on and no SECRET_KEY (as docker compose runs it)."""
     stack = Stack(logdir=ARTIFACTS / "logs-access",
-                  env={"SECRET_KEY": "", "AUTH_REQUIRED": "1", "LOGIN_LIMIT": "1000/minute"})
+                  env={"SECRET_KEY": "", "AUTH_REQUIRED": "1", "LOGIN_LIMIT": "1000/minute", "SESSION_RECHECK": "2"})
     try:
         stack.start_redis()
         for name, role in USERS.items():
@@ -136,6 +137,21 @@ def test_an_ended_account_role_or_token_ends_its_live_connections(site: dict[str
     assert bystander.connected
     for live in (bystander, by_session, by_token):
         live.close()
+
+
+def test_a_session_that_expires_ends_its_live_connection(site: dict[str, Any]) -> None:
+    stack, (one, _) = site["stack"], site["urls"]
+    http = sign_in(one, "otto", PASSWORD)
+    headers = {"Cookie": cookie_header(dict(http.cookies))}
+    tab = Live(one, headers)
+    wait_for(lambda: tab.snapshots, 10, what="the snapshot")
+    session_id = payload_of(http.cookies["session"])["sid"]
+    key = "dashboard:session:" + hashlib.sha256(session_id.encode()).hexdigest()
+    client = redis.Redis(port=stack.redis_port)
+    assert client.ttl(key) > 0  # kept for SESSION_HOURS
+    client.pexpire(key, 1)  # as if SESSION_HOURS had passed: no sign-out, no access epoch change
+    wait_for(lambda: not tab.connected, 15, what="the expired session's connection to end (SESSION_RECHECK=2)")
+    assert requests.get(f"{one}/api/tasks", headers=headers, timeout=10).status_code == 401
 
 
 def repository_literals() -> set[str]:

@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import ARTIFACTS
-from tests.support import BIN, Process, Stack, free_port, sign_in, users_cli, wait_for
+from tests.support import BIN, ROOT, Process, Stack, free_port, sign_in, users_cli, wait_for
 
 PASSWORD = "a long enough password"
 USERS = {"root": "admin", "olga": "operator", "vic": "viewer"}
@@ -207,3 +208,15 @@ def test_on_heroku_the_web_process_runs_flower_and_takes_it_down_with_it(site: d
     web.proc.wait(10)
     wait_for(lambda: gone(flowers[0]), 15, what="embedded Flower stopped with the web process")
     stack.kill_web(url)
+
+
+def test_flower_on_a_taken_port_ends_with_one_sentence() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = dict(os.environ, FLOWER_ADDRESS="127.0.0.1", FLOWER_PORT=str(port))
+        done = subprocess.run([str(BIN / "python"), "-m", "tasks.flower"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"flower: port {port} on 127.0.0.1 is already in use" in done.stderr and "FLOWER_PORT" in done.stderr
