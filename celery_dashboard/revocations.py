@@ -15,12 +15,11 @@ import logging
 import time
 from typing import Any
 
-import redis
 from celery import Celery, Task
 from celery.backends.redis import RedisBackend
 from celery.exceptions import Ignore
 
-from celery_dashboard import settings
+from celery_dashboard import connections, settings
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +110,7 @@ def client_for(app: Celery) -> Any:
     else:
         url = app.conf.broker_url or ""
         if url.startswith(("redis://", "rediss://", "unix://")):
-            pool = redis.BlockingConnectionPool.from_url(url, max_connections=settings.REVOCATION_CONNECTIONS,
-                                                         timeout=10, socket_connect_timeout=3, socket_timeout=10)
-            client = redis.Redis(connection_pool=pool)
+            client = connections.client(url, settings.REVOCATION_CONNECTIONS)
         else:
             log.warning("revocations are not kept for app %r: neither its result backend nor its broker is Redis",
                         app.main)
