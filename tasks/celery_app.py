@@ -1,7 +1,10 @@
 """The Celery application shared by the worker, Flower, the web app and any Python shell."""
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import celeryd_init
 
 import celery_dashboard  # noqa: F401 - the integration: signals, catalog, progress
 from celery_dashboard import backend
@@ -33,8 +36,6 @@ celery_app.conf.update(
     worker_prefetch_multiplier=1,
     worker_disable_prefetch=True,
     broker_connection_retry_on_startup=True,
-    # The connection budget (README, "Redis connections"): a publisher waits for a free one.
-    broker_pool_limit=config.BROKER_CONNECTIONS,
     # A launch while Redis is down fails within seconds instead of hanging.
     broker_connection_timeout=3,
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
@@ -49,3 +50,13 @@ celery_app.conf.update(
     timezone="UTC",
     enable_utc=True,
 )
+
+
+@celeryd_init.connect
+def _bound_publishers(conf: Any = None, **_: Any) -> None:
+    """In a worker of this app: publish task events and sub-tasks on at most BROKER_CONNECTIONS
+    kombu connections (Celery's broker_pool_limit; the connection budget, README "Redis
+    connections"). Workers only: Flower started as `celery -A tasks.celery_app flower` runs its
+    calls in a thread pool that deadlocks on fewer than two connections per thread."""
+    if conf is not None:
+        conf.broker_pool_limit = config.BROKER_CONNECTIONS
