@@ -7,10 +7,10 @@ if MODE == "gevent": __import__("gevent.monkey").monkey.patch_all()  # noqa: E70
 import errno  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 from types import FrameType  # noqa: E402
 
+from tasks import config as task_config  # noqa: E402
 from web import create_app, flower, sockets  # noqa: E402
 from web.config import ConfigError  # noqa: E402
 from web.extensions import services, socketio  # noqa: E402
@@ -22,30 +22,6 @@ log = logging.getLogger("web")
 # socketio.run). "threading" runs Werkzeug's development server: create_app accepts it (the unit
 # tests use it through the test clients), serve.py refuses it.
 SERVING_MODES = ("eventlet", "gevent")
-
-
-def port_taken(host: str, port: int) -> str:
-    """The sentence for HOST:PORT already in use (both settings named, so the user knows what to change)."""
-    return (f"web: port {port} on {host} is already in use by another process; stop it, or set PORT "
-            f"(and HOST) to a free one")
-
-
-def check_port(host: str, port: int) -> None:
-    """Exit with one sentence unless HOST:PORT can be listened on now (checked before anything starts).
-
-    Binds a throwaway socket with SO_REUSEADDR (as both servers do) and without SO_REUSEPORT, which
-    eventlet's listen() sets: so a port held by anyone, another serve.py included, is refused here
-    instead of being silently shared. Raises SystemExit with the sentence; returns None when free.
-    """
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            sys.exit(port_taken(host, port))
-        sys.exit(f"web: cannot listen on {host}:{port} ({exc.strerror or exc}); check the HOST and PORT settings")
 
 
 # Seconds gevent's server gives open requests to finish on SIGTERM before it closes them (its
@@ -112,7 +88,7 @@ def main() -> None:
                         on_worker=dash.reconciler.worker_event, sleep=socketio.sleep)
     dash.listener = listener
     host, port = app.config["HOST"], app.config["PORT"]
-    check_port(host, port)
+    task_config.check_port("web", host, port, "PORT", "HOST")  # before anything starts
     embedded = flower.start(app)  # Heroku: Flower as a child on loopback, served at /flower (FLOWER_EMBED)
     EMBEDDED.append(embedded)
     socketio.start_background_task(dash.pusher.run)
@@ -125,10 +101,10 @@ def main() -> None:
     kwargs = {"max_size" if MODE == "eventlet" else "spawn": app.config["MAX_CONNECTIONS"]}
     try:
         socketio.run(app, host=host, port=port, log_output=os.environ.get("ACCESS_LOG") == "1", **kwargs)
-    except OSError as exc:  # taken between check_port and the server's own bind
+    except OSError as exc:  # taken between the check and the server's own bind
         if exc.errno != errno.EADDRINUSE:
             raise
-        sys.exit(port_taken(host, port))
+        sys.exit(task_config.port_taken("web", host, port, "PORT", "HOST"))
     except Stop:
         pass  # gevent's server lets it through; eventlet's catches it and returns
     # Stopped by a signal. Skip the interpreter's teardown (0.3-0.5 s of collecting greenlets and

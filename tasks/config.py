@@ -1,7 +1,10 @@
 """Worker-side settings, read from the environment once."""
 from __future__ import annotations
 
+import errno
 import os
+import socket
+import sys
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery_dashboard.settings import number
@@ -54,3 +57,28 @@ RESULT_EXPIRES = _int("RESULT_EXPIRES", 7 * 24 * 3600)
 # Kombu connections a process publishes on (Celery's broker_pool_limit; its default is 10): the
 # web's launches, a worker's task events and sub-tasks. Each holds two Redis connections.
 BROKER_CONNECTIONS = _int("BROKER_CONNECTIONS", 2)
+
+
+def port_taken(who: str, host: str, port: int | str, port_setting: str, host_setting: str) -> str:
+    """The one sentence for a port already in use, naming the settings that choose it."""
+    return (f"{who}: port {port} on {host} is already in use by another process; stop it, or set {port_setting} "
+            f"(and {host_setting}) to a free one")
+
+
+def check_port(who: str, host: str, port: int | str, port_setting: str, host_setting: str) -> None:
+    """Exit with one sentence (SystemExit) unless `host`:`port` can be listened on now; None when free.
+
+    Binds a throwaway socket with SO_REUSEADDR (as eventlet's, gevent's and Tornado's servers do)
+    and without SO_REUSEPORT, which eventlet's listen() sets: a port held by anyone, another
+    instance of the same process included, is refused instead of being silently shared.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            sys.exit(port_taken(who, host, port, port_setting, host_setting))
+        sys.exit(f"{who}: cannot listen on {host}:{port} ({exc.strerror or exc}); check the {host_setting} and "
+                 f"{port_setting} settings")

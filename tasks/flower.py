@@ -1,9 +1,7 @@
 """Flower entry point: serves under /flower, never open beyond loopback, with few Redis connections."""
 from __future__ import annotations
 
-import errno
 import os
-import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -30,17 +28,8 @@ def check() -> tuple[str, str]:
     port = os.environ.get("FLOWER_PORT", "5555").strip()
     if not port.isdigit() or not 0 < int(port) < 65536:
         sys.exit(f"flower: FLOWER_PORT must be a port number, got {port!r}")
-    host = address or "0.0.0.0"  # Flower's default: every interface
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, int(port)))
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            sys.exit(f"flower: port {port} on {host} is already in use by another process; stop it, or set "
-                     "FLOWER_PORT (and FLOWER_ADDRESS) to a free one")
-        sys.exit(f"flower: cannot listen on {host}:{port} ({exc.strerror or exc}); check FLOWER_ADDRESS and "
-                 "FLOWER_PORT")
+    # Flower's default address: every interface.
+    config.check_port("flower", address or "0.0.0.0", port, "FLOWER_PORT", "FLOWER_ADDRESS")
     return address, port
 
 

@@ -61,9 +61,6 @@ def settings(environ: dict[str, str] | None = None) -> dict[str, Any]:
     """
     env = os.environ if environ is None else environ
 
-    def flag(name: str, default: bool) -> bool:
-        return config_flag(name, default, env)
-
     port = env.get("FLOWER_PORT", "").strip() or "5555"
     upstream = env.get("FLOWER_UPSTREAM", "").strip() or f"http://127.0.0.1:{port}"
     parts = urlsplit(upstream)
@@ -80,9 +77,9 @@ def settings(environ: dict[str, str] | None = None) -> dict[str, Any]:
     if not timeout > 0:
         raise ConfigError(f"FLOWER_PROXY_TIMEOUT must be a number of seconds, got {env.get('FLOWER_PROXY_TIMEOUT')!r}")
     return {
-        "FLOWER_PROXY": flag("FLOWER_PROXY", True),
+        "FLOWER_PROXY": config_flag("FLOWER_PROXY", True, env),
         "FLOWER_UPSTREAM": f"{parts.scheme}://{parts.netloc}",
-        "FLOWER_EMBED": flag("FLOWER_EMBED", False),
+        "FLOWER_EMBED": config_flag("FLOWER_EMBED", False, env),
         "FLOWER_PROXY_TIMEOUT": timeout,
         "FLOWER_CREDENTIALS": env.get("FLOWER_BASIC_AUTH", "").split(",")[0].strip(),
     }
