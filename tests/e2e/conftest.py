@@ -69,6 +69,14 @@ def async_mode(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+@pytest.fixture
+def eventlet_only(async_mode: str) -> None:
+    """For a page feature the server's async mode cannot change (layout, forms, detail, filters):
+    run under eventlet only, so the suite's second pass (gevent) stays short."""
+    if async_mode != "eventlet":
+        pytest.skip("a page feature: checked under eventlet; the gevent pass checks the live transport")
+
+
 @pytest.fixture(scope="session")
 def stack(async_mode: str) -> Iterator[Stack]:
     """A private redis-server, a Celery worker (4 processes) and `python serve.py` with ASYNC_MODE set,
