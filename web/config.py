@@ -90,6 +90,17 @@ def from_env() -> dict[str, Any]:
         "LOGIN_LIMIT": os.environ.get("LOGIN_LIMIT", "10/minute"),
         # Unfinished tasks one user may have at once; one more launch answers 429.
         "MAX_ACTIVE_PER_USER": task_config._int("MAX_ACTIVE_PER_USER", 20),
+        # Bulk cancel/retry: the most tasks one action reaches; seconds a preview's exact list of
+        # tasks is kept for its confirmation.
+        "BULK_MAX": task_config._int("BULK_MAX", 500),
+        "BULK_TOKEN_SECONDS": task_config._int("BULK_TOKEN_SECONDS", 300),
+        # Entries the audit log of cancels, retries and bulk actions keeps (newest first).
+        "AUDIT_LIMIT": task_config._int("AUDIT_LIMIT", 1000),
+        # Seconds a launch's or retry's Idempotency-Key keeps its first answer.
+        "IDEMPOTENCY_SECONDS": task_config._int("IDEMPOTENCY_SECONDS", 600),
+        # Seconds after the last identical launch during which a launch of the same catalog task
+        # with the same parameters is offered to attach to a still unfinished one (409).
+        "ATTACH_SECONDS": task_config._int("ATTACH_SECONDS", 86400),
         # Origins allowed to open a Socket.IO connection (comma separated); empty = the page's own.
         "ALLOWED_ORIGINS": [o.strip() for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip()],
         "REDIS_URL": task_config.redis_url(),
