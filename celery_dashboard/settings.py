@@ -33,3 +33,12 @@ REDIS_CONNECTIONS = int(number("REDIS_CONNECTIONS", 2))
 POOL_TIMEOUT = number("POOL_TIMEOUT", 10.0)
 # Seconds between two `worker-beacon` events of a worker (celery_dashboard.beacon); 0 turns them off.
 BEACON_INTERVAL = number("BEACON_INTERVAL", 2.0)
+# Characters of a task's arguments (and, apart, of its keyword arguments) kept in its task object.
+ARGUMENT_PREVIEW = int(number("ARGUMENT_PREVIEW", 1000))
+# Argument names whose values are masked before a task object is stored or shown (comma separated,
+# case-insensitive; a keyword argument or a dict key at any depth whose name contains one of them).
+MASKED_ARGUMENTS = tuple(
+    word.strip().lower().replace("-", "_")
+    for word in os.environ.get("MASKED_ARGUMENTS",
+                               "password,passwd,secret,token,api_key,apikey,authorization,private_key,credentials")
+    .split(",") if word.strip())

@@ -12,7 +12,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from celery_dashboard.index import pending_record
+from celery_dashboard import arguments
+from celery_dashboard.index import MAX_ATTEMPTS, pending_record
 from web import lifecycle
 from web.results import json_safe, preview
 
@@ -20,7 +21,8 @@ from web.results import json_safe, preview
 FIELDS = tuple(pending_record("", None, None, 0.0))
 # Kept from the first update that has them; later ones cannot move them. `owner` is the user who
 # launched the task (None for tasks sent by other processes: only admins see those).
-FIRST_WINS = ("name", "parent", "created", "started", "owner")
+FIRST_WINS = ("name", "parent", "created", "started", "owner", "args", "kwargs", "queue", "exchange",
+              "routing_key", "received", "retry_of")
 # What an accepted state brings with it (and only what the update holds: an update never erases
 # a field it does not mention, so the backend's record never erases what events told).
 CARRIED = ("progress", "result", "result_truncated", "error", "finished", "retries", "worker", "cooperative")
@@ -41,7 +43,7 @@ def epoch(value: str | None) -> float:
 
 def new_record(task_id: str) -> dict[str, Any]:
     record: dict[str, Any] = dict.fromkeys(FIELDS)
-    record.update(id=task_id, state="PENDING", version=0, retries=0)
+    record.update(id=task_id, state="PENDING", version=0, retries=0, attempts=[])
     return record
 
 
@@ -61,6 +63,8 @@ def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
     if "worker_status" in update and not lifecycle.is_terminal(record.get("state")):
         record["worker_status"] = update["worker_status"]
     accepted = lifecycle.accepts(record, update)
+    if accepted and "attempts" in record:  # a stored task object, not a partial update being merged
+        _note_attempt(record, update)
     if accepted:
         record["state"] = update["state"]
         for key in CARRIED:
@@ -86,6 +90,54 @@ def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
     if changed and not accepted and update.get("updated") and (record.get("updated") or "") < update["updated"]:
         record["updated"] = update["updated"]
     return changed
+
+
+def _attempt(record: dict[str, Any], retries: int) -> dict[str, Any]:
+    """The entry of attempt `retries` in record["attempts"] (created in order; the oldest dropped
+    beyond MAX_ATTEMPTS)."""
+    attempts = record["attempts"] = list(record.get("attempts") or [])
+    for attempt in attempts:
+        if attempt.get("retries") == retries:
+            return attempt
+    attempt = {"retries": retries, "worker": None, "started": None, "finished": None, "error": None}
+    attempts.append(attempt)
+    attempts.sort(key=lambda a: a.get("retries") or 0)
+    del attempts[:-MAX_ATTEMPTS]
+    return attempt
+
+
+def _short_error(error: Any) -> dict[str, Any] | None:
+    return {"type": error.get("type"), "message": error.get("message")} if isinstance(error, dict) else None
+
+
+def _note_attempt(record: dict[str, Any], update: dict[str, Any]) -> None:
+    """Record in record["attempts"] what an accepted update says about one run: a RETRY ends the
+    attempt before the one it announces, with its error; a worker's report (received, started,
+    running, ended) is about the current attempt."""
+    state = update["state"]
+    retries = int(update.get("retries", record.get("retries")) or 0)
+    if state == "RETRY":
+        if retries <= 0:
+            return
+        attempt = dict(_attempt(record, retries - 1))
+        attempt.update(finished=attempt.get("finished") or update.get("updated"),
+                       error=_short_error(update.get("error")) or attempt.get("error"))
+    else:
+        worked = update.get("worker") or update.get("started") or lifecycle.phase(state) >= lifecycle.STARTED
+        known = any(a.get("retries") == retries for a in record.get("attempts") or ())
+        if state == "PENDING" or not (worked or known) or lifecycle.phase(state) == lifecycle.QUEUED:
+            return
+        attempt = dict(_attempt(record, retries))
+        if update.get("worker"):
+            attempt["worker"] = update["worker"]
+        if not attempt.get("started") and lifecycle.STARTED <= lifecycle.phase(state) < lifecycle.ENDED:
+            attempt["started"] = update.get("started") or update.get("updated")
+        elif not attempt.get("started") and update.get("started"):
+            attempt["started"] = update["started"]
+        if lifecycle.is_terminal(state):
+            attempt["finished"] = update.get("finished") or update.get("updated") or attempt.get("finished")
+            attempt["error"] = _short_error(update.get("error"))
+    record["attempts"] = [attempt if a.get("retries") == attempt["retries"] else a for a in record["attempts"]]
 
 
 def _clamp_clocks(record: dict[str, Any]) -> None:
@@ -168,10 +220,15 @@ def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
     parent = event.get("parent_id")
     parent = parent if parent != task_id else None  # a retry is sent by the task itself
     if kind == "task-sent":
-        update.update(state="PENDING", name=event.get("name"), created=when, parent=parent)
+        update.update(state="PENDING", name=event.get("name"), created=when, parent=parent,
+                      args=arguments.mask_repr(event.get("args")), kwargs=arguments.mask_repr(event.get("kwargs")))
+        for key in ("queue", "exchange", "routing_key"):
+            if isinstance(event.get(key), str):
+                update[key] = event[key]
     elif kind == "task-received":
-        update.update(state="RECEIVED", name=event.get("name"), created=when,
-                      parent=parent, worker=event.get("hostname"), retries=event.get("retries") or 0)
+        update.update(state="RECEIVED", name=event.get("name"), created=when, received=when,
+                      parent=parent, worker=event.get("hostname"), retries=event.get("retries") or 0,
+                      args=arguments.mask_repr(event.get("args")), kwargs=arguments.mask_repr(event.get("kwargs")))
     elif kind == "task-started":
         update.update(state="STARTED", started=when, worker=event.get("hostname"))
     elif kind == "task-progress":

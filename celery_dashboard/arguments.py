@@ -1,0 +1,112 @@
+"""A task's arguments as the task object shows them: a bounded preview, sensitive values masked.
+
+Masking happens where a task is first seen (the publishing process, the web's listener), before
+anything is stored: a secret never reaches the index in Redis nor a browser. A value is masked when
+its keyword argument's name, or its key in a dict at any depth, contains one of MASKED_ARGUMENTS
+(case-insensitive; `-` counts as `_`). Positional values have no name and are shown as they are.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from celery_dashboard import settings
+
+MASK = "********"
+# Items of one list, tuple or dict and levels of nesting walked; beyond, the preview says "…".
+MAX_ITEMS = 100
+MAX_DEPTH = 10
+# Longest repr string (from a Celery event) parsed back into values to mask them.
+MAX_PARSE = 100_000
+
+
+class _Raw(str):
+    """A string shown without quotes (the mask, the ellipsis)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def sensitive(name: Any, words: tuple[str, ...] | None = None) -> bool:
+    """Whether a value named `name` is masked."""
+    words = settings.MASKED_ARGUMENTS if words is None else words
+    text = str(name).lower().replace("-", "_")
+    return any(word in text for word in words)
+
+
+def masked(value: Any, depth: int = 0) -> Any:
+    """A copy of `value` with the values of sensitive dict keys replaced by the mask, strings cut
+    to ARGUMENT_PREVIEW characters, and collections to MAX_ITEMS items (the cut said by "…")."""
+    limit = settings.ARGUMENT_PREVIEW
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "…"
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value[:limit])
+    if depth >= MAX_DEPTH and isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        return _Raw("…")
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for count, (key, item) in enumerate(value.items()):
+            if count >= MAX_ITEMS:
+                out[_Raw("…")] = _Raw("…")
+                break
+            out[key] = _Raw(MASK) if sensitive(key) else masked(item, depth + 1)
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [masked(item, depth + 1) for item in list(value)[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(_Raw("…"))
+        return tuple(items) if isinstance(value, tuple) else items
+    return value
+
+
+def _cut(text: str) -> str:
+    limit = settings.ARGUMENT_PREVIEW
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def preview(args: Any, kwargs: Any) -> tuple[str | None, str | None]:
+    """The previews of a task's real arguments (a message body's args and kwargs): Python reprs,
+    as Celery's `argsrepr` and `kwargsrepr` read, masked, at most ARGUMENT_PREVIEW characters each."""
+    shown_args = None if args is None else _cut(_safe_repr(masked(tuple(args) if isinstance(args, list) else args)))
+    shown_kwargs = None if kwargs is None else _cut(_safe_repr(masked(kwargs)))
+    return shown_args, shown_kwargs
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a user's object whose __repr__ raises
+        return f"<{type(value).__name__}>"
+
+
+def _pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    names = "|".join(re.escape(word) for word in words) or "(?!)"
+    # A sensitive name (quoted dict key or keyword) then its value: a quoted string, or anything
+    # up to the next separator.
+    name = r"""((?i:['"]?[\w-]*(?:""" + names.replace("_", "[_-]") + r""")[\w-]*['"]?)\s*[:=]\s*)"""
+    return re.compile(name + r"""('(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^,)}\]]*)""")
+
+
+_patterns: dict[tuple[str, ...], re.Pattern[str]] = {}
+
+
+def mask_repr(text: Any) -> str | None:
+    """A repr string of arguments (a Celery event's `args`/`kwargs`, a message's `argsrepr`) masked
+    and cut: parsed back into values where it is made of literals, else every value after a
+    sensitive name is masked in the text itself."""
+    if text is None:
+        return None
+    text = str(text)
+    if len(text) <= MAX_PARSE:
+        try:
+            return _cut(_safe_repr(masked(ast.literal_eval(text))))
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            pass
+    words = settings.MASKED_ARGUMENTS
+    pattern = _patterns.get(words)
+    if pattern is None:
+        pattern = _patterns[words] = _pattern(words)
+    return _cut(pattern.sub(lambda match: match.group(1) + MASK, text[:MAX_PARSE]))
