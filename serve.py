@@ -11,7 +11,7 @@ import sys  # noqa: E402
 from types import FrameType  # noqa: E402
 
 from tasks import config as task_config  # noqa: E402
-from web import create_app, flower, sockets  # noqa: E402
+from web import create_app, flower, monitor, sockets  # noqa: E402
 from web.config import ConfigError  # noqa: E402
 from web.extensions import services, socketio  # noqa: E402
 from web.listener import Listener  # noqa: E402
@@ -96,6 +96,8 @@ def main() -> None:
     socketio.start_background_task(listener.run)
     # Ends live connections whose access ended (sign-out, removed account, new role, revoked token).
     socketio.start_background_task(sockets.watch_access, dash.users, recheck=app.config["SESSION_RECHECK"])
+    # Workers and queues to every tab of the workers page (web.monitor), when they change.
+    socketio.start_background_task(monitor.push_workers, app)
     log.info("dashboard on http://%s:%s (async mode %s)", host, port, MODE)
     # At most MAX_CONNECTIONS at once: eventlet.wsgi's max_size, a gevent pool of that size.
     kwargs = {"max_size" if MODE == "eventlet" else "spawn": app.config["MAX_CONNECTIONS"]}

@@ -9,7 +9,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from celery_dashboard import connections
-from web import api, apps, auth, cli, control, errors, flower, headers, pages, queues, sockets
+from web import api, apps, auth, cli, control, errors, flower, headers, monitor, pages, queues, sockets
 from web.coalescer import Coalescer
 from web.config import from_env, shared_secret_key
 from web.extensions import Services, csrf, limiter, socketio
@@ -85,4 +85,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     flower.register(app)  # /flower: Flower proxied for admins (FLOWER_PROXY)
+    monitor.register(app)  # /api/workers, /api/queues, /api/stats, /metrics
     return app

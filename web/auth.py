@@ -15,7 +15,8 @@ from web.users import LOCAL_ADMIN, User
 bp = Blueprint("auth", __name__)
 
 # Endpoints anyone may reach: the sign-in page, static files, and the health check (no task data).
-PUBLIC = {"auth.login", "static", "pages.health"}
+# /metrics checks its own access (an admin, or a scraper's METRICS_TOKEN: web.metrics).
+PUBLIC = {"auth.login", "static", "pages.health", "metrics.metrics"}
 # Blueprints that check CSRF themselves: Flower's pages send Flower's token, not ours (web/flower.py).
 OWN_CSRF = {"flower"}
 # Paths answered 401 rather than redirected to the sign-in page when nobody is signed in.

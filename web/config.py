@@ -147,4 +147,18 @@ def from_env() -> dict[str, Any]:
         # Socket.IO ping interval (s): well below Heroku's 55 s idle cut-off.
         "PING_INTERVAL": task_config._int("PING_INTERVAL", 20),
         "FLOWER_URL": os.environ.get("FLOWER_URL", ""),
+        # Workers page (web.monitor): seconds between two `workers` pushes (sent when something
+        # changed, and at least every 10 s); workers listed at most; seconds between two
+        # `active_queues` questions to the workers (a queue's consumers).
+        "WORKERS_PUSH_INTERVAL": task_config._float("WORKERS_PUSH_INTERVAL", 2.0),
+        "WORKERS_LIMIT": task_config._int("WORKERS_LIMIT", 100),
+        "CONSUMERS_INTERVAL": task_config._float("CONSUMERS_INTERVAL", 5.0),
+        # Charts and /metrics (web.stats): tasks of the index one scan reads at most, seconds a
+        # scan is reused, task names shown (the busiest; /metrics labels the rest "(other)").
+        "STATS_SCAN_LIMIT": task_config._int("STATS_SCAN_LIMIT", 10_000),
+        "STATS_CACHE": task_config._float("STATS_CACHE", 5.0),
+        "STATS_NAMES": task_config._int("STATS_NAMES", 20),
+        # A Prometheus scraper may read /metrics with `Authorization: Bearer <METRICS_TOKEN>`;
+        # empty: admins only.
+        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN", "").strip(),
     }

@@ -254,7 +254,8 @@ class Control:
         """Hostname -> {"pool": "prefork", "solo", "threads", "gevent" or "eventlet" (the module of
         `inspect().stats()["pool"]["implementation"]`, e.g. "celery.concurrency.prefork:TaskPool";
         another pool class gives its full path), "pid": the worker's main process id (its
-        incarnation), "started": when that process started (epoch seconds, from `uptime`)}. Waits
+        incarnation), "started": when that process started (epoch seconds, from `uptime`),
+        "concurrency": its pool's size (`pool["max-concurrency"]`) or None}. Waits
         `timeout` for workers to answer; {} when none answered or the call
         failed (`last_error`)."""
         replies = self._broadcast("stats", timeout) or []
@@ -265,10 +266,21 @@ class Control:
             pool = stats.get("pool")
             implementation = pool.get("implementation") if isinstance(pool, dict) else None
             pid, uptime = stats.get("pid"), stats.get("uptime")
+            size = pool.get("max-concurrency") if isinstance(pool, dict) else None
             found[node] = {"pool": _pool_name(implementation) if isinstance(implementation, str) else None,
                            "pid": pid if isinstance(pid, int) else None,
-                           "started": time.time() - uptime if isinstance(uptime, (int, float)) else None}
+                           "started": time.time() - uptime if isinstance(uptime, (int, float)) else None,
+                           "concurrency": size if isinstance(size, int) and not isinstance(size, bool) else None}
         return found
+
+    def active_queues(self, limit: int | None = None, timeout: float = 1.0) -> dict[str, list[str]] | None:
+        """Hostname -> names of the queues the worker consumes (`inspect().active_queues()`);
+        returns when `limit` workers answered or after `timeout`; None when the call failed."""
+        replies = self._broadcast("active_queues", timeout, limit=limit)
+        if replies is None:
+            return None
+        return {node: [q["name"] for q in queues if isinstance(q, dict) and isinstance(q.get("name"), str)]
+                for node, queues in flatten_reply(replies).items() if isinstance(queues, list)}
 
     def pools(self, timeout: float = 1.0) -> dict[str, str]:
         """Hostname -> the worker's pool short name (see `stats`)."""

@@ -197,6 +197,52 @@ def queued(client: redis.Redis, queues: list[str], limit: int = 1000, *, sep: st
     return QueuedTasks(tasks.values(), waiting=sum(lengths), read=read, skipped=skipped)
 
 
+def depths(client: redis.Redis, queues: list[str], *, sep: str = SEP, steps: Sequence[int] = STEPS,
+           prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Queue name -> {"depth": messages waiting (every priority list), "oldest": the
+    `decode_message` of the message a worker takes last among each list's oldest (None when the
+    queue is empty or it is not a task message)}. Two round trips: LLEN of every list, then
+    LINDEX -1 (the oldest: producers LPUSH, workers BRPOP) of each non-empty one. Raises
+    redis.RedisError when Redis does."""
+    keys = [(queue, key) for queue in dict.fromkeys(queues) for key in priority_keys(queue, sep, steps, prefix)]
+    found: dict[str, dict[str, Any]] = {queue: {"depth": 0, "oldest": []} for queue in dict.fromkeys(queues)}
+    if not keys:
+        return found
+    with client.pipeline(transaction=False) as pipe:
+        for _, key in keys:
+            pipe.llen(key)
+        lengths = [int(n) for n in pipe.execute()]
+    filled = [(queue, key) for (queue, key), n in zip(keys, lengths, strict=True) if n]
+    for (queue, _), n in zip(keys, lengths, strict=True):
+        found[queue]["depth"] += n
+    with client.pipeline(transaction=False) as pipe:
+        for _, key in filled:
+            pipe.lindex(key, -1)
+        tails = pipe.execute() if filled else []
+    for (queue, _), raw in zip(filled, tails, strict=True):
+        message = decode_message(raw, queue) if raw is not None else None
+        if message is not None:
+            message["sent"] = _sent(raw)
+            found[queue]["oldest"].append(message)
+    return found
+
+
+def _sent(raw: bytes | str) -> str | None:
+    """The send time a message carries, ISO 8601 UTC: a `created` or `timestamp` header, or the
+    AMQP `timestamp` property some senders set; None without one (Celery sets none)."""
+    try:
+        envelope = json.loads(raw)
+        headers = envelope.get("headers") or {}
+        properties = envelope.get("properties") or {}
+    except (ValueError, TypeError, AttributeError):
+        return None
+    for value in (headers.get("created"), headers.get("timestamp"), properties.get("timestamp")):
+        when = _created(value)
+        if when:
+            return when
+    return None
+
+
 UNACKED_KEY = "unacked"  # kombu's Redis transport: delivery tag -> [message, exchange, routing key]
 
 
@@ -289,6 +335,10 @@ class Queues:
 
     def remove(self, task_id: str) -> bool:
         return remove_queued(self.client, self.names(), task_id)
+
+    def depths(self) -> dict[str, dict[str, Any]]:
+        """Every known queue's depth and oldest messages (module function `depths`)."""
+        return depths(self.client, self.names())
 
 
 def queue_names(apps: list[Celery]) -> list[str]:

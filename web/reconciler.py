@@ -35,6 +35,8 @@ class Control(Protocol):
     def ping(self, hostnames: list[str], timeout: float = 1.0) -> set[str]: ...
     def active(self, timeout: float = 1.0) -> dict[str, set[str]] | None: ...
     def stats(self, timeout: float = 1.0) -> dict[str, dict[str, Any]]: ...
+    # Optional (web.control.Control has it): hostname -> queues it consumes, None on failure.
+    # def active_queues(self, limit: int | None = None, timeout: float = 1.0) -> dict[str, list[str]] | None
 
 
 class Queues(Protocol):
@@ -106,6 +108,8 @@ class Reconciler:
         self.next_poll = 0.0
         self.next_enable = 0.0
         self.next_pools = 0.0
+        self.next_queues = 0.0
+        self.consumers_every = 5.0  # seconds between two `active_queues` questions (CONSUMERS_INTERVAL)
         self.connected_at: float | None = None
         self.last_active_check = -1e9
         self.held: list[tuple[str, int | None]] = []  # worker-offline not yet confirmed (OFFLINE_SETTLE)
@@ -136,7 +140,7 @@ class Reconciler:
             self.running_ids[task_id] = True
         elif kind == "worker-online" or kind == "worker-offline":
             self.soon()
-            self.next_pools = 0.0
+            self.next_pools = self.next_queues = 0.0
         if kind == "worker-online":
             # `processed` counts the tasks this process ever accepted (Celery's heartbeat): 0 is a
             # new process, even under its predecessor's pid (in a container it is often the same).
@@ -353,7 +357,8 @@ class Reconciler:
     def ask_pools(self) -> None:
         """Ask workers whose pool is not known yet which one they run (an idle worker answers;
         a busy solo worker cannot, and keeps what it said before)."""
-        if self.control is None or not any(w.pool is None and not w.offline for w in self.workers.workers.values()):
+        if self.control is None or not any((w.pool is None or w.concurrency is None) and not w.offline
+                                           for w in self.workers.workers.values()):
             return
         self.ask_workers()
 
@@ -366,8 +371,25 @@ class Reconciler:
         answers = self.control.stats()
         for hostname, info in answers.items():
             if isinstance(info.get("pid"), int):
-                self.workers.incarnation(hostname, info["pid"], info.get("pool"))
+                self.workers.incarnation(hostname, info["pid"], info.get("pool"), concurrency=info.get("concurrency"))
         return set(answers)
+
+    def ask_queues(self) -> None:
+        """Ask the workers which queues they consume (`active_queues`), for the queues' consumers;
+        returns as soon as every worker heard from lately answered. A worker that does not answer
+        (busy solo) keeps what it said before."""
+        ask = getattr(self.control, "active_queues", None)
+        if ask is None:
+            return
+        expected = sum(1 for h, w in self.workers.workers.items()
+                       if not w.offline and not self.workers.silent(h, self.worker_timeout))
+        if not expected:
+            return  # nobody to ask (and an unlimited question would wait its whole timeout)
+        answers = ask(limit=expected)
+        for hostname, names in (answers or {}).items():
+            worker = self.workers.get(hostname)
+            if worker is not None:
+                worker.queues = names
 
     def pool(self, hostname: str | None) -> str | None:
         """The pool `hostname` runs, when it said (see `ask_pools`)."""
@@ -385,6 +407,9 @@ class Reconciler:
         if self.control is not None and now >= self.next_pools:
             self.next_pools = now + self.reconcile_every
             self.ask_pools()
+        if self.control is not None and now >= self.next_queues:
+            self.next_queues = now + self.consumers_every
+            self.ask_queues()
         if now >= self.next_reconcile:
             self.next_reconcile = now + self.reconcile_every
             self.reconcile()

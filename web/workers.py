@@ -1,10 +1,12 @@
 """What the dashboard knows of each worker from its events: when it last spoke, which incarnation
-is running (a restart under the same node name is a new one), and how far its clock is off."""
+is running (a restart under the same node name is a new one), how far its clock is off, and what
+it does (tasks running, processed, failed)."""
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 # A clock offset below this is taken as network delay, not skew: times stay as the worker sent them.
@@ -13,6 +15,10 @@ SKEW_TOLERANCE = 1.0
 LOWER_AFTER = 10.0
 # Two answers about one process whose start times differ by more than this are two processes.
 RESTART_TOLERANCE = 5.0
+# Task ids remembered as running on one worker (a task whose end event was lost stays until the
+# worker's next heartbeat says it runs nothing).
+MAX_RUNNING = 10_000
+ENDED = ("task-succeeded", "task-failed", "task-revoked", "task-rejected", "task-ignored", "task-retried")
 
 
 @dataclass
@@ -30,6 +36,14 @@ class Worker:
     pool: str | None = None       # prefork, solo, threads, gevent, eventlet (asked: web.control.Control.stats)
     beacon: bool = False          # sends celery_dashboard's worker-beacon (a sign of life while busy)
     previous_pids: set[int] = field(default_factory=set)
+    concurrency: int | None = None  # pool processes/threads/greenlets (`stats`: pool.max-concurrency)
+    queues: list[str] | None = None  # the queues it consumes (`active_queues`), None until it said
+    running: set[str] = field(default_factory=set)  # task ids started and not ended (events)
+    reported_active: int = 0      # `active` of its last heartbeat (tasks it runs)
+    reported_processed: int = 0   # `processed` of its last heartbeat (tasks this process accepted)
+    ended: int = 0                # tasks seen ending on it (events, since this web process started)
+    failed: int = 0               # of those, task-failed
+    last_heartbeat: float | None = None  # wall clock (epoch s) of its last worker-* event
 
 
 class Workers:
@@ -73,12 +87,37 @@ class Workers:
                 self.incarnation(hostname, pid)
                 if kind == "worker-beacon":
                     worker.beacon = True
+        self._activity(worker, kind, event)  # after a new incarnation reset the counts
         stamp = event.get("timestamp")
         if isinstance(stamp, (int, float)):
             self._measure(worker, stamp - self.wall())
             if worker.offset:
                 event = dict(event, timestamp=stamp - worker.offset)
         return event
+
+    def _activity(self, worker: Worker, kind: str, event: dict[str, Any]) -> None:
+        """Count what the event tells of the worker's work: a task started or ended on it, or its
+        heartbeat's `active` and `processed` (Celery's worker-online/-heartbeat fields)."""
+        task_id = event.get("uuid")
+        if kind == "task-started" and isinstance(task_id, str):
+            if len(worker.running) < MAX_RUNNING:
+                worker.running.add(task_id)
+        elif kind in ENDED:
+            if isinstance(task_id, str) and task_id in worker.running:
+                worker.running.discard(task_id)
+                worker.reported_active = max(0, worker.reported_active - 1)
+            if kind in ("task-succeeded", "task-failed"):  # task-revoked may come from every worker
+                worker.ended += 1
+                worker.failed += kind == "task-failed"
+        elif kind.startswith("worker-"):
+            worker.last_heartbeat = self.wall()
+            active, processed = event.get("active"), event.get("processed")
+            if isinstance(active, int) and not isinstance(active, bool):
+                worker.reported_active = active
+                if active == 0:
+                    worker.running.clear()  # an end event we missed
+            if isinstance(processed, int) and not isinstance(processed, bool):
+                worker.reported_processed = processed
 
     def _measure(self, worker: Worker, skew: float) -> None:
         """Update the worker's clock offset from one event's `timestamp - now`.
@@ -102,7 +141,8 @@ class Workers:
         else:
             worker.lower_since = None
 
-    def incarnation(self, hostname: str, pid: int, pool: str | None = None, started: float | None = None) -> None:
+    def incarnation(self, hostname: str, pid: int, pool: str | None = None, started: float | None = None,
+                    concurrency: int | None = None) -> None:
         """The worker `hostname` runs as process `pid`, started at `started` (epoch seconds, when
         known: its answer to `stats` has its uptime). A pid other than the known one is a restart;
         so is the same pid started later (in a container the restarted worker often gets the same
@@ -118,12 +158,18 @@ class Workers:
         if started is not None and (worker.started is None or reborn or pid != worker.pid):
             worker.started = started
         if pid != worker.pid:
-            worker.pool = None  # a new incarnation may run another pool: ask again
+            # A new incarnation may run another pool, size and queues: ask again.
+            worker.pool = worker.concurrency = worker.queues = None
+            if worker.pid is not None:
+                worker.running.clear()
+                worker.reported_active = worker.reported_processed = worker.ended = worker.failed = 0
         worker.pid, worker.offline = pid, False
         if worker.first_pid is None:
             worker.first_pid = pid
         if pool:
             worker.pool = pool
+        if concurrency:
+            worker.concurrency = concurrency
 
     def take_restarts(self) -> list[tuple[str, int | None]]:
         """The (hostname, old incarnation pid) of workers that restarted or went offline since the
@@ -144,6 +190,35 @@ class Workers:
         return {w.hostname: {"pool": w.pool, "pid": w.pid, "seconds_since_seen": round(now - w.last_seen, 1),
                              "offline": w.offline, "clock_offset": round(w.offset, 3), "beacon": w.beacon}
                 for w in newest}
+
+    def status(self, worker: Worker, timeout: float) -> str:
+        """"offline" (it said so: worker-offline), "not responding" (silent for `timeout` s: a busy
+        solo worker is silent too) or "online"."""
+        if worker.offline:
+            return "offline"
+        return "not responding" if self.clock() - worker.last_seen > timeout else "online"
+
+    def rows(self, timeout: float, limit: int = 100) -> list[dict[str, Any]]:
+        """The workers for the API and the page, online ones first, then the most recently heard,
+        at most `limit`: {"hostname", "online", "status" (see `status`), "pool", "concurrency",
+        "active" (tasks running), "processed" (tasks its process accepted, from its heartbeats, or
+        the ends seen when more), "failed" (task-failed seen from this process since the web process started),
+        "last_heartbeat" (ISO 8601 UTC or None), "seconds_since_seen", "pid", "queues" (names or
+        None when not known yet)}."""
+        now = self.clock()
+        order = sorted(self.workers.values(), key=lambda w: (w.offline, now - w.last_seen))[:limit]
+        rows = []
+        for w in order:
+            status = self.status(w, timeout)
+            beat = (datetime.fromtimestamp(w.last_heartbeat, UTC).isoformat(timespec="seconds")
+                    if w.last_heartbeat is not None else None)
+            rows.append({"hostname": w.hostname, "online": status == "online", "status": status, "pool": w.pool,
+                         "concurrency": w.concurrency,
+                         "active": 0 if w.offline else len(w.running) or w.reported_active,
+                         "processed": max(w.reported_processed, w.ended), "failed": w.failed,
+                         "last_heartbeat": beat, "seconds_since_seen": round(now - w.last_seen, 1),
+                         "pid": w.pid, "queues": list(w.queues) if w.queues is not None else None})
+        return rows
 
     def offset(self, hostname: str | None) -> float:
         worker = self.workers.get(hostname or "")

@@ -82,7 +82,7 @@ def test_a_task_only_the_result_backend_knows_is_found(client: Any, results: Any
 
 
 def test_list_is_newest_first_and_filters_by_state(client: Any, dash: Any) -> None:
-    ids = [client.post("/api/tasks", json={"task": "steps"}).get_json()["id"] for _ in range(3)]
+    ids = [client.post("/api/tasks", json={"task": "steps", "duplicate": True}).get_json()["id"] for _ in range(3)]
     dash.store.merge({ids[0]: {"id": ids[0], "state": "SUCCESS"}})
     listed = client.get("/api/tasks").get_json()["tasks"]
     assert [t["id"] for t in listed] == ids[::-1]

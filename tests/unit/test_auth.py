@@ -45,7 +45,7 @@ def signed_in(app: Any, name: str) -> tuple[Any, str]:
 
 
 def launch(app: Any, name: str) -> dict[str, Any]:
-    response = app.test_client().post("/api/tasks", json={"task": "steps"}, headers=bearer(app, name))
+    response = app.test_client().post("/api/tasks", json={"task": "steps", "duplicate": True}, headers=bearer(app, name))
     assert response.status_code == 202, response.get_json()
     return response.get_json()
 
@@ -144,7 +144,7 @@ MATRIX = {
 def test_authorization_matrix(secure_app: Any, role: str, method: str, path: str) -> None:
     ids = {"own": launch(secure_app, "operator")["id"], "other": launch(secure_app, "other")["id"]}
     client = secure_app.test_client()
-    body = {"task": "steps"} if path == "/api/tasks" else None
+    body = {"task": "steps", "duplicate": True} if path == "/api/tasks" else None
     response = client.open(path.format(**ids), method=method, json=body, headers=bearer(secure_app, role))
     assert response.status_code == MATRIX[(role, method, path)], response.get_data(as_text=True)
 
@@ -223,7 +223,7 @@ def test_launches_are_rate_limited_per_user_with_retry_after(secure_app: Any, da
 def test_a_user_may_have_only_so_many_unfinished_tasks(secure_app: Any) -> None:
     for _ in range(3):
         launch(secure_app, "operator")
-    response = secure_app.test_client().post("/api/tasks", json={"task": "steps"},
+    response = secure_app.test_client().post("/api/tasks", json={"task": "steps", "duplicate": True},
                                              headers=bearer(secure_app, "operator"))
     assert response.status_code == 429 and "unfinished" in response.get_json()["error"]
     launch(secure_app, "other")  # others are not affected
