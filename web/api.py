@@ -12,8 +12,8 @@ from urllib.parse import unquote
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from celery_dashboard import index, revocations
-from celery_dashboard.catalog import CATALOG, validate
-from web import control, lifecycle, records
+from celery_dashboard.catalog import CATALOG, Entry, validate
+from web import audit, control, launches, lifecycle, records
 from web.auth import current_user, require
 from web.errors import ApiError
 from web.extensions import limiter, services
@@ -68,9 +68,10 @@ def _limits_off() -> bool:
 @require(lambda user: user.can_launch, "launching needs the operator or admin role")
 @limiter.limit(lambda: current_app.config["LAUNCH_LIMIT"], key_func=_user_key, exempt_when=_limits_off)
 @limiter.limit(lambda: current_app.config["LAUNCH_LIMIT_PER_ADDRESS"], exempt_when=_limits_off)
+@launches.idempotent
 def launch() -> Any:
     body = _json_object()
-    unknown = sorted(set(body) - {"task", "params"})
+    unknown = sorted(set(body) - {"task", "params", "duplicate"})
     if unknown:
         raise ApiError(422, "unknown fields", [{"field": f, "message": "not allowed"} for f in unknown])
     name = body.get("task")
@@ -84,8 +85,25 @@ def launch() -> Any:
         for error in errors:
             error["field"] = f"params.{error['field']}" if error["field"] != "params" else "params"
         raise ApiError(422, "invalid parameters", errors)
+    if not isinstance(body.get("duplicate", False), bool):
+        raise ApiError(422, "duplicate must be true or false", [{"field": "duplicate", "message": "true or false"}])
+    user = current_user()
+    # Attach instead of launch: the same task with the same parameters already queued or running.
+    running = None if body.get("duplicate") else launches.identical(name, params, lambda r: visible(user, r))
+    if running is not None:
+        return jsonify({"error": "an identical task is already running", "attach": running}), 409
+    record = send(entry, params, user)
+    response = jsonify(record)
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.get_task", task_id=record["id"])
+    return response
 
-    user, dash = current_user(), services()
+
+def send(entry: Entry, params: dict[str, Any], user: User, retry_of: str | None = None) -> dict[str, Any]:
+    """Send the catalog task `entry` with its validated `params` as `user`'s task; return its new
+    task object (PENDING, also pushed to dashboards). `retry_of`: the id of the task it re-launches.
+    Raises ApiError 429 (the user's MAX_ACTIVE_PER_USER unfinished tasks) or 503 (broker away)."""
+    dash = services()
     cap = current_app.config["MAX_ACTIVE_PER_USER"]
     if current_app.config["AUTH_REQUIRED"] and dash.store.active_count(user.name) >= cap:
         raise ApiError(429, f"you already have {cap} unfinished tasks; wait for some to end or cancel them")
@@ -93,25 +111,26 @@ def launch() -> Any:
     # The owner travels in the message headers, so the index records it from the first write;
     # answer with that record without another round trip, and push it with the next batch.
     try:
-        options = {"kwargs": params, "task_id": task_id, "headers": {"owner": user.name}}
+        headers = {"owner": user.name, **({"retry_of": retry_of} if retry_of else {})}
+        options = {"kwargs": params, "task_id": task_id, "headers": headers}
         asker = dash.reconciler.control
         if isinstance(asker, control.Control):  # its connection: launches hold none of their own
             asker.apply_async(entry.task, **options)
         else:
             entry.task.apply_async(**options)
     except Exception as exc:  # the broker is away, or the message could not be sent: never shown queued
-        log.warning("launch of %s failed: %r", name, exc)
+        log.warning("launch of %s failed: %r", entry.name, exc)
         try:
             index.forget(index.client(), task_id)
         except Exception:  # noqa: BLE001 - Redis may be the reason the launch failed
             log.warning("could not remove the unsent task %s from the index", task_id)
         raise ApiError(503, "the task could not be sent to the broker; try again shortly") from exc
     record = index.pending_record(task_id, entry.task.name, None, time.time(), user.name)
+    if retry_of:
+        record["retry_of"] = retry_of
     dash.coalescer.add(dict(record, source="event"))
-    response = jsonify(record)
-    response.status_code = 202
-    response.headers["Location"] = url_for("api.get_task", task_id=task_id)
-    return response
+    launches.remember(entry.name, params, task_id)
+    return record
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -234,8 +253,18 @@ def cancel(task_id: str) -> Any:
     exact = raw_id(task_id, "/cancel")
     if exact is None:  # `/api/tasks/job%2Fcancel`: the task "job/cancel" itself, which takes no POST
         raise ApiError(405, "method not allowed")
-    task_id = exact
-    record = find(task_id)
+    record = find(exact)
+    stop(record)
+    audit.write("cancel", task=record["id"], name=record.get("name"))
+    response = jsonify(record)
+    response.status_code = 202
+    return response
+
+
+def stop(record: dict[str, Any]) -> None:
+    """Cancel the task of `record` (one the user may see): it will end REVOKED. Raises ApiError
+    409 with the reason when it already ended or cannot be stopped."""
+    task_id = record["id"]
     if records.is_terminal(record):
         raise ApiError(409, f"task already ended {record['state']}")
     reason = _stoppable(record)
@@ -268,6 +297,3 @@ def cancel(task_id: str) -> Any:
         dash.coalescer.add({"id": task_id, "state": "REVOKED", "source": "backend", "finished": now,
                             "updated": now, "error": {"type": "TaskRevokedError", "message": "cancelled (revoked)",
                                                       "traceback": None}})
-    response = jsonify(record)
-    response.status_code = 202
-    return response

@@ -1,0 +1,145 @@
+"""Launch guards: one task per click (Idempotency-Key) and attach instead of launching an identical task.
+
+Both live in Redis, so every web process agrees:
+- `dashboard:idempotency:<sha256(user, scope, key)>` holds the first answer to a request carrying
+  an `Idempotency-Key` header for IDEMPOTENCY_SECONDS (SET NX: the first request wins; a second one
+  arriving meanwhile waits a moment for that answer).
+- `dashboard:identical:<sha256(catalog name, canonical params)>` is the set of task ids launched
+  with exactly these parameters (kept ATTACH_SECONDS after the last such launch, at most
+  IDENTICAL_MAX ids); ids of ended tasks are dropped whenever the set is read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import current_app, make_response, request
+
+from web import records
+from web.auth import current_user
+from web.errors import ApiError
+from web.extensions import services, socketio
+
+IDEMPOTENCY_PREFIX = "dashboard:idempotency:"
+IDENTICAL_PREFIX = "dashboard:identical:"
+# An Idempotency-Key: 1-255 visible ASCII characters (a UUID is the usual choice).
+KEY = re.compile(r"[\x21-\x7e]{1,255}")
+# Task ids kept per set of identical parameters; a fuller set is cleaned of ended tasks first.
+IDENTICAL_MAX = 100
+# How long a second request with the same key waits for the first one's answer (s).
+WAIT_FOR_FIRST = 5.0
+PENDING = "pending"
+
+
+# ---- attach instead of launch -----------------------------------------------------------------
+
+def canonical(name: str, params: dict[str, Any]) -> str:
+    """The one text of a launch: catalog name and validated parameters, keys sorted, no spaces."""
+    return json.dumps({"task": name, "params": params}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _identical_key(name: str, params: dict[str, Any]) -> str:
+    return IDENTICAL_PREFIX + hashlib.sha256(canonical(name, params).encode()).hexdigest()
+
+
+def _unfinished(client: Any, key: str) -> list[dict[str, Any]]:
+    """The unfinished tasks in the set `key` (oldest first); ended or forgotten ids are removed."""
+    ids = [i.decode() if isinstance(i, bytes) else i for i in client.smembers(key)]
+    found = services().store.get_many(ids)
+    gone = [i for i in ids if i not in found or records.is_terminal(found[i])]
+    if gone:
+        client.srem(key, *gone)
+    return sorted((found[i] for i in ids if i not in gone), key=lambda r: r.get("created") or "")
+
+
+def identical(name: str, params: dict[str, Any], visible: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The newest queued or running task launched from the catalog entry `name` with exactly
+    `params` (validated, defaults filled) that `visible` lets the user see; None if there is none."""
+    running = [r for r in _unfinished(services().store.client, _identical_key(name, params)) if visible(r)]
+    return running[-1] if running else None
+
+
+def remember(name: str, params: dict[str, Any], task_id: str) -> None:
+    """Note a launch, so that an identical one can attach to it while it runs."""
+    client = services().store.client
+    key = _identical_key(name, params)
+    if client.scard(key) >= IDENTICAL_MAX and len(_unfinished(client, key)) >= IDENTICAL_MAX:
+        return  # that many identical tasks running: any of them is one to attach to
+    pipe = client.pipeline(transaction=False)
+    pipe.sadd(key, task_id)
+    pipe.expire(key, int(current_app.config["ATTACH_SECONDS"]))
+    pipe.execute()
+
+
+# ---- one task per click -----------------------------------------------------------------------
+
+def _answer(stored: dict[str, Any]) -> Any:
+    response = make_response(stored["body"], stored["status"])
+    if stored.get("location"):
+        response.headers["Location"] = stored["location"]
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A view decorator: a request with an `Idempotency-Key` header that the same user already sent
+    to the same URL within IDEMPOTENCY_SECONDS gets the first request's answer (header
+    `Idempotent-Replayed: true`) and acts no second time. Answers kept: 2xx and 409 (the first
+    launch, an offer to attach); after any other answer the key may be used again. The same key with
+    another body is 422; while the first request is still being answered, 409 after a short wait."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return view(*args, **kwargs)
+        if not KEY.fullmatch(key):
+            raise ApiError(422, "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
+                           [{"field": "Idempotency-Key", "message": "1 to 255 visible ASCII characters"}])
+        client = services().store.client
+        name = IDEMPOTENCY_PREFIX + hashlib.sha256(
+            "\0".join((current_user().name, request.path, key)).encode()).hexdigest()
+        body = hashlib.sha256(request.get_data()).hexdigest()
+        seconds = int(current_app.config["IDEMPOTENCY_SECONDS"])
+        while not client.set(name, json.dumps({"state": PENDING, "request": body}), nx=True, ex=seconds):
+            stored = _first_answer(client, name, body)
+            if stored is not None:
+                return _answer(stored)
+        try:
+            response = make_response(view(*args, **kwargs))
+        except BaseException:
+            client.delete(name)
+            raise
+        if 200 <= response.status_code < 300 or response.status_code == 409:
+            stored = {"state": "done", "request": body, "status": response.status_code,
+                      "body": response.get_json(silent=True), "location": response.headers.get("Location")}
+            client.set(name, json.dumps(stored), ex=seconds)
+        else:
+            client.delete(name)
+        return response
+
+    return wrapper
+
+
+def _first_answer(client: Any, name: str, body: str) -> dict[str, Any] | None:
+    """The answer stored under `name`, waiting up to WAIT_FOR_FIRST s while the first request runs;
+    None when the key is free again (the first request failed: this one may act)."""
+    deadline = time.monotonic() + WAIT_FOR_FIRST
+    while True:
+        raw = client.get(name)
+        if raw is None:
+            return None
+        stored = json.loads(raw)
+        if stored.get("request") != body:
+            raise ApiError(422, "this Idempotency-Key was already used for a different request; use a new key",
+                           [{"field": "Idempotency-Key", "message": "already used for a different request"}])
+        if stored.get("state") != PENDING:
+            return stored
+        if time.monotonic() > deadline:
+            raise ApiError(409, "a request with this Idempotency-Key is still being answered; try again in a moment")
+        socketio.sleep(0.05)
