@@ -136,6 +136,12 @@ def from_env() -> dict[str, Any]:
         "BROKER_CONNECTIONS": task_config.BROKER_CONNECTIONS,
         # How many tasks a page load or a Socket.IO connect receives at once.
         "SNAPSHOT_LIMIT": task_config._int("SNAPSHOT_LIMIT", 200),
+        # The most unfinished tasks a snapshot adds beyond the newest SNAPSHOT_LIMIT (the newest
+        # ones; past it the snapshot says unfinished_truncated).
+        "SNAPSHOT_ACTIVE_LIMIT": task_config._int("SNAPSHOT_ACTIVE_LIMIT", 2000),
+        # The most index entries one search of the task list reads; past it, the answer says
+        # truncated (its total and counts are lower bounds).
+        "QUERY_SCAN_LIMIT": task_config._int("QUERY_SCAN_LIMIT", 10_000),
         # Simultaneous connections one web process accepts (eventlet's default is 1,024).
         "MAX_CONNECTIONS": task_config._int("MAX_CONNECTIONS", 10_000),
         # Seconds between two pushed batches under load.
