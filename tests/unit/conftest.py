@@ -48,7 +48,7 @@ def sent(monkeypatch: pytest.MonkeyPatch, redis_server: fakeredis.FakeServer) ->
     def apply_async(self: Task, args: Any = None, kwargs: Any = None, **opts: Any) -> None:
         if not redis_server.connected:  # the broker is the same Redis
             raise OperationalError("Error 111 connecting to the broker")
-        before_task_publish.send(sender=self.name,
+        before_task_publish.send(sender=self.name, body=(tuple(args or ()), dict(kwargs or {}), {}),
                                  headers={"id": opts.get("task_id"), "retries": 0, **opts.get("headers", {})})
         calls.append({"task": self.name, "kwargs": kwargs, **opts})
 
