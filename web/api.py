@@ -17,6 +17,7 @@ from web import audit, control, launches, lifecycle, records
 from web.auth import current_user, require
 from web.errors import ApiError
 from web.extensions import limiter, services
+from web.filters import Page, TaskFilter
 from web.results import BackendReader, json_safe
 from web.users import User
 
@@ -149,15 +150,15 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 
 @bp.get("/tasks")
 def list_tasks() -> Any:
-    limit = _int_arg("limit", 50, 1, MAX_LIMIT)
-    offset = _int_arg("offset", 0, 0, 100_000)
-    state = request.args.get("state") or None
-    if state is not None and not STATE.fullmatch(state):
-        raise ApiError(422, "invalid state", [{"field": "state", "message": "a Celery state name, such as "
-                                               + ", ".join(lifecycle.KNOWN_STATES)}])
+    """A page of the tasks matching the query string's filter (web.filters: state, name, owner,
+    queue, worker, since, until, q; sort, limit, offset): {tasks, total, counts, truncated, limit,
+    offset}. Non-admins only ever get their own tasks."""
+    flt, page = TaskFilter.from_args(request.args), Page.from_args(request.args)
     user = current_user()
     owner = None if user.is_admin else user.name
-    return jsonify({"tasks": services().store.recent(limit, state, offset, owner)})
+    found = services().store.query(flt, page.limit, page.offset, owner, page.sort,
+                                   bound=current_app.config["QUERY_SCAN_LIMIT"])
+    return jsonify({**found, "limit": page.limit, "offset": page.offset})
 
 
 def find(task_id: str) -> dict[str, Any]:
@@ -197,7 +198,11 @@ def raw_id(task_id: str, suffix: str = "") -> str | None:
 # Any id Celery accepts, `/` included: the converter takes the rest of the path (URL-encode it).
 @bp.get("/tasks/<path:task_id>")
 def get_task(task_id: str) -> Any:
-    return jsonify(find(raw_id(task_id) or task_id))
+    """The task object, with `children`: its first MAX_CHILDREN children in the order they were
+    sent, each {id, name, state} (a group's tasks), and `children_total`."""
+    record = find(raw_id(task_id) or task_id)
+    children, total = services().store.children(record["id"])
+    return jsonify({**record, "children": children, "children_total": total})
 
 
 @bp.get("/tasks/<path:task_id>/result")

@@ -126,8 +126,37 @@ def pusher(slow_client_batches: int) -> Callable[[list[dict[str, Any]]], None]:
     return push
 
 
+MAX_ID = 1000  # longer ids a client names are not looked up
+
+
+def snapshot(user: User, auth: Any = None) -> dict[str, Any]:
+    """What a (re)connecting client is sent first: {"tasks": the newest SNAPSHOT_LIMIT tasks the
+    user may see, then every unfinished one among them not already there (the newest
+    SNAPSHOT_ACTIVE_LIMIT), then the ones the client names; "unfinished_truncated": there were
+    more unfinished ones}. The client may name, in its handshake's `auth` as {"tasks": [ids]}, the
+    tasks it shows unfinished (at most SNAPSHOT_ACTIVE_LIMIT): each comes back as it is now, so a
+    task that ended while the client was away is never left running on its page."""
+    dash, config = services(), current_app.config
+    owner = None if user.is_admin else user.name
+    tasks = dash.store.recent(config["SNAPSHOT_LIMIT"], owner=owner)
+    seen = {task["id"] for task in tasks}
+    unfinished, truncated = dash.store.unfinished(owner, config["SNAPSHOT_ACTIVE_LIMIT"])
+    for task in unfinished:
+        if task["id"] not in seen:
+            seen.add(task["id"])
+            tasks.append(task)
+    named = auth.get("tasks") if isinstance(auth, dict) else None
+    if isinstance(named, list):
+        ids = [i for i in named[:config["SNAPSHOT_ACTIVE_LIMIT"]]
+               if isinstance(i, str) and len(i) <= MAX_ID and i not in seen]
+        for task in dash.store.get_many(dict.fromkeys(ids)).values():
+            if user.is_admin or (task.get("owner") is not None and task.get("owner") == user.name):
+                tasks.append(task)
+    return {"tasks": tasks, "unfinished_truncated": truncated}
+
+
 @socketio.on("connect")
-def on_connect(*_: Any) -> bool:
+def on_connect(auth: Any = None, *_: Any) -> bool:
     # python-socketio also calls this for a client's own EVENT packet named "connect": that is
     # a hostile message, not a new connection, so it gets the same answer as any other one.
     if request.sid in CONNECTED:
@@ -142,13 +171,12 @@ def on_connect(*_: Any) -> bool:
     with dash.pusher.lock:
         join_room(ADMINS if user.is_admin else user_room(user.name))
         try:
-            tasks = dash.store.recent(current_app.config["SNAPSHOT_LIMIT"],
-                                      owner=None if user.is_admin else user.name)
+            found = snapshot(user, auth)
         except redis.RedisError as exc:
             log.warning("snapshot failed: %s", exc)
             emit("snapshot_error", {"error": "Redis is unavailable; showing the last known state"})
             return True
-        emit("snapshot", {"tasks": tasks})
+        emit("snapshot", found)
     return True
 
 

@@ -7,23 +7,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
 
-from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, KEYS, RECENT_KEY, VERSION_KEY, owner_key
+from celery_dashboard import index
+from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, KEYS, RECENT_KEY, VERSION_KEY, children_key, owner_key
 from web import lifecycle, records
+from web.filters import TaskFilter
 from web.results import dumps
 
-# Compare-and-set on each task's version. ARGV holds groups of six: id, the version the record was
+# Compare-and-set on each task's version. ARGV holds groups of seven: id, the version the record was
 # merged from, the record (JSON, carrying that version plus one), creation score, settled (0/1:
-# leaves the set of tasks to reconcile), and the owner's sorted set ('' for none). Which update may
+# leaves the set of tasks to reconcile), the owner's sorted set and its parent's children sorted
+# set ('' for none). Which update may
 # replace which is decided in Python (web.lifecycle); a write whose base version is no longer
 # current is rejected, and the caller merges again from what is stored. Returns the rejected ids.
 SAVE = """
 local rejected = {}
-for i = 1, #ARGV, 6 do
+for i = 1, #ARGV, 7 do
   local id = ARGV[i]
   local stored = tonumber(redis.call('HGET', KEYS[2], id) or '0') or 0
   if stored == tonumber(ARGV[i + 1]) then
@@ -32,6 +35,7 @@ for i = 1, #ARGV, 6 do
     redis.call('ZADD', KEYS[3], 'NX', ARGV[i + 3], id)
     if ARGV[i + 4] == '1' then redis.call('SREM', KEYS[4], id) else redis.call('SADD', KEYS[4], id) end
     if ARGV[i + 5] ~= '' then redis.call('ZADD', ARGV[i + 5], 'NX', ARGV[i + 3], id) end
+    if ARGV[i + 6] ~= '' then redis.call('ZADD', ARGV[i + 6], 'NX', ARGV[i + 3], id) end
   else
     rejected[#rejected + 1] = id
   end
@@ -39,6 +43,8 @@ end
 return rejected
 """
 MERGE_ATTEMPTS = 5
+SCAN_CHUNK = 1000  # ids read per round of a query's scan (ZRANGEBYSCORE, then one HMGET)
+MAX_CHILDREN = 100
 
 
 def _text(value: bytes | str) -> str:
@@ -48,9 +54,12 @@ def _text(value: bytes | str) -> str:
 class TaskStore:
     """Reads and writes task objects; the result backend stays the truth for results."""
 
-    def __init__(self, client: redis.Redis, history_limit: int = 10_000, history_seconds: float = 7 * 86400) -> None:
+    def __init__(self, client: redis.Redis, history_limit: int = 10_000, history_seconds: float = 7 * 86400,
+                 scan_limit: int | None = None) -> None:
         self.client = client
         self.history_limit = history_limit
+        # The most index entries one query reads (QUERY_SCAN_LIMIT); past it, its answer says so.
+        self.scan_limit = scan_limit or history_limit
         self.history_seconds = history_seconds
         self._save = client.register_script(SAVE)
 
@@ -110,7 +119,8 @@ class TaskStore:
             args += [record["id"], base, dumps(dict(record, version=base + 1)),
                      records.epoch(record.get("created") or record.get("updated")) or time.time(),
                      "1" if lifecycle.is_settled(record) else "0",
-                     owner_key(record["owner"]) if record.get("owner") else ""]
+                     owner_key(record["owner"]) if record.get("owner") else "",
+                     children_key(record["parent"]) if record.get("parent") else ""]
         if not args:
             return []
         return [_text(i) for i in self._save(keys=KEYS, args=args)]
@@ -125,18 +135,132 @@ class TaskStore:
         for start in range(0, len(old), 1000):
             chunk = old[start:start + 1000]
             owners: dict[str, list[str]] = {}
+            parents: dict[str, list[str]] = {}
             for task_id, record in self.get_many(chunk).items():
                 if record.get("owner"):
                     owners.setdefault(record["owner"], []).append(task_id)
+                if record.get("parent"):
+                    parents.setdefault(record["parent"], []).append(task_id)
             pipe = self.client.pipeline(transaction=False)
             for owner, ids in owners.items():
                 pipe.zrem(owner_key(owner), *ids)
+            for parent, ids in parents.items():
+                pipe.zrem(children_key(parent), *ids)
+            pipe.delete(*(children_key(task_id) for task_id in chunk))
+            pipe.hdel(index.PARAMS_KEY, *chunk)
             pipe.zrem(RECENT_KEY, *chunk)
             pipe.hdel(DATA_KEY, *chunk)
             pipe.hdel(VERSION_KEY, *chunk)
             pipe.srem(ACTIVE_KEY, *chunk)
             pipe.execute()
         return len(old)
+
+    def params(self, task_id: str) -> dict[str, Any] | None:
+        """The params a dashboard launch was sent with (unmasked: never send them to a browser), or
+        None for a task the dashboard did not launch or the index no longer holds."""
+        raw = self.client.hget(index.PARAMS_KEY, task_id)
+        value = json.loads(raw) if raw is not None else None
+        return value if isinstance(value, dict) else None
+
+    def children(self, task_id: str, limit: int = MAX_CHILDREN) -> tuple[list[dict[str, Any]], int]:
+        """The first `limit` children of a task in the order they were sent, each {id, name,
+        state}, and how many it has in the index."""
+        key = children_key(task_id)
+        ids = [_text(i) for i in self.client.zrange(key, 0, limit - 1)]
+        total = int(self.client.zcard(key)) if len(ids) >= limit else len(ids)
+        found = self.get_many(ids)
+        shown = [{"id": i, "name": found[i].get("name"), "state": found[i].get("state")} for i in ids if i in found]
+        return shown, total
+
+    def unfinished(self, owner: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """The newest `limit` tasks not yet seen to end (only `owner`'s when given), and whether
+        there were more."""
+        ids = self.active_ids()
+        if not ids:
+            return [], False
+        scores = self.client.zmscore(owner_key(owner) if owner is not None else RECENT_KEY, ids)
+        ranked = sorted(((score or 0.0, i) for i, score in zip(ids, scores, strict=True)
+                         if score is not None or owner is None), reverse=True)
+        found = self.get_many(i for _, i in ranked[:limit])
+        tasks = [found[i] for _, i in ranked[:limit]
+                 if i in found and (owner is None or found[i].get("owner") == owner)]
+        return tasks, len(ranked) > limit
+
+    def scan(self, flt: TaskFilter, owner: str | None, sort: str, on_match: Callable[[dict[str, Any]], None],
+             bound: int | None = None) -> bool:
+        """Call `on_match` with every task object that passes `flt` (and is `owner`'s, when
+        given), newest or oldest first by creation; read at most `bound` index entries (default
+        scan_limit). Return True when it stopped at the bound with entries left unread.
+
+        The index holds up to HISTORY_LIMIT tasks: ids are read SCAN_CHUNK at a time from the
+        sorted set (the user's own, when only one user's tasks can match; the time range applied
+        by score), their objects with one HMGET, each decoded once."""
+        if owner is not None and flt.owner not in (None, owner):
+            return False  # another user's tasks: never shown to this one
+        who = owner if owner is not None else flt.owner
+        key = owner_key(who) if who is not None else RECENT_KEY
+        low = "-inf" if flt.since is None else flt.since
+        high = "+inf" if flt.until is None else flt.until
+        bound = self.scan_limit if bound is None else bound
+        start = 0
+        matches = flt.matches
+        while start < bound:
+            count = min(SCAN_CHUNK, bound - start)
+            if sort == "oldest":
+                ids = self.client.zrangebyscore(key, low, high, start=start, num=count)
+            else:
+                ids = self.client.zrevrangebyscore(key, high, low, start=start, num=count)
+            if not ids:
+                return False
+            for raw in self.client.hmget(DATA_KEY, ids):
+                if raw is None:
+                    continue
+                record = json.loads(raw)
+                if matches(record, times=False) and (owner is None or record.get("owner") == owner):
+                    on_match(record)
+            start += len(ids)
+            if len(ids) < count:
+                return False
+        if sort == "oldest":
+            return bool(self.client.zrangebyscore(key, low, high, start=start, num=1))
+        return bool(self.client.zrevrangebyscore(key, high, low, start=start, num=1))
+
+    def query(self, flt: TaskFilter, limit: int, offset: int, owner: str | None, sort: str = "newest",
+              bound: int | None = None) -> dict[str, Any]:
+        """One page of the tasks matching `flt` (`owner`'s only, when given: a non-admin's):
+        {"tasks": the `limit` after `offset`, "total": how many match, "counts": {state: how
+        many match in it}, "truncated": the scan stopped at its bound, so total and counts are
+        lower bounds}."""
+        page: list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
+        total = 0
+
+        def take(record: dict[str, Any]) -> None:
+            nonlocal total
+            if offset <= total < offset + limit:
+                page.append(record)
+            total += 1
+            state = str(record.get("state"))
+            counts[state] = counts.get(state, 0) + 1
+
+        truncated = self.scan(flt, owner, sort, take, bound)
+        return {"tasks": page, "total": total, "counts": counts, "truncated": truncated}
+
+    def matching_ids(self, flt: TaskFilter, owner: str | None, cap: int, sort: str = "newest",
+                     bound: int | None = None) -> tuple[list[str], int]:
+        """The ids of the first `cap` tasks matching `flt` (newest first; `owner`'s only, when
+        given), and how many match in all (a lower bound when the scan stopped at its bound)."""
+        ids: list[str] = []
+        total = 0
+
+        def take(record: dict[str, Any]) -> None:
+            nonlocal total
+            if total < cap:
+                ids.append(record["id"])
+            total += 1
+
+        self.scan(flt, owner, sort, take, bound)
+        return ids, total
 
     def merge(self, updates: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         """Apply updates (by task id) to the stored objects and save them; return the objects as
