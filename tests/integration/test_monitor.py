@@ -1,0 +1,64 @@
+"""Workers, queues and /metrics against the real stack: a real worker, a real broker queue."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from tasks.celery_app import DEMO_QUEUE
+from tests.integration.conftest import Api
+from tests.support import Stack, wait_for
+
+
+def worker_row(api: Api) -> dict[str, Any] | None:
+    workers = api.get("/api/workers").json()["workers"]
+    return next((w for w in workers if w["hostname"].startswith("worker@") and w["status"] == "online"
+                 and w["concurrency"] and w["queues"] is not None), None)
+
+
+def test_the_worker_is_listed_online_with_its_pool_and_its_processed_count_grows(stack: Stack, api: Api) -> None:
+    before = wait_for(lambda: worker_row(api), 30, what="the worker online with its pool, size and queues")
+    assert before["pool"] == "prefork" and before["concurrency"] == 4 and DEMO_QUEUE in before["queues"]
+    assert before["last_heartbeat"]
+    ids = [api.launch("steps", steps=1, delay=0.05 + i / 100)["id"] for i in range(3)]  # not identical: no attach
+    for task_id in ids:
+        api.wait(task_id)
+    after = wait_for(lambda: (row := worker_row(api)) and row["processed"] >= before["processed"] + 3 and row,
+                     30, what="the processed count to grow by 3")
+    assert after["failed"] >= before["failed"]
+    queues = {q["name"]: q for q in api.get("/api/queues").json()["queues"]}
+    assert queues[DEMO_QUEUE]["consumers"] >= 1 and queues[DEMO_QUEUE]["unconsumed"] is False
+
+
+def test_a_queue_with_messages_and_no_consumer_is_unconsumed(stack: Stack, api: Api) -> None:
+    queue = f"nobody-{uuid.uuid4().hex[:8]}"
+    stack.python("from tasks.celery_app import celery_app\n"
+                 f"celery_app.send_task('tasks.demo.steps', kwargs={{'steps': 1}}, queue={queue!r})")
+    try:
+        def listed() -> dict[str, Any] | None:
+            found = [q for q in api.get("/api/queues").json()["queues"] if q["name"] == queue]
+            return found[0] if found and found[0]["unconsumed"] else None
+
+        row = wait_for(listed, 30, what=f"queue {queue} listed as unconsumed")
+        assert row["depth"] == 1 and row["consumers"] == 0
+        assert row["oldest_age"] is not None and row["oldest_age"] >= 0  # sent time from the task index
+    finally:
+        redis.Redis.from_url(stack.redis_url).delete(queue)
+
+
+def test_metrics_parse_as_prometheus_text_with_every_family(stack: Stack, api: Api) -> None:
+    wait_for(lambda: worker_row(api), 30, what="the worker online")
+    api.wait(api.launch("steps", steps=1, delay=0.09)["id"])
+    response = api.get("/metrics")  # a loopback run: the local admin
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert {"dashboard_tasks", "dashboard_task_runtime_seconds", "dashboard_workers_online",
+            "dashboard_queue_depth", "dashboard_socketio_clients"} <= set(families)
+    online = families["dashboard_workers_online"].samples[0].value
+    assert online >= 1
+    succeeded = [s for s in families["dashboard_tasks"].samples
+                 if s.labels == {"state": "SUCCESS", "name": "tasks.demo.steps"}]
+    assert succeeded and succeeded[0].value >= 1
+    assert any(s.labels.get("queue") == DEMO_QUEUE for s in families["dashboard_queue_depth"].samples)
