@@ -15,6 +15,7 @@ from web import metrics, records
 from web.auth import current_user
 from web.errors import ApiError
 from web.extensions import services, socketio
+from web.sockets import client_count
 from web.stats import TaskStats
 
 log = logging.getLogger(__name__)
@@ -121,18 +122,19 @@ def digest(payload: dict[str, Any]) -> bytes:
 
 def push_workers(app: Flask, interval: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
     """Forever (serve.py starts it): every WORKERS_PUSH_INTERVAL s, emit `workers`
-    {"workers", "queues"} to every connected client when something changed, and at least every
-    PUSH_AT_LEAST s. Survives Redis going away (logs, tries again at the next tick)."""
+    {"workers", "queues"} to every connected client when something changed or a client connected,
+    and at least every PUSH_AT_LEAST s. Survives Redis going away (logs, tries again next tick)."""
     interval = interval or app.config["WORKERS_PUSH_INTERVAL"]
-    last, sent_at = b"", -1e9
+    last, sent_at, clients = b"", -1e9, 0
     while True:
         socketio.sleep(interval)
         try:
             with app.app_context():
                 payload = snapshot()
-            mark = digest(payload)
-            if mark != last or clock() - sent_at >= PUSH_AT_LEAST:
+            mark, now_clients = digest(payload), client_count()
+            if mark != last or now_clients > clients or clock() - sent_at >= PUSH_AT_LEAST:
                 socketio.emit("workers", payload)
                 last, sent_at = mark, clock()
+            clients = now_clients
         except Exception as exc:  # the loop must survive Redis going away
             log.warning("workers push failed: %r", exc)

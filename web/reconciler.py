@@ -385,7 +385,7 @@ class Reconciler:
                        if not w.offline and not self.workers.silent(h, self.worker_timeout))
         if not expected:
             return  # nobody to ask (and an unlimited question would wait its whole timeout)
-        answers = ask(limit=expected)
+        answers = ask(limit=expected, timeout=0.5)
         for hostname, names in (answers or {}).items():
             worker = self.workers.get(hostname)
             if worker is not None:

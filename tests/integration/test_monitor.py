@@ -5,6 +5,7 @@ import uuid
 from typing import Any
 
 import redis
+import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.celery_app import DEMO_QUEUE
@@ -62,3 +63,16 @@ def test_metrics_parse_as_prometheus_text_with_every_family(stack: Stack, api: A
                  if s.labels == {"state": "SUCCESS", "name": "tasks.demo.steps"}]
     assert succeeded and succeeded[0].value >= 1
     assert any(s.labels.get("queue") == DEMO_QUEUE for s in families["dashboard_queue_depth"].samples)
+
+
+def test_every_client_gets_the_workers_push(stack: Stack, api: Api) -> None:
+    pushed: list[dict[str, Any]] = []
+    client = socketio.Client(reconnection=False)
+    client.on("workers", pushed.append)
+    client.connect(stack.url, transports=["websocket"], wait_timeout=20)
+    try:
+        wait_for(lambda: pushed, 15, what="a workers push")  # a new client gets one at the next tick
+        assert {"workers", "queues"} <= set(pushed[-1])
+        assert any(w["hostname"].startswith("worker@") for w in pushed[-1]["workers"])
+    finally:
+        client.disconnect()
