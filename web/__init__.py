@@ -9,7 +9,23 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from celery_dashboard import connections
-from web import api, apps, auth, cli, control, errors, flower, headers, monitor, pages, queues, sockets
+from web import (
+    actions,
+    api,
+    apps,
+    audit,
+    auth,
+    bulk,
+    cli,
+    control,
+    errors,
+    flower,
+    headers,
+    monitor,
+    pages,
+    queues,
+    sockets,
+)
 from web.coalescer import Coalescer
 from web.config import from_env, shared_secret_key
 from web.extensions import Services, csrf, limiter, socketio
@@ -83,6 +99,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     headers.register(app)
     app.cli.add_command(cli.users)
     app.register_blueprint(api.bp)
+    for acting in (actions, bulk, audit):  # retry and re-run arguments, bulk actions, the audit log
+        app.register_blueprint(acting.bp)
     app.register_blueprint(pages.bp)
     flower.register(app)  # /flower: Flower proxied for admins (FLOWER_PROXY)
     monitor.register(app)  # /api/workers, /api/queues, /api/stats, /metrics
