@@ -575,7 +575,7 @@ class Bench:
 
         cfg = self.p["launch"]
         deadline_s = 40.0 if self.name == "full" else 15.0
-        body = {"task": "steps", "params": {"steps": 1, "delay": 0}}
+        body = {"task": "steps", "params": {"steps": 1, "delay": 0}, "duplicate": True}  # each one a new task
 
         async def post_load(total: int, concurrency: int) -> dict[str, Any]:
             latencies: list[float] = []

@@ -24,7 +24,8 @@ def test_offline_page_resyncs_without_a_reload(page: Page, stack: Stack) -> None
     seen_offline = stepped.seen(page)["values"]
     # While the page is away, both tasks end and another one is launched by a script.
     api = f"{stack.url}/api/tasks"
-    later = requests.post(api, json={"task": "steps", "params": {"steps": 2, "delay": 0.1}}, timeout=10).json()
+    later = requests.post(api, json={"task": "steps", "params": {"steps": 2, "delay": 0.1}, "duplicate": True},
+                          timeout=10).json()
     for task_id in (stepped.id, failing.id, later["id"]):
         wait_for(lambda task_id=task_id: requests.get(f"{api}/{task_id}", timeout=10).json()["state"]
                  in ("SUCCESS", "FAILURE"), 60, what="the task to end while the page is offline")

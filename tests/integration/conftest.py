@@ -59,7 +59,7 @@ class Api:
 
     def launch(self, task: str, **params: Any) -> dict[str, Any]:
         """POST /api/tasks; check the 202, the task object and its Location; return the object."""
-        response = self.post("/api/tasks", json={"task": task, "params": params})
+        response = self.post("/api/tasks", json={"task": task, "params": params, "duplicate": True})
         assert response.status_code == 202, response.text
         body = response.json()
         assert TASK_FIELDS <= set(body), f"task object lacks {TASK_FIELDS - set(body)}"

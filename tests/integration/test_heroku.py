@@ -123,7 +123,8 @@ def test_every_procfile_process_runs_healthy_within_twenty_redis_clients(heroku:
     sampler.start()
 
     def launch(task: str, **params: Any) -> str:
-        answer = requests.post(f"{url}/api/tasks", json={"task": task, "params": params}, headers=headers,
+        answer = requests.post(f"{url}/api/tasks", json={"task": task, "params": params, "duplicate": True},
+                               headers=headers,
                                timeout=20)
         assert answer.status_code == 202, answer.text
         return answer.json()["id"]

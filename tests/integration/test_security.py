@@ -53,7 +53,8 @@ def auth(tokens: dict[str, str], name: str) -> dict[str, str]:
 
 
 def launch(url: str, tokens: dict[str, str], name: str, **params: Any) -> dict[str, Any]:
-    response = requests.post(f"{url}/api/tasks", json={"task": "steps", "params": params or {"steps": 2, "delay": 0.1}},
+    response = requests.post(f"{url}/api/tasks", json={"task": "steps", "params": params or {"steps": 2, "delay": 0.1},
+                                                     "duplicate": True},
                              headers=auth(tokens, name), timeout=10)
     assert response.status_code == 202, response.text
     return response.json()

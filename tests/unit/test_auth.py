@@ -45,7 +45,8 @@ def signed_in(app: Any, name: str) -> tuple[Any, str]:
 
 
 def launch(app: Any, name: str) -> dict[str, Any]:
-    response = app.test_client().post("/api/tasks", json={"task": "steps", "duplicate": True}, headers=bearer(app, name))
+    response = app.test_client().post("/api/tasks", json={"task": "steps", "duplicate": True},
+                                      headers=bearer(app, name))
     assert response.status_code == 202, response.get_json()
     return response.get_json()
 
