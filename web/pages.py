@@ -1,4 +1,4 @@
-"""The dashboard page and the health endpoint."""
+"""The dashboard page (one HTML page for every view: /, /tasks/<id>, /workers, /charts, /audit) and the health endpoint."""
 from __future__ import annotations
 
 from typing import Any
@@ -15,9 +15,19 @@ bp = Blueprint("pages", __name__)
 
 @bp.get("/")
 def dashboard() -> Any:
+    """The page; its script shows the view the path names (static/js/main.js)."""
     user = current_user()
     return render_template("index.html", flower_url=flower.link(current_app) if user.is_admin else "",
                            user=user, signed_in=current_app.config["AUTH_REQUIRED"])
+
+
+@bp.get("/tasks/<path:task_id>")
+@bp.get("/workers")
+@bp.get("/charts")
+@bp.get("/audit")
+def view(task_id: str | None = None) -> Any:
+    """The same page for a view's own address (a task's detail, workers, charts, the audit log)."""
+    return dashboard()
 
 
 @bp.get("/healthz")

@@ -203,7 +203,7 @@ def test_oversize_and_malformed_bodies(secure: tuple) -> None:
 
 def test_security_headers_on_every_page(secure: tuple) -> None:
     _, url, tokens = secure
-    for path in ("/", "/login", "/api/tasks", "/static/app.js", "/healthz", "/nowhere"):
+    for path in ("/", "/login", "/api/tasks", "/static/js/main.js", "/healthz", "/nowhere"):
         response = requests.get(f"{url}{path}", headers=auth(tokens, "admin"), timeout=10)
         for name, value in HEADERS.items():
             assert response.headers.get(name) == value, (path, name)

@@ -136,5 +136,5 @@ def test_redis_down_is_503_never_500(client: Any, redis_server: Any) -> None:
 
 def test_the_dashboard_page_loads_its_script_and_styles(client: Any) -> None:
     html = client.get("/").get_data(as_text=True)
-    assert "/static/app.js" in html and "/static/vendor/socket.io.min.js" in html
+    assert "/static/js/main.js" in html and "/static/css/base.css" in html and "/static/vendor/socket.io.min.js" in html
     assert "<script>" not in html  # no inline script

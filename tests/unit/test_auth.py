@@ -232,7 +232,7 @@ def test_a_user_may_have_only_so_many_unfinished_tasks(secure_app: Any) -> None:
 
 # ---- headers -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["/", "/login", "/api/tasks", "/api/catalog", "/healthz", "/static/app.js",
+@pytest.mark.parametrize("path", ["/", "/login", "/api/tasks", "/api/catalog", "/healthz", "/static/js/main.js",
                                   "/api/tasks/unknown", "/nowhere"])
 def test_security_headers_on_every_response(secure_app: Any, path: str) -> None:
     response = secure_app.test_client().get(path, headers=bearer(secure_app, "admin"))

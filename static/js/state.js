@@ -1,0 +1,88 @@
+// The page's task store (the highest version of each task wins) and how a state reads to a person.
+
+// Which state may replace which is decided on the server (web/lifecycle.py); each task object
+// carries a `version` that grows with every change, and the page keeps the highest one.
+export const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED", "REJECTED", "IGNORED", "LOST", "UNKNOWN"]);
+// Celery's state names as a person reads them; a task's own states (update_state) show by name.
+export const LABELS = {
+  PENDING: "queued", RECEIVED: "received", STARTED: "started", PROGRESS: "running",
+  RETRY: "retrying", SUCCESS: "succeeded", FAILURE: "failed", REVOKED: "cancelled",
+  REJECTED: "rejected", IGNORED: "ignored", LOST: "lost (worker gone)", UNKNOWN: "outcome unknown",
+};
+export const KNOWN = new Set(Object.keys(LABELS));
+
+export function finished(task) {
+  return TERMINAL.has(task.state);
+}
+
+// The state as a person reads it: "retrying" for a retried task waiting for its next attempt,
+// "expired" for a revoke by expiry, and the worker's trouble beside an unfinished state.
+export function stateLabel(task) {
+  const waiting = (task.state === "PENDING" || task.state === "RECEIVED") && task.retries > 0;
+  let label = waiting ? LABELS.RETRY : LABELS[task.state] || task.state;
+  if (task.state === "REVOKED" && task.error && task.error.message === "expired") label = "expired";
+  if (task.worker_status && !TERMINAL.has(task.state)) label = `${label} · worker ${task.worker_status}`;
+  return label;
+}
+
+// The CSS class of a state: state-SUCCESS, ..., state-CUSTOM for a task's own states.
+export function stateClass(task) {
+  return `state-${KNOWN.has(task.state) ? task.state : "CUSTOM"}`;
+}
+
+// get(id), upsert(task) -> bool (true when kept), subscribe(fn(changedIds)) -> unsubscribe.
+// Subscribers run at most once per animation frame with the ids changed since the last run.
+// At most `limit` tasks are kept: past it, the least recently changed finished ones are dropped
+// (a view keeps its own rows; a later push brings a dropped task back).
+export function createStore(limit = 5000) {
+  const tasks = new Map();
+  const subscribers = new Set();
+  let pending = new Set();
+  let scheduled = false;
+
+  function flush() {
+    scheduled = false;
+    const changed = pending;
+    pending = new Set();
+    for (const fn of [...subscribers]) {
+      try {
+        fn(changed);
+      } catch (error) {
+        console.error(error);
+      }
+    }
+  }
+
+  function prune() {
+    if (tasks.size <= limit) return;
+    for (const [id, task] of tasks) {
+      if (tasks.size <= limit) break;
+      if (TERMINAL.has(task.state) && !pending.has(id)) tasks.delete(id);
+    }
+  }
+
+  return {
+    get: (id) => tasks.get(id),
+    has: (id) => tasks.has(id),
+    values: () => tasks.values(),
+    get size() { return tasks.size; },
+    upsert(task) {
+      if (!task || !task.id) return false;
+      const old = tasks.get(task.id);
+      if (old && (old.version || 0) > (task.version || 0)) return false;
+      if (old) tasks.delete(task.id);  // Map order = least recently changed first
+      tasks.set(task.id, task);
+      pending.add(task.id);
+      if (!scheduled) {
+        scheduled = true;
+        requestAnimationFrame(flush);
+      }
+      prune();
+      return true;
+    },
+    subscribe(fn) {
+      subscribers.add(fn);
+      return () => subscribers.delete(fn);
+    },
+  };
+}

@@ -1,0 +1,468 @@
+// The task list (/): a bounded window of the server's paged list plus every unfinished task,
+// kept live. A push touches only its own row; rendering happens at most once per animation frame.
+import { clock, el, setText } from "./dom.js";
+import { finished, stateClass, stateLabel } from "./state.js";
+import { mountFilters, readView, viewQuery } from "./filters.js";
+
+const SECOND = 1000;
+
+// "0.4 s", "12 s", "3 min 05 s", "2 h 04 min"
+export function duration(ms) {
+  if (!Number.isFinite(ms) || ms < 0) return "";
+  const s = ms / SECOND;
+  if (s < 10) return `${s.toFixed(1)} s`;
+  if (s < 60) return `${Math.floor(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${String(Math.floor(s % 60)).padStart(2, "0")} s`;
+  return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
+}
+
+const time = (iso) => (iso ? Date.parse(iso) : NaN);
+
+// Waited = started − created (or now − created while it waits); ran = finished (or now) − started.
+export function waited(task, now) {
+  const created = time(task.created);
+  if (Number.isNaN(created)) return "";
+  const started = time(task.started);
+  if (!Number.isNaN(started)) return duration(Math.max(0, started - created));
+  if (finished(task)) return "";
+  return duration(Math.max(0, now - created));
+}
+
+export function ran(task, now) {
+  const started = time(task.started);
+  if (Number.isNaN(started)) return "";
+  const end = task.finished ? time(task.finished) : (finished(task) ? NaN : now);
+  return Number.isNaN(end) ? "" : duration(Math.max(0, end - started));
+}
+
+// Matches a task against the view's filters the way the server does (web/filters.py), so that a
+// pushed task joins the view only if the server's list would hold it.
+export function matches(task, view) {
+  if (view.state.length && !view.state.includes(task.state)) return false;
+  if (view.name && !(task.name || "").toLowerCase().includes(view.name.toLowerCase())) return false;
+  if (view.owner && task.owner !== view.owner) return false;
+  if (view.queue && task.queue !== view.queue) return false;
+  if (view.worker && !(task.worker || "").toLowerCase().includes(view.worker.toLowerCase())) return false;
+  const created = time(task.created);
+  if (view.sinceMs !== null && !(created >= view.sinceMs)) return false;
+  if (view.untilMs !== null && !(created <= view.untilMs)) return false;
+  if (view.q) {
+    const q = view.q.toLowerCase();
+    const inText = [task.args, task.kwargs].some((text) => typeof text === "string" && text.toLowerCase().includes(q));
+    if (!task.id.toLowerCase().startsWith(q) && !inText) return false;
+  }
+  return true;
+}
+
+export function mount(root, ctx) {
+  return new TaskList(root, ctx).handle();
+}
+
+class TaskList {
+  constructor(root, ctx) {
+    this.ctx = ctx;
+    this.config = ctx.config;
+    this.admin = ctx.user.role === "admin";
+    this.pageSizes = (this.config.pageSizes || "25,50,100,200").split(",").map(Number);
+    this.defaultSize = Number(this.config.pageSize) || 50;
+    this.stallFactor = Number(this.config.stallFactor) || 4;
+    this.stallMinMs = (Number(this.config.stallMinSeconds) || 5) * SECOND;
+    this.rows = new Map();          // id -> row record
+    this.order = [];                // displayed ids, top to bottom
+    this.unfinishedShown = new Set();
+    this.visible = new Set();
+    this.fresh = 0;                 // tasks that joined the list out of this page's sight
+    this.result = { total: null, counts: null, truncated: false };
+    this.request = 0;
+    this.counted = new Set();       // ids counted as new since the last fetch
+    this.newest = "\uffff";        // the newest `created` known at the last fetch (none: nothing is new)
+    this.firstLive = true;
+    this.view = readView(ctx.route.query, this.defaultSize, this.pageSizes);
+
+    this.filters = mountFilters(ctx, {
+      onChange: (query) => ctx.navigate(`/${query ? `?${query}` : ""}`),
+      view: this.view,
+      pageSizes: this.pageSizes,
+    });
+    this.newer = el("button", { type: "button", class: "newer", hidden: true });
+    this.newer.addEventListener("click", () => {
+      ctx.navigate(`/?${viewQuery({ ...this.view, page: 1, sort: "newest" }, this.defaultSize)}`.replace(/\?$/, ""));
+    });
+    this.status = el("p", { class: "list-status", id: "list-status" });
+    const heads = ["Task", "State", "Progress", "Result", "Waited", "Ran"];
+    if (this.admin) heads.push("Owner");
+    const headRow = el("tr", {}, ...heads.map((h) => el("th", { scope: "col" }, h)),
+      el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Actions")));
+    this.body = el("tbody");
+    this.table = el("table", { id: "tasks", class: "tasks", "aria-labelledby": "tasks-heading",
+      "aria-describedby": "list-status" }, el("thead", {}, headRow), this.body);
+    this.empty = el("p", { id: "no-tasks", class: "empty", hidden: true });
+    this.pager = this.filters.pager;
+    root.replaceChildren(
+      el("h2", { id: "tasks-heading", tabindex: "-1" }, "Tasks"),
+      this.filters.node, this.newer, this.status, this.table, this.empty, this.pager.node);
+
+    this.observer = "IntersectionObserver" in window
+      ? new IntersectionObserver((entries) => {
+        for (const entry of entries) {
+          const id = entry.target.dataset.taskId;
+          if (entry.isIntersecting) this.visible.add(id); else this.visible.delete(id);
+        }
+      }) : null;
+    this.off = [
+      ctx.tasks.subscribe((changed) => this.changed(changed)),
+      ctx.on("live", () => {
+        if (!this.firstLive) this.fetch();
+        this.firstLive = false;
+        this.startTimer();
+      }),
+      ctx.on("stale", () => this.stopTimer()),
+      ctx.on("titles", () => { for (const id of this.order) this.renderRow(this.rows.get(id), true); }),
+    ];
+    if (ctx.live.connected) this.firstLive = false;
+    if (ctx.live.connected || !ctx.live.lastUpdate) this.startTimer();
+    this.fetch();
+  }
+
+  handle() {
+    return {
+      unmount: () => {
+        for (const off of this.off) off();
+        this.stopTimer();
+        if (this.observer) this.observer.disconnect();
+      },
+      update: (route) => {
+        this.view = readView(route.query, this.defaultSize, this.pageSizes);
+        this.filters.show(this.view);
+        this.fetch();
+      },
+    };
+  }
+
+  // ---- the server's page -------------------------------------------------------------------
+
+  async fetch() {
+    const number = ++this.request;
+    const view = this.view;
+    const params = new URLSearchParams(viewQuery(view, this.defaultSize, true));
+    params.set("limit", String(view.size));
+    params.set("offset", String((view.page - 1) * view.size));
+    params.delete("page");
+    params.delete("size");
+    this.table.setAttribute("aria-busy", "true");
+    const { status, body } = await this.ctx.api("GET", `${this.config.apiTasks}?${params}`);
+    if (number !== this.request) return;
+    this.table.removeAttribute("aria-busy");
+    if (status !== 200 || !Array.isArray(body.tasks)) {
+      setText(this.status, status === 422
+        ? `These filters cannot be used: ${body.error || "invalid value"}.`
+        : `Could not load the task list: ${body.error || `HTTP ${status}`}.`);
+      this.status.className = "list-status error";
+      return;
+    }
+    this.status.className = "list-status";
+    for (const task of body.tasks) this.ctx.tasks.upsert(task);
+    this.result = { total: Number.isInteger(body.total) ? body.total : null, counts: body.counts || null,
+      truncated: Boolean(body.truncated), received: body.tasks.length };
+    this.fresh = 0;
+    this.counted = new Set();
+    this.newest = "";
+    for (const task of this.ctx.tasks.values()) if ((task.created || "") > this.newest) this.newest = task.created;
+    const ids = body.tasks.map((task) => task.id);
+    if (this.live()) {
+      const onPage = new Set(ids);
+      for (const task of this.ctx.tasks.values()) {
+        if (!onPage.has(task.id) && !finished(task) && matches(task, view)) ids.push(task.id);
+      }
+    }
+    this.showIds(ids);
+  }
+
+  // True when the view follows new tasks as they come: page 1, newest first.
+  live() {
+    return this.view.page === 1 && this.view.sort !== "oldest";
+  }
+
+  key(id) {
+    const task = this.ctx.tasks.get(id) || this.rows.get(id)?.task;
+    return task ? task.created || "" : "";
+  }
+
+  sortIds(ids) {
+    const sign = this.view.sort === "oldest" ? 1 : -1;
+    return ids.sort((a, b) => {
+      const ka = this.key(a);
+      const kb = this.key(b);
+      return ka === kb ? 0 : (ka < kb ? -sign : sign);
+    });
+  }
+
+  // Shows `ids` sorted, reusing rows: the first page-size of them, and past it the unfinished ones.
+  showIds(ids) {
+    const sorted = this.sortIds([...new Set(ids)]);
+    const keep = [];
+    for (const [index, id] of sorted.entries()) {
+      const task = this.ctx.tasks.get(id) || this.rows.get(id)?.task;
+      if (!task) continue;
+      // Past the page size only unfinished tasks stay (the page plus every unfinished task).
+      if (index >= this.view.size && finished(task)) continue;
+      keep.push(id);
+    }
+    const wanted = new Set(keep);
+    for (const [id, record] of this.rows) {
+      if (!wanted.has(id)) {
+        record.tr.remove();
+        if (this.observer) this.observer.unobserve(record.tr);
+        this.rows.delete(id);
+        this.unfinishedShown.delete(id);
+        this.visible.delete(id);
+      }
+    }
+    let previous = null;
+    for (const id of keep) {
+      let record = this.rows.get(id);
+      if (!record) {
+        record = this.buildRow(this.ctx.tasks.get(id));
+        this.rows.set(id, record);
+        if (this.observer) this.observer.observe(record.tr);
+      }
+      this.renderRow(record);
+      const expected = previous ? previous.nextSibling : this.body.firstChild;
+      if (expected !== record.tr) this.body.insertBefore(record.tr, expected);
+      previous = record.tr;
+    }
+    this.order = keep;
+    this.renderSummary();
+  }
+
+  // ---- live changes ------------------------------------------------------------------------
+
+  changed(ids) {
+    let joined = null;
+    let summary = false;
+    for (const id of ids) {
+      const record = this.rows.get(id);
+      const task = this.ctx.tasks.get(id);
+      if (!task) continue;
+      if (record) {
+        const before = record.task.state;
+        this.renderRow(record);
+        if (before !== task.state) summary = this.countMove(before, task.state) || summary;
+        continue;
+      }
+      if (!matches(task, this.view)) continue;
+      const isNew = (task.created || "") > this.newest && !this.counted.has(id);
+      if (isNew) {
+        this.counted.add(id);
+        this.countMove(null, task.state);
+        summary = true;
+      }
+      if (this.live()) {
+        // Page 1, newest first: a new task, or any unfinished one, joins; an older finished task
+        // belongs to a later page.
+        const full = this.order.length >= this.view.size;
+        const last = full ? this.key(this.order[this.view.size - 1]) : "";
+        if (!finished(task) || !full || (task.created || "") >= last) (joined ||= []).push(id);
+      } else if (isNew) {
+        this.fresh += 1;
+      }
+    }
+    if (joined) this.showIds([...this.order, ...joined]);
+    else if (summary) this.renderSummary();
+  }
+
+  // Keeps the server's counts and total in step with what the page sees happen; -> true if shown.
+  countMove(from, to) {
+    const counts = this.result.counts;
+    if (from === null && this.result.total !== null) this.result.total += 1;
+    if (!counts) return from === null;
+    if (from !== null && counts[from]) counts[from] -= 1;
+    counts[to] = (counts[to] || 0) + 1;
+    return true;
+  }
+
+  // ---- rows --------------------------------------------------------------------------------
+
+  buildRow(task) {
+    const title = el("a", { class: "title", href: `/tasks/${encodeURIComponent(task.id)}` });
+    const short = el("code", { class: "id" });
+    const nameCell = el("td", { class: "name", "data-label": "Task" }, title, short);
+    if (task.parent) nameCell.append(el("span", { class: "parent" }, `child of ${task.parent.slice(0, 8)}`));
+    const badge = el("span", { class: "badge" });
+    const stalled = el("span", { class: "stalled", hidden: true }, "stalled");
+    const stateCell = el("td", { class: "state", "data-label": "State" }, badge);
+    const fill = el("div", { class: "fill" });
+    const bar = el("div", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" }, fill);
+    const percent = el("span", { class: "percent" });
+    const eta = el("span", { class: "eta" });
+    const message = el("span", { class: "message" });
+    const progressCell = el("td", { class: "progress", "data-label": "Progress" }, bar, percent, eta, stalled, message);
+    const details = el("td", { class: "details", "data-label": "Result" });
+    const waitedCell = el("td", { class: "time waited", "data-label": "Waited" });
+    const ranCell = el("td", { class: "time ran", "data-label": "Ran" });
+    const tr = el("tr", { "data-task-id": task.id }, nameCell, stateCell, progressCell, details, waitedCell, ranCell);
+    const record = { id: task.id, task, tr, title, short, badge, stalled, bar, fill, percent, eta, message,
+      details, waitedCell, ranCell, version: -1, detailsKey: null, moves: 0, gap: null, movedAt: null, lastPercent: null };
+    if (this.admin) {
+      record.owner = el("td", { class: "owner", "data-label": "Owner" });
+      tr.append(record.owner);
+    }
+    const cancel = el("button", { type: "button", class: "cancel" }, "Cancel");
+    cancel.addEventListener("click", () => this.cancel(record, cancel));
+    record.cancel = cancel;
+    tr.append(el("td", { class: "actions" }, cancel));
+    return record;
+  }
+
+  async cancel(record, button) {
+    try {
+      const actions = await import("./actions.js");
+      await actions.cancelTask(record.task, button, this.ctx);
+    } catch (error) {
+      console.error(error);
+      button.disabled = false;
+    }
+  }
+
+  titleOf(task) {
+    return this.ctx.titles.get(task.name) || task.name || "unknown task";
+  }
+
+  renderRow(record, force = false) {
+    const task = this.ctx.tasks.get(record.id) || record.task;
+    if (!force && task.version === record.version && record.version !== -1) return;
+    const now = Date.now();
+    const title = this.titleOf(task);
+    const short = task.id.slice(0, 8);
+    record.task = task;
+    record.version = task.version;
+    const done = finished(task);
+    const rowClass = `${stateClass(task)}${task.worker_status ? " not-responding" : ""}`;
+    if (record.tr.className !== rowClass) record.tr.className = rowClass;
+    setText(record.title, title);
+    setText(record.short, short);
+    setText(record.badge, stateLabel(task));
+    const reported = task.progress && Number.isFinite(task.progress.percent) ? task.progress.percent : null;
+    const percent = reported ?? (task.state === "SUCCESS" ? 100 : 0);
+    if (record.lastPercent !== percent) {
+      if (record.lastPercent !== null && percent > record.lastPercent) {
+        const gap = record.movedAt ? now - record.movedAt : null;
+        if (gap !== null) record.gap = record.gap === null ? gap : 0.7 * record.gap + 0.3 * gap;
+        record.moves += 1;
+      }
+      record.movedAt = now;
+      record.lastPercent = percent;
+      record.bar.setAttribute("aria-valuenow", String(percent));
+      record.fill.style.width = `${percent}%`;
+      setText(record.percent, `${Math.round(percent)}%`);
+    }
+    const label = `Progress of ${title} ${short}`;
+    if (record.bar.getAttribute("aria-label") !== label) record.bar.setAttribute("aria-label", label);
+    setText(record.message, task.progress ? task.progress.message || "" : "");
+    this.renderDetails(record, task, title, short);
+    if (record.owner) setText(record.owner, task.owner || "—");
+    const hide = this.ctx.user.role === "viewer" || done;
+    if (record.cancel.hidden !== hide) {
+      // A keyboard Cancel must not drop the focus to the page's top when its button goes.
+      if (hide && document.activeElement === record.cancel) record.title.focus();
+      record.cancel.hidden = hide;
+    }
+    const cancelLabel = `Cancel ${title} ${short}`;
+    if (record.cancel.getAttribute("aria-label") !== cancelLabel) record.cancel.setAttribute("aria-label", cancelLabel);
+    if (done) this.unfinishedShown.delete(record.id); else this.unfinishedShown.add(record.id);
+    this.renderTimes(record, now);
+  }
+
+  renderDetails(record, task, title, short) {
+    let key;
+    if (task.error && task.state !== "SUCCESS") key = `e${task.error.type}\u0000${task.error.message}\u0000${task.error.traceback || ""}`;
+    else if (task.state === "SUCCESS") key = `r${JSON.stringify(task.result)}${task.result_truncated ? "+" : ""}`;
+    else key = "";
+    if (key === record.detailsKey) return;
+    record.detailsKey = key;
+    const cell = record.details;
+    cell.replaceChildren();
+    if (task.error && task.state !== "SUCCESS") {
+      cell.append(el("span", { class: "error" }, `${task.error.type}: ${task.error.message}`));
+      if (task.error.traceback) {
+        const box = el("pre", { tabindex: "0", role: "region", "aria-label": `Traceback of ${title} ${short}` },
+          task.error.traceback);
+        cell.append(el("details", { class: "traceback" }, el("summary", {}, "Traceback"), box));
+      }
+    } else if (task.state === "SUCCESS") {
+      const text = typeof task.result === "string" && task.result_truncated ? task.result : JSON.stringify(task.result);
+      cell.append(el("code", { class: "result" }, text));
+      if (task.result_truncated) {
+        cell.append(" ", el("a", { href: `${this.config.apiTasks}/${encodeURIComponent(task.id)}/result`, class: "full-result" },
+          "(preview: open the whole result)"));
+      }
+    }
+  }
+
+  // Waited, ran, the ETA and the stalled badge: what changes with the clock alone.
+  renderTimes(record, now) {
+    const task = record.task;
+    setText(record.waitedCell, waited(task, now));
+    setText(record.ranCell, ran(task, now) + (task.clock_skew ? " (clocks disagree)" : ""));
+    const running = !finished(task) && !Number.isNaN(time(task.started));
+    const percent = record.lastPercent || 0;
+    let eta = "";
+    let stalled = false;
+    if (running && percent > 0 && percent < 100) {
+      // The task's own rate: percent done since it started, up to its latest report.
+      const started = time(task.started);
+      const reported = Math.max(time(task.updated) || 0, started);
+      const rate = percent / Math.max(1, reported - started);
+      const left = (100 - percent) / rate - (now - Math.max(record.movedAt || now, reported));
+      if (Number.isFinite(left) && reported > started) eta = left > 0 ? `about ${duration(left)} left` : "finishing";
+      if (record.gap !== null && record.moves >= 2 && record.movedAt) {
+        stalled = now - record.movedAt > Math.max(this.stallFactor * record.gap, this.stallMinMs);
+      }
+    }
+    if (stalled) eta = "";
+    setText(record.eta, eta);
+    if (record.stalled.hidden === stalled) record.stalled.hidden = !stalled;
+  }
+
+  // ---- timers (unfinished rows in sight only; stopped while not live) ----------------------
+
+  startTimer() {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      const now = Date.now();
+      for (const id of this.unfinishedShown) {
+        if (this.observer && !this.visible.has(id)) continue;
+        const record = this.rows.get(id);
+        if (record) this.renderTimes(record, now);
+      }
+    }, SECOND);
+  }
+
+  stopTimer() {
+    clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  // ---- summary: counts, paging, "new tasks", empty text -----------------------------------
+
+  renderSummary() {
+    const { total, counts, truncated } = this.result;
+    this.filters.showCounts(counts, this.view);
+    this.pager.show(this.view, total, this.order.length, truncated);
+    this.newer.hidden = this.fresh === 0;
+    setText(this.newer, `${this.fresh} new ${this.fresh === 1 ? "task" : "tasks"} — show`);
+    this.empty.hidden = this.order.length > 0;
+    setText(this.empty, this.emptyText());
+  }
+
+  emptyText() {
+    if (!this.filters.isEmpty(this.view)) return "No task matches these filters.";
+    if (this.view.page > 1) return "This page is past the end of the list.";
+    const role = this.ctx.user.role;
+    if (role === "admin") return "No tasks yet. Launch one above, or call .delay() from any Python shell: every task on this Redis shows here.";
+    if (role === "operator") return "No tasks yet. The tasks you launch above show here.";
+    return "No tasks to show. As a viewer you can follow the tasks shared with your account here; you cannot launch or cancel tasks.";
+  }
+}
+
+export { clock };
