@@ -3,9 +3,9 @@
 const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
 
 // -> Promise<{status, body}>; a network error gives {status: 0, body: {error}}, a body that is not
-// JSON gives {error: "HTTP <status>"}.
-export async function api(method, url, body) {
-  const headers = { Accept: "application/json", "X-CSRFToken": CSRF };
+// JSON gives {error: "HTTP <status>"}. `extraHeaders`: more request headers (an Idempotency-Key).
+export async function api(method, url, body, extraHeaders = {}) {
+  const headers = { ...extraHeaders, Accept: "application/json", "X-CSRFToken": CSRF };
   const init = { method, headers, credentials: "same-origin" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
