@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
@@ -51,6 +52,30 @@ new MutationObserver(record).observe(document, {
   subtree: true, childList: true, characterData: true, attributes: true,
 });
 """
+
+# axe-core from npm (package.json), copied into static/vendor by `make setup`; only tests inject it.
+AXE = Path(__file__).resolve().parents[2] / "static" / "vendor" / "axe.min.js"
+
+
+def axe_violations(page: Page, impacts: tuple[str, ...] = ("serious", "critical"),
+                   context: str | None = None) -> list[dict]:
+    """Run axe-core on the page as it is now (or on the element matching the CSS selector
+    `context`) and return its violations of the given impacts, each {id, impact, help, nodes:
+    [target, ...]} (an empty list when there are none). Raises AssertionError if axe is not built."""
+    assert AXE.exists(), f"{AXE} is missing: run `make setup` (package.json's build copies axe-core there)"
+    if not page.evaluate("typeof window.axe === 'object'"):
+        # add_script_tag(path=...) would inline the file, which the page's CSP refuses (script-src
+        # 'self'); DevTools' evaluate is not subject to the page's CSP.
+        page.evaluate(AXE.read_text())
+    found = page.evaluate(
+        """async (context) => {
+             const result = await axe.run(context ? document.querySelector(context) : document,
+                                          { resultTypes: ["violations"] });
+             return result.violations.map(v => ({ id: v.id, impact: v.impact, help: v.help,
+                                                  nodes: v.nodes.map(n => n.target.join(" ")) }));
+           }""", context)
+    return [violation for violation in found if violation["impact"] in impacts]
+
 
 PHASE = pytest.StashKey[dict[str, pytest.TestReport]]()
 
