@@ -133,6 +133,16 @@ class TaskFilter:
                 out[name] = records.iso(value) or ""
         return out
 
+    def needles(self) -> list[bytes]:
+        """Lower-case bytes a task object's JSON text must hold to match (a quick test before
+        decoding it): the name, queue, worker and q texts that JSON writes as they are (ASCII,
+        no quote, backslash or control character)."""
+        found = []
+        for value in (self.name, self.queue, self.worker, self.q):
+            if value is not None and value.isascii() and value.isprintable() and not set(value) & {'"', "\\"}:
+                found.append(value.lower().encode())
+        return found
+
     def matches(self, record: dict[str, Any], times: bool = True) -> bool:
         """Whether the task object `record` passes (`times=False`: since and until were already
         applied, as the store does through the index's creation scores)."""

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 import redis
 
 from celery_dashboard import index
@@ -49,6 +50,30 @@ MAX_CHILDREN = 100
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+STATE_AT = b'"state": "'  # how the task object's JSON text (json.dumps' separators) gives its state
+
+
+class Hit:
+    """A task found by a scan: its id, its state and its object, decoded on first use."""
+
+    __slots__ = ("id", "raw", "state", "_record")
+
+    def __init__(self, task_id: str, raw: bytes) -> None:
+        self.id, self.raw, self._record = task_id, raw, None
+        # The first `"state": "` is the object's own: "id" and "name", the only keys before it,
+        # are strings, whose quotes JSON escapes. A state with an escape in it is read decoded.
+        at = raw.find(STATE_AT)
+        end = raw.find(b'"', at + len(STATE_AT)) if at >= 0 else -1
+        text = raw[at + len(STATE_AT):end] if end >= 0 else b"\\"
+        self.state: str | None = None if b"\\" in text else text.decode()
+
+    def record(self) -> dict[str, Any]:
+        if self._record is None:
+            self._record = orjson.loads(self.raw)
+            self.state = self._record.get("state")
+        return self._record
 
 
 class TaskStore:
@@ -186,15 +211,17 @@ class TaskStore:
                  if i in found and (owner is None or found[i].get("owner") == owner)]
         return tasks, len(ranked) > limit
 
-    def scan(self, flt: TaskFilter, owner: str | None, sort: str, on_match: Callable[[dict[str, Any]], None],
+    def scan(self, flt: TaskFilter, owner: str | None, sort: str, on_match: Callable[[Hit], None],
              bound: int | None = None) -> bool:
-        """Call `on_match` with every task object that passes `flt` (and is `owner`'s, when
+        """Call `on_match` with a Hit for every task that passes `flt` (and is `owner`'s, when
         given), newest or oldest first by creation; read at most `bound` index entries (default
         scan_limit). Return True when it stopped at the bound with entries left unread.
 
         The index holds up to HISTORY_LIMIT tasks: ids are read SCAN_CHUNK at a time from the
         sorted set (the user's own, when only one user's tasks can match; the time range applied
-        by score), their objects with one HMGET, each decoded once."""
+        by score), their objects with one HMGET. An object is decoded at most once, and only
+        when the filter needs its fields or the caller its object: a filter on states alone reads
+        each state from the JSON text (`Hit.state`)."""
         if owner is not None and flt.owner not in (None, owner):
             return False  # another user's tasks: never shown to this one
         who = owner if owner is not None else flt.owner
@@ -202,8 +229,9 @@ class TaskStore:
         low = "-inf" if flt.since is None else flt.since
         high = "+inf" if flt.until is None else flt.until
         bound = self.scan_limit if bound is None else bound
+        decode = any(value is not None for value in (flt.name, flt.queue, flt.worker, flt.q))
+        needles = flt.needles()
         start = 0
-        matches = flt.matches
         while start < bound:
             count = min(SCAN_CHUNK, bound - start)
             if sort == "oldest":
@@ -212,12 +240,20 @@ class TaskStore:
                 ids = self.client.zrevrangebyscore(key, high, low, start=start, num=count)
             if not ids:
                 return False
-            for raw in self.client.hmget(DATA_KEY, ids):
+            for task_id, raw in zip(ids, self.client.hmget(DATA_KEY, ids), strict=True):
                 if raw is None:
                     continue
-                record = json.loads(raw)
-                if matches(record, times=False) and (owner is None or record.get("owner") == owner):
-                    on_match(record)
+                if needles:
+                    lowered = raw.lower()
+                    if not all(needle in lowered for needle in needles):
+                        continue  # a text the filter asks for is not even in the JSON text
+                hit = Hit(_text(task_id), raw)
+                if decode or hit.state is None:
+                    if not flt.matches(hit.record(), times=False):
+                        continue
+                elif flt.states and hit.state not in flt.states:
+                    continue
+                on_match(hit)
             start += len(ids)
             if len(ids) < count:
                 return False
@@ -235,12 +271,12 @@ class TaskStore:
         counts: dict[str, int] = {}
         total = 0
 
-        def take(record: dict[str, Any]) -> None:
+        def take(hit: Hit) -> None:
             nonlocal total
             if offset <= total < offset + limit:
-                page.append(record)
+                page.append(hit.record())
             total += 1
-            state = str(record.get("state"))
+            state = str(hit.state)
             counts[state] = counts.get(state, 0) + 1
 
         truncated = self.scan(flt, owner, sort, take, bound)
@@ -253,10 +289,10 @@ class TaskStore:
         ids: list[str] = []
         total = 0
 
-        def take(record: dict[str, Any]) -> None:
+        def take(hit: Hit) -> None:
             nonlocal total
             if total < cap:
-                ids.append(record["id"])
+                ids.append(hit.id)
             total += 1
 
         self.scan(flt, owner, sort, take, bound)
