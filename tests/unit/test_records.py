@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from web import records
+from web.records import from_event, iso, merge, new_record
 
 T0 = 1_700_000_000.0
 
@@ -209,3 +210,52 @@ def test_an_expired_task_says_so_from_the_backend_too() -> None:
 def test_success_does_not_keep_a_message_about_an_earlier_step() -> None:
     record = apply(progress(3, 8), records.from_event(event("task-succeeded", timestamp=T0 + 1)))
     assert record["progress"] == {"current": 8, "total": 8, "percent": 100.0, "message": ""}
+
+
+def test_arguments_from_events_are_masked_and_routing_kept() -> None:
+    record = new_record("t")
+    merge(record, from_event({"type": "task-sent", "uuid": "t", "timestamp": 1.0, "name": "x", "args": "(1, 'a')",
+                              "kwargs": "{'Password': 'hunter2', 'opts': {'db': {'API_KEY': 'k1'}}, 'n': 3}",
+                              "queue": "reports", "exchange": "", "routing_key": "reports"}))
+    merge(record, from_event({"type": "task-received", "uuid": "t", "timestamp": 2.0, "name": "x",
+                              "hostname": "w1", "args": "(9,)", "kwargs": "{'token': abc}"}))
+    assert record["args"] == "(1, 'a')" and "hunter2" not in record["kwargs"] and "k1" not in record["kwargs"]
+    assert record["kwargs"] == "{'Password': ********, 'opts': {'db': {'API_KEY': ********}}, 'n': 3}"
+    assert (record["queue"], record["exchange"], record["routing_key"]) == ("reports", "", "reports")
+    assert record["received"] == iso(2.0)
+
+
+def test_every_attempt_is_kept_with_its_error() -> None:
+    record = new_record("t")
+    events = [("task-received", 1, {"hostname": "w1", "retries": 0}), ("task-started", 2, {"hostname": "w1"}),
+              ("task-retried", 3, {"exception": "ValueError('first')"}),
+              ("task-received", 4, {"hostname": "w2", "retries": 1}), ("task-started", 5, {"hostname": "w2"}),
+              ("task-failed", 6, {"exception": "KeyError('second')"})]
+    for kind, when, fields in events:
+        merge(record, from_event({"type": kind, "uuid": "t", "timestamp": float(when), "name": "x", **fields}))
+    assert record["attempts"] == [
+        {"retries": 0, "worker": "w1", "started": iso(2.0), "finished": iso(3.0),
+         "error": {"type": "ValueError", "message": "first"}},
+        {"retries": 1, "worker": "w2", "started": iso(5.0), "finished": iso(6.0),
+         "error": {"type": "KeyError", "message": "second"}}]
+
+
+def test_attempts_are_bounded_to_the_latest() -> None:
+    record = new_record("t")
+    for attempt in range(25):
+        merge(record, {"id": "t", "state": "STARTED", "retries": attempt, "worker": "w", "started": iso(attempt)})
+    assert len(record["attempts"]) == 20 and record["attempts"][0]["retries"] == 5
+
+
+def test_a_message_body_gives_masked_previews_and_its_queue() -> None:
+    from kombu import Queue
+
+    from celery_dashboard import index
+
+    body = ((1, {"secret": "s3"}), {"password": "hunter2", "page": 2, "x": "y" * 5000}, {})
+    found = index.details({"argsrepr": "ignored"}, body, "", "reports", [Queue("reports")])
+    assert found["args"] == "(1, {'secret': ********})" and "hunter2" not in found["kwargs"]
+    assert len(found["kwargs"]) <= 1000 and found["kwargs"].startswith("{'password': ********, 'page': 2")
+    assert (found["queue"], found["exchange"], found["routing_key"]) == ("reports", "", "reports")
+    # No body (a custom publisher): Celery's repr headers, masked the same way.
+    assert index.details({"argsrepr": "()", "kwargsrepr": "{'token': 'abc'}"})["kwargs"] == "{'token': ********}"

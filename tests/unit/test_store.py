@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import fakeredis
 
+from celery_dashboard import index
 from web import records
+from web.filters import TaskFilter
 from web.store import TaskStore
 
 
@@ -48,8 +50,6 @@ def test_a_slower_writer_never_overwrites_a_later_state() -> None:
 
 
 def test_registration_at_publish_does_not_clobber_a_known_task() -> None:
-    from celery_dashboard import index
-
     s = store()
     assert index.register(s.client, "t9", "tasks.demo.steps", parent="p1")
     assert s.get("t9")["state"] == "PENDING" and s.get("t9")["parent"] == "p1"
@@ -89,3 +89,94 @@ def test_nothing_stored_is_json_a_browser_cannot_parse() -> None:
     store.merge({"a": {"id": "a", "state": "SUCCESS", "result": float("nan"), "source": "backend"}})
     raw = store.client.hget("dashboard:tasks", "a")
     json.loads(raw, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+
+
+def found(store: TaskStore, owner: str | None = None, limit: int = 50, offset: int = 0, sort: str = "newest",
+          bound: int | None = None, **args: str) -> dict:
+    return store.query(TaskFilter.from_args(args), limit, offset, owner, sort, bound)
+
+
+def a_history(s: TaskStore) -> None:
+    """12 tasks: t0..t11, created a second apart, of two owners, states and queues in turn."""
+    s.merge({f"t{i}": {"id": f"t{i}", "name": "tasks.demo.steps" if i % 2 else "tasks.demo.fail",
+                       "state": ("SUCCESS", "FAILURE", "STARTED")[i % 3], "owner": "alice" if i < 8 else "bob",
+                       "queue": "celery" if i % 4 else "reports", "worker": f"w{i % 2}@host",
+                       "created": records.iso(1000.0 + i), "kwargs": f"{{'customer': 'c{i}'}}"}
+             for i in range(12)})
+
+
+def test_query_answers_a_page_the_total_and_counts_per_state() -> None:
+    s = store()
+    a_history(s)
+    everything = found(s, limit=5)
+    assert [t["id"] for t in everything["tasks"]] == ["t11", "t10", "t9", "t8", "t7"]
+    assert everything["total"] == 12 and everything["counts"] == {"SUCCESS": 4, "FAILURE": 4, "STARTED": 4}
+    assert not everything["truncated"]
+    assert [t["id"] for t in found(s, limit=5, offset=10)["tasks"]] == ["t1", "t0"]
+    assert [t["id"] for t in found(s, limit=3, sort="oldest")["tasks"]] == ["t0", "t1", "t2"]
+
+
+def test_query_filters_on_every_field() -> None:
+    s = store()
+    a_history(s)
+    assert [t["id"] for t in found(s, state="FAILURE,STARTED", owner="bob")["tasks"]] == ["t11", "t10", "t8"]
+    assert found(s, state="FAILURE")["counts"] == {"FAILURE": 4}
+    assert [t["id"] for t in found(s, name="FAIL", queue="reports")["tasks"]] == ["t8", "t4", "t0"]
+    assert [t["id"] for t in found(s, worker="w1", since="1005", until="1008")["tasks"]] == ["t7", "t5"]
+    assert [t["id"] for t in found(s, q="c1")["tasks"]] == ["t11", "t10", "t1"]
+    assert [t["id"] for t in found(s, q="T3")["tasks"]] == ["t3"]
+
+
+def test_a_user_only_ever_finds_their_own_tasks() -> None:
+    s = store()
+    a_history(s)
+    assert found(s, owner="bob")["total"] == 4
+    assert s.query(TaskFilter(owner="alice"), 50, 0, "bob")["total"] == 0
+    assert s.query(TaskFilter(owner="bob"), 50, 0, "bob")["total"] == 4
+
+
+def test_a_scan_stopped_at_its_bound_says_truncated() -> None:
+    s = store()
+    a_history(s)
+    cut = found(s, bound=5)
+    assert cut["truncated"] and cut["total"] == 5
+    assert not found(s, bound=12)["truncated"]
+
+
+def test_matching_ids_are_capped_and_counted() -> None:
+    s = store()
+    a_history(s)
+    assert s.matching_ids(TaskFilter.from_args({"state": "SUCCESS"}), None, 2) == (["t9", "t6"], 4)
+
+
+def test_children_are_listed_with_their_states_in_order_and_trimmed_with_the_index() -> None:
+    s = store(3)
+    index.register(s.client, "p", "tasks.demo.fanout", now=1000.0)
+    for i in range(3):
+        index.register(s.client, f"c{i}", "tasks.demo.steps", parent="p", now=1001.0 + i)
+    s.merge({"c1": {"id": "c1", "state": "SUCCESS"}})
+    s.merge({"c9": {"id": "c9", "state": "STARTED", "parent": "p", "created": records.iso(1009.0)}})  # from events
+    children, total = s.children("p")
+    assert [(c["id"], c["state"]) for c in children] == [("c0", "PENDING"), ("c1", "SUCCESS"), ("c2", "PENDING"),
+                                                         ("c9", "STARTED")]
+    assert total == 4 and s.children("p", limit=2) == (children[:2], 4)
+    s.trim(now=2000.0)  # keeps the newest 3: c1, c2, c9
+    assert s.get("p") is None and not s.client.exists(index.children_key("p"))
+
+
+def test_launch_params_are_kept_for_retries_and_trimmed_with_the_index() -> None:
+    s = store(1)
+    index.register(s.client, "t1", "tasks.demo.steps", owner="alice", now=1000.0, params={"password": "x"})
+    assert s.params("t1") == {"password": "x"} and s.params("nope") is None
+    index.register(s.client, "t2", "tasks.demo.steps", now=1001.0)
+    s.trim(now=1002.0)
+    assert s.params("t1") is None
+
+
+def test_unfinished_tasks_newest_first_only_the_owners_and_bounded() -> None:
+    s = store()
+    a_history(s)
+    tasks, more = s.unfinished(None, 2)
+    assert [t["id"] for t in tasks] == ["t11", "t8"] and more
+    tasks, more = s.unfinished("alice", 10)
+    assert [t["id"] for t in tasks] == ["t5", "t2"] and not more
