@@ -1,0 +1,114 @@
+"""The task detail view (/tasks/<id>, static/js/detail.js) in a real browser: arguments, traceback
+and its copy button, attempts, children with their states, times; a shared URL opens it directly."""
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from playwright.sync_api import Locator, Page, expect
+
+from tests.e2e.conftest import axe_violations
+from tests.support import Stack, wait_for
+
+
+def post(stack: Stack, task: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Launch a catalog task through the API (as a script would) and return its task object."""
+    response = requests.post(f"{stack.url}/api/tasks", json={"task": task, "params": params, "duplicate": True},
+                             timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def ended(stack: Stack, task_id: str) -> dict[str, Any]:
+    """The task object once the task has ended (read from the API)."""
+    def done() -> dict[str, Any] | None:
+        task = requests.get(f"{stack.url}/api/tasks/{task_id}", timeout=10).json()
+        return task if task["state"] in ("SUCCESS", "FAILURE", "REVOKED") else None
+    return wait_for(done, timeout=60, what=f"task {task_id} to end")  # type: ignore[return-value]
+
+
+def detail(page: Page, title: str) -> Locator:
+    return page.get_by_role("article", name=title, exact=True)
+
+
+def facts(where: Locator) -> dict[str, str]:
+    """The view's term/description pairs as a person reads them."""
+    return where.evaluate("""node => Object.fromEntries([...node.querySelectorAll("dt")].map(
+        dt => [dt.textContent.trim(), dt.nextElementSibling ? dt.nextElementSibling.textContent.trim() : ""]))""")
+
+
+def serious_violations(page: Page) -> list[str]:
+    return [f"{v['id']}: {v['help']} {v['nodes'][:3]}" for v in axe_violations(page)]
+
+
+def test_a_failed_task_shows_its_arguments_traceback_and_times(
+        open_page: Callable[[], Page], stack: Stack, eventlet_only: None) -> None:
+    marker = f"broke-{uuid.uuid4().hex[:8]}"
+    task = post(stack, "fail", {"steps": 1, "delay": 0.2, "message": marker})
+    ended(stack, task["id"])
+    page = open_page()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.url)
+    page.goto(f"{stack.url}/tasks/{task['id']}")  # a shared link opens the view directly
+    view = detail(page, "Failing job")
+    expect(view.get_by_role("heading", name="Failing job", level=2)).to_be_visible()
+    expect(view.get_by_text(task["id"], exact=True)).to_be_visible()
+    expect(view.locator(".part-summary .badge")).to_have_text("failed")
+    expect(view.get_by_role("region", name="Keyword arguments")).to_contain_text(marker)
+    traceback = view.get_by_role("region", name="Traceback")
+    expect(traceback).to_contain_text("Traceback (most recent call last)")
+    expect(traceback).to_contain_text(f"ValueError: {marker}")
+    expect(view.get_by_text(f"ValueError: {marker}", exact=True).first).to_be_visible()
+
+    view.get_by_role("button", name="Copy traceback").click()
+    expect(view.get_by_text("Copied.", exact=True)).to_be_visible()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert "Traceback (most recent call last)" in copied and marker in copied
+
+    shown = facts(view)
+    assert shown["Task"] == "tasks.demo.fail" and shown["Id"].startswith(task["id"])
+    for when in ("Sent", "Started", "Ended"):
+        assert re.search(r"\d{2}:\d{2}:\d{2}", shown[when]), (when, shown[when])
+    assert re.fullmatch(r"\d+(\.\d)? s|\d+ min \d{2} s", shown["Waited"]), shown["Waited"]
+    assert re.fullmatch(r"\d+(\.\d)? s|\d+ min \d{2} s", shown["Ran"]), shown["Ran"]
+    assert shown["Queue"] not in ("", "—"), shown  # the demo tasks are routed to their own queue
+    assert serious_violations(page) == []
+
+    # The same URL in another visitor's browser shows the same.
+    other = open_page()
+    other.goto(f"{stack.url}/tasks/{task['id']}")
+    expect(detail(other, "Failing job").get_by_role("region", name="Traceback")).to_contain_text(marker)
+
+
+def test_attempts_of_a_flaky_task_and_children_of_a_fan_out(page: Page, stack: Stack, eventlet_only: None) -> None:
+    flaky = post(stack, "flaky", {"failures": 2, "countdown": 0})
+    fan = post(stack, "fanout", {"children": 3, "steps": 2, "delay": 0.3})
+
+    page.goto(f"{stack.url}/tasks/{fan['id']}")
+    view = detail(page, "Fan-out")
+    children = view.get_by_role("region", name=re.compile(r"^Children"))
+    expect(children.get_by_role("listitem")).to_have_count(3)
+    # Live: the children's states change on the page without a reload.
+    expect(children.get_by_text("succeeded", exact=True)).to_have_count(3)
+    expect(view.locator(".part-summary .badge")).to_have_text("succeeded")
+    children.get_by_role("link").first.click()
+    expect(page).to_have_url(re.compile(r"/tasks/"))
+    parent = page.get_by_role("article").get_by_role("link", name=re.compile(r"Fan-out|" + fan["id"][:8]))
+    expect(parent).to_be_visible()
+
+    ended(stack, flaky["id"])
+    page.goto(f"{stack.url}/tasks/{flaky['id']}")
+    view = detail(page, "Flaky job")
+    attempts = view.get_by_role("table", name=re.compile(r"^Attempts"))
+    expect(attempts.locator("tbody tr")).to_have_count(3)
+    expect(attempts.locator("tbody tr").nth(0)).to_contain_text("FlakyError: attempt 1 failed")
+    expect(attempts.locator("tbody tr").nth(1)).to_contain_text("FlakyError: attempt 2 failed")
+    expect(attempts.locator("tbody tr").nth(2)).to_contain_text("no error")
+
+
+def test_an_unknown_id_says_so(page: Page, stack: Stack, eventlet_only: None) -> None:
+    page.goto(f"{stack.url}/tasks/no-such-task-{uuid.uuid4().hex[:6]}")
+    expect(page.get_by_role("heading", name="Task not found")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"No task with the id .* is known to this dashboard"))).to_be_visible()
