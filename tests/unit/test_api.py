@@ -138,3 +138,57 @@ def test_the_dashboard_page_loads_its_script_and_styles(client: Any) -> None:
     html = client.get("/").get_data(as_text=True)
     assert "/static/js/main.js" in html and "/static/css/base.css" in html and "/static/vendor/socket.io.min.js" in html
     assert "<script>" not in html  # no inline script
+
+
+def test_the_list_answers_a_page_with_total_counts_and_its_paging(client: Any, dash: Any) -> None:
+    from web import records
+
+    dash.store.merge({f"t{i}": {"id": f"t{i}", "state": "FAILURE" if i % 2 else "SUCCESS", "name": "tasks.demo.fail",
+                                "queue": "celery", "created": records.iso(1000.0 + i)} for i in range(7)})
+    body = client.get("/api/tasks?state=FAILURE,SUCCESS&name=fail&queue=celery&limit=2&offset=2&sort=oldest").get_json()
+    assert [t["id"] for t in body["tasks"]] == ["t2", "t3"]
+    assert body["total"] == 7 and body["counts"] == {"FAILURE": 3, "SUCCESS": 4}
+    assert (body["truncated"], body["limit"], body["offset"]) == (False, 2, 2)
+    assert client.get("/api/tasks?q=t6&since=1970-01-01T00:16:45Z").get_json()["total"] == 1
+
+
+@pytest.mark.parametrize("query,field", [("sort=up", "sort"), ("since=tomorrow", "since"),
+                                         ("since=20&until=10", "until"), ("name=" + "x" * 300, "name")])
+def test_bad_filters_are_422_naming_the_field(client: Any, query: str, field: str) -> None:
+    response = client.get(f"/api/tasks?{query}")
+    assert response.status_code == 422 and response.get_json()["fields"][0]["field"] == field
+
+
+def test_a_user_finds_only_their_own_tasks_whatever_the_owner_asked(redis_server: Any, results: Any,
+                                                                   sent: list) -> None:
+    from tests.unit.conftest import make_app
+
+    app = make_app(redis_server, results, AUTH_REQUIRED=True)
+    dash = app.extensions["dashboard"]
+    token = {}
+    for name, role in (("alice", "operator"), ("bob", "operator"), ("root", "admin")):
+        dash.users.add(name, "correct horse battery", role)
+        token[name] = {"Authorization": f"Bearer {dash.users.new_token(name)}"}
+    dash.store.merge({"a1": {"id": "a1", "state": "SUCCESS", "owner": "alice"},
+                      "b1": {"id": "b1", "state": "SUCCESS", "owner": "bob"}, "x1": {"id": "x1", "state": "SUCCESS"}})
+    client = app.test_client()
+    assert [t["id"] for t in client.get("/api/tasks", headers=token["alice"]).get_json()["tasks"]] == ["a1"]
+    assert client.get("/api/tasks?owner=bob", headers=token["alice"]).get_json()["total"] == 0
+    assert client.get("/api/tasks", headers=token["root"]).get_json()["total"] == 3
+    assert [t["id"] for t in client.get("/api/tasks?owner=bob", headers=token["root"]).get_json()["tasks"]] == ["b1"]
+
+
+def test_a_task_detail_lists_its_children_with_their_states(client: Any, dash: Any) -> None:
+    from celery_dashboard import index
+
+    parent = client.post("/api/tasks", json={"task": "fanout"}).get_json()
+    for i in range(3):
+        index.register(dash.store.client, f"c{i}", "tasks.demo.steps", parent=parent["id"], now=2e9 + i)
+    dash.store.merge({"c1": {"id": "c1", "state": "FAILURE"}})
+    body = client.get(f"/api/tasks/{parent['id']}").get_json()
+    assert body["children"] == [{"id": "c0", "name": "tasks.demo.steps", "state": "PENDING"},
+                                {"id": "c1", "name": "tasks.demo.steps", "state": "FAILURE"},
+                                {"id": "c2", "name": "tasks.demo.steps", "state": "PENDING"}]
+    assert body["children_total"] == 3
+    assert body["args"] == "()" and body["kwargs"] == "{'children': 4, 'steps': 5, 'delay': 0.3}"
+    assert body["attempts"] == [] and body["retry_of"] is None and dash.store.params(parent["id"]) is not None

@@ -98,3 +98,22 @@ def test_any_client_message_gets_an_error_to_that_client_only(app: Any, dash: An
     assert dash.store.count() == before  # nothing happened
     fuzzer.disconnect()
     bystander.disconnect()
+
+
+def test_a_snapshot_has_every_unfinished_task_and_the_ones_the_client_names(redis_server: Any, results: Any,
+                                                                            sent: list) -> None:
+    from tests.unit.conftest import make_app
+    from web import records
+
+    app = make_app(redis_server, results, SNAPSHOT_LIMIT=2, SNAPSHOT_ACTIVE_LIMIT=5)
+    dash = app.extensions["dashboard"]
+    dash.store.merge({f"t{i}": {"id": f"t{i}", "state": "STARTED" if i in (0, 1) else "SUCCESS",
+                                "created": records.iso(1000.0 + i)} for i in range(6)})
+    sio = socketio.test_client(app)
+    dash.store.merge({"t1": {"id": "t1", "state": "SUCCESS"}})  # ends while the client is away
+    sio.disconnect()
+    sio.connect(auth={"tasks": ["t1", "nope", 5]})
+    snapshot = received(sio, "snapshot")[-1]
+    assert [(t["id"], t["state"]) for t in snapshot["tasks"]] == [("t5", "SUCCESS"), ("t4", "SUCCESS"),
+                                                                  ("t0", "STARTED"), ("t1", "SUCCESS")]
+    assert snapshot["unfinished_truncated"] is False
