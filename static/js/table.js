@@ -98,9 +98,14 @@ class TaskList {
       "aria-describedby": "list-status" }, el("thead", {}, headRow), this.body);
     this.empty = el("p", { id: "no-tasks", class: "empty", hidden: true });
     this.pager = this.filters.pager;
+    // "Cancel all matching" / "Retry all matching" (static/js/actions.js): "matching" is this view.
+    this.bulk = el("div", { class: "bulk" });
+    import("./actions.js")
+      .then((actions) => actions.mountBulk(this.bulk, ctx, () => viewQuery(this.view, this.defaultSize, true)))
+      .catch((error) => console.error(error));
     root.replaceChildren(
       el("h2", { id: "tasks-heading", tabindex: "-1" }, "Tasks"),
-      this.filters.node, this.newer, this.status, this.table, this.empty, this.pager.node);
+      this.filters.node, this.bulk, this.newer, this.status, this.table, this.empty, this.pager.node);
 
     this.observer = "IntersectionObserver" in window
       ? new IntersectionObserver((entries) => {
