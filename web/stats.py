@@ -18,6 +18,9 @@ FAILED = frozenset({"FAILURE", lifecycle.LOST})
 CHUNK = 500           # records read per round trip
 MAX_BUCKETS = 120     # points per series: a longer window gets wider buckets
 CACHED_USERS = 64     # scans kept (one per user asking, and one for admins)
+# Seconds after its end from which a settled task's row is kept between scans: an ending may still
+# be replaced for a few seconds (the backend's outranks an event's: web.reconciler CONFIRM_WINDOW).
+SETTLE_AFTER = 30.0
 
 
 class Row(NamedTuple):
@@ -27,6 +30,7 @@ class Row(NamedTuple):
     state: str
     started: float | None
     finished: float | None
+    owner: str | None
 
 
 def _time(value: Any) -> float | None:
@@ -44,7 +48,9 @@ def percentile(values: list[float], share: float) -> float | None:
 class TaskStats:
     """Reads the index newest first, at most `scan_limit` tasks (the index keeps HISTORY_LIMIT),
     and keeps each scan `cache_seconds` so a page of charts and a Prometheus scraper cost one scan
-    every few seconds. `owner` None scans every task (admins); a name scans that user's own."""
+    every few seconds. `owner` None scans every task (admins); a name scans that user's own.
+    A settled task's row is kept between scans (at most twice `scan_limit` of them): a scan reads
+    the index's ids, and the records of the tasks not settled yet or not seen before."""
 
     def __init__(self, store: TaskStore, scan_limit: int = 10_000, cache_seconds: float = 5.0,
                  names: int = 20, clock: Callable[[], float] = time.monotonic,
@@ -56,6 +62,7 @@ class TaskStats:
         self.clock = clock
         self.wall = wall
         self._cache: OrderedDict[str | None, tuple[float, list[Row], bool]] = OrderedDict()
+        self._settled: OrderedDict[str, Row] = OrderedDict()  # task id -> row of a task that will not change
         self._lock = threading.Lock()
 
     def rows(self, owner: str | None) -> tuple[list[Row], bool]:
@@ -75,17 +82,24 @@ class TaskStats:
     def _scan(self, owner: str | None) -> tuple[list[Row], bool]:
         key = RECENT_KEY if owner is None else owner_key(owner)
         client = self.store.client
-        rows: list[Row] = []
-        for start in range(0, self.scan_limit, CHUNK):
-            ids = [_text(i) for i in client.zrevrange(key, start, min(start + CHUNK, self.scan_limit) - 1)]
-            if not ids:
-                return rows, False
-            for record in self.store.get_many(ids).values():
-                if owner is not None and record.get("owner") != owner:
-                    continue
-                rows.append(Row(str(record.get("name") or "(unnamed)"), str(record.get("state") or "PENDING"),
-                                _time(record.get("started")), _time(record.get("finished"))))
-        return rows, client.zcard(key) > self.scan_limit
+        ids = [_text(i) for i in client.zrevrange(key, 0, self.scan_limit - 1)]
+        with self._lock:
+            fresh = {i: self._settled[i] for i in ids if i in self._settled}
+        missing = [i for i in ids if i not in fresh]
+        settled_before = self.wall() - SETTLE_AFTER
+        for start in range(0, len(missing), CHUNK):
+            for task_id, record in self.store.get_many(missing[start:start + CHUNK]).items():
+                row = Row(str(record.get("name") or "(unnamed)"), str(record.get("state") or "PENDING"),
+                          _time(record.get("started")), _time(record.get("finished")), record.get("owner"))
+                fresh[task_id] = row
+                if lifecycle.is_settled(record) and (row.finished or 0) < settled_before:
+                    with self._lock:
+                        self._settled[task_id] = row
+        with self._lock:
+            while len(self._settled) > 2 * self.scan_limit:
+                self._settled.popitem(last=False)
+        rows = [fresh[i] for i in ids if i in fresh and (owner is None or fresh[i].owner == owner)]
+        return rows, len(ids) >= self.scan_limit and client.zcard(key) > self.scan_limit
 
     def series(self, owner: str | None, window: int) -> dict[str, Any]:
         """Per task name, per bucket of the last `window` seconds (60 s buckets, wider beyond

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.unit.conftest import make_app
 from web import monitor
 from web.queues import SEP, Queues
+from web.stats import TaskStats
 from web.workers import Workers
 
 PASSWORD = "correct horse battery"
@@ -189,3 +190,15 @@ def test_metrics_families_in_prometheus_text(client: Any, dash: Any) -> None:
     assert samples[("dashboard_task_runtime_seconds_bucket", (("le", "+Inf"), ("name", "tasks.demo.steps")))] == 2
     assert samples[("dashboard_workers_online", ())] == 1
     assert {"dashboard_queue_depth", "dashboard_socketio_clients"} <= set(families)
+
+
+def test_a_task_that_ends_after_a_scan_is_counted_at_the_next_one(dash: Any) -> None:
+    stats = TaskStats(dash.store, cache_seconds=0)
+    now = time.time()
+    ended(dash, "old", "tasks.demo.steps", "SUCCESS", now - 120, 1.0)
+    dash.store.merge({"run": {"id": "run", "name": "tasks.demo.steps", "state": "STARTED", "created": iso(now - 5),
+                              "started": iso(now - 4)}})
+    assert stats.series(None, 3600)["tasks"][0]["ended"] == 1
+    dash.store.merge({"run": {"id": "run", "state": "SUCCESS", "finished": iso(now)}})
+    assert stats.series(None, 3600)["tasks"][0]["ended"] == 2
+    assert stats.series(None, 3600)["tasks"][0]["ended"] == 2  # the settled row kept from the scan before
