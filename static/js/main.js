@@ -172,6 +172,8 @@ document.addEventListener("click", (event) => {
   if (!link || link.target || link.hasAttribute("download")) return;
   const target = new URL(link.href, window.location.href);
   if (target.origin !== window.location.origin || !routeOf(target).view) return;
+  // A link within the page (the skip link): the browser scrolls and moves the focus itself.
+  if (target.hash && target.pathname === window.location.pathname && target.search === window.location.search) return;
   event.preventDefault();
   navigate(target.href);
 });
