@@ -95,6 +95,12 @@ def test_retry_of_a_failed_task_makes_a_new_task_that_links_back(eventlet_only: 
     assert answer["retry_of"] == failed and answer["name"] == "tasks.demo.fail"
     ended(stack, new_id, ("FAILURE",))
 
+    # Re-run with edited arguments: the launch form comes back filled with the task's own.
+    page.get_by_role("button", name="Re-run with changes").click()
+    expect(page).to_have_url(f"{stack.url}/")
+    form = page.get_by_role("region", name="Failing job", exact=True)
+    expect(form.get_by_label("Error message", exact=True)).to_have_value("retried from the browser")
+
 
 def test_bulk_cancel_previews_the_exact_count_and_the_audit_log_lists_it(eventlet_only: None, page: Page,
                                                                         stack: Stack) -> None:
