@@ -68,6 +68,12 @@ class Task:
     def cancel_button(self, page: Page) -> Locator:
         return page.get_by_role("button", name=f"Cancel {self.title} {self.short}", exact=True)
 
+    def cancel(self, page: Page) -> None:
+        """Click the row's Cancel and confirm in the dialog that names the task (static/js/actions.js)."""
+        self.cancel_button(page).click()
+        dialog = page.get_by_role("dialog", name=f"Cancel {self.title} {self.short}?", exact=True)
+        dialog.get_by_role("button", name="Cancel task", exact=True).click()
+
     def seen(self, page: Page) -> dict[str, list[str]]:
         """Everything this page's row for the task has shown so far (see RECORDER in conftest)."""
         return page.evaluate("id => window.__seen[id] || {values: [], states: [], messages: []}", self.id)
@@ -171,7 +177,7 @@ def test_long_job_can_be_cancelled_while_running(page: Page) -> None:
 
     expect(task.state(page)).to_have_text("running")
     expect(task.row(page)).to_contain_text(re.compile(r"\d+ s of 60 s"))
-    task.cancel_button(page).click()
+    task.cancel(page)
 
     expect(task.state(page)).to_have_text("cancelled")
     expect(task.cancel_button(page)).to_be_hidden()
@@ -261,7 +267,7 @@ def test_overview_for_the_readme(page: Page) -> None:
     expect(stepped.state(page)).to_have_text("succeeded")
     expect(failing.state(page)).to_have_text("failed")
     expect(cancelled.state(page)).to_have_text("running")
-    cancelled.cancel_button(page).click()
+    cancelled.cancel(page)
     expect(cancelled.state(page)).to_have_text("cancelled")
     expect(running.state(page)).to_have_text("running")
     expect(running.row(page)).to_contain_text(re.compile(r"([3-9]|\d\d) s of 45 s"))
@@ -274,5 +280,5 @@ def test_overview_for_the_readme(page: Page) -> None:
     page.screenshot(path=str(README_SCREENSHOT), full_page=True,
                     clip={"x": 0, "y": 0, "width": width, "height": round(bottom) + 1})
 
-    running.cancel_button(page).click()
+    running.cancel(page)
     expect(running.state(page)).to_have_text("cancelled")
