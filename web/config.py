@@ -167,4 +167,14 @@ def from_env() -> dict[str, Any]:
         # A Prometheus scraper may read /metrics with `Authorization: Bearer <METRICS_TOKEN>`;
         # empty: admins only.
         "METRICS_TOKEN": os.environ.get("METRICS_TOKEN", "").strip(),
+        # The task list in the browser (static/js/table.js): rows per page by default and the
+        # choices offered; unfinished tasks shown beyond a page at most; tasks one tab keeps in
+        # memory; a running task is "stalled" when its progress has not moved for STALL_FACTOR
+        # times its usual gap between reports (and at least STALL_MIN_SECONDS).
+        "PAGE_SIZE": task_config._int("PAGE_SIZE", 50),
+        "PAGE_SIZES": os.environ.get("PAGE_SIZES", "25,50,100,200"),
+        "LIST_UNFINISHED_LIMIT": task_config._int("LIST_UNFINISHED_LIMIT", 200),
+        "BROWSER_TASK_LIMIT": task_config._int("BROWSER_TASK_LIMIT", 5000),
+        "STALL_FACTOR": task_config._float("STALL_FACTOR", 4.0),
+        "STALL_MIN_SECONDS": task_config._float("STALL_MIN_SECONDS", 5.0),
     }
