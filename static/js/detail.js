@@ -2,6 +2,7 @@
 //
 // Sections are rebuilt only when what they show changed, so a progress update does not take the
 // focus from a button, and the times tick once a second while the task runs and the page is live.
+import { followLaunch } from "./announce.js";
 import { el, setText } from "./dom.js";
 import { finished, stateClass, stateLabel } from "./state.js";
 import { duration, ran, waited } from "./table.js";
@@ -262,7 +263,10 @@ class Detail {
       const button = el("button", { type: "button" }, label);
       button.addEventListener("click", async () => {
         const actions = await import("./actions.js");
-        if (typeof actions[fn] === "function") await actions[fn](task, fn === "cancelTask" ? button : this.ctx, this.ctx);
+        if (typeof actions[fn] !== "function") return;
+        const done = await actions[fn](task, fn === "cancelTask" ? button : this.ctx, this.ctx);
+        // A retry launched from this page is the user's own: its start and end are announced.
+        if (fn === "retryTask" && done && done.ok && done.task) followLaunch(this.ctx, done.task, this.title());
       });
       buttons.push(button);
     };

@@ -76,6 +76,12 @@ def test_a_failed_task_shows_its_arguments_traceback_and_times(
     assert shown["Queue"] not in ("", "—"), shown  # the demo tasks are routed to their own queue
     assert serious_violations(page) == []
 
+    # On a phone (390 px) nothing scrolls sideways: the traceback scrolls inside its own box.
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(traceback).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert traceback.evaluate("node => node.scrollWidth > node.clientWidth")  # its lines are kept, not wrapped
+
     # The same URL in another visitor's browser shows the same.
     other = open_page()
     other.goto(f"{stack.url}/tasks/{task['id']}")
