@@ -67,15 +67,17 @@ def _retryable(flt: TaskFilter, user: User) -> tuple[list[dict[str, Any]], bool]
     if not states:
         return [], False
     store = services().store
-    matched: list[dict[str, Any]] = []
+    matched: list[str] = []
     truncated = store.scan(dataclasses.replace(flt, states=states), None if user.is_admin else user.name,
-                           "newest", matched.append)
+                           "newest", lambda hit: matched.append(hit.id))
     found: list[dict[str, Any]] = []
     for start in range(0, len(matched), CHUNK):
         chunk = matched[start:start + CHUNK]
-        launched = store.client.hmget(PARAMS_KEY, [record["id"] for record in chunk])
-        found += [record for record, params in zip(chunk, launched, strict=True)
-                  if params is not None and api.visible(user, record) and actions.entry_of(record) is not None]
+        by_id = store.get_many(chunk)
+        launched = store.client.hmget(PARAMS_KEY, chunk)
+        found += [by_id[i] for i, params in zip(chunk, launched, strict=True)
+                  if params is not None and i in by_id and api.visible(user, by_id[i])
+                  and actions.entry_of(by_id[i]) is not None]
     return found, truncated
 
 
