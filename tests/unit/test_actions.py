@@ -318,3 +318,17 @@ def test_bulk_confirmations_are_rate_limited_like_launches(redis_server: Any, re
     statuses = [confirm(client, "cancel", {}, preview(client, "cancel", {}, headers)["token"], headers).status_code
                 for _ in range(2)]
     assert statuses == [200, 429]
+
+
+def test_cookie_authenticated_actions_need_the_csrf_token(roles: Any) -> None:
+    from tests.unit.test_auth import signed_in  # the sign-in form, as a browser fills it
+
+    roles.extensions["dashboard"].users.add("operator", PASSWORD, "operator")
+    client, token = signed_in(roles, "operator")
+    body = {"action": "cancel", "filter": {}}
+    assert client.post("/api/bulk/preview", json=body).status_code == 400
+    shown = client.post("/api/bulk/preview", json=body, headers={"X-CSRFToken": token}).get_json()
+    assert client.post("/api/bulk", json={**body, "token": shown["token"]}).status_code == 400
+    confirmed = client.post("/api/bulk", json={**body, "token": shown["token"]}, headers={"X-CSRFToken": token})
+    assert confirmed.status_code == 200
+    assert client.post("/api/tasks/any/retry").status_code == 400
