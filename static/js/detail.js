@@ -292,8 +292,8 @@ class Detail {
     const { args, kwargs } = this.task;
     const none = (text) => el("span", { class: "muted" }, text);
     const list = el("dl", { class: "facts" },
-      ...row("Arguments", args && args !== "()" && args !== "[]" ? codeBlock(args, "Arguments") : none("none")),
-      ...row("Keyword arguments", kwargs && kwargs !== "{}" ? codeBlock(kwargs, "Keyword arguments") : none("none")));
+      ...row("Positional", args && args !== "()" && args !== "[]" ? codeBlock(args, "Positional arguments") : none("none")),
+      ...row("Keyword", kwargs && kwargs !== "{}" ? codeBlock(kwargs, "Keyword arguments") : none("none")));
     const note = args === undefined && kwargs === undefined
       ? el("p", { class: "muted" }, "The arguments were not recorded for this task.")
       : el("p", { class: "muted help" }, "A bounded preview; sensitive values are masked.");
@@ -341,7 +341,7 @@ class Detail {
   build_result() {
     const task = this.task;
     if (task.state !== "SUCCESS" && (task.result === null || task.result === undefined)) return [];
-    const nodes = [codeBlock(pretty(task.result), "Result")];
+    const nodes = [codeBlock(pretty(task.result), task.result_truncated ? "Result preview" : "Result value")];
     if (task.result_truncated) {
       const more = el("button", { type: "button" }, "Show the whole result");
       const note = el("p", { class: "muted", role: "status" }, "This is a preview: the result is longer.");
@@ -388,13 +388,14 @@ class Detail {
     const rows = attempts.map((attempt) => {
       const error = attempt.error ? `${attempt.error.type || "Error"}${attempt.error.message ? `: ${attempt.error.message}` : ""}` : "";
       return el("tr", {},
-        el("th", { scope: "row" }, String((attempt.retries || 0) + 1)),
-        el("td", {}, attempt.worker ? el("code", {}, attempt.worker) : "—"),
-        el("td", {}, timeNode(attempt.started)),
-        el("td", {}, timeNode(attempt.finished)),
-        el("td", {}, attempt.started && attempt.finished
+        el("th", { scope: "row", "data-label": "Attempt" }, String((attempt.retries || 0) + 1)),
+        el("td", { "data-label": "Worker" }, attempt.worker ? el("code", {}, attempt.worker) : "—"),
+        el("td", { "data-label": "Started" }, timeNode(attempt.started)),
+        el("td", { "data-label": "Ended" }, timeNode(attempt.finished)),
+        el("td", { "data-label": "Ran" }, attempt.started && attempt.finished
           ? duration(Date.parse(attempt.finished) - Date.parse(attempt.started)) : "—"),
-        el("td", { class: attempt.error ? "bad" : "" }, error || (attempt.finished ? "no error" : "—")));
+        el("td", { class: attempt.error ? "bad" : "", "data-label": "Error" },
+          error || (attempt.finished ? "no error" : "—")));
     });
     const table = el("table", { class: "attempts", "aria-labelledby": "detail-attempts-heading" },
       el("thead", {}, el("tr", {}, ...["Attempt", "Worker", "Started", "Ended", "Ran", "Error"]

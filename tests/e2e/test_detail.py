@@ -118,3 +118,19 @@ def test_an_unknown_id_says_so(page: Page, stack: Stack, eventlet_only: None) ->
     page.goto(f"{stack.url}/tasks/no-such-task-{uuid.uuid4().hex[:6]}")
     expect(page.get_by_role("heading", name="Task not found")).to_be_visible()
     expect(page.get_by_text(re.compile(r"No task with the id .* is known to this dashboard"))).to_be_visible()
+
+
+def test_a_long_result_shows_a_preview_and_the_whole_on_demand(page: Page, stack: Stack, eventlet_only: None) -> None:
+    """A result larger than the preview (a task only the result backend knows, as after a restart)."""
+    task_id = f"big-{uuid.uuid4().hex[:8]}"
+    stack.python("from tasks.celery_app import celery_app\n"
+                 f"celery_app.backend.store_result({task_id!r}, ['line %d' % n for n in range(2000)], 'SUCCESS')")
+    page.goto(f"{stack.url}/tasks/{task_id}")
+    result = page.get_by_role("region", name="Result preview")
+    expect(result).to_contain_text('"line 0"')
+    expect(result).not_to_contain_text('"line 1999"')
+    page.get_by_role("button", name="Show the whole result").click()
+    whole = page.get_by_role("region", name="Whole result")
+    expect(whole).to_contain_text('"line 1999"')
+    expect(whole).to_be_focused()
+    expect(page.get_by_text(re.compile(r"^The whole result \([\d,]+ bytes\)\.$"))).to_be_visible()
