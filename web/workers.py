@@ -18,7 +18,7 @@ RESTART_TOLERANCE = 5.0
 # Task ids remembered as running on one worker (a task whose end event was lost stays until the
 # worker's next heartbeat says it runs nothing).
 MAX_RUNNING = 10_000
-ENDED = ("task-succeeded", "task-failed", "task-revoked", "task-rejected", "task-ignored", "task-retried")
+TASK_ENDS = ("task-succeeded", "task-failed", "task-revoked", "task-rejected", "task-ignored", "task-retried")
 
 
 @dataclass
@@ -102,7 +102,7 @@ class Workers:
         if kind == "task-started" and isinstance(task_id, str):
             if len(worker.running) < MAX_RUNNING:
                 worker.running.add(task_id)
-        elif kind in ENDED:
+        elif kind in TASK_ENDS:
             if isinstance(task_id, str) and task_id in worker.running:
                 worker.running.discard(task_id)
                 worker.reported_active = max(0, worker.reported_active - 1)
