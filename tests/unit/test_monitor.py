@@ -202,3 +202,15 @@ def test_a_task_that_ends_after_a_scan_is_counted_at_the_next_one(dash: Any) -> 
     dash.store.merge({"run": {"id": "run", "state": "SUCCESS", "finished": iso(now)}})
     assert stats.series(None, 3600)["tasks"][0]["ended"] == 2
     assert stats.series(None, 3600)["tasks"][0]["ended"] == 2  # the settled row kept from the scan before
+
+
+def test_the_push_goes_out_when_what_the_page_shows_changed_not_at_every_heartbeat() -> None:
+    row = {"hostname": "w@h", "status": "online", "active": 1, "last_heartbeat": "2026-01-01T00:00:00+00:00",
+           "seconds_since_seen": 0.5}
+    queue = {"name": "q", "depth": 2, "oldest_age": 3.0, "unconsumed": False}
+    before = monitor.digest({"workers": [row], "queues": [queue]})
+    later = {"workers": [dict(row, last_heartbeat="2026-01-01T00:00:02+00:00", seconds_since_seen=0.1)],
+             "queues": [dict(queue, oldest_age=5.0)]}
+    assert monitor.digest(later) == before  # only time went by
+    assert monitor.digest({"workers": [dict(row, active=2)], "queues": [queue]}) != before
+    assert monitor.digest({"workers": [row], "queues": [dict(queue, unconsumed=True)]}) != before
