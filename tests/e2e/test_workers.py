@@ -61,3 +61,10 @@ def test_the_charts_view_draws_a_task_type_after_its_tasks_end(eventlet_only: No
     expect(chart.locator("canvas")).to_have_count(1)
     expect(page.get_by_role("img", name=re.compile(r"run time p50 \d"))).to_be_visible()
     assert not axe_violations(page), "serious or critical accessibility findings on the charts"
+    # Live: one more task ends while the page stays open, and its count goes up without a reload.
+    row = table.get_by_role("row").filter(has_text="tasks.demo.steps")
+    count = int(row.get_by_role("cell").first.inner_text())
+    response = requests.post(f"{stack.url}/api/tasks", json={"task": "steps", "params": {"steps": 1, "delay": 0.15}},
+                             timeout=10)
+    assert response.status_code == 202, response.text
+    expect(row.get_by_role("cell").first).to_have_text(str(count + 1))
