@@ -89,7 +89,7 @@ def test_a_failed_task_shows_its_arguments_traceback_and_times(
 
 
 def test_attempts_of_a_flaky_task_and_children_of_a_fan_out(page: Page, stack: Stack, eventlet_only: None) -> None:
-    flaky = post(stack, "flaky", {"failures": 2, "countdown": 0})
+    flaky = post(stack, "flaky", {"failures": 2, "countdown": 0.5})
     fan = post(stack, "fanout", {"children": 3, "steps": 2, "delay": 0.3})
 
     page.goto(f"{stack.url}/tasks/{fan['id']}")
