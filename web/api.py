@@ -229,16 +229,16 @@ def get_result(task_id: str) -> Any:
                     "result": json_safe(meta.get("result"))})
 
 
-def _stoppable(record: dict[str, Any]) -> str | None:
+def _stoppable(record: dict[str, Any], ask: bool = True) -> str | None:
     """Why a running task cannot be stopped, or None when it can: a queued task always can (the
     revocation is kept in Redis for every worker to check), a running one on prefork, gevent and
     eventlet by terminating it, on solo and threads only when it reports progress through
-    celery_dashboard (it stops at its next report)."""
+    celery_dashboard (it stops at its next report). `ask`: ask the workers for an unknown pool."""
     if lifecycle.phase(record.get("state")) < lifecycle.STARTED or record.get("cooperative"):
         return None
     reconciler = services().reconciler
     pool = reconciler.pool(record.get("worker"))
-    if pool is None:  # not asked yet (a worker just seen): ask now, once
+    if pool is None and ask:  # not asked yet (a worker just seen): ask now, once
         reconciler.ask_pools()
         pool = reconciler.pool(record.get("worker"))
     if pool in CANNOT_TERMINATE:
@@ -266,13 +266,14 @@ def cancel(task_id: str) -> Any:
     return response
 
 
-def stop(record: dict[str, Any]) -> None:
+def stop(record: dict[str, Any], ask: bool = True) -> None:
     """Cancel the task of `record` (one the user may see): it will end REVOKED. Raises ApiError
-    409 with the reason when it already ended or cannot be stopped."""
+    409 with the reason when it already ended or cannot be stopped. `ask=False`: an unknown pool
+    is not asked for again (a bulk cancel asks once, not once per task of a busy solo worker)."""
     task_id = record["id"]
     if records.is_terminal(record):
         raise ApiError(409, f"task already ended {record['state']}")
-    reason = _stoppable(record)
+    reason = _stoppable(record, ask)
     if reason:
         raise ApiError(409, reason)
     dash = services()

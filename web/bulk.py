@@ -108,7 +108,7 @@ def preview() -> Any:
 def _act(action: str, record: dict[str, Any], user: User) -> None:
     """Cancel or retry one task; ApiError with the reason when it no longer qualifies."""
     if action == "cancel":
-        api.stop(record)
+        api.stop(record, ask=False)  # the workers' pools were asked once, before the first
     else:
         actions.send_again(record, user)
 
@@ -134,6 +134,8 @@ def act() -> Any:
         raise ApiError(409, "the action or filter is not the one previewed; preview the action again")
     ids: list[str] = pinned["ids"]
     current = services().store.get_many(ids)
+    if action == "cancel":
+        services().reconciler.ask_pools()  # once: which running tasks can be stopped
     done, reasons = 0, Counter[str]()
     for task_id in ids:
         record = current.get(task_id)
