@@ -115,6 +115,7 @@ def test_bulk_cancel_previews_the_exact_count_and_the_audit_log_lists_it(eventle
     later = send(stack, "long", seconds=300)  # shows up live while the question is open
     expect(row(page, later)).to_be_visible()
     expect(dialog.get_by_role("heading")).to_have_text("Cancel 3 tasks?")
+    assert axe_violations(page) == []  # with the question open
     dialog.get_by_role("button", name="Cancel 3 tasks").click()
     bar = page.get_by_role("group", name="Every task matching the filters")
     expect(bar).to_contain_text("Cancelled 3 of 3 tasks.")
