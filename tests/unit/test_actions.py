@@ -332,3 +332,32 @@ def test_cookie_authenticated_actions_need_the_csrf_token(roles: Any) -> None:
     confirmed = client.post("/api/bulk", json={**body, "token": shown["token"]}, headers={"X-CSRFToken": token})
     assert confirmed.status_code == 200
     assert client.post("/api/tasks/any/retry").status_code == 400
+
+
+def test_answers_match_the_openapi_description(client: Any, dash: Any) -> None:
+    import jsonschema
+
+    from web.api import OPENAPI
+
+    spec = json.loads(OPENAPI.read_text())
+
+    def check(response: Any, path: str, method: str) -> None:
+        described = spec["paths"][path][method]["responses"][str(response.status_code)]
+        if "$ref" in described:
+            described = spec["components"]["responses"][described["$ref"].rsplit("/", 1)[1]]
+        schema = {**described["content"]["application/json"]["schema"], "components": spec["components"]}
+        jsonschema.validate(response.get_json(), schema, cls=jsonschema.Draft202012Validator)
+
+    task = launch(client, "fail")
+    check(client.post("/api/tasks", json={"task": "fail"}), "/api/tasks", "post")  # 409 with attach
+    check(client.post(f"/api/tasks/{task['id']}/retry"), "/api/tasks/{task_id}/retry", "post")  # 409
+    end(dash, task["id"], "FAILURE")
+    check(client.post(f"/api/tasks/{task['id']}/retry"), "/api/tasks/{task_id}/retry", "post")  # 202
+    check(client.get(f"/api/tasks/{task['id']}/params"), "/api/tasks/{task_id}/params", "get")
+    shown = client.post("/api/bulk/preview", json={"action": "retry", "filter": {"state": "FAILURE"}})
+    check(shown, "/api/bulk/preview", "post")
+    done = client.post("/api/bulk", json={"action": "retry", "filter": {"state": "FAILURE"},
+                                          "token": shown.get_json()["token"]})
+    check(done, "/api/bulk", "post")
+    check(client.get("/api/audit"), "/api/audit", "get")
+    check(client.get("/api/audit?limit=x"), "/api/audit", "get")  # 422
