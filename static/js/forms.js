@@ -6,6 +6,7 @@
 // the catalog (entry.messages), the same the server answers a 422 with.
 import { el, setText } from "./dom.js";
 import { followLaunch, spoken } from "./announce.js";
+import { stateLabel } from "./state.js";
 
 const forms = new Map();  // catalog name -> LaunchForm
 let mounted = null;       // resolves once the forms exist (prefill may be called before)
@@ -229,6 +230,7 @@ class LaunchForm {
     }
     this.clearErrors();
     this.inFlight = true;
+    const hadFocus = document.activeElement === this.button;
     this.button.disabled = true;
     this.form.setAttribute("aria-busy", "true");
     this.setStatus("Launching…");
@@ -241,6 +243,8 @@ class LaunchForm {
       this.inFlight = false;
       this.button.disabled = false;
       this.form.removeAttribute("aria-busy");
+      // A disabled button loses the focus: give it back, so a keyboard user stays where they were.
+      if (hadFocus && (document.activeElement === document.body || !document.activeElement)) this.button.focus();
     }
     this.answered(answer);
   }
@@ -275,7 +279,7 @@ class LaunchForm {
 
   // 409: the same task with the same parameters is already queued or running.
   offerAttach(task) {
-    const state = (task.state === "PENDING" ? "queued" : "running");
+    const state = stateLabel(task);
     const follow = el("button", { type: "button" }, "Follow that one");
     const another = el("button", { type: "button" }, "Launch another");
     follow.addEventListener("click", () => this.ctx.navigate(`/tasks/${encodeURIComponent(task.id)}`));
