@@ -63,7 +63,7 @@ export function mount(root, ctx) {
       setText(status, code === 403 ? "The audit log is for admins." : `Could not load the audit log: ${answer.error || code}.`);
       status.className = "audit-status error";
       body.replaceChildren();
-      newer.hidden = older.hidden = true;
+      table.hidden = newer.hidden = older.hidden = true;
       return;
     }
     offset = at;
@@ -77,6 +77,7 @@ export function mount(root, ctx) {
       el("td", { "data-label": "Action" }, ACTIONS[entry.action] || entry.action),
       what(entry, ctx),
       el("td", { "data-label": "Tasks" }, counts(entry)))));
+    table.hidden = answer.entries.length === 0;
     newer.hidden = at === 0;
     older.hidden = at + answer.entries.length >= total;
     if (document.activeElement === document.body || (document.activeElement || {}).hidden) heading.focus();
