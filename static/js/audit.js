@@ -80,7 +80,7 @@ export function mount(root, ctx) {
     table.hidden = answer.entries.length === 0;
     newer.hidden = at === 0;
     older.hidden = at + answer.entries.length >= total;
-    if (document.activeElement === document.body || (document.activeElement || {}).hidden) heading.focus();
+    if (pager.contains(document.activeElement) && document.activeElement.hidden) heading.focus();  // its button went
   }
 
   newer.addEventListener("click", () => load(Math.max(0, offset - PAGE)));
