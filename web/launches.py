@@ -78,6 +78,11 @@ def remember(name: str, params: dict[str, Any], task_id: str) -> None:
 
 # ---- one task per click -----------------------------------------------------------------------
 
+def idempotency_key(user: str, path: str, key: str) -> str:
+    """The Redis key of a user's Idempotency-Key sent to `path`."""
+    return IDEMPOTENCY_PREFIX + hashlib.sha256("\0".join((user, path, key)).encode()).hexdigest()
+
+
 def _answer(stored: dict[str, Any]) -> Any:
     response = make_response(stored["body"], stored["status"])
     if stored.get("location"):
@@ -102,8 +107,7 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
             raise ApiError(422, "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
                            [{"field": "Idempotency-Key", "message": "1 to 255 visible ASCII characters"}])
         client = services().store.client
-        name = IDEMPOTENCY_PREFIX + hashlib.sha256(
-            "\0".join((current_user().name, request.path, key)).encode()).hexdigest()
+        name = idempotency_key(current_user().name, request.path, key)
         body = hashlib.sha256(request.get_data()).hexdigest()
         seconds = int(current_app.config["IDEMPOTENCY_SECONDS"])
         while not client.set(name, json.dumps({"state": PENDING, "request": body}), nx=True, ex=seconds):

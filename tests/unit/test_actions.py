@@ -361,3 +361,19 @@ def test_answers_match_the_openapi_description(client: Any, dash: Any) -> None:
     check(done, "/api/bulk", "post")
     check(client.get("/api/audit"), "/api/audit", "get")
     check(client.get("/api/audit?limit=x"), "/api/audit", "get")  # 422
+
+
+def test_a_second_click_while_the_first_is_in_flight_launches_nothing(client: Any, dash: Any, sent: list,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from web import launches
+
+    monkeypatch.setattr(launches, "WAIT_FOR_FIRST", 0.2)
+    body = {"task": "steps", "params": {"steps": 9}}
+    # The first request with this key is still being answered (another web process, say).
+    pending = json.dumps({"state": launches.PENDING, "request": launches.hashlib.sha256(
+        json.dumps(body).encode()).hexdigest()})
+    dash.store.client.set(launches.idempotency_key("local", "/api/tasks", "in-flight"), pending)
+    response = client.post("/api/tasks", data=json.dumps(body), content_type="application/json",
+                           headers={"Idempotency-Key": "in-flight"})
+    assert response.status_code == 409 and "still being answered" in response.get_json()["error"]
+    assert sent == []
