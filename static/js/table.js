@@ -65,6 +65,7 @@ class TaskList {
     this.admin = ctx.user.role === "admin";
     this.pageSizes = (this.config.pageSizes || "25,50,100,200").split(",").map(Number);
     this.defaultSize = Number(this.config.pageSize) || 50;
+    this.unfinishedLimit = Number(this.config.unfinishedLimit) || 200;
     this.stallFactor = Number(this.config.stallFactor) || 4;
     this.stallMinMs = (Number(this.config.stallMinSeconds) || 5) * SECOND;
     this.rows = new Map();          // id -> row record
@@ -111,7 +112,13 @@ class TaskList {
       ? new IntersectionObserver((entries) => {
         for (const entry of entries) {
           const id = entry.target.dataset.taskId;
-          if (entry.isIntersecting) this.visible.add(id); else this.visible.delete(id);
+          if (!entry.isIntersecting) {
+            this.visible.delete(id);
+            continue;
+          }
+          this.visible.add(id);  // in sight again: its clock-driven texts catch up at once
+          const record = this.rows.get(id);
+          if (record && this.timer) this.renderTimes(record, Date.now());
         }
       }) : null;
     this.off = [
@@ -206,11 +213,13 @@ class TaskList {
   showIds(ids) {
     const sorted = this.sortIds([...new Set(ids)]);
     const keep = [];
+    let extra = 0;
     for (const [index, id] of sorted.entries()) {
       const task = this.ctx.tasks.get(id) || this.rows.get(id)?.task;
       if (!task) continue;
-      // Past the page size only unfinished tasks stay (the page plus every unfinished task).
-      if (index >= this.view.size && finished(task)) continue;
+      // Past the page size only unfinished tasks stay (the page plus every unfinished task, the
+      // newest LIST_UNFINISHED_LIMIT of them).
+      if (index >= this.view.size && (finished(task) || ++extra > this.unfinishedLimit)) continue;
       keep.push(id);
     }
     const wanted = new Set(keep);
@@ -420,9 +429,13 @@ class TaskList {
       const rate = percent / Math.max(1, reported - started);
       const left = (100 - percent) / rate - (now - Math.max(record.movedAt || now, reported));
       if (Number.isFinite(left) && reported > started) eta = left > 0 ? `about ${duration(left)} left` : "finishing";
-      if (record.gap !== null && record.moves >= 2 && record.movedAt) {
-        stalled = now - record.movedAt > Math.max(this.stallFactor * record.gap, this.stallMinMs);
-      }
+      // Its usual gap between moves: as seen here, or else from its own history (time to its
+      // latest report over the steps reported); stalled when still for several such gaps.
+      let gap = record.moves >= 2 ? record.gap : null;
+      const steps = task.progress && Number(task.progress.current);
+      if (gap === null && steps > 0 && reported > started) gap = (reported - started) / steps;
+      const still = now - (record.moves ? record.movedAt : reported);
+      if (gap !== null) stalled = still > Math.max(this.stallFactor * gap, this.stallMinMs);
     }
     if (stalled) eta = "";
     setText(record.eta, eta);

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import time
 import uuid
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import psutil
 import pytest
 import redis
 import requests
@@ -170,8 +172,11 @@ def test_offline_shows_a_stale_state_with_timers_stopped(page: Page, stack: Stac
     running = launch(stack, "long", {"seconds": 60})
     expect_live(page)
     expect(row(page, running).get_by_role("cell").nth(1)).to_have_text("running")
+    row(page, running).scroll_into_view_if_needed()  # clock-driven texts tick for rows in sight only
     ran = row(page, running).locator("td.ran")
     expect(ran).to_have_text(re.compile(r"\d"))
+    ticking = ran.text_content()
+    expect(ran).not_to_have_text(ticking)  # live: the run time counts up between pushes
     try:
         page.context.set_offline(True)
         banner = page.get_by_role("alert")
@@ -190,6 +195,29 @@ def test_offline_shows_a_stale_state_with_timers_stopped(page: Page, stack: Stac
     finally:
         page.context.set_offline(False)
         cancel(stack, running)
+
+
+def test_progress_shows_an_eta_and_a_stalled_badge(page: Page, stack: Stack) -> None:
+    running = launch(stack, "long", {"seconds": 60})
+    expect_live(page)
+    mine = row(page, running)
+    mine.scroll_into_view_if_needed()  # clock-driven texts tick for rows in sight only
+    expect(mine.locator(".eta")).to_have_text(re.compile(r"^about .* left$"))
+    stalled = mine.get_by_text("stalled", exact=True)
+    expect(mine.locator(".message")).to_have_text(re.compile(r"^([3-9]|\d\d) s of 60 s$"))
+    expect(stalled).to_be_hidden()
+    # The worker's pool processes stop (the worker itself still answers): progress stops moving.
+    assert stack.worker is not None
+    pool = psutil.Process(stack.worker.pid).children(recursive=True)
+    try:
+        for child in pool:
+            child.send_signal(signal.SIGSTOP)
+        expect(stalled).to_be_visible()
+    finally:
+        for child in pool:
+            child.send_signal(signal.SIGCONT)
+    expect(stalled).to_be_hidden()
+    cancel(stack, running)
 
 
 def test_phone_and_dark_layouts(page: Page, stack: Stack) -> None:
