@@ -55,6 +55,7 @@ screenshots: setup
 	scripts/ensure-chromium
 	DOCS_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_dashboard.py -k "overview_for_the_readme and eventlet"
 	DOCS_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_workers.py -k "queue_nobody_consumes and eventlet"
+	DOCS_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_list_view.py -k "phone_and_dark and eventlet"
 
 # The load benchmark (bench/run.py): ours vs a naive relay, Flower and `.delay()`; about 7-8 minutes.
 # Writes bench/results/report.md, report.json and report.png. The browser benchmark is bench-latency.
