@@ -104,7 +104,9 @@ def test_attempts_of_a_flaky_task_and_children_of_a_fan_out(page: Page, stack: S
     parent = page.get_by_role("article").get_by_role("link", name=re.compile(r"Fan-out|" + fan["id"][:8]))
     expect(parent).to_be_visible()
 
-    ended(stack, flaky["id"])
+    recorded = ended(stack, flaky["id"])["attempts"]
+    assert [(a["retries"], (a["error"] or {}).get("message")) for a in recorded] == [
+        (0, "attempt 1 failed"), (1, "attempt 2 failed"), (2, None)], f"the server's attempts: {recorded}"
     page.goto(f"{stack.url}/tasks/{flaky['id']}")
     view = detail(page, "Flaky job")
     attempts = view.get_by_role("table", name=re.compile(r"^Attempts"))
