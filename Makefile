@@ -49,13 +49,13 @@ test-e2e: setup
 	scripts/ensure-chromium
 	$(BIN)/pytest tests/e2e
 
-# The README's screenshot (docs/dashboard.png), taken by the browser test that builds the overview.
+# The documentation's screenshots (docs/dashboard.png, detail.png, workers.png, phone.png, dark.png):
+# scripts/screenshots.py starts the real stack, launches demo tasks and photographs the views in
+# headless Chromium. About a minute. Tests never write into docs/.
 screenshots: setup
 	scripts/ensure-redis
 	scripts/ensure-chromium
-	DOCS_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_dashboard.py -k "overview_for_the_readme and eventlet"
-	DOCS_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_workers.py -k "queue_nobody_consumes and eventlet"
-	DOCS_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_list_view.py -k "phone_and_dark and eventlet"
+	$(BIN)/python -m scripts.screenshots
 
 # The load benchmark (bench/run.py): ours vs a naive relay, Flower and `.delay()`; about 7-8 minutes.
 # Writes bench/results/report.md, report.json and report.png. The browser benchmark is bench-latency.
