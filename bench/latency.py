@@ -14,10 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import redis
 import requests
 import socketio
 from playwright.sync_api import sync_playwright
 
+from bench import render
 from tests.support import Stack, wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -28,7 +30,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 # worker made the progress call (the task object's `updated`), and times the first visible
 # progress of each launch against its click.
 PAGE_PROBE = """
-window.__lat = []; window.__clicks = []; window.__first = {};
+window.__lat = []; window.__clicks = []; window.__first = {}; window.__rows = {};
 let wrapped;
 Object.defineProperty(window, "io", { configurable: true, get() { return wrapped; }, set(real) {
   wrapped = function (...args) {
@@ -44,9 +46,11 @@ Object.defineProperty(window, "io", { configurable: true, get() { return wrapped
 }});
 document.addEventListener("submit", () => window.__clicks.push(performance.now()), true);
 new MutationObserver(() => {
-  for (const bar of document.querySelectorAll("[role=progressbar]")) {
-    const id = bar.closest("tr").dataset.taskId;
-    if (!(id in window.__first) && Number(bar.getAttribute("aria-valuenow")) > 0) {
+  for (const row of document.querySelectorAll("[data-task-id]")) {
+    const id = row.dataset.taskId;
+    if (!(id in window.__rows)) window.__rows[id] = performance.now();
+    const bar = row.querySelector("[role=progressbar]");
+    if (bar && !(id in window.__first) && Number(bar.getAttribute("aria-valuenow")) > 0) {
       window.__first[id] = performance.now();
     }
   }
@@ -92,8 +96,8 @@ def socket_client_latency(url: str, tasks: int, steps: int, delay: float) -> lis
     return lags
 
 
-def browser_latency(url: str, launches: int) -> tuple[list[float], list[float]]:
-    """(click to first visible progress, progress call to browser), both in milliseconds."""
+def browser_latency(url: str, launches: int) -> tuple[list[float], list[float], list[float]]:
+    """(click to the task's row, click to first visible progress, progress call to browser), in ms."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page()
@@ -102,20 +106,51 @@ def browser_latency(url: str, launches: int) -> tuple[list[float], list[float]]:
         card = page.get_by_role("region", name="Stepped job")
         card.get_by_label("Steps").fill("20")
         card.get_by_label("Seconds per step").fill("0.05")
+        ids = []
         for _ in range(launches):
             # Wait through the API, not by polling the page: Playwright's polling runs inside the
             # page and delays its own handlers, which would add to what is measured.
             with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/api/tasks")) as sent:
                 card.get_by_role("button", name="Launch").click()
             task_id = sent.value.json()["id"]
+            ids.append(task_id)
             wait_for(lambda task_id=task_id: requests.get(f"{url}/api/tasks/{task_id}", timeout=10).json()["state"]
                      == "SUCCESS", 60, what="task end")
             time.sleep(0.2)
         clicks = page.evaluate("window.__clicks")
-        firsts = sorted(page.evaluate("Object.values(window.__first)"))
+        rows, firsts = page.evaluate("window.__rows"), page.evaluate("window.__first")
         lags = page.evaluate("window.__lat")
         browser.close()
-    return [first - click for click, first in zip(clicks, firsts, strict=True)], lags
+    to_row = [rows[i] - click for click, i in zip(clicks, ids, strict=True) if i in rows]
+    to_progress = [firsts[i] - click for click, i in zip(clicks, ids, strict=True) if i in firsts]
+    return to_row, to_progress, lags
+
+
+def render_costs(stack: Stack, quick: bool) -> dict[str, Any]:
+    """One progress update's main-thread cost at 1,000 and 10,000 tasks in history, and frame
+    times during a burst of tasks (bench/render.py)."""
+    client = redis.Redis.from_url(stack.redis_url)
+    updates, burst_size = (10, 200) if quick else (40, 1500)
+    out: dict[str, Any] = {"main_thread_ms_per_update": {}}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_init_script(render.PROBE)
+        for history in (1000, 10_000):
+            render.clear_history(client)
+            render.fill_history(client, history)
+            probe, whole = render.update_cost(page, stack.url, updates)
+            out[f"progress_update_render_cost_at_{history}_tasks_ms"] = percentiles(probe)
+            out["main_thread_ms_per_update"][history] = round(whole, 2)
+        render.clear_history(client)
+        seen = render.burst(page, stack, burst_size)
+        browser.close()
+    frames = seen["frames"]
+    out[f"frame_time_during_{burst_size}_task_burst_ms"] = percentiles(frames)
+    out["burst"] = {"tasks": burst_size, "seconds": round(seen["seconds"], 1),
+                    "long_tasks": len(seen["long"]), "long_task_ms_total": round(sum(seen["long"]), 1),
+                    "frames_over_50_ms": sum(1 for f in frames if f > 50)}
+    return out
 
 
 def main() -> None:
@@ -124,21 +159,26 @@ def main() -> None:
     args = parser.parse_args()
     launches, tasks = (3, 2) if args.quick else (20, 10)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stack = Stack(logdir=RESULTS / "logs")
+    # Every tab starts from a snapshot of up to 10,000 tasks: the page holds what a tab that has been
+    # open through 10,000 tasks would have seen (the old page kept every row it was sent).
+    stack = Stack(logdir=RESULTS / "logs", env={"SNAPSHOT_LIMIT": "10000"})
     try:
         stack.start_redis()
         stack.start_worker()
         url = stack.start_web()
-        click_to_progress, browser_lags = browser_latency(url, launches)
+        click_to_row, click_to_progress, browser_lags = browser_latency(url, launches)
         client_lags = socket_client_latency(url, tasks, steps=20, delay=0.25)
+        costs = render_costs(stack, args.quick)
     finally:
         stack.stop()
     report = {
         "when": datetime.now().isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores",
+        "click_to_row_ms": percentiles(click_to_row),
         "click_to_first_visible_progress_ms": percentiles(click_to_progress),
         "progress_call_to_browser_ms": percentiles(browser_lags),
         "progress_call_to_socketio_client_ms": percentiles(client_lags),
+        **costs,
         "settings": {"launches": launches, "stepped_task": "20 steps, 0.05 s apart (browser); "
                      "20 steps, 0.25 s apart (socket client)", "PROGRESS_INTERVAL": 0.1, "PUSH_INTERVAL": 0.1},
     }
@@ -150,7 +190,15 @@ def main() -> None:
         f"# Latency ({report['when']}, {report['machine']})", "",
         "| measure (ms) | samples | p50 | p95 | p99 | max |", "|---|---|---|---|---|---|", *rows, "",
         "Click to first visible progress includes queueing, the worker picking the task up, the first",
-        "0.05 s step, the event, the relay tick and rendering. Command: `make bench-latency`.", ""])
+        "0.05 s step, the event, the relay tick and rendering. A progress update's render cost is the",
+        "page's main-thread work for one pushed update of a running task (handlers, its animation-frame",
+        "callbacks, style and layout), with that many ended tasks in the index. Burst: "
+        f"{report['burst']['tasks']} tasks sent at once from another process; it took {report['burst']['seconds']} s,",
+        f"with {report['burst']['long_tasks']} long tasks ({report['burst']['long_task_ms_total']} ms) and "
+        f"{report['burst']['frames_over_50_ms']} frames over 50 ms. The page's whole main-thread time per",
+        "progress update (Chromium's TaskDuration over the updates, less its idle rate), by tasks in",
+        "history: " + ", ".join(f"{k}: {v} ms" for k, v in report["main_thread_ms_per_update"].items())
+        + ". Command: `make bench-latency`.", ""])
     (RESULTS / "latency.md").write_text(markdown)
     print(markdown)
 
