@@ -63,8 +63,8 @@ def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
     if "worker_status" in update and not lifecycle.is_terminal(record.get("state")):
         record["worker_status"] = update["worker_status"]
     accepted = lifecycle.accepts(record, update)
-    if accepted and "attempts" in record:  # a stored task object, not a partial update being merged
-        _note_attempt(record, update)
+    if accepted or not lifecycle.is_terminal(record.get("state")):  # an ended task's late news is old
+        _collect_attempts(record, update)
     if accepted:
         record["state"] = update["state"]
         for key in CARRIED:
@@ -92,52 +92,86 @@ def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
     return changed
 
 
-def _attempt(record: dict[str, Any], retries: int) -> dict[str, Any]:
-    """The entry of attempt `retries` in record["attempts"] (created in order; the oldest dropped
-    beyond MAX_ATTEMPTS)."""
-    attempts = record["attempts"] = list(record.get("attempts") or [])
-    for attempt in attempts:
-        if attempt.get("retries") == retries:
-            return attempt
-    attempt = {"retries": retries, "worker": None, "started": None, "finished": None, "error": None}
-    attempts.append(attempt)
-    attempts.sort(key=lambda a: a.get("retries") or 0)
-    del attempts[:-MAX_ATTEMPTS]
-    return attempt
+# Notes about attempts carried by a partial update (the coalescer's merge of several events) until
+# it is applied to a stored task object; at most this many are kept.
+NOTES = "attempt_notes"
+MAX_NOTES = 64
+
+
+def _notes(update: dict[str, Any]) -> list[dict[str, Any]]:
+    """What one update says about a run: ("run": received, started or running, with its worker),
+    ("retry": an attempt failed and will run again, with its error; the event's only: the backend's
+    stored RETRY repeats it), ("end": the task ended). `retries` is None where the update does not
+    name the attempt (it is then the latest one)."""
+    state = update.get("state")
+    if state is None or state == "PENDING":
+        return []
+    retries = update.get("retries") if isinstance(update.get("retries"), int) else None
+    when = update.get("updated")
+    if state == "RETRY":
+        if update.get("source") == "backend":
+            return []
+        return [{"kind": "retry", "when": when, "error": _short_error(update.get("error"))}]
+    if lifecycle.is_terminal(state):
+        return [{"kind": "end", "retries": retries, "when": update.get("finished") or when,
+                 "error": _short_error(update.get("error")), "worker": update.get("worker"),
+                 "started": update.get("started")}]
+    started = update.get("started") or (when if lifecycle.phase(state) >= lifecycle.STARTED else None)
+    return [{"kind": "run", "retries": retries, "worker": update.get("worker"), "started": started}]
+
+
+def _collect_attempts(record: dict[str, Any], update: dict[str, Any]) -> None:
+    """Keep what `update` says about attempts: applied to record["attempts"] when `record` is a
+    task object, else (a partial update the coalescer merges) kept as notes in order, so that the
+    attempts a batch went through are not lost in its merged state."""
+    notes = update.get(NOTES) or _notes(update)
+    if "attempts" in record:
+        _apply_notes(record, notes)
+        return
+    if NOTES not in record:
+        record[NOTES] = _notes(record)  # the partial's own first update
+    record[NOTES] = (record[NOTES] + notes)[-MAX_NOTES:]
+
+
+def _apply_notes(record: dict[str, Any], notes: list[dict[str, Any]]) -> None:
+    """Apply attempt notes in order. Retries happen one after another, so a retry's error belongs
+    to the oldest attempt that has neither error nor end: a worker sends task-retried from its main
+    process, and the next attempt may already have started in another pool process."""
+    if not notes:
+        return
+    attempts = [dict(a) for a in record.get("attempts") or ()]
+    current = max([int(record.get("retries") or 0), *(a["retries"] for a in attempts)])
+    by_number = {a["retries"]: a for a in attempts}
+
+    def attempt(number: int) -> dict[str, Any]:
+        if number not in by_number:
+            by_number[number] = {"retries": number, "worker": None, "started": None, "finished": None, "error": None}
+        return by_number[number]
+
+    for note in notes:
+        if note["kind"] == "retry":
+            if any(a["finished"] == note["when"] and a["error"] == note["error"] for a in by_number.values()):
+                continue  # the same retry, told again
+            open_ = sorted(n for n, a in by_number.items() if not a["error"] and not a["finished"])
+            target = attempt(open_[0] if open_ else current)
+            target["finished"] = target["finished"] or note["when"]
+            target["error"] = note["error"]
+            current = max(current, target["retries"] + 1)
+            continue
+        number = note["retries"] if note["retries"] is not None else current
+        current = max(current, number)
+        if note["kind"] == "end" and number not in by_number and not (note["worker"] or note["started"]):
+            continue  # ended before any worker ran it (a cancel while queued): no attempt
+        target = attempt(number)
+        target["worker"] = note["worker"] or target["worker"]
+        target["started"] = target["started"] or note["started"]
+        if note["kind"] == "end":
+            target["finished"], target["error"] = note["when"] or target["finished"], note["error"]
+    record["attempts"] = [by_number[n] for n in sorted(by_number)][-MAX_ATTEMPTS:]
 
 
 def _short_error(error: Any) -> dict[str, Any] | None:
     return {"type": error.get("type"), "message": error.get("message")} if isinstance(error, dict) else None
-
-
-def _note_attempt(record: dict[str, Any], update: dict[str, Any]) -> None:
-    """Record in record["attempts"] what an accepted update says about one run: a RETRY ends the
-    attempt before the one it announces, with its error; a worker's report (received, started,
-    running, ended) is about the current attempt."""
-    state = update["state"]
-    retries = int(update.get("retries", record.get("retries")) or 0)
-    if state == "RETRY":
-        if retries <= 0:
-            return
-        attempt = dict(_attempt(record, retries - 1))
-        attempt.update(finished=attempt.get("finished") or update.get("updated"),
-                       error=_short_error(update.get("error")) or attempt.get("error"))
-    else:
-        worked = update.get("worker") or update.get("started") or lifecycle.phase(state) >= lifecycle.STARTED
-        known = any(a.get("retries") == retries for a in record.get("attempts") or ())
-        if state == "PENDING" or not (worked or known) or lifecycle.phase(state) == lifecycle.QUEUED:
-            return
-        attempt = dict(_attempt(record, retries))
-        if update.get("worker"):
-            attempt["worker"] = update["worker"]
-        if not attempt.get("started") and lifecycle.STARTED <= lifecycle.phase(state) < lifecycle.ENDED:
-            attempt["started"] = update.get("started") or update.get("updated")
-        elif not attempt.get("started") and update.get("started"):
-            attempt["started"] = update["started"]
-        if lifecycle.is_terminal(state):
-            attempt["finished"] = update.get("finished") or update.get("updated") or attempt.get("finished")
-            attempt["error"] = _short_error(update.get("error"))
-    record["attempts"] = [attempt if a.get("retries") == attempt["retries"] else a for a in record["attempts"]]
 
 
 def _clamp_clocks(record: dict[str, Any]) -> None:

@@ -259,3 +259,25 @@ def test_a_message_body_gives_masked_previews_and_its_queue() -> None:
     assert (found["queue"], found["exchange"], found["routing_key"]) == ("reports", "", "reports")
     # No body (a custom publisher): Celery's repr headers, masked the same way.
     assert index.details({"argsrepr": "()", "kwargsrepr": "{'token': 'abc'}"})["kwargs"] == "{'token': ********}"
+
+
+def test_a_late_retry_and_a_coalesced_batch_keep_every_attempt_apart() -> None:
+    from web.coalescer import Coalescer
+
+    record = new_record("t")
+    coalescer = Coalescer()
+    # Attempt 1 starts in another pool process before the worker reports attempt 0's retry; the
+    # whole run reaches the store as one coalesced batch.
+    events = [("task-received", 1, {"hostname": "w1", "retries": 0}), ("task-started", 2, {"hostname": "w1"}),
+              ("task-received", 3, {"hostname": "w1", "retries": 1}), ("task-started", 4, {"hostname": "w1"}),
+              ("task-retried", 5, {"exception": "ValueError('first')"}),
+              ("task-retried", 6, {"exception": "ValueError('second')"}),
+              ("task-received", 7, {"hostname": "w1", "retries": 2}), ("task-succeeded", 8, {"hostname": "w1"})]
+    for kind, when, fields in events:
+        coalescer.add(from_event({"type": kind, "uuid": "t", "timestamp": float(when), "name": "x", **fields}))
+    while coalescer:
+        for update in coalescer.take()[0].values():
+            merge(record, update)
+    assert [(a["retries"], (a["error"] or {}).get("message")) for a in record["attempts"]] == [
+        (0, "first"), (1, "second"), (2, None)]
+    assert record["state"] == "SUCCESS" and "attempt_notes" not in record
