@@ -308,6 +308,7 @@ class TaskStore:
             merged: dict[str, dict[str, Any]] = {}
             for task_id, update in todo.items():
                 record = dict(current.get(task_id) or records.new_record(task_id))
+                record.setdefault("attempts", [])  # a task object stored before attempts were kept
                 if records.merge(record, update) or task_id not in current:
                     merged[task_id] = record
             lost = self.save_many(merged.values())
