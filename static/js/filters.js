@@ -175,6 +175,7 @@ export function mountFilters(ctx, { onChange, view: initial, pageSizes }) {
     show(current, total, shown, truncated) {
       const first = (current.page - 1) * current.size;
       const pages = total === null ? null : Math.max(1, Math.ceil(total / current.size));
+      pagerNode.hidden = current.page === 1 && !shown && !truncated;  // nothing to page through
       previous.disabled = current.page <= 1;
       next.disabled = total === null ? shown < current.size : current.page >= pages;
       const range = shown ? `${first + 1}–${first + Math.min(shown, current.size)}` : "none";

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psutil
 import pytest
@@ -152,6 +153,16 @@ def test_window_stays_bounded_with_10000_tasks_and_the_url_keeps_the_view(page: 
         page.go_forward()
         expect(page.get_by_role("navigation", name="Pages of tasks")).to_contain_text("Page 2")
         expect(row(page, old)).to_have_count(0)
+        # Away from page 1, a new task is offered, not slipped in: the page stays as it was.
+        later = launch(stack, "steps", {"steps": 1, "delay": 0})
+        page.get_by_role("button", name="1 new task — show").click()
+        expect(page).not_to_have_url(re.compile(r"page=2"))
+        expect(rows(page).first).to_have_attribute("data-task-id", later)
+
+        # A time range from the URL: sent until the running task was.
+        page.goto(f"{stack.url}/?until={quote(iso(created + 1e-5))}")  # (ISO drops the index's sub-µs)
+        expect(rows(page).first).to_have_attribute("data-task-id", old)
+        expect(page.get_by_label("Sent until")).not_to_have_value("")
 
         # A link reopens a filtered view: one task found by its id prefix among 10,000.
         wanted = filler[1234]
@@ -171,6 +182,12 @@ def test_window_stays_bounded_with_10000_tasks_and_the_url_keeps_the_view(page: 
         expect(page).to_have_url(re.compile(r"state=PROGRESS"))
         expect(row(page, old)).to_have_count(1)
         expect(rows(page)).to_have_count(1)
+
+        # A search that stops at its bound says the list was cut short.
+        narrow = stack.start_web(env={"QUERY_SCAN_LIMIT": "1000"})
+        page.goto(f"{narrow}/?q=no-such-text")
+        expect(page.get_by_role("note")).to_contain_text("cut short")
+        expect(rows(page)).to_have_count(0)
     finally:
         forget_history(stack, filler)
         cancel(stack, old)
