@@ -83,6 +83,8 @@ class Workers:
             if kind == "worker-offline":
                 worker.offline = True
                 self.restarted.append((hostname, worker.pid))
+            elif kind == "worker-beacon" and worker.offline and pid == worker.pid:
+                pass  # its beacon thread outlives its goodbye by a moment (it stops at worker_shutdown)
             else:
                 self.incarnation(hostname, pid)
                 if kind == "worker-beacon":

@@ -76,3 +76,23 @@ def test_every_client_gets_the_workers_push(stack: Stack, api: Api) -> None:
         assert any(w["hostname"].startswith("worker@") for w in pushed[-1]["workers"])
     finally:
         client.disconnect()
+
+
+def test_a_second_worker_appears_with_its_own_pool_and_queue_and_goes_offline_when_stopped(
+        stack: Stack, api: Api) -> None:
+    queue = f"second-{uuid.uuid4().hex[:6]}"
+    worker = stack.start_worker(concurrency=1, name="second", pool="solo", queues=queue)
+
+    def row(status: str) -> dict[str, Any] | None:
+        found = [w for w in api.get("/api/workers").json()["workers"] if w["hostname"].startswith("second@")]
+        return found[0] if found and found[0]["status"] == status and found[0]["queues"] is not None else None
+
+    try:
+        online = wait_for(lambda: row("online"), 30, what="the second worker online with its queues")
+        assert (online["pool"], online["concurrency"], online["queues"]) == ("solo", 1, [queue])
+        consumers = {q["name"]: q["consumers"] for q in api.get("/api/queues").json()["queues"]}
+        assert consumers.get(queue) == 1
+    finally:
+        worker.stop()  # a warm shutdown: it says goodbye (worker-offline)
+    offline = wait_for(lambda: row("offline"), 30, what="the second worker offline")
+    assert offline["online"] is False and offline["active"] == 0

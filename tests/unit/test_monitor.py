@@ -214,3 +214,13 @@ def test_the_push_goes_out_when_what_the_page_shows_changed_not_at_every_heartbe
     assert monitor.digest(later) == before  # only time went by
     assert monitor.digest({"workers": [dict(row, active=2)], "queues": [queue]}) != before
     assert monitor.digest({"workers": [row], "queues": [dict(queue, unconsumed=True)]}) != before
+
+
+def test_a_beacon_sent_after_a_workers_goodbye_does_not_bring_it_back() -> None:
+    workers = Workers()
+    workers.see({"type": "worker-online", "hostname": "w@h", "pid": 10})
+    workers.see({"type": "worker-offline", "hostname": "w@h", "pid": 10})
+    workers.see({"type": "worker-beacon", "hostname": "w@h", "pid": 10})  # sent as the worker shuts down
+    assert workers.rows(timeout=10)[0]["status"] == "offline"
+    workers.see({"type": "worker-online", "hostname": "w@h", "pid": 10})  # reconnected to the broker
+    assert workers.rows(timeout=10)[0]["status"] == "online"
