@@ -45,7 +45,7 @@ def serious_violations(page: Page) -> list[str]:
 
 
 def test_a_failed_task_shows_its_arguments_traceback_and_times(
-        open_page: Callable[[], Page], stack: Stack, eventlet_only: None) -> None:
+        eventlet_only: None, open_page: Callable[[], Page], stack: Stack) -> None:
     marker = f"broke-{uuid.uuid4().hex[:8]}"
     task = post(stack, "fail", {"steps": 1, "delay": 0.2, "message": marker})
     ended(stack, task["id"])
@@ -88,7 +88,7 @@ def test_a_failed_task_shows_its_arguments_traceback_and_times(
     expect(detail(other, "Failing job").get_by_role("region", name="Traceback")).to_contain_text(marker)
 
 
-def test_attempts_of_a_flaky_task_and_children_of_a_fan_out(page: Page, stack: Stack, eventlet_only: None) -> None:
+def test_attempts_of_a_flaky_task_and_children_of_a_fan_out(eventlet_only: None, page: Page, stack: Stack) -> None:
     flaky = post(stack, "flaky", {"failures": 2, "countdown": 0.5})
     fan = post(stack, "fanout", {"children": 3, "steps": 2, "delay": 0.3})
 
@@ -116,13 +116,13 @@ def test_attempts_of_a_flaky_task_and_children_of_a_fan_out(page: Page, stack: S
     expect(attempts.locator("tbody tr").nth(2)).to_contain_text("no error")
 
 
-def test_an_unknown_id_says_so(page: Page, stack: Stack, eventlet_only: None) -> None:
+def test_an_unknown_id_says_so(eventlet_only: None, page: Page, stack: Stack) -> None:
     page.goto(f"{stack.url}/tasks/no-such-task-{uuid.uuid4().hex[:6]}")
     expect(page.get_by_role("heading", name="Task not found")).to_be_visible()
     expect(page.get_by_text(re.compile(r"No task with the id .* is known to this dashboard"))).to_be_visible()
 
 
-def test_a_long_result_shows_a_preview_and_the_whole_on_demand(page: Page, stack: Stack, eventlet_only: None) -> None:
+def test_a_long_result_shows_a_preview_and_the_whole_on_demand(eventlet_only: None, page: Page, stack: Stack) -> None:
     """A result larger than the preview (a task only the result backend knows, as after a restart)."""
     task_id = f"big-{uuid.uuid4().hex[:8]}"
     stack.python("from tasks.celery_app import celery_app\n"

@@ -38,7 +38,7 @@ def total(stack: Stack, name: str) -> int:
 
 
 def test_a_value_out_of_range_and_an_emptied_field_are_marked_before_any_request(
-        page: Page, eventlet_only: None) -> None:
+        eventlet_only: None, page: Page) -> None:
     stepped = card(page, "Stepped job")
     sent = launches(page)
     steps = stepped.get_by_label("Steps", exact=True)
@@ -60,7 +60,7 @@ def test_a_value_out_of_range_and_an_emptied_field_are_marked_before_any_request
     assert sent == [], "a request was sent for an invalid form"
 
 
-def test_a_server_422_shows_on_the_field_by_its_label(page: Page, eventlet_only: None) -> None:
+def test_a_server_422_shows_on_the_field_by_its_label(eventlet_only: None, page: Page) -> None:
     """A browser whose schema is older than the server's: the request leaves with a value the
     server refuses (changed on its way out), and the server's answer marks the field."""
     def older_schema(route: Route) -> None:
@@ -83,8 +83,8 @@ def test_a_server_422_shows_on_the_field_by_its_label(page: Page, eventlet_only:
     page.unroute("**/api/tasks")
 
 
-def test_a_double_click_launches_one_task_and_its_end_is_announced(page: Page, stack: Stack,
-                                                                   eventlet_only: None) -> None:
+def test_a_double_click_launches_one_task_and_its_end_is_announced(eventlet_only: None, page: Page,
+                                                                   stack: Stack) -> None:
     before = total(stack, "tasks.demo.primes")
     primes = card(page, "Count primes")
     primes.get_by_label("Up to", exact=True).fill(str(20_000 + uuid.uuid4().int % 10_000))
@@ -101,7 +101,7 @@ def test_a_double_click_launches_one_task_and_its_end_is_announced(page: Page, s
     expect(page.get_by_role("heading", name="Count primes", level=2)).to_be_visible()
 
 
-def test_an_identical_running_task_is_offered_to_follow(page: Page, stack: Stack, eventlet_only: None) -> None:
+def test_an_identical_running_task_is_offered_to_follow(eventlet_only: None, page: Page, stack: Stack) -> None:
     long = card(page, "Long job")
     long.get_by_label("Seconds", exact=True).fill(str(600 + uuid.uuid4().int % 1000))
     long.get_by_role("button", name="Launch").click()
