@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 VENDOR := static/vendor/socket.io.min.js
 
-.PHONY: check-python setup run test test-unit test-integration test-e2e screenshots lint bench bench-quick bench-latency clean
+.PHONY: check-python setup run test test-unit test-integration test-e2e screenshots lint bench bench-quick bench-latency bench-flower clean
 
 setup: check-python $(STAMP) $(VENDOR)
 
@@ -67,6 +67,13 @@ bench: setup
 bench-quick: setup
 	scripts/ensure-redis
 	$(BIN)/python -m bench.run --quick
+
+# This dashboard vs Flower on the same Redis, point by point, in headless Chromium; about 3 minutes.
+# Writes bench/results/versus_flower.md and .json, and the committed copy docs/versus-flower.md.
+bench-flower: setup
+	scripts/ensure-redis
+	scripts/ensure-chromium
+	$(BIN)/python -m bench.versus_flower
 
 # Click to first visible progress in headless Chromium, and progress call to a Socket.IO client.
 bench-latency: setup
