@@ -2,10 +2,8 @@
 consumes, and the charts of a task type after its tasks end."""
 from __future__ import annotations
 
-import os
 import re
 import uuid
-from pathlib import Path
 
 import redis
 import requests
@@ -13,11 +11,6 @@ from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import axe_violations
 from tests.support import Stack, wait_for
-
-# The workers panel's screenshot goes to docs/ only under `make screenshots` (DOCS_SCREENSHOTS=1);
-# a test run keeps it with the other artifacts and leaves the work tree clean.
-SCREENSHOT = (Path(__file__).resolve().parents[2] / ("docs" if os.environ.get("DOCS_SCREENSHOTS") == "1"
-                                                      else "tests/artifacts")) / "workers.png"
 
 
 def test_the_workers_view_lists_the_worker_and_warns_of_a_queue_nobody_consumes(
@@ -36,8 +29,6 @@ def test_the_workers_view_lists_the_worker_and_warns_of_a_queue_nobody_consumes(
         expect(page.get_by_role("alert").filter(has_text=queue)).to_contain_text("no worker consumes it")
         expect(page.get_by_role("table", name="Queues").get_by_role("row").filter(has_text=queue)).to_contain_text("1")
         assert not axe_violations(page), "serious or critical accessibility findings with the banner shown"
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
     finally:
         redis.Redis.from_url(stack.redis_url).delete(queue)
     expect(page.get_by_role("alert").filter(has_text=queue)).to_have_count(0)
