@@ -51,10 +51,15 @@ class LaunchForm {
     this.fields = new Map();  // param -> {input, error, help, wrap, spec}
     const required = Object.keys(this.properties).filter((name) => !nullable(this.properties[name]));
     // The catalog's schema as the form sees it: every field is sent, so every field is required.
-    this.validator = Validator
-      ? new Validator({ ...entry.params, required: [...new Set([...(entry.params.required || []), ...required])] },
-        "2020-12", false)
-      : null;
+    this.validator = null;
+    try {
+      if (Validator) {
+        this.validator = new Validator(
+          { ...entry.params, required: [...new Set([...(entry.params.required || []), ...required])] }, "2020-12", false);
+      }
+    } catch (error) {
+      console.warn(`the schema of ${entry.name} cannot be checked in the browser; the server checks it`, error);
+    }
     this.build();
   }
 
@@ -324,12 +329,14 @@ export async function mount(root, ctx) {
   if (ctx.user.role === "viewer") {
     root.replaceChildren(el("p", { class: "role-note" },
       "You are signed in as a viewer: you can follow tasks here, but not launch or cancel them."));
+    resolveMounted();  // no forms: prefill answers false
     return;
   }
   root.replaceChildren(el("p", {}, "Loading the catalog…"));
   const [entries, module] = await Promise.all([ctx.catalog, validatorModule]);
   if (!entries) {
     root.replaceChildren(el("p", { class: "load-error" }, "Could not load the catalog. Reload the page to try again."));
+    resolveMounted();
     return;
   }
   const list = el("div", { class: "catalog" });
