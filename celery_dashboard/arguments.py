@@ -8,6 +8,7 @@ its keyword argument's name, or its key in a dict at any depth, contains one of 
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -18,8 +19,9 @@ MASK = "********"
 # Items of one list, tuple or dict and levels of nesting walked; beyond, the preview says "…".
 MAX_ITEMS = 100
 MAX_DEPTH = 10
-# Longest repr string (from a Celery event) parsed back into values to mask them.
-MAX_PARSE = 100_000
+# Longest repr string (from a Celery event) parsed back into values to mask them (Celery cuts its
+# argsrepr and kwargsrepr at 1024 characters); a longer one is masked in its text.
+MAX_PARSE = 8192
 
 
 class _Raw(str):
@@ -55,7 +57,7 @@ def masked(value: Any, depth: int = 0) -> Any:
             out[key] = _Raw(MASK) if sensitive(key) else masked(item, depth + 1)
         return out
     if isinstance(value, (list, tuple, set, frozenset)):
-        items = [masked(item, depth + 1) for item in list(value)[:MAX_ITEMS]]
+        items = [masked(item, depth + 1) for item in itertools.islice(value, MAX_ITEMS)]
         if len(value) > MAX_ITEMS:
             items.append(_Raw("…"))
         return tuple(items) if isinstance(value, tuple) else items
@@ -100,13 +102,16 @@ def mask_repr(text: Any) -> str | None:
     if text is None:
         return None
     text = str(text)
+    words = settings.MASKED_ARGUMENTS
+    lowered = text.lower().replace("-", "_")
+    if not any(word in lowered for word in words):
+        return _cut(text)  # nothing to mask (the listener's usual case: no parsing per event)
     if len(text) <= MAX_PARSE:
         try:
             return _cut(_safe_repr(masked(ast.literal_eval(text))))
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             pass
-    words = settings.MASKED_ARGUMENTS
     pattern = _patterns.get(words)
     if pattern is None:
         pattern = _patterns[words] = _pattern(words)
-    return _cut(pattern.sub(lambda match: match.group(1) + MASK, text[:MAX_PARSE]))
+    return _cut(pattern.sub(lambda match: match.group(1) + MASK, text[:settings.ARGUMENT_PREVIEW * 4]))
