@@ -1,4 +1,4 @@
-"""The dashboard page (one HTML page for every view: /, /tasks/<id>, /workers, /charts, /audit) and the health endpoint."""
+"""The dashboard page (one page for every view: /, /tasks/<id>, /workers, /charts, /audit) and the health check."""
 from __future__ import annotations
 
 from typing import Any
