@@ -32,8 +32,9 @@ export function stateClass(task) {
 
 // get(id), upsert(task) -> bool (true when kept), subscribe(fn(changedIds)) -> unsubscribe.
 // Subscribers run at most once per animation frame with the ids changed since the last run.
-// At most `limit` tasks are kept: past it, the least recently changed finished ones are dropped
-// (a view keeps its own rows; a later push brings a dropped task back).
+// About `limit` tasks are kept: past it, the least recently changed finished ones are dropped
+// (a view keeps its own rows; a later push brings a dropped task back; a subscriber may be told
+// of an id the store no longer holds).
 export function createStore(limit = 5000) {
   const tasks = new Map();
   const subscribers = new Set();
@@ -53,11 +54,13 @@ export function createStore(limit = 5000) {
     }
   }
 
+  // Past a quarter over the limit, back down to it in one pass (amortised: a snapshot of
+  // thousands of tasks costs one pass, not one per task).
   function prune() {
-    if (tasks.size <= limit) return;
+    if (tasks.size <= limit + Math.ceil(limit / 4)) return;
     for (const [id, task] of tasks) {
       if (tasks.size <= limit) break;
-      if (TERMINAL.has(task.state) && !pending.has(id)) tasks.delete(id);
+      if (TERMINAL.has(task.state)) tasks.delete(id);
     }
   }
 

@@ -90,10 +90,10 @@ class TaskList {
       ctx.navigate(`/?${viewQuery({ ...this.view, page: 1, sort: "newest" }, this.defaultSize)}`.replace(/\?$/, ""));
     });
     this.status = el("p", { class: "list-status", id: "list-status" });
-    const heads = ["Task", "State", "Progress", "Result", "Waited", "Ran"];
-    if (this.admin) heads.push("Owner");
-    const headRow = el("tr", {}, ...heads.map((h) => el("th", { scope: "col" }, h)),
-      el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Actions")));
+    const heads = [["Task"], ["State"], ["Progress"], ["Result"], ["Waited", "col-time"], ["Ran", "col-time"]];
+    if (this.admin) heads.push(["Owner", "col-owner"]);
+    const headRow = el("tr", {}, ...heads.map(([h, cls]) => el("th", { scope: "col", class: cls }, h)),
+      el("th", { scope: "col", class: "col-actions" }, el("span", { class: "visually-hidden" }, "Actions")));
     this.body = el("tbody");
     this.table = el("table", { id: "tasks", class: "tasks", "aria-labelledby": "tasks-heading",
       "aria-describedby": "list-status" }, el("thead", {}, headRow), this.body);
@@ -303,7 +303,7 @@ class TaskList {
     const nameCell = el("td", { class: "name", "data-label": "Task" }, title, short);
     if (task.parent) nameCell.append(el("span", { class: "parent" }, `child of ${task.parent.slice(0, 8)}`));
     const badge = el("span", { class: "badge" });
-    const stalled = el("span", { class: "stalled", hidden: true }, "stalled");
+    const stalled = el("span", { class: "stalled", hidden: true });
     const stateCell = el("td", { class: "state", "data-label": "State" }, badge);
     const fill = el("div", { class: "fill" });
     const bar = el("div", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" }, fill);
@@ -367,7 +367,8 @@ class TaskList {
       record.movedAt = now;
       record.lastPercent = percent;
       record.bar.setAttribute("aria-valuenow", String(percent));
-      record.fill.style.width = `${percent}%`;
+      // A transform, not a width: the compositor moves it, with no layout of the table.
+      record.fill.style.transform = `scaleX(${Math.max(0, Math.min(100, percent)) / 100})`;
       setText(record.percent, `${Math.round(percent)}%`);
     }
     const label = `Progress of ${title} ${short}`;
@@ -439,7 +440,10 @@ class TaskList {
     }
     if (stalled) eta = "";
     setText(record.eta, eta);
-    if (record.stalled.hidden === stalled) record.stalled.hidden = !stalled;
+    if (record.stalled.hidden === stalled) {
+      record.stalled.hidden = !stalled;
+      setText(record.stalled, stalled ? "stalled" : "");  // no hidden word in the row's text
+    }
   }
 
   // ---- timers (unfinished rows in sight only; stopped while not live) ----------------------
