@@ -398,7 +398,9 @@ class TaskList {
     const cell = record.details;
     cell.replaceChildren();
     if (task.error && task.state !== "SUCCESS") {
-      cell.append(el("span", { class: "error" }, `${task.error.type}: ${task.error.message}`));
+      // Only a failure reads as an error; a cancel or a lost worker is said in a neutral voice.
+      const tone = task.state === "FAILURE" || task.state === "RETRY" ? "error" : "outcome-note";
+      cell.append(el("span", { class: tone }, `${task.error.type}: ${task.error.message}`));
       if (task.error.traceback) {
         const box = el("pre", { tabindex: "0", role: "region", "aria-label": `Traceback of ${title} ${short}` },
           task.error.traceback);
