@@ -40,6 +40,8 @@ DESKTOP = {"width": 1400, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 60_000
 SIDES = ("ours", "flower")
+# A queue with messages and no worker consuming it (filled just before the endpoints are asked).
+UNCONSUMED = "nobody-consumes"
 
 
 # ---- the two sides: where each page is and how to read it ---------------------------------
@@ -300,6 +302,37 @@ def detail_goes_live(browser: Browser, side: Side, stack: Stack, ours_api: str) 
     return {"opened_while_running": running, "ending_shown_after_open_s": shown}
 
 
+PROCESSED = """() => {
+  // DataTables (Flower) splits a scrolling table's header into a table of its own: take the one with the rows.
+  const table = [...document.querySelectorAll("table")]
+    .find(t => [...t.querySelectorAll("thead th")].some(th => th.textContent.trim() === "Processed")
+               && [...t.querySelectorAll("tbody tr")].some(r => r.textContent.includes("worker@")));
+  if (!table) return null;
+  const column = [...table.querySelectorAll("thead th")].findIndex(th => th.textContent.trim() === "Processed");
+  const row = [...table.querySelectorAll("tbody tr")].find(r => r.textContent.includes("worker@"));
+  return row && row.cells[column] ? Number(row.cells[column].textContent.replace(/[^0-9]/g, "")) : null;
+}"""
+
+
+def workers_live(browser: Browser, side: Side, stack: Stack, count: int = 5) -> dict[str, Any]:
+    """(c) The workers page left open: seconds from `count` quick tasks sent to its Processed count
+    showing them all ("not shown" within 30 s)."""
+    page = new_page(browser)
+    page.goto(side.workers_url())
+    before = wait_for(lambda: (n := page.evaluate(PROCESSED)) is not None and (n,), 30, what="the Processed column")[0]
+    stack.python("from tasks.celery_app import celery_app\n"
+                 f"for _ in range({count}):\n"
+                 "    celery_app.send_task('tasks.demo.steps', kwargs={'steps': 1, 'delay': 0})")
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: (page.evaluate(PROCESSED) or 0) >= before + count, 30, interval=0.05)
+        shown: float | None = round(time.monotonic() - t0, 2)
+    except TimeoutError:
+        shown = None
+    close(page)
+    return {"processed_before": before, "shown_s": shown}
+
+
 def axe_counts(browser: Browser, url: str, wait: str) -> dict[str, Any]:
     """(d) axe-core's serious and critical violations on one page (the axe-core npm build)."""
     page = new_page(browser)
@@ -380,7 +413,9 @@ def endpoints(ours: str, flower: str, failed_id: str, launched_failed_id: str) -
     return {
         "metrics": {"ours": status("GET", f"{ours}/metrics"), "flower": status("GET", f"{flower}/metrics")},
         "queues": {"ours": requests.get(f"{ours}/api/queues", timeout=10).json(),
-                   "flower": requests.get(f"{flower}/api/queues/length", timeout=10).json()},
+                   "flower": requests.get(f"{flower}/api/queues/length", timeout=10).json(),
+                   "flower_broker_page_lists_unconsumed": UNCONSUMED in requests.get(f"{flower}/broker",
+                                                                                     timeout=30).text},
         "retry": {"ours": status("POST", f"{ours}/api/tasks/{launched_failed_id}/retry", json={}),
                   "ours_sent_elsewhere": status("POST", f"{ours}/api/tasks/{failed_id}/retry", json={}),
                   "flower": "no endpoint (flower/urls.py: apply, async-apply, send-task, abort, revoke; no retry)"},
@@ -462,6 +497,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"{name}: (c) live", flush=True)
                     per[name]["live_list"] = live_updates(browser, side, stack, ours)
                     per[name]["live_detail"] = detail_goes_live(browser, side, stack, ours)
+                    per[name]["live_workers"] = workers_live(browser, side, stack)
                 for name, side in sides.items():
                     print(f"{name}: (d)-(g) pages", flush=True)
                     detail_wait = "dt"
@@ -479,6 +515,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 browser.close()
         results["sides"] = per
+        stack.python("from tasks.celery_app import celery_app\n"
+                     "for _ in range(3):\n"
+                     f"    celery_app.send_task('tasks.demo.steps', kwargs={{'steps': 1}}, queue={UNCONSUMED!r})")
+        time.sleep(3)
         results["endpoints"] = endpoints(ours, flower, failed, launched)
         results["memory_mb"] = memory(stack.webs[0][0].pid, flower_proc.pid)
         for task_id in sent["running"]:
@@ -488,6 +528,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         stack.stop()
     return results
+
+
+def _live(a: float | None, b: float | None) -> str:
+    if a is None or b is None:
+        return "only ours" if b is None and a is not None else "only Flower" if b is not None else "neither"
+    return "both; faster: " + ("ours" if a < b else "Flower")
 
 
 def _s(value: Any, unit: str = " s") -> str:
@@ -523,15 +569,22 @@ def report(r: dict[str, Any]) -> str:
                    if a["found"] != b["found"] else "neither")
         add(label + " (typed into the page's search box, to the one row shown)", show(a), show(b), verdict)
     a, b = o["live_list"], f["live_list"]
-    add("(c) a new task on the open list, no reload: sent to row shown",
-        _s(a["row_appeared_s"]), _s(b["row_appeared_s"]), "")
+    add("(c) 3 new tasks on the open list, no reload: sent to row shown (median)",
+        _s(a["row_appeared_s"]), _s(b["row_appeared_s"]), _live(a["row_appeared_s"], b["row_appeared_s"]))
     add("(c) its progress on the open list: first progress after start; values shown",
         f"{_s(a['first_progress_after_start_s'])}; {a['progress_values_shown']} values",
-        f"{_s(b['first_progress_after_start_s'])}; {b['progress_values_shown']} values", "")
-    add("(c) its ending on the open list: succeeded to shown", _s(a["ending_shown_s"]), _s(b["ending_shown_s"]), "")
+        f"{_s(b['first_progress_after_start_s'])}; {b['progress_values_shown']} values",
+        _live(a["first_progress_after_start_s"], b["first_progress_after_start_s"]))
+    add("(c) its ending on the open list: succeeded to shown", _s(a["ending_shown_s"]), _s(b["ending_shown_s"]),
+        _live(a["ending_shown_s"], b["ending_shown_s"]))
     a, b = o["live_detail"], f["live_detail"]
     add("(c) a running task's detail page left open: its ending shown after open",
-        _s(a["ending_shown_after_open_s"]), _s(b["ending_shown_after_open_s"]), "")
+        _s(a["ending_shown_after_open_s"]), _s(b["ending_shown_after_open_s"]),
+        _live(a["ending_shown_after_open_s"], b["ending_shown_after_open_s"]))
+    a, b = o["live_workers"], f["live_workers"]
+    add("(c) the workers page left open: 5 quick tasks sent to its Processed count showing them",
+        _s(a["shown_s"]), _s(b["shown_s"]),
+        _live(a["shown_s"], b["shown_s"]))
     for page_name in ("tasks list", "task detail", "workers"):
         a, b = o["axe"][page_name], f["axe"][page_name]
         fmt = lambda x: f"{x['rules']} rules, {x['nodes']} nodes" + (  # noqa: E731
@@ -563,12 +616,20 @@ def report(r: dict[str, Any]) -> str:
     add("(g) bulk actions (HTTP)", f"POST /api/bulk/preview → {e['bulk_preview']['ours']}", e["bulk_preview"]["flower"],
         "")
     add("(g) audit log (HTTP)", f"GET /api/audit → {e['audit']['ours']}", e["audit"]["flower"], "")
+    queues = e["queues"]
+    shown = [q for q in queues["ours"].get("queues", []) if not q["name"].startswith("celeryev.")]
     queues_o = "; ".join(f"{q['name']}: depth {q['depth']}, oldest {q['oldest_age']} s, {q['consumers']} consumers"
-                         for q in e["queues"]["ours"].get("queues", []))
+                         + (" (flagged: nobody consumes it)" if q.get("unconsumed") else "") for q in shown)
+    events = len(queues["ours"].get("queues", [])) - len(shown)
+    if events:
+        queues_o += f"; also {events} celeryev.* event queue(s), depth 0"
     queues_f = "; ".join(f"{q.get('name')}: {q.get('messages')} messages"
-                         for q in e["queues"]["flower"].get("active_queues", []))
-    add("(g) queue depth / oldest message's age (HTTP)", f"GET /api/queues: {queues_o}",
-        f"GET /api/queues/length: {queues_f} (no age)", "")
+                         for q in queues["flower"].get("active_queues", []))
+    add(f"(g) queue depth / oldest message's age, with 3 messages in `{UNCONSUMED}` that no worker consumes (HTTP)",
+        f"GET /api/queues: {queues_o}",
+        f"GET /api/queues/length: {queues_f} (no age; only queues a worker consumes); its /broker page "
+        f"{'lists' if queues['flower_broker_page_lists_unconsumed'] else 'does not list'} `{UNCONSUMED}`",
+        "ours" if any(q["name"] == UNCONSUMED for q in shown) else "")
     add("(g) charts page (HTTP)", f"GET /charts → {e['charts']['ours']}",
         f"GET /flower/charts → {e['charts']['flower']}", "")
     add("(g) /metrics, Prometheus (HTTP)", f"{e['metrics']['ours']} (admin or METRICS_TOKEN; loopback here = admin)",
