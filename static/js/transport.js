@@ -1,4 +1,5 @@
 // The live connection: Socket.IO events into the task store and to ctx.on listeners, live/stale.
+import { finished } from "./state.js";
 
 // Starts the connection. `emit(event, data)` reaches ctx.on listeners; `live` is ctx.live.
 export function connect(ctx, emit) {
@@ -7,7 +8,18 @@ export function connect(ctx, emit) {
     emit("stale", { reason: "the live connection's script did not load" });
     return null;
   }
-  const socket = window.io({ path: config.socketPath || "/socket.io", reconnectionDelayMax: 5000 });
+  // Every (re)connect names the unfinished tasks this tab holds: the snapshot brings each back as it
+  // is now, so one that ended while the tab was away is never left "running".
+  const limit = Number(config.snapshotActiveLimit) || 2000;
+  const auth = (send) => {
+    const ids = [];
+    for (const task of tasks.values()) {
+      if (ids.length >= limit) break;
+      if (!finished(task)) ids.push(task.id);
+    }
+    send({ tasks: ids });
+  };
+  const socket = window.io({ path: config.socketPath || "/socket.io", reconnectionDelayMax: 5000, auth });
   const seen = () => { live.lastUpdate = new Date(); };
   socket.on("connect", () => {
     live.connected = true;
