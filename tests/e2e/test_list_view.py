@@ -183,12 +183,24 @@ def test_window_stays_bounded_with_10000_tasks_and_the_url_keeps_the_view(page: 
         expect(row(page, old)).to_have_count(1)
         expect(rows(page)).to_have_count(1)
 
+        # The old running task ends while the page is offline: back online, it is not left running.
+        page.goto(f"{stack.url}/?size=25")
+        expect(row(page, old).get_by_role("cell").nth(1)).to_have_text("running")
+        page.context.set_offline(True)
+        expect(page.get_by_role("alert")).to_contain_text("Not live")
+        cancel(stack, old)
+        wait_state(stack, old, ("REVOKED",))
+        page.context.set_offline(False)
+        expect_live(page)
+        expect(page.locator(f'tr[data-task-id="{old}"] td.state').filter(has_text="running")).to_have_count(0)
+
         # A search that stops at its bound says the list was cut short.
         narrow = stack.start_web(env={"QUERY_SCAN_LIMIT": "1000"})
         page.goto(f"{narrow}/?q=no-such-text")
         expect(page.get_by_role("note")).to_contain_text("cut short")
         expect(rows(page)).to_have_count(0)
     finally:
+        page.context.set_offline(False)
         forget_history(stack, filler)
         cancel(stack, old)
 
