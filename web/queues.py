@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 SEP: str = RedisChannel.sep                      # "\x06\x16"
 STEPS: tuple[int, ...] = tuple(PRIORITY_STEPS)   # (0, 3, 6, 9)
 MAX_QUEUES = 100          # queues scanned at most (queue_names)
+EVENT_EXCHANGES = ("celeryev",)  # Celery's event exchange (celery.events.event_exchange)
 MAX_ID = 255              # a longer "task id" is not a Celery task id
 
 
@@ -319,12 +320,16 @@ class Queues:
                 break
         names = dict.fromkeys(self.configured)
         pipe = client.pipeline(transaction=False)
-        for key in self.bindings:
+        # Event receivers (exchange "celeryev": Flower's, ours, anyone's) and remote control
+        # ("*.pidbox") bind queues that are not lists of waiting tasks: never shown as queues.
+        bound = [key for key in self.bindings if key.rpartition("_kombu.binding.")[2] not in EVENT_EXCHANGES
+                 and not key.endswith(".pidbox")]
+        for key in bound:
             pipe.smembers(key)
         for members in pipe.execute():
             for member in members:
                 queue = member.decode(errors="replace").rpartition(SEP)[2]
-                if queue and not queue.endswith(".pidbox"):
+                if queue and not queue.endswith(".pidbox") and not queue.startswith("celeryev."):
                     names[queue] = None
         return list(names)[:MAX_QUEUES]
 

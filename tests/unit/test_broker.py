@@ -329,3 +329,17 @@ def test_messages_taken_but_not_acknowledged_are_still_to_run() -> None:
     client.hset(UNACKED_KEY, "tag1", _json.dumps([envelope, "", "celery"]))
     client.hset(UNACKED_KEY, "tag2", "not json")
     assert [(t["id"], t["name"], t["queue"]) for t in unacked(client)] == [("t1", "mytasks.add", "celery")]
+
+
+def test_event_receivers_and_remote_control_queues_are_not_task_queues() -> None:
+    """Flower's (or any event receiver's) `celeryev.<uuid>` queue and pidbox reply queues are
+    bound on the broker too, but hold no tasks: they are never listed (nor flagged unconsumed)."""
+    sep = "\x06\x16"
+    client = fakeredis.FakeRedis()
+    client.sadd("_kombu.binding.celeryev", f"#{sep}{sep}celeryev.4f1c2d9e")
+    client.sadd("_kombu.binding.reply.celery.pidbox", f"abc{sep}{sep}abc.reply.celery.pidbox")
+    client.sadd("_kombu.binding.celery.pidbox", f"{sep}{sep}worker@host.celery.pidbox")
+    client.sadd("_kombu.binding.reports", f"reports{sep}{sep}reports")
+    found = queues.Queues("redis://unused", ["celery"])
+    found._client = client
+    assert found.names() == ["celery", "reports"]
