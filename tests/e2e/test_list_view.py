@@ -337,8 +337,11 @@ def test_waited_and_ran_are_shown_apart(page: Page, stack: Stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def roles_site(stack: Stack) -> Iterator[str]:
-    """A web process of the same stack with sign-in on, a viewer and an operator."""
+def roles_site(stack: Stack, async_mode: str) -> Iterator[str]:
+    """A web process of the same stack with sign-in on, a viewer and an operator (eventlet only,
+    as the test that uses it)."""
+    if async_mode != "eventlet":
+        pytest.skip("a page feature: checked under eventlet")
     for name, role in (("vicky", "viewer"), ("otto", "operator")):
         subprocess.run([str(BIN / "flask"), "--app", "web", "users", "add", name, "--role", role, "--password-stdin"],
                        cwd=ROOT, env=stack.env, input=PASSWORD + "\n", check=True, capture_output=True, text=True,
