@@ -12,7 +12,7 @@ from urllib.parse import unquote
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from celery_dashboard import index, revocations
-from celery_dashboard.catalog import CATALOG, Entry, validate
+from celery_dashboard.catalog import CATALOG, Entry, summary, validate
 from web import audit, control, launches, lifecycle, records
 from web.auth import current_user, require
 from web.errors import ApiError
@@ -85,7 +85,7 @@ def launch() -> Any:
     if errors:
         for error in errors:
             error["field"] = f"params.{error['field']}" if error["field"] != "params" else "params"
-        raise ApiError(422, "invalid parameters", errors)
+        raise ApiError(422, summary(errors), errors)
     if not isinstance(body.get("duplicate", False), bool):
         raise ApiError(422, "duplicate must be true or false", [{"field": "duplicate", "message": "true or false"}])
     user = current_user()
