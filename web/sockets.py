@@ -103,10 +103,16 @@ def drop_slow_clients(limit: int) -> int:
     """Disconnect clients with more than `limit` packets waiting: one slow browser must not hold
     the server's memory. It reconnects by itself and gets a fresh snapshot."""
     server = socketio.server
-    slow = [sid for sid, sock in list(server.eio.sockets.items()) if sock.queue.qsize() > limit]
-    for sid in slow:
+    slow = [(sid, sock) for sid, sock in list(server.eio.sockets.items()) if sock.queue.qsize() > limit]
+    for sid, sock in slow:
         log.warning("disconnecting a client that fell %d batches behind", limit)
-        server.eio.disconnect(sid)
+        # Not `server.eio.disconnect(sid)`: engineio's Socket.close waits by default until the
+        # client has read everything queued for it (queue.join()), which a slow or stalled client
+        # may never do; this runs in the pusher, under its lock, so every push and every new
+        # connection waited with it. Closed without waiting and without a CLOSE packet queued
+        # behind the backlog: its writer ends, the client reconnects and gets a fresh snapshot.
+        sock.close(wait=False, abort=True, reason=server.eio.reason.SERVER_DISCONNECT)
+        server.eio.sockets.pop(sid, None)
     return len(slow)
 
 

@@ -49,20 +49,33 @@ def test_snapshot_when_redis_is_down_is_an_error_not_a_crash(app: Any, redis_ser
     assert received(sio, "snapshot_error")[0]["error"]
 
 
-def test_a_client_too_far_behind_is_dropped_and_the_others_kept(app: Any, monkeypatch: Any) -> None:
-    from types import SimpleNamespace
+def test_a_client_too_far_behind_is_dropped_at_once_and_the_others_kept(monkeypatch: Any) -> None:
+    """Real python-socketio/engineio sockets, one with 500 batches nobody reads: it is dropped
+    without waiting for it to read them (engineio's default close waits, under the pusher's lock,
+    which stopped every push and every new connection), and the other client stays."""
+    import threading
+
+    import socketio as python_socketio
+    from engineio import packet
+    from engineio.socket import Socket
 
     from web import sockets
 
-    backlog = {"fast": 2, "slow": 500}
-    eio = SimpleNamespace(sockets={sid: SimpleNamespace(queue=SimpleNamespace(qsize=lambda n=n: n))
-                                   for sid, n in backlog.items()},
-                          disconnected=[])
-    eio.disconnect = eio.disconnected.append
-    monkeypatch.setattr(socketio, "server", SimpleNamespace(eio=eio))
-    assert sockets.drop_slow_clients(100) == 1
-    assert eio.disconnected == ["slow"]
-    assert sockets.client_count() == 2
+    server = python_socketio.Server(async_mode="threading")
+    slow, fast = Socket(server.eio, "slow"), Socket(server.eio, "fast")
+    server.eio.sockets = {"slow": slow, "fast": fast}
+    for _ in range(500):
+        slow.queue.put(packet.Packet(packet.MESSAGE, data="batch"))
+    fast.queue.put(packet.Packet(packet.MESSAGE, data="batch"))
+    monkeypatch.setattr(socketio, "server", server)
+    dropped: list[int] = []
+    worker = threading.Thread(target=lambda: dropped.append(sockets.drop_slow_clients(100)), daemon=True)
+    worker.start()
+    worker.join(5)
+    assert dropped == [1], "dropping a slow client waited for it"
+    assert slow.closed and not fast.closed
+    assert list(server.eio.sockets) == ["fast"]
+    assert sockets.client_count() == 1
 
 
 # ---- hostile clients -----------------------------------------------------------------------------
