@@ -180,3 +180,14 @@ def test_unfinished_tasks_newest_first_only_the_owners_and_bounded() -> None:
     assert [t["id"] for t in tasks] == ["t11", "t8"] and more
     tasks, more = s.unfinished("alice", 10)
     assert [t["id"] for t in tasks] == ["t5", "t2"] and not more
+
+
+def test_until_a_shown_time_includes_the_task_created_then() -> None:
+    """The API shows `created` to the microsecond; the index's score keeps time.time()'s full
+    precision. Asking `until` the time shown for a task still finds that task."""
+    s = store()
+    index.register(s.client, "t1", "tasks.demo.steps", now=1764470104.5436254)
+    shown = s.get("t1")["created"]
+    assert shown.endswith(".543625+00:00")
+    assert [t["id"] for t in found(s, until=shown)["tasks"]] == ["t1"]
+    assert [t["id"] for t in found(s, since=shown, until=shown)["tasks"]] == ["t1"]
