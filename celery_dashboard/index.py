@@ -235,13 +235,27 @@ def _register_published(sender: str | None, headers: dict[str, Any], body: Any =
         if redis_client is None:
             return
         owner = headers.get("owner") if _owned(headers) else None  # set by the dashboard's launch
+        if owner is None and headers.get("parent_id"):
+            # A task sent by a launched task (a group's children, a chain's next step) belongs to
+            # whoever launched its parent: they may see it, open it and cancel it.
+            owner = parent_owner(redis_client, headers["parent_id"])
         params = None
-        if owner and isinstance(body, (tuple, list)) and len(body) >= 2 and isinstance(body[1], dict):
+        if _owned(headers) and isinstance(body, (tuple, list)) and len(body) >= 2 and isinstance(body[1], dict):
             params = body[1]  # a launch's params are its kwargs (JSON already)
         register(redis_client, task_id, sender, headers.get("parent_id"), owner,
                  details=details(headers, body, exchange, routing_key, declare), params=params)
     except Exception:  # the dashboard will learn of the task from events instead
         log.warning("could not register task %s in the dashboard index", task_id, exc_info=True)
+
+
+def parent_owner(redis_client: Any, parent_id: str) -> str | None:
+    """The owner recorded for task `parent_id` in the index (None: unknown, or nobody's)."""
+    raw = redis_client.hget(DATA_KEY, parent_id)
+    try:
+        owner = json.loads(raw).get("owner") if raw else None
+    except (ValueError, AttributeError):
+        return None
+    return owner if isinstance(owner, str) and owner else None
 
 
 def _owned(headers: dict[str, Any]) -> bool:

@@ -271,8 +271,11 @@ class Detail {
       buttons.push(button);
     };
     if (!finished(task)) act("Cancel", "cancelTask");
-    if (task.state === "FAILURE" || task.state === "REVOKED") act("Retry", "retryTask");
-    if (this.ctx.titles.has(task.name)) act("Re-run with changes", "rerunTask");
+    // Only a catalog task launched from the dashboard (it has an owner) has its arguments kept in
+    // full for a retry or a re-run (web/actions.py); others were sent by code the page cannot repeat.
+    const repeatable = Boolean(task.owner) && this.ctx.titles.has(task.name);
+    if (repeatable && (task.state === "FAILURE" || task.state === "REVOKED")) act("Retry", "retryTask");
+    if (repeatable) act("Re-run with changes", "rerunTask");
     return buttons.length ? [el("div", { class: "detail-actions", role: "group", "aria-label": "Actions" }, ...buttons)] : [];
   }
 

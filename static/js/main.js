@@ -97,6 +97,13 @@ async function show(route) {
       link.removeAttribute("aria-current");
     }
   }
+  // The skip link goes to the task list on the tasks view, else to the start of the view shown.
+  const skip = document.querySelector(".skip-link");
+  if (skip) {
+    const onTasks = route.view === "tasks";
+    skip.setAttribute("href", onTasks ? "#tasks-heading" : "#main");
+    skip.textContent = onTasks ? "Skip to the task list" : "Skip to the content";
+  }
   if (route.view === "tasks") mountLaunch();
   if (current && current.view === route.view && current.path === route.path && current.handle
       && typeof current.handle.update === "function") {

@@ -191,3 +191,23 @@ def test_until_a_shown_time_includes_the_task_created_then() -> None:
     assert shown.endswith(".543625+00:00")
     assert [t["id"] for t in found(s, until=shown)["tasks"]] == ["t1"]
     assert [t["id"] for t in found(s, since=shown, until=shown)["tasks"]] == ["t1"]
+
+
+def test_a_task_sent_by_a_launched_task_belongs_to_its_launcher(monkeypatch: object) -> None:
+    """A group's children (sent by the worker, without the dashboard's owner header) belong to
+    whoever launched the parent: they are listed for that user and can be opened by them. Tasks
+    sent by code nobody launched from the dashboard stay nobody's (admins only)."""
+    from celery.signals import after_task_publish, before_task_publish
+
+    s = store()
+    monkeypatch.setattr(index, "_client", s.client)  # type: ignore[attr-defined]
+    before_task_publish.send(sender="tasks.demo.fanout", headers={"id": "p", "owner": "op"},
+                             body=((), {"children": 2}, {}))
+    for child in ("c1", "c2"):
+        after_task_publish.send(sender="tasks.demo.steps", headers={"id": child, "parent_id": "p"},
+                                body=((), {}, {}))
+    after_task_publish.send(sender="tasks.demo.steps", headers={"id": "other"}, body=((), {}, {}))
+    assert s.get("c1")["owner"] == "op" and s.get("c2")["owner"] == "op"
+    assert s.get("other")["owner"] is None
+    assert {t["id"] for t in found(s, owner="op")["tasks"]} == {"p", "c1", "c2"}
+    assert s.params("c1") is None  # only the launch's own params are kept
