@@ -170,8 +170,16 @@ def _apply_notes(record: dict[str, Any], notes: list[dict[str, Any]]) -> None:
     record["attempts"] = [by_number[n] for n in sorted(by_number)][-MAX_ATTEMPTS:]
 
 
+ATTEMPT_MESSAGE = 300  # characters of each attempt's error message kept (the task's own error has it all)
+
+
 def _short_error(error: Any) -> dict[str, Any] | None:
-    return {"type": error.get("type"), "message": error.get("message")} if isinstance(error, dict) else None
+    if not isinstance(error, dict):
+        return None
+    message = error.get("message")
+    if isinstance(message, str) and len(message) > ATTEMPT_MESSAGE:
+        message = message[:ATTEMPT_MESSAGE - 1] + "…"
+    return {"type": error.get("type"), "message": message}
 
 
 def _clamp_clocks(record: dict[str, Any]) -> None:

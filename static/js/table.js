@@ -58,6 +58,11 @@ export function mount(root, ctx) {
   return new TaskList(root, ctx).handle();
 }
 
+// A window grown past its page is fetched again at most this often (ms), and at most this many new
+// tasks are followed between two fetches (beyond it, the page fetches the server's counts again).
+const REFETCH_MS = 2000;
+const COUNTED_LIMIT = 5000;
+
 class TaskList {
   constructor(root, ctx) {
     this.ctx = ctx;
@@ -75,7 +80,8 @@ class TaskList {
     this.fresh = 0;                 // tasks that joined the list out of this page's sight
     this.result = { total: null, counts: null, truncated: false };
     this.request = 0;
-    this.counted = new Set();       // ids counted as new since the last fetch
+    this.counted = new Map();       // id -> state it is counted in, for tasks counted since the last fetch
+    this.refreshing = null;         // a pending refetch (the window grew past its page)
     this.newest = "\uffff";        // the newest `created` known at the last fetch (none: nothing is new)
     this.firstLive = true;
     this.view = readView(ctx.route.query, this.defaultSize, this.pageSizes);
@@ -141,6 +147,7 @@ class TaskList {
       unmount: () => {
         for (const off of this.off) off();
         this.stopTimer();
+        clearTimeout(this.refreshing);
         if (this.observer) this.observer.disconnect();
       },
       update: (route) => {
@@ -177,7 +184,7 @@ class TaskList {
     this.result = { total: Number.isInteger(body.total) ? body.total : null, counts: body.counts || null,
       truncated: Boolean(body.truncated), received: body.tasks.length };
     this.fresh = 0;
-    this.counted = new Set();
+    this.counted = new Map();
     this.newest = "";
     for (const task of this.ctx.tasks.values()) if ((task.created || "") > this.newest) this.newest = task.created;
     const ids = body.tasks.map((task) => task.id);
@@ -262,12 +269,23 @@ class TaskList {
         const before = record.task.state;
         this.renderRow(record);
         if (before !== task.state) summary = this.countMove(before, task.state) || summary;
+        if (this.counted.has(id)) this.counted.set(id, task.state);
+        continue;
+      }
+      if (this.counted.has(id)) {
+        // Counted when it arrived but shown in no row (it fell off the window): its count moves too.
+        const before = this.counted.get(id);
+        if (before !== task.state) {
+          this.counted.set(id, task.state);
+          summary = this.countMove(before, task.state) || summary;
+        }
         continue;
       }
       if (!matches(task, this.view)) continue;
-      const isNew = (task.created || "") > this.newest && !this.counted.has(id);
+      const isNew = (task.created || "") > this.newest;
       if (isNew) {
-        this.counted.add(id);
+        if (this.counted.size >= COUNTED_LIMIT) this.refetchSoon();  // past what is followed: ask the server
+        else this.counted.set(id, task.state);
         this.countMove(null, task.state);
         summary = true;
       }
@@ -283,6 +301,21 @@ class TaskList {
     }
     if (joined) this.showIds([...this.order, ...joined]);
     else if (summary) this.renderSummary();
+    // Unfinished tasks join the window beyond its page; once some of them have ended, the window
+    // is no longer the server's page: fetch it again (at most every REFETCH_MS), so a tab stays a
+    // view of the server's list instead of an accumulation.
+    if (this.order.length > this.view.size
+        && this.order.slice(this.view.size).some((id) => finished(this.ctx.tasks.get(id) || {}))) {
+      this.refetchSoon();
+    }
+  }
+
+  refetchSoon() {
+    if (this.refreshing) return;
+    this.refreshing = setTimeout(() => {
+      this.refreshing = null;
+      this.fetch();
+    }, REFETCH_MS);
   }
 
   // Keeps the server's counts and total in step with what the page sees happen; -> true if shown.

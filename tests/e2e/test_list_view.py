@@ -384,3 +384,36 @@ def test_each_role_sees_what_it_can_do(page: Page, browser: Browser, roles_site:
         expect(operator.locator("#no-tasks")).not_to_contain_text(".delay()")
     finally:
         operator.context.close()
+
+
+def test_a_backlog_that_drains_leaves_the_servers_counts_and_page(page: Page, stack: Stack) -> None:
+    """80 tasks queue up behind a paused worker while the list is open, then drain: the tab's
+    counts per state end up as the server's, and its window is the server's page again (not
+    every task it saw go by)."""
+    page.goto(f"{stack.url}/?size=25")
+    expect_live(page)
+    assert stack.worker is not None
+    pool = psutil.Process(stack.worker.pid).children(recursive=True)
+    try:
+        for child in pool:
+            child.send_signal(signal.SIGSTOP)
+        sent = stack.python("from tasks.demo import steps\n"
+                            "for _ in range(80): print(steps.delay(steps=1, delay=0).id)").stdout.split()
+        expect(page.get_by_role("group", name="Tasks by state")).to_contain_text("queued")
+    finally:
+        for child in pool:
+            child.send_signal(signal.SIGCONT)
+    for task_id in sent:
+        wait_state(stack, task_id, ("SUCCESS",))
+
+    def shown_counts() -> list[int]:
+        texts = page.get_by_role("group", name="Tasks by state").get_by_role("button").all_inner_texts()
+        return sorted(int(text.rsplit(" ", 1)[1]) for text in texts)
+
+    def server() -> dict[str, Any]:
+        return requests.get(f"{stack.url}/api/tasks?limit=25", timeout=10).json()
+
+    wait_for(lambda: shown_counts() == sorted(n for n in server()["counts"].values() if n > 0), 30,
+             what="the tab's counts to be the server's")
+    unfinished = sum(n for state, n in server()["counts"].items() if state not in ("SUCCESS", "FAILURE", "REVOKED"))
+    wait_for(lambda: rows(page).count() <= 25 + unfinished, 30, what="the window to be the server's page again")

@@ -281,3 +281,14 @@ def test_a_late_retry_and_a_coalesced_batch_keep_every_attempt_apart() -> None:
     assert [(a["retries"], (a["error"] or {}).get("message")) for a in record["attempts"]] == [
         (0, "first"), (1, "second"), (2, None)]
     assert record["state"] == "SUCCESS" and "attempt_notes" not in record
+
+
+def test_each_attempts_error_is_a_bounded_preview() -> None:
+    """A 5,000-character exception message is kept whole in the task's own error (up to its
+    bound), but each attempt in the list carries a short preview of it."""
+    long = "x" * 5000
+    record = apply(records.from_event(event("task-started")),
+                   records.from_event(event("task-retried", exception=f"ValueError('{long}')", timestamp=T0 + 1)))
+    message = record["attempts"][0]["error"]["message"]
+    assert len(message) <= records.ATTEMPT_MESSAGE and message.endswith("…")
+    assert len(record["error"]["message"]) > 4000
