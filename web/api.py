@@ -31,6 +31,9 @@ MAX_ID = 1000  # longer ids are not looked up (Celery accepts any string; Redis 
 # Pools that cannot stop a running task (celery.concurrency: solo and threads do not implement
 # terminate); a task there stops only at its next celery_dashboard progress report.
 CANNOT_TERMINATE = ("solo", "threads")
+# How an ended task's state reads in a sentence (Celery's state names otherwise).
+ENDED_AS = {"SUCCESS": "it succeeded", "FAILURE": "it failed", "REVOKED": "it was cancelled",
+            "REJECTED": "it was rejected", "IGNORED": "it was ignored", "LOST": "its worker was lost"}
 OPENAPI = Path(__file__).with_name("openapi.json")
 
 
@@ -272,7 +275,7 @@ def stop(record: dict[str, Any], ask: bool = True) -> None:
     is not asked for again (a bulk cancel asks once, not once per task of a busy solo worker)."""
     task_id = record["id"]
     if records.is_terminal(record):
-        raise ApiError(409, f"task already ended {record['state']}")
+        raise ApiError(409, f"the task has already ended: {ENDED_AS.get(record['state'], record['state'])}")
     reason = _stoppable(record, ask)
     if reason:
         raise ApiError(409, reason)

@@ -257,7 +257,7 @@ def test_a_task_that_ended_after_the_preview_is_skipped_and_counted(client: Any,
     end(dash, first["id"], "SUCCESS")
     body = confirm(client, "cancel", {}, shown["token"]).get_json()
     assert (body["count"], body["done"], body["skipped"]) == (2, 1, 1)
-    assert body["reasons"] == [{"reason": "task already ended SUCCESS", "count": 1}]
+    assert body["reasons"] == [{"reason": "the task has already ended: it succeeded", "count": 1}]
     assert client.get(f"/api/tasks/{second['id']}").status_code == 200
 
 

@@ -111,7 +111,7 @@ def test_cancel_of_a_finished_task_is_409(client: Any, dash: Any) -> None:
     task = client.post("/api/tasks", json={"task": "steps"}).get_json()
     dash.store.merge({task["id"]: {"id": task["id"], "state": "SUCCESS"}})
     response = client.post(f"/api/tasks/{task['id']}/cancel")
-    assert response.status_code == 409 and "SUCCESS" in response.get_json()["error"]
+    assert response.status_code == 409 and response.get_json()["error"] == "the task has already ended: it succeeded"
 
 
 def test_unknown_route_and_method_are_json(client: Any) -> None:
