@@ -127,7 +127,7 @@ def _ended(url: str, task_id: str) -> bool:
     return requests.get(f"{url}/api/tasks/{task_id}", timeout=10).json()["state"] == "SUCCESS"
 
 
-def update_cost(page: Page, url: str, updates: int) -> tuple[list[float], float]:
+def update_cost(page: Page, url: str, updates: int) -> tuple[list[float], float, dict[str, Any]]:
     """One running task's pushed progress updates: (milliseconds of main-thread work per update as
     the probe times it, and the page's whole main-thread time per update from Chromium's own
     accounting, less what the page spends idle over the same time)."""
@@ -150,7 +150,11 @@ def update_cost(page: Page, url: str, updates: int) -> tuple[list[float], float]
     elapsed, spent = time.monotonic() - start, _busy(cdp) - busy
     count = max(1, page.evaluate("window.__cost.length") - seen)
     cdp.detach()
-    return page.evaluate("window.__cost"), max(0.0, spent - idle_rate * elapsed) / count * 1000
+    # Reported as measured, never clamped: a page busy with other work while idle (its clocks,
+    # a snapshot settling) can make the difference small or negative, and that is said as it is.
+    return page.evaluate("window.__cost"), (spent - idle_rate * elapsed) / count * 1000, {
+        "busy_ms_per_s_during_updates": round(spent / elapsed * 1000, 1),
+        "busy_ms_per_s_idle": round(idle_rate * 1000, 1), "updates": count}
 
 
 def burst(page: Page, stack: Stack, count: int) -> dict[str, Any]:

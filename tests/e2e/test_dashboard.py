@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from playwright.sync_api import Locator, Page, expect
 
@@ -153,6 +154,7 @@ def test_stepped_job_moves_live_and_succeeds(page: Page) -> None:
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
 
 
+@pytest.mark.usefixtures("eventlet_only")  # what the page shows, not how it is pushed
 def test_failing_job_shows_the_error_and_traceback(page: Page) -> None:
     expect_live(page)
     task = launch(page, "Failing job", {"Steps before failing": 2, "Seconds per step": 0.2,
@@ -184,6 +186,7 @@ def test_long_job_can_be_cancelled_while_running(page: Page) -> None:
     assert "succeeded" not in task.seen(page)["states"]
 
 
+@pytest.mark.usefixtures("eventlet_only")  # what the page shows, not how it is pushed
 def test_flaky_job_retries_then_succeeds_and_fan_out_succeeds(page: Page) -> None:
     expect_live(page)
     flaky = launch(page, "Flaky job", {"Failures before success": 2, "Seconds before a retry": 1})
@@ -233,6 +236,7 @@ def test_second_page_shows_the_same_tasks_and_stays_in_step(page: Page, open_pag
     expect(other.state(page)).to_have_text("failed")
 
 
+@pytest.mark.usefixtures("eventlet_only")  # what the page shows, not how it is pushed
 def test_invalid_parameters_show_the_error_and_create_no_task(page: Page) -> None:
     expect_live(page)
     stepped = card(page, "Stepped job")
@@ -257,6 +261,7 @@ def test_invalid_parameters_show_the_error_and_create_no_task(page: Page) -> Non
     assert total() == before + 1
 
 
+@pytest.mark.usefixtures("eventlet_only")  # what the page shows, not how it is pushed
 def test_overview_for_the_readme(page: Page) -> None:
     """Tasks in every final state and one running, then a full-page screenshot for the README."""
     expect_live(page)
