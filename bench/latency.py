@@ -20,17 +20,15 @@ import socketio
 from playwright.sync_api import sync_playwright
 
 from bench import render
-from tests.support import Stack, wait_for
+from tests.support import CHROMIUM, CHROMIUM_ARGS, Stack, wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 # Wraps the page's Socket.IO client to time each pushed progress update against the moment the
 # worker made the progress call (the task object's `updated`), and times the first visible
 # progress of each launch against its click.
 PAGE_PROBE = """
-window.__lat = []; window.__clicks = []; window.__first = {}; window.__rows = {};
+window.__lat = [];
 let wrapped;
 Object.defineProperty(window, "io", { configurable: true, get() { return wrapped; }, set(real) {
   wrapped = function (...args) {
@@ -44,18 +42,7 @@ Object.defineProperty(window, "io", { configurable: true, get() { return wrapped
   };
   Object.assign(wrapped, real);
 }});
-document.addEventListener("submit", () => window.__clicks.push(performance.now()), true);
-new MutationObserver(() => {
-  for (const row of document.querySelectorAll("[data-task-id]")) {
-    const id = row.dataset.taskId;
-    if (!(id in window.__rows)) window.__rows[id] = performance.now();
-    const bar = row.querySelector("[role=progressbar]");
-    if (bar && !(id in window.__first) && Number(bar.getAttribute("aria-valuenow")) > 0) {
-      window.__first[id] = performance.now();
-    }
-  }
-}).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ["aria-valuenow"] });
-"""
+""" + render.ROWS
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -99,7 +86,7 @@ def socket_client_latency(url: str, tasks: int, steps: int, delay: float) -> lis
 def browser_latency(url: str, launches: int) -> tuple[list[float], list[float], list[float]]:
     """(click to the task's row, click to first visible progress, progress call to browser), in ms."""
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
         page.add_init_script(PAGE_PROBE)
         page.goto(url)
@@ -133,7 +120,7 @@ def render_costs(stack: Stack, quick: bool) -> dict[str, Any]:
     updates, burst_size = (10, 200) if quick else (40, 1500)
     out: dict[str, Any] = {"main_thread_ms_per_update": {}, "main_thread_busy": {}}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.add_init_script(render.PROBE)
         for history in (1000, 10_000):

@@ -25,13 +25,29 @@ from playwright.sync_api import Page
 from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, RECENT_KEY, VERSION_KEY, pending_record
 from tests.support import Stack, wait_for
 
+# When each task's row first shows, when its bar first moves, and each Launch click (ms, the
+# page's clock): shared by every browser probe.
+ROWS = """
+window.__rows = {}; window.__first = {}; window.__clicks = [];
+document.addEventListener("submit", () => window.__clicks.push(performance.now()), true);
+new MutationObserver(() => {
+  for (const row of document.querySelectorAll("[data-task-id]")) {
+    const id = row.dataset.taskId;
+    if (!(id in window.__rows)) window.__rows[id] = performance.now();
+    const bar = row.querySelector("[role=progressbar]");
+    if (bar && !(id in window.__first) && Number(bar.getAttribute("aria-valuenow")) > 0) {
+      window.__first[id] = performance.now();
+    }
+  }
+}).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ["aria-valuenow"] });
+"""
+
 # Installed before the page's own scripts. Wraps the Socket.IO client so this probe's "tasks"
 # handler runs before the page's: it notes the arrival, asks for an animation frame before the
 # page can (the frame's start), and after the page's handlers (a microtask) asks for one more
 # (runs after the page's own frame callbacks), where it forces style and layout and stops the clock.
 PROBE = """
-window.__cost = []; window.__frames = []; window.__long = []; window.__rows = {}; window.__clicks = [];
-window.__first = {};
+window.__cost = []; window.__frames = []; window.__long = [];
 let wrapped;
 Object.defineProperty(window, "io", { configurable: true, get() { return wrapped; }, set(real) {
   wrapped = function (...args) {
@@ -53,17 +69,6 @@ Object.defineProperty(window, "io", { configurable: true, get() { return wrapped
   };
   Object.assign(wrapped, real);
 }});
-document.addEventListener("submit", () => window.__clicks.push(performance.now()), true);
-new MutationObserver(() => {
-  for (const row of document.querySelectorAll("[data-task-id]")) {
-    const id = row.dataset.taskId;
-    if (!(id in window.__rows)) window.__rows[id] = performance.now();
-    const bar = row.querySelector("[role=progressbar]");
-    if (bar && !(id in window.__first) && Number(bar.getAttribute("aria-valuenow")) > 0) {
-      window.__first[id] = performance.now();
-    }
-  }
-}).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ["aria-valuenow"] });
 window.__frameLoop = () => {
   let last = performance.now();
   const tick = (now) => {
@@ -74,7 +79,7 @@ window.__frameLoop = () => {
 };
 new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__long.push(e.duration); })
   .observe({ type: "longtask", buffered: true });
-"""
+""" + ROWS
 
 
 def fill_history(client: redis.Redis, count: int, name: str = "tasks.demo.steps") -> None:

@@ -27,15 +27,12 @@ from typing import Any
 import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.support import BIN, Process, Stack, free_port, wait_for
+from tests.support import BIN, CHROMIUM, CHROMIUM_ARGS, Process, Stack, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DOCS_COPY = ROOT / "docs" / "versus-flower.md"
 AXE = ROOT / "static" / "vendor" / "axe.min.js"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 DESKTOP = {"width": 1400, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 60_000

@@ -28,13 +28,10 @@ from typing import Any
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.support import Stack, wait_for
+from tests.support import CHROMIUM, CHROMIUM_ARGS, Stack, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 DESKTOP = {"width": 1400, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 # A screenshot taller than this is cut: the docs show the top of a page, not all of it.

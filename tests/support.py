@@ -21,6 +21,12 @@ BIN = Path(sys.executable).parent
 USERAPP = ROOT / "tests" / "userapp"
 
 
+# Debian's Chromium and the flags it runs with here (DESIGN.md): browser tests, benchmarks, screenshots.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

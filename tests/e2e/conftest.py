@@ -17,13 +17,10 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from tests.conftest import ARTIFACTS
-from tests.support import Stack
+from tests.support import CHROMIUM, CHROMIUM_ARGS, Stack
 
 # The modes serve.py serves with (serve.SERVING_MODES; threading is refused there).
 ASYNC_MODES = ("eventlet", "gevent")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1400, "height": 1000}
 # Generous: the machine has two cores and is busy; nothing here measures speed.
 TIMEOUT_MS = 60_000
