@@ -158,8 +158,8 @@ def build_flood(n_tasks: int, progress: int, kinds: tuple[str, ...], hostname: s
             if kind == "progress" and step > progress:
                 continue
             if kind == first:
-                record = index.pending_record(task_id, TASK_NAME, None, time.time())
-                commands.append(("register", task_id, json.dumps(record), time.time()))
+                _, keys, args = index.registration(task_id, TASK_NAME, None, None, time.time())
+                commands.append(("register", keys, args))
             if kind == "succeeded":
                 meta = backend._get_result_meta({"n": progress}, "SUCCESS", None, None)
                 commands.append(("result", backend.get_key_for_task(task_id), backend.encode(meta)))
@@ -203,7 +203,7 @@ def flood(n_tasks: int, progress: int, rate: float, kinds: tuple[str, ...], host
                 pipe.publish(command[1], command[2])
                 published += 1
             elif command[0] == "register":
-                pipe.evalsha(register, len(index.KEYS), *index.KEYS, command[1], command[2], command[3])
+                pipe.evalsha(register, len(command[1]), *command[1], *command[2])
             else:  # the result backend's write: SET with expiry, then PUBLISH on the key (RedisBackend._set)
                 pipe.set(command[1], command[2], ex=expires)
                 pipe.publish(command[1], command[2])

@@ -100,15 +100,24 @@ def register(client: Any, task_id: str, name: str | None, parent: str | None = N
 
     `details`: see `pending_record`; `params`: a dashboard launch's params, kept in PARAMS_KEY."""
     now = time.time() if now is None else now
-    parent = parent if parent != task_id else None
-    record = pending_record(task_id, name, parent, now, owner, details)
-    keys = [*KEYS, owner_key(owner or ""), children_key(parent or ""), PARAMS_KEY]
+    record, keys, args = registration(task_id, name, parent, owner, now, details, params)
     script = _scripts.get(id(client))
     if script is None:  # sent once per client, then called by its SHA
         script = _scripts[id(client)] = client.register_script(REGISTER)
+    return record if script(keys=keys, args=args) else None
+
+
+def registration(task_id: str, name: str | None, parent: str | None, owner: str | None, now: float,
+                 details: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
+                 ) -> tuple[dict[str, Any], list[str], list[Any]]:
+    """(the new record, REGISTER's keys, its arguments) for one task: what `register` runs, for
+    callers that send REGISTER themselves (a pipeline of many: bench/storm.py)."""
+    parent = parent if parent != task_id else None
+    record = pending_record(task_id, name, parent, now, owner, details)
+    keys = [*KEYS, owner_key(owner or ""), children_key(parent or ""), PARAMS_KEY]
     args = [task_id, json.dumps(record), now, "1" if owner else "0", "1" if parent else "0",
             json.dumps(params) if params is not None else ""]
-    return record if script(keys=keys, args=args) else None
+    return record, keys, args
 
 
 # Removes a task's registration, wherever register put it (its owner's set is read from its record).
