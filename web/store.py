@@ -226,9 +226,10 @@ class TaskStore:
             return False  # another user's tasks: never shown to this one
         who = owner if owner is not None else flt.owner
         key = owner_key(who) if who is not None else RECENT_KEY
-        low = "-inf" if flt.since is None else flt.since
-        # Task times are shown (and given back as `until`) to the microsecond, while the index's
-        # score keeps time.time()'s full precision: an `until` equal to a shown time includes it.
+        # Task times are shown (and given back as `since`/`until`) rounded to the nearest
+        # microsecond (datetime.fromtimestamp), while the index's score keeps time.time()'s full
+        # precision: a `since` or `until` equal to a task's shown time includes that task.
+        low = "-inf" if flt.since is None else flt.since - 1e-6
         high = "+inf" if flt.until is None else flt.until + 1e-6
         bound = self.scan_limit if bound is None else bound
         decode = any(value is not None for value in (flt.name, flt.queue, flt.worker, flt.q))

@@ -186,11 +186,14 @@ def test_until_a_shown_time_includes_the_task_created_then() -> None:
     """The API shows `created` to the microsecond; the index's score keeps time.time()'s full
     precision. Asking `until` the time shown for a task still finds that task."""
     s = store()
-    index.register(s.client, "t1", "tasks.demo.steps", now=1764470104.5436254)
-    shown = s.get("t1")["created"]
-    assert shown.endswith(".543625+00:00")
-    assert [t["id"] for t in found(s, until=shown)["tasks"]] == ["t1"]
-    assert [t["id"] for t in found(s, since=shown, until=shown)["tasks"]] == ["t1"]
+    index.register(s.client, "t1", "tasks.demo.steps", now=1764470104.5436254)  # shown rounded down
+    index.register(s.client, "t2", "tasks.demo.steps", now=1764470105.5436257)  # shown rounded up
+    assert s.get("t1")["created"].endswith(".543625+00:00") and s.get("t2")["created"].endswith(".543626+00:00")
+    for task_id in ("t1", "t2"):
+        shown = s.get(task_id)["created"]
+        assert task_id in [t["id"] for t in found(s, until=shown)["tasks"]]
+        assert task_id in [t["id"] for t in found(s, since=shown)["tasks"]]
+        assert [t["id"] for t in found(s, since=shown, until=shown)["tasks"]] == [task_id]
 
 
 def test_a_task_sent_by_a_launched_task_belongs_to_its_launcher(monkeypatch: object) -> None:
