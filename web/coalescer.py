@@ -32,7 +32,7 @@ class Coalescer:
         task_id = update["id"]
         current = self.pending.get(task_id)
         if task_id in self.deferred:
-            records.merge(self.deferred[task_id], update)
+            records.merge(self.deferred[task_id], update, partial=True)
         elif current is None:
             self.pending[task_id] = self._pending(update)
         elif (current.get("state") == "RETRY" and update.get("state") != "RETRY"
@@ -49,7 +49,9 @@ class Coalescer:
         """An update as held here. An ending carries its confidence, as a stored record does: a
         held verdict (LOST, UNKNOWN) is then replaced by a real outcome added after it, even one
         timed earlier (a worker's events buffered through a Redis outage arrive late)."""
-        held = {k: v for k, v in update.items() if k != "fetch"}
+        # A task object added back (a launch's pending record, a batch whose emit failed) is held
+        # as an update: its `attempts` are already stored, and notes carry what comes next.
+        held = {k: v for k, v in update.items() if k not in ("fetch", "attempts")}
         if lifecycle.is_terminal(held.get("state")):
             held["confidence"] = lifecycle.confidence(held)
         return held
@@ -59,7 +61,7 @@ class Coalescer:
         """Merge two partial updates; the winner's `source` goes with its state."""
         if "source" in update and lifecycle.accepts(current, lifecycle.resolve_retry(current, update)):
             current["source"] = update["source"]
-        records.merge(current, update)
+        records.merge(current, update, partial=True)
 
     def take(self) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """The next batch (at most `max_batch` tasks) and which of them to read results for; the

@@ -51,8 +51,13 @@ def is_terminal(record: dict[str, Any]) -> bool:
     return lifecycle.is_terminal(record.get("state"))
 
 
-def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
-    """Apply `update` to `record` in place; return True if anything a user sees changed."""
+def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = False) -> bool:
+    """Apply `update` to `record` in place; return True if anything a user sees changed.
+
+    `partial`: `record` is itself an update the coalescer is merging, not a stored task object:
+    what each update says about attempts is then kept as notes for the stored object (see
+    `_collect_attempts`). A partial may hold an `attempts` list of its own (a launch's pending
+    record, a task object put back after a failed emit): it is never the one that counts."""
     update = lifecycle.resolve_retry(record, update)
     before = dict(record)
     for key in FIRST_WINS:
@@ -64,7 +69,7 @@ def merge(record: dict[str, Any], update: dict[str, Any]) -> bool:
         record["worker_status"] = update["worker_status"]
     accepted = lifecycle.accepts(record, update)
     if accepted or not lifecycle.is_terminal(record.get("state")):  # an ended task's late news is old
-        _collect_attempts(record, update)
+        _collect_attempts(record, update, partial)
     if accepted:
         record["state"] = update["state"]
         for key in CARRIED:
@@ -120,12 +125,12 @@ def _notes(update: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"kind": "run", "retries": retries, "worker": update.get("worker"), "started": started}]
 
 
-def _collect_attempts(record: dict[str, Any], update: dict[str, Any]) -> None:
+def _collect_attempts(record: dict[str, Any], update: dict[str, Any], partial: bool) -> None:
     """Keep what `update` says about attempts: applied to record["attempts"] when `record` is a
     task object, else (a partial update the coalescer merges) kept as notes in order, so that the
     attempts a batch went through are not lost in its merged state."""
     notes = update.get(NOTES) or _notes(update)
-    if "attempts" in record:
+    if not partial:
         _apply_notes(record, notes)
         return
     if NOTES not in record:

@@ -292,3 +292,53 @@ def test_each_attempts_error_is_a_bounded_preview() -> None:
     message = record["attempts"][0]["error"]["message"]
     assert len(message) <= records.ATTEMPT_MESSAGE and message.endswith("…")
     assert len(record["error"]["message"]) > 4000
+
+
+@pytest.mark.parametrize("launched", [True, False], ids=["launched here", "sent by other code"])
+@pytest.mark.parametrize("late_retry", [False, True], ids=["retry first", "next attempt received first"])
+def test_every_attempt_keeps_its_worker_and_times_at_every_tick_boundary(launched: bool, late_retry: bool) -> None:
+    """A task retried twice with countdown=0 runs its three attempts within a few milliseconds, so
+    any run of its events may share one coalesced batch. A launch adds its pending task object
+    first (it holds an `attempts` list of its own): that list must not swallow the attempts the
+    batch went through (seen as two attempts, the first without worker or start, in make test)."""
+    import itertools
+
+    from celery_dashboard import index
+    from web.coalescer import Coalescer
+
+    events: list[tuple[str, dict[str, Any]]] = [] if launched else [("task-sent", {"name": "x"})]
+    for attempt in range(3):
+        run = [("task-received", {"hostname": "w1", "retries": attempt, "name": "x"}),
+               ("task-started", {"hostname": "w1"})]
+        if attempt == 2:
+            events += run + [("task-succeeded", {"hostname": "w1"})]
+        elif late_retry and attempt == 1:  # attempt 1's retry reported after attempt 2 was received
+            events += run + [("task-received", {"hostname": "w1", "retries": 2, "name": "x"}),
+                             ("task-retried", {"exception": "ValueError('1')"})]
+            events += [("task-started", {"hostname": "w1"}), ("task-succeeded", {"hostname": "w1"})]
+            break
+        else:
+            events += run + [("task-retried", {"exception": f"ValueError('{attempt}')"})]
+    updates = [from_event({"type": kind, "uuid": "t", "timestamp": T0 + n / 1000, **fields})
+               for n, (kind, fields) in enumerate(events)]
+    wrong = []
+    for cuts in itertools.product((False, True), repeat=len(updates)):
+        record, coalescer = new_record("t"), Coalescer()
+
+        def flush(record: dict[str, Any] = record, coalescer: Coalescer = coalescer) -> None:
+            for update in coalescer.take()[0].values():
+                merge(record, {k: v for k, v in update.items() if k != "fetch"})
+
+        if launched:
+            coalescer.add(dict(index.pending_record("t", "x", None, T0 - 1, "alice"), source="event"))
+        for update, cut in zip(updates, cuts, strict=True):
+            coalescer.add(dict(update))
+            if cut:
+                flush()
+        while coalescer:
+            flush()
+        seen = [(a["retries"], a["worker"], bool(a["started"]), bool(a["finished"]), (a["error"] or {}).get("message"))
+                for a in record["attempts"]]
+        if seen != [(0, "w1", True, True, "0"), (1, "w1", True, True, "1"), (2, "w1", True, True, None)]:
+            wrong.append((cuts, seen))
+    assert not wrong, f"{len(wrong)} of {2 ** len(updates)} tick boundaries lose an attempt, e.g. {wrong[0]}"
