@@ -236,7 +236,7 @@ class Reconciler:
         for start in range(0, len(ids), CHUNK):
             stored.update(self.store.get_many(ids[start:start + CHUNK]))
         self._backend(stored, ids)
-        self.running_ids.clear()
+        self._forget_ended(stored)
         for task_id, record in self._open(stored):
             if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
                 self.running_ids[task_id] = True
@@ -245,6 +245,23 @@ class Reconciler:
             if task_id in stored and lifecycle.is_settled(stored[task_id]):
                 self.ran_on.pop(task_id, None)
         return verdicts
+
+    def _forget_ended(self, stored: dict[str, dict[str, Any]]) -> None:
+        """Stop polling the tasks that ended. Only an ending drops a task: its task-started may be
+        seen here before the pusher stores it (the store then still says RECEIVED, or has no such
+        task yet), and a task dropped then would not be polled before the next full pass: a custom
+        state the task only writes to the backend (`update_state(state="DOWNLOADING")`) would never
+        show if the task ends before that."""
+        unsure = []
+        for task_id in list(self.running_ids):
+            record = stored.get(task_id)
+            if record is None:
+                unsure.append(task_id)  # settled (no longer active), or not stored yet
+            elif lifecycle.is_terminal(record.get("state")):
+                self.running_ids.pop(task_id, None)
+        for start in range(0, len(unsure), CHUNK):
+            for task_id in self.store.get_many(unsure[start:start + CHUNK]):
+                self.running_ids.pop(task_id, None)  # stored but not active: settled
 
     def _open(self, stored: dict[str, dict[str, Any]]) -> Iterable[tuple[str, dict[str, Any]]]:
         return ((i, r) for i, r in stored.items() if not lifecycle.is_terminal(r.get("state")))

@@ -287,3 +287,27 @@ def test_no_death_verdict_right_after_the_listener_reconnects(parts: Parts) -> N
     parts.settle()
     task = parts.store.get("a")
     assert task["state"] == "STARTED" and task["worker_status"] == "not responding"
+
+
+def test_a_task_started_before_the_store_knows_is_still_polled_after_a_full_pass(parts: Parts) -> None:
+    """A custom state a task writes only to the backend shows while it runs, even when a full
+    reconcile comes between the worker's task-started and the pusher storing it (seen once in CI:
+    the DOWNLOADING state never showed)."""
+    parts.event("worker-online")
+    parts.event("task-received", uuid="a", name="t")
+    parts.pusher.flush()
+    parts.event("task-started", uuid="a")  # the reconciler sees it; the pusher has not stored it
+    parts.reconciler.reconcile()
+    parts.pusher.flush()
+    parts.metas["a"] = {"status": "DOWNLOADING", "result": {"bytes": 0}}
+    parts.later(1)
+    parts.reconciler.poll()
+    parts.pusher.flush()
+    assert parts.state("a") == "DOWNLOADING"
+    # Once it has ended and settled, it is no longer polled.
+    parts.metas["a"] = {"status": "SUCCESS", "result": 1, "date_done": "2030-01-01T00:00:00"}
+    parts.event("task-succeeded", uuid="a")
+    for _ in range(3):
+        parts.later(31)
+        parts.settle()
+    assert parts.state("a") == "SUCCESS" and "a" not in parts.reconciler.running_ids
