@@ -1,0 +1,339 @@
+"""Fan-out as issue 11 measured it: N Socket.IO clients in one asyncio process watch a storm of real tasks.
+
+    python -m bench.fanout --clients 500            # starts redis-server, a Celery worker and the web
+    python -m bench.fanout --clients 1 20 100 500   # one stack, one storm per client count
+    python -m bench.fanout --url http://127.0.0.1:5000 --clients 100   # against a running web
+
+The clients are python-socketio AsyncClients on the websocket transport, all in this one process,
+signed in like bench/swarm.py's (the web's local access, or the `cookies` given). The last of them
+connects after all the others (python-socketio sends to a room in join order: it is served last).
+Then the storm: `tasks` `steps` tasks of `steps` steps and no delay, launched by as many sequential
+POST /api/tasks. A task's lag, for each client, is the moment that client receives the task's
+terminal state minus the task's `finished` time (one machine, one clock).
+
+Reported (`measure`): terminal states delivered over all clients (%), lag percentiles over all
+clients and for the last joiner alone, "tasks" messages per client per push tick (PUSH_INTERVAL,
+counted in fixed windows of one tick from the first launch on; receive-side jitter can put two
+batches sent one tick apart into one window), and the bytes of a progress update as sent (a delta
+where the server sent one) beside the bytes of the full task object it stands for.
+
+The clients merge what they receive as the page does (static/js/transport.js): a pushed delta
+(`changes`) applies to the task at its `base` version; one that cannot apply is counted
+(`deltas_unapplied`).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import engineio
+import socketio
+
+from bench.common import histogram_percentiles
+
+TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
+# The pusher's tick (web.config PUSH_INTERVAL): under a storm a client should get one message per tick.
+TICK = float(os.environ.get("PUSH_INTERVAL", "0.1"))
+CONNECT_GATE = 25  # connections opened at once
+SAMPLED = 2  # clients that also measure bytes (the first and the last joiner: every client gets the same)
+
+
+def _epoch(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+class _CountingEngineIO(engineio.AsyncClient):
+    """An engine.io client that notes the size of each text packet it receives (its wire payload)."""
+
+    on_size: Any = None
+
+    async def _receive_packet(self, pkt: Any) -> None:
+        if self.on_size is not None and isinstance(pkt.data, str):
+            self.on_size(len(pkt.data.encode()) + 1)  # + the engine.io packet type
+        await super()._receive_packet(pkt)
+
+
+class _Client(socketio.AsyncClient):
+    def _engineio_client_class(self) -> type:
+        return _CountingEngineIO
+
+
+class Watcher:
+    """One client: the tasks it holds (merged as the page merges), when it got each terminal state."""
+
+    def __init__(self, run: Run, sampled: bool) -> None:
+        self.run = run
+        self.sampled = sampled
+        # The standard json module: engineio's default wraps it with a Python callback per integer.
+        self.sio = _Client(reconnection=True, reconnection_delay=0.5, reconnection_delay_max=2, json=json)
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.ended: dict[str, float] = {}  # task id -> ms from its `finished` to its terminal state here
+        self.done = 0  # expected tasks among them
+        self.message_times: list[float] = []
+        self.last_size = 0
+        self.reconnects = -1
+        if sampled:
+            self.sio.eio.on_size = self._size
+        self.sio.on("snapshot", self.on_snapshot)
+        self.sio.on("tasks", self.on_tasks)
+        self.sio.on("connect", self.on_connect)
+
+    def _size(self, size: int) -> None:
+        self.last_size = size
+
+    async def on_connect(self) -> None:
+        self.reconnects += 1
+
+    async def on_snapshot(self, data: dict[str, Any]) -> None:
+        now = time.time()
+        for task in data.get("tasks", ()):
+            self.tasks[task["id"]] = task
+            self._check(task, now, via_snapshot=True)
+
+    async def on_tasks(self, data: dict[str, Any]) -> None:
+        now = time.time()
+        run = self.run
+        if run.storm_started is not None:
+            self.message_times.append(time.monotonic())
+        size, self.last_size = self.last_size, 0
+        if self.sampled and size:
+            run.message_bytes.append(size)
+        for task in data.get("tasks", ()):
+            self.tasks[task["id"]] = task
+            if self.sampled and task["id"] in run.expected:
+                run.note_update(task, task)
+            self._check(task, now)
+        for change in data.get("changes", ()):
+            held = self.tasks.get(change["id"])
+            if held is None or held.get("version") != change.get("base"):
+                run.deltas_unapplied += 1
+                continue
+            merged = {**held, **change}
+            merged.pop("base", None)
+            self.tasks[change["id"]] = merged
+            if self.sampled and change["id"] in run.expected:
+                run.note_update(change, merged)
+            self._check(merged, now)
+
+    def _check(self, task: dict[str, Any], now: float, via_snapshot: bool = False) -> None:
+        task_id = task["id"]
+        if task_id in self.ended or task.get("state") not in TERMINAL:
+            return
+        if via_snapshot and self.run.storm_started is None:  # ended before this storm: not one of its tasks
+            self.ended[task_id] = -1.0
+            return
+        finished = task.get("finished")
+        self.ended[task_id] = max(0.0, (now - _epoch(finished)) * 1000) if finished else 0.0
+        if task_id in self.run.expected:
+            self.done += 1
+            self.run.got_terminal(self)
+
+    def lags(self) -> list[float]:
+        return [self.ended[i] for i in self.run.expected if self.ended.get(i, -1.0) >= 0]
+
+
+class Run:
+    """The shared counters of one measurement."""
+
+    def __init__(self) -> None:
+        self.expected: set[str] = set()
+        self.watchers: list[Watcher] = []
+        self.storm_started: float | None = None
+        self.launched = False
+        self.complete = 0
+        self.all_done = asyncio.Event()
+        self.deltas_unapplied = 0
+        self.update_bytes: list[int] = []       # a progress update's object as sent (delta or full)
+        self.update_full_bytes: list[int] = []  # the full task object it stands for
+        self.message_bytes: list[int] = []  # a "tasks" message on the wire (engine.io packet)
+
+    def got_terminal(self, watcher: Watcher) -> None:
+        if self.launched and watcher.done == len(self.expected):
+            self.complete += 1
+            if self.complete == len(self.watchers):
+                self.all_done.set()
+
+    def note_update(self, sent: dict[str, Any], full: dict[str, Any]) -> None:
+        if full.get("state") in TERMINAL or not full.get("progress"):
+            return
+        self.update_bytes.append(len(json.dumps(sent, separators=(",", ":"))))
+        self.update_full_bytes.append(len(json.dumps(full, separators=(",", ":"))))
+
+
+def _ms_percentiles(values: list[float]) -> dict[str, Any]:
+    histogram: dict[int, int] = {}
+    for value in values:
+        histogram[int(value)] = histogram.get(int(value), 0) + 1
+    found = histogram_percentiles(histogram)
+    return {k: found.get(k) for k in ("p50", "p95", "p99", "max")} | {"n": found.get("n", 0)}
+
+
+async def _csrf(http: aiohttp.ClientSession, base_url: str) -> str | None:
+    async with http.get(f"{base_url}/") as page:
+        found = re.search(r'name="csrf-token" content="([^"]+)"', await page.text())
+    return found[1] if found else None
+
+
+async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies: dict | None,
+                   timeout: float) -> dict[str, Any]:
+    base_url = base_url.rstrip("/")
+    run = Run()
+    run.watchers = [Watcher(run, sampled=i in (0, clients - 1)) for i in range(clients)]
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}
+    gate = asyncio.Semaphore(CONNECT_GATE)
+    errors: list[str] = []
+
+    async def connect(watcher: Watcher) -> None:
+        async with gate:
+            try:
+                await watcher.sio.connect(base_url, transports=["websocket"], headers=headers, wait_timeout=30,
+                                          auth={"deltas": True})
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                errors.append(repr(exc)[:200])
+
+    started = time.monotonic()
+    *first, last = run.watchers
+    await asyncio.gather(*(connect(w) for w in first))
+    await asyncio.sleep(0.2)
+    await connect(last)  # joins after every other client
+    connect_s = time.monotonic() - started
+    connected = sum(1 for w in run.watchers if w.sio.connected)
+    await asyncio.sleep(1.0)  # the snapshots are in
+
+    ids: list[str] = []
+    launch_ms: list[float] = []
+    async with aiohttp.ClientSession(cookies=cookies or {}) as http:
+        post_headers = {"Origin": base_url}
+        if cookies:
+            token = await _csrf(http, base_url)
+            if token:
+                post_headers["X-CSRFToken"] = token
+        run.storm_started = time.monotonic()
+        for _ in range(tasks):
+            t0 = time.monotonic()
+            launch = {"task": "steps", "params": {"steps": steps, "delay": 0}, "duplicate": True}
+            async with http.post(f"{base_url}/api/tasks", json=launch, headers=post_headers) as answer:
+                body = await answer.json()
+            if answer.status >= 300:
+                await _leave_all(run.watchers)
+                raise RuntimeError(f"launch refused ({answer.status}): {body}")
+            launch_ms.append((time.monotonic() - t0) * 1000)
+            ids.append(body["id"])
+            run.expected.add(body["id"])
+    run.launched = True
+    for watcher in run.watchers:  # terminal states that came before their id was known
+        watcher.done = sum(1 for i in ids if watcher.ended.get(i, -1.0) >= 0)
+        run.got_terminal(watcher)
+    try:
+        await asyncio.wait_for(run.all_done.wait(), timeout)
+        stopped_by = "complete"
+    except TimeoutError:
+        stopped_by = "timeout"
+    storm_s = time.monotonic() - run.storm_started
+
+    lags = [lag for w in run.watchers for lag in w.lags()]
+    delivered = sum(w.done for w in run.watchers)
+    per_tick: dict[int, int] = {}
+    for watcher in run.watchers:
+        windows: dict[int, int] = {}
+        for t in watcher.message_times:
+            key = int((t - run.storm_started) / TICK)
+            windows[key] = windows.get(key, 0) + 1
+        for count in windows.values():
+            per_tick[count] = per_tick.get(count, 0) + 1
+    tick_stats = histogram_percentiles(per_tick)
+    messages = sum(len(w.message_times) for w in run.watchers)
+
+    def mean(values: list[int]) -> float | None:
+        return round(sum(values) / len(values), 1) if values else None
+
+    result = {
+        "clients": clients, "connected": connected, "connect_errors": errors[:5], "connect_s": round(connect_s, 2),
+        "tasks": {"launched": len(ids), "steps": steps, "launch_ms_mean": mean([int(v) for v in launch_ms]),
+                  "storm_s": round(storm_s, 2), "stopped_by": stopped_by},
+        "delivered_pct": round(100 * delivered / (clients * len(ids)), 2) if ids else 0.0,
+        "lag_ms": _ms_percentiles(lags),
+        "last_joiner_lag_ms": _ms_percentiles(last.lags()),
+        "messages_per_client_per_tick": {"p99": tick_stats.get("p99"), "max": tick_stats.get("max"),
+                                         "tick_s": TICK},
+        "messages_per_client": round(messages / max(1, clients), 1),
+        "bytes_per_progress_update": {"mean": mean(run.update_bytes), "full_mean": mean(run.update_full_bytes),
+                                      "n": len(run.update_bytes)},
+        "bytes_per_message_mean": mean(run.message_bytes),
+        "deltas_unapplied": run.deltas_unapplied,
+        "reconnects": sum(max(0, w.reconnects) for w in run.watchers),
+    }
+
+    await _leave_all(run.watchers)
+    return result
+
+
+async def _leave_all(watchers: list[Watcher]) -> None:
+    gate = asyncio.Semaphore(100)
+
+    async def leave(watcher: Watcher) -> None:
+        async with gate:
+            try:
+                await asyncio.wait_for(watcher.sio.disconnect(), 5)
+            except Exception:  # noqa: BLE001 - leaving anyway
+                pass
+
+    await asyncio.gather(*(leave(w) for w in watchers))
+
+
+def measure(base_url: str, clients: int, *, tasks: int = 40, steps: int = 250, cookies: dict | None = None,
+            timeout: float = 120.0) -> dict:
+    """Run one storm against a running web at `base_url` with `clients` Socket.IO clients in this process.
+
+    Returns {"clients", "delivered_pct" (terminal states received over clients x tasks, %),
+    "lag_ms" and "last_joiner_lag_ms" ({"p50", "p95", "p99", "max", "n"}: ms from a task's
+    `finished` to a client receiving its terminal state), "messages_per_client_per_tick" ({"p99",
+    "max", "tick_s"}), "bytes_per_progress_update" ({"mean": as sent, "full_mean": the full task
+    object}, bytes of compact JSON), "tasks" ({"launched", "steps", "storm_s", "stopped_by", ...}),
+    and a few counters (connected, reconnects, deltas_unapplied, ...)}. `timeout`: seconds after
+    the last launch to wait for every terminal state. Needs a Celery worker serving `steps`.
+    Raises RuntimeError when a launch is refused.
+    """
+    return asyncio.run(_measure(base_url, clients, tasks, steps, cookies, timeout))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, nargs="+", default=[500])
+    parser.add_argument("--tasks", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--url", help="a running web process (default: start redis, a worker and the web)")
+    parser.add_argument("--pause", type=float, default=3.0, help="seconds between two storms")
+    args = parser.parse_args()
+    stack = None
+    url = args.url
+    if url is None:
+        from tests.support import Stack
+
+        stack = Stack(env={"MAX_CONNECTIONS": str(max(args.clients) + 100)})
+        stack.start_redis()
+        stack.start_worker()
+        url = stack.start_web()
+        print(json.dumps({"web_pid": stack.web(url).pid, "url": url}), file=sys.stderr, flush=True)
+    try:
+        for i, clients in enumerate(args.clients):
+            if i:
+                time.sleep(args.pause)
+            result = measure(url, clients, tasks=args.tasks, steps=args.steps, timeout=args.timeout)
+            print(json.dumps(result), flush=True)
+    finally:
+        if stack is not None:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
