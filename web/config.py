@@ -120,6 +120,11 @@ def from_env() -> dict[str, Any]:
         # that does not answer are shown "not responding" (never failed: solo workers are silent
         # while they run a task). A restarted or stopped worker's tasks are shown LOST at once.
         "WORKER_TIMEOUT": task_config._float("WORKER_TIMEOUT", 10.0),
+        # The workers view: a worker silent this many seconds is shown "offline" (one killed without
+        # a goodbye sends no worker-offline), and after WORKER_FORGET_AFTER it leaves the list. It is
+        # "not responding" as soon as its heartbeat is late (Celery's rule: freq * 2 seconds).
+        "WORKER_OFFLINE_AFTER": task_config._float("WORKER_OFFLINE_AFTER", 120.0),
+        "WORKER_FORGET_AFTER": task_config._float("WORKER_FORGET_AFTER", 3600.0),
         # Seconds after which a task that no backend, queue or worker knows is shown UNKNOWN.
         "RECONCILE_WINDOW": task_config._float("RECONCILE_WINDOW", 30.0),
         # Seconds between two reads of running tasks' backend records (the tutorials' progress,

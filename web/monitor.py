@@ -44,9 +44,11 @@ def task_stats() -> TaskStats:
 
 
 def worker_rows() -> list[dict[str, Any]]:
-    """The workers as `Workers.rows` gives them (WORKER_TIMEOUT, at most WORKERS_LIMIT)."""
+    """The workers as `Workers.rows` gives them (WORKER_TIMEOUT, WORKER_OFFLINE_AFTER,
+    WORKER_FORGET_AFTER, at most WORKERS_LIMIT)."""
     config = current_app.config
-    return services().reconciler.workers.rows(config["WORKER_TIMEOUT"], config["WORKERS_LIMIT"])
+    return services().reconciler.workers.rows(config["WORKER_TIMEOUT"], config["WORKERS_LIMIT"],
+                                              config["WORKER_OFFLINE_AFTER"], config["WORKER_FORGET_AFTER"])
 
 
 def queue_rows(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,6 +15,10 @@ SKEW_TOLERANCE = 1.0
 LOWER_AFTER = 10.0
 # Two answers about one process whose start times differ by more than this are two processes.
 RESTART_TOLERANCE = 5.0
+# Celery's rule (celery.events.state.HEARTBEAT_EXPIRE_WINDOW, 200 %): a worker is alive while
+# now < its last heartbeat + freq * 2. Heartbeats are rarely slower than this many seconds apart.
+HEARTBEAT_EXPIRE_FACTOR = 2.0
+MAX_FREQ = 3600.0
 # Task ids remembered as running on one worker (a task whose end event was lost stays until the
 # worker's next heartbeat says it runs nothing).
 MAX_RUNNING = 10_000
@@ -44,6 +48,7 @@ class Worker:
     ended: int = 0                # tasks seen ending on it (events, since this web process started)
     failed: int = 0               # of those, task-failed
     last_heartbeat: float | None = None  # wall clock (epoch s) of its last worker-* event
+    freq: float | None = None     # seconds between its heartbeats (`freq` of its last worker-* event)
 
 
 class Workers:
@@ -113,6 +118,9 @@ class Workers:
                 worker.failed += kind == "task-failed"
         elif kind.startswith("worker-"):
             worker.last_heartbeat = self.wall()
+            freq = event.get("freq")
+            if isinstance(freq, (int, float)) and not isinstance(freq, bool) and 0 < freq <= MAX_FREQ:
+                worker.freq = float(freq)
             active, processed = event.get("active"), event.get("processed")
             if isinstance(active, int) and not isinstance(active, bool):
                 worker.reported_active = active
@@ -193,30 +201,47 @@ class Workers:
                              "offline": w.offline, "clock_offset": round(w.offset, 3), "beacon": w.beacon}
                 for w in newest}
 
-    def status(self, worker: Worker, timeout: float) -> str:
-        """"offline" (it said so: worker-offline), "not responding" (silent for `timeout` s: a busy
-        solo worker is silent too) or "online"."""
-        if worker.offline:
+    def status(self, worker: Worker, timeout: float, offline_after: float = float("inf")) -> str:
+        """"offline" (it said so: worker-offline; or silent for `offline_after` s: killed without a
+        goodbye), "not responding" (its heartbeat is late: silent for longer than freq * 2, Celery's
+        rule, or `timeout` s when its heartbeat interval is not known yet; a busy solo worker is
+        silent too) or "online"."""
+        silence = self.clock() - worker.last_seen
+        if worker.offline or silence > offline_after:
             return "offline"
-        return "not responding" if self.clock() - worker.last_seen > timeout else "online"
+        expires = worker.freq * HEARTBEAT_EXPIRE_FACTOR if worker.freq else timeout
+        return "not responding" if silence > expires else "online"
 
-    def rows(self, timeout: float, limit: int = 100) -> list[dict[str, Any]]:
+    def forget(self, after: float) -> list[str]:
+        """Drop the workers silent for more than `after` seconds (gone for good: the list stays
+        bounded); their hostnames. One heard from again comes back as new."""
+        now = self.clock()
+        gone = [h for h, w in self.workers.items() if now - w.last_seen > after]
+        for hostname in gone:
+            del self.workers[hostname]
+        return gone
+
+    def rows(self, timeout: float, limit: int = 100, offline_after: float = float("inf"),
+             forget_after: float = float("inf")) -> list[dict[str, Any]]:
         """The workers for the API and the page, online ones first, then the most recently heard,
         at most `limit`: {"hostname", "online", "status" (see `status`), "pool", "concurrency",
         "active" (tasks running), "processed" (tasks its process accepted, from its heartbeats, or
         the ends seen when more), "failed" (task-failed seen from this process since the web process started),
         "last_heartbeat" (ISO 8601 UTC or None), "seconds_since_seen", "pid", "queues" (names or
-        None when not known yet)}."""
+        None when not known yet)}. Workers silent for more than `forget_after` s are forgotten
+        first (`forget`)."""
+        if forget_after != float("inf"):
+            self.forget(forget_after)
         now = self.clock()
         order = sorted(self.workers.values(), key=lambda w: (w.offline, now - w.last_seen))[:limit]
         rows = []
         for w in order:
-            status = self.status(w, timeout)
+            status = self.status(w, timeout, offline_after)
             beat = (datetime.fromtimestamp(w.last_heartbeat, UTC).isoformat(timespec="seconds")
                     if w.last_heartbeat is not None else None)
             rows.append({"hostname": w.hostname, "online": status == "online", "status": status, "pool": w.pool,
                          "concurrency": w.concurrency,
-                         "active": 0 if w.offline else len(w.running) or w.reported_active,
+                         "active": 0 if status == "offline" else len(w.running) or w.reported_active,
                          "processed": max(w.reported_processed, w.ended), "failed": w.failed,
                          "last_heartbeat": beat, "seconds_since_seen": round(now - w.last_seen, 1),
                          "pid": w.pid, "queues": list(w.queues) if w.queues is not None else None})

@@ -69,6 +69,36 @@ def test_a_worker_shows_its_pool_activity_and_goes_not_responding_then_offline()
     assert (row["status"], row["processed"], row["pool"]) == ("online", 0, None)  # a new process: asked again
 
 
+def test_a_worker_killed_without_a_goodbye_is_late_then_offline_then_forgotten() -> None:
+    """Celery's rule: alive while now < last heartbeat + freq * 2; then offline after
+    WORKER_OFFLINE_AFTER, gone after WORKER_FORGET_AFTER (no worker-offline ever comes)."""
+    clock = Clock()
+    workers = Workers(clock=clock)
+    workers.see({"type": "worker-online", "hostname": "w@h", "pid": 10, "freq": 1.5, "active": 0})
+    workers.see({"type": "worker-online", "hostname": "other@h", "pid": 30, "freq": 2.0, "active": 0})
+
+    def status(offline_after: float = 60, forget_after: float = 600) -> str | None:
+        rows = workers.rows(timeout=10, offline_after=offline_after, forget_after=forget_after)
+        workers.see({"type": "worker-heartbeat", "hostname": "other@h", "pid": 30, "freq": 2.0})  # stays alive
+        return next((r["status"] for r in rows if r["hostname"] == "w@h"), None)
+
+    clock.now += 2.9
+    assert status() == "online"  # 2.9 < 1.5 * 2
+    clock.now += 0.2
+    assert status() == "not responding"  # 3.1 s: its heartbeat is late (not WORKER_TIMEOUT's 10 s)
+    clock.now += 56
+    assert status() == "not responding"
+    clock.now += 1
+    assert status() == "offline"  # 60.1 s of silence
+    clock.now += 539
+    assert status() == "offline"
+    clock.now += 1
+    assert status() is None  # forgotten: the list stays bounded
+    assert workers.get("w@h") is None and workers.get("other@h") is not None
+    workers.see({"type": "worker-heartbeat", "hostname": "w@h", "pid": 10, "freq": 1.5})
+    assert status() == "online"  # heard from again: back
+
+
 @pytest.fixture
 def broker(redis_server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis(server=redis_server)
