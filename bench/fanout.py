@@ -28,16 +28,19 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import engineio
 import socketio
 
-from bench.common import histogram_percentiles
+from bench.common import cpu_seconds, histogram_percentiles
 
 TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
 # The pusher's tick (web.config PUSH_INTERVAL): under a storm a client should get one message per tick.
@@ -183,7 +186,7 @@ async def _csrf(http: aiohttp.ClientSession, base_url: str) -> str | None:
 
 
 async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies: dict | None,
-                   timeout: float) -> dict[str, Any]:
+                   timeout: float, on_storm: Callable[[], Any] | None) -> dict[str, Any]:
     base_url = base_url.rstrip("/")
     run = Run()
     run.watchers = [Watcher(run, sampled=i in (0, clients - 1)) for i in range(clients)]
@@ -216,6 +219,7 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
             token = await _csrf(http, base_url)
             if token:
                 post_headers["X-CSRFToken"] = token
+        storm_over = on_storm() if on_storm is not None else None
         run.storm_started = time.monotonic()
         for _ in range(tasks):
             t0 = time.monotonic()
@@ -272,6 +276,8 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
         "reconnects": sum(max(0, w.reconnects) for w in run.watchers),
     }
 
+    if callable(storm_over):
+        result.update(storm_over() or {})
     await _leave_all(run.watchers)
     return result
 
@@ -290,7 +296,7 @@ async def _leave_all(watchers: list[Watcher]) -> None:
 
 
 def measure(base_url: str, clients: int, *, tasks: int = 40, steps: int = 250, cookies: dict | None = None,
-            timeout: float = 120.0) -> dict:
+            timeout: float = 120.0, on_storm: Callable[[], Any] | None = None) -> dict:
     """Run one storm against a running web at `base_url` with `clients` Socket.IO clients in this process.
 
     Returns {"clients", "delivered_pct" (terminal states received over clients x tasks, %),
@@ -300,9 +306,11 @@ def measure(base_url: str, clients: int, *, tasks: int = 40, steps: int = 250, c
     object}, bytes of compact JSON), "tasks" ({"launched", "steps", "storm_s", "stopped_by", ...}),
     and a few counters (connected, reconnects, deltas_unapplied, ...)}. `timeout`: seconds after
     the last launch to wait for every terminal state. Needs a Celery worker serving `steps`.
-    Raises RuntimeError when a launch is refused.
+    Raises RuntimeError when a launch is refused. `on_storm` is called just before the first launch
+    (to start a profiler, a CPU meter); it may return a function, called when the storm is over,
+    whose dict is added to the result.
     """
-    return asyncio.run(_measure(base_url, clients, tasks, steps, cookies, timeout))
+    return asyncio.run(_measure(base_url, clients, tasks, steps, cookies, timeout, on_storm))
 
 
 def main() -> None:
@@ -312,10 +320,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--url", help="a running web process (default: start redis, a worker and the web)")
+    parser.add_argument("--pid", type=int, help="the web process's pid (with --url): its CPU time is reported")
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between two storms")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="py-spy the web process and this one for --profile-seconds from the first launch "
+                             "(raw flamegraph files in DIR, web-<clients>.txt and clients-<clients>.txt)")
+    parser.add_argument("--profile-seconds", type=int, default=4)
     args = parser.parse_args()
     stack = None
-    url = args.url
+    url, pid = args.url, args.pid
     if url is None:
         from tests.support import Stack
 
@@ -323,12 +336,30 @@ def main() -> None:
         stack.start_redis()
         stack.start_worker()
         url = stack.start_web()
-        print(json.dumps({"web_pid": stack.web(url).pid, "url": url}), file=sys.stderr, flush=True)
+        pid = stack.web(url).pid
+        print(json.dumps({"web_pid": pid, "url": url}), file=sys.stderr, flush=True)
     try:
         for i, clients in enumerate(args.clients):
             if i:
                 time.sleep(args.pause)
-            result = measure(url, clients, tasks=args.tasks, steps=args.steps, timeout=args.timeout)
+            spies: list[subprocess.Popen] = []
+
+            def on_storm(clients: int = clients, spies: list = spies) -> Callable[[], dict] | None:
+                start = cpu_seconds(pid) if pid else 0.0
+                if args.profile and pid:
+                    Path(args.profile).mkdir(parents=True, exist_ok=True)
+                    for name, target in (("web", pid), ("clients", os.getpid())):
+                        spies.append(subprocess.Popen(
+                            [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "100",
+                             "-f", "raw", "-d", str(args.profile_seconds), "-o",
+                             f"{args.profile}/{name}-{clients}.txt", "--pid", str(target)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                # The web's CPU seconds from the first launch to the last terminal state received.
+                return (lambda: {"web_cpu_s": round(cpu_seconds(pid) - start, 2)}) if pid else None
+
+            result = measure(url, clients, tasks=args.tasks, steps=args.steps, timeout=args.timeout,
+                             on_storm=on_storm)
+            for spy in spies:
+                spy.wait(args.profile_seconds + 30)
             print(json.dumps(result), flush=True)
     finally:
         if stack is not None:

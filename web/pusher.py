@@ -38,11 +38,11 @@ class Pusher:
 
     `flush` does the I/O of one batch: one read and one compare-and-set write to Redis, one read
     of the result backend for tasks that just ended, one emit of what this process's clients
-    have not seen yet. `run` flushes forever, paced by a token bucket.
+    have not seen yet. `run` flushes forever, at most once per `interval` (the tick).
     """
 
     def __init__(self, store: TaskStore, coalescer: Coalescer, read_results: ReadResults, emit: Emit,
-                 interval: float = 0.1, burst: int = 10, clock: Callable[[], float] = time.monotonic,
+                 interval: float = 0.1, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, remembered: int = 20_000,
                  unconfirmed: Callable[[list[str]], None] | None = None) -> None:
         self.store = store
@@ -50,7 +50,6 @@ class Pusher:
         self.read_results = read_results
         self.emit = emit
         self.interval = interval
-        self.burst = burst
         self.clock = clock
         self.sleep = sleep
         self.remembered = remembered
@@ -127,15 +126,17 @@ class Pusher:
         return batch
 
     def run(self) -> None:
-        """Flush forever: at once when woken after a quiet spell, at most once per tick under load.
+        """Flush forever: at once when woken after a quiet tick, never more than once per tick.
 
-        A token bucket (`burst` tokens, one more per `interval`) lets the few updates that follow
-        each other at idle (received, started, first progress) go out without waiting for a tick,
-        while a storm settles into one batch per `interval`.
+        An update that comes after at least `interval` without a flush (a launch, a task starting
+        at idle) goes out at once; whatever comes sooner waits for the tick after the last flush
+        and goes out in that one batch. Every client then gets at most one message per tick: its
+        cost (a queue, a writer, a frame and a send per client) is paid once per tick, not once
+        per update (a token bucket here let a launch storm send up to ten batches in one tick).
         """
         self.running = True
         backoff = self.interval
-        tokens, last = float(self.burst), self.clock()
+        last = float("-inf")
         wake = self.coalescer.wake
         while self.running:
             wake.wait(timeout=1.0)
@@ -143,13 +144,11 @@ class Pusher:
                 break
             wake.clear()
             if not self.coalescer:
-                continue  # nothing to send: a wake-up without work must not use up a token
-            now = self.clock()
-            tokens, last = min(self.burst, tokens + (now - last) / self.interval), now
-            if tokens < 1:
-                self.sleep((1 - tokens) * self.interval)
-                tokens, last = 1.0, self.clock()
-            tokens -= 1
+                continue  # nothing to send: a wake-up without work starts no tick
+            early = last + self.interval - self.clock()
+            if early > 0:
+                self.sleep(early)  # what arrives meanwhile joins this batch
+            last = self.clock()
             try:
                 self.flush()
                 backoff = self.interval

@@ -1,13 +1,16 @@
 """Socket.IO handlers: a snapshot on every (re)connect, then batches pushed by the pusher.
 
 Every client is in one room: "admins" for admins (every task), else "user:<name>" (their own
-tasks only). A client never receives another user's task, not even its id.
+tasks only). A client never receives another user's task, not even its id. A client that asks
+for deltas (its handshake's `auth` has {"deltas": true}, as the page does) is in that room's
+"deltas:" twin instead: it gets only what changed in a task it already has (see `Fanout`).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +18,7 @@ import redis
 from flask import current_app, request
 from flask_socketio import emit, join_room
 
+from web import lifecycle
 from web.auth import credential, identify
 from web.extensions import services, socketio
 from web.users import User, UserStore
@@ -22,6 +26,7 @@ from web.users import User, UserStore
 log = logging.getLogger(__name__)
 
 ADMINS = "admins"
+DELTAS = "deltas:"  # the prefix of a room's twin for clients that take deltas
 
 
 @dataclass(frozen=True)
@@ -116,20 +121,85 @@ def drop_slow_clients(limit: int) -> int:
     return len(slow)
 
 
-def pusher(slow_client_batches: int) -> Callable[[list[dict[str, Any]]], None]:
-    """The pusher's emit: each batch to the admins, and each owner's share of it to that owner."""
+def occupied(room: str) -> bool:
+    """Whether any client of this process is in `room` (an emit to an empty room still encodes)."""
+    return bool(socketio.server.manager.rooms.get("/", {}).get(room))
 
-    def push(batch: list[dict[str, Any]]) -> None:
-        drop_slow_clients(slow_client_batches)
-        socketio.emit("tasks", {"tasks": batch}, to=ADMINS)
-        owned: dict[str, list[dict[str, Any]]] = {}
+
+def _size(value: dict[str, Any]) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
+def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any] | None:
+    """What a client holding `before` needs to have `after`: {"id", "version", "base" (the version
+    it applies to), "state", and every field whose value changed}; None when the full object is no
+    larger, or `before` is not an older version of the same task with the same fields."""
+    if before.get("id") != after.get("id") or not (before.get("version") or 0) < (after.get("version") or 0) \
+            or before.keys() - after.keys():
+        return None
+    changed = {"id": after["id"], "version": after["version"], "base": before.get("version") or 0,
+               "state": after.get("state")}
+    changed.update((key, value) for key, value in after.items() if key not in before or before[key] != value)
+    return changed if _size(changed) < _size(after) else None
+
+
+class Fanout:
+    """The pusher's emit: each batch once to every audience of this process (the admins, and each
+    owner with their share of it), as full task objects, and as deltas to clients that take them.
+
+    Every client of a room got the same objects since its snapshot (taken under the pusher's lock,
+    so it holds the version last pushed), so one delta per task serves the whole room: the change
+    from the object last pushed. `shown` keeps that object for unfinished tasks (at most
+    `remembered`); an ended task's next change goes out whole. A client whose copy is not the
+    delta's `base` (a store that dropped the task, a snapshot another web process had moved on)
+    reads the task again (static/js/transport.js)."""
+
+    def __init__(self, slow_client_batches: int, remembered: int = 20_000) -> None:
+        self.slow_client_batches = slow_client_batches
+        self.remembered = remembered
+        self.shown: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def __call__(self, batch: list[dict[str, Any]]) -> None:
+        drop_slow_clients(self.slow_client_batches)
+        audiences: dict[str, list[dict[str, Any]]] = {ADMINS: batch}
         for task in batch:
             if task.get("owner"):
-                owned.setdefault(task["owner"], []).append(task)
-        for owner, tasks in owned.items():
-            socketio.emit("tasks", {"tasks": tasks}, to=user_room(owner))
+                audiences.setdefault(user_room(task["owner"]), []).append(task)
+        changes: dict[str, dict[str, Any]] | None = None
+        for room, tasks in audiences.items():
+            if occupied(room):
+                socketio.emit("tasks", {"tasks": tasks}, to=room)
+            if occupied(DELTAS + room):
+                if changes is None:
+                    changes = self.changes(batch)
+                socketio.emit("tasks", {"tasks": [t for t in tasks if t["id"] not in changes],
+                                        "changes": [changes[t["id"]] for t in tasks if t["id"] in changes]},
+                              to=DELTAS + room)
+        self.remember(batch)
 
-    return push
+    def changes(self, batch: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        found = {}
+        for task in batch:
+            before = self.shown.get(task["id"])
+            change = delta(before, task) if before is not None else None
+            if change is not None:
+                found[task["id"]] = change
+        return found
+
+    def remember(self, batch: list[dict[str, Any]]) -> None:
+        for task in batch:
+            if lifecycle.is_terminal(task.get("state")):
+                self.shown.pop(task["id"], None)
+            else:
+                self.shown[task["id"]] = task
+                self.shown.move_to_end(task["id"])
+        while len(self.shown) > self.remembered:
+            self.shown.popitem(last=False)
+
+
+def pusher(slow_client_batches: int) -> Fanout:
+    """The pusher's emit (see `Fanout`)."""
+    return Fanout(slow_client_batches)
 
 
 MAX_ID = 1000  # longer ids a client names are not looked up
@@ -174,8 +244,9 @@ def on_connect(auth: Any = None, *_: Any) -> bool:
     # pusher's lock, no batch is stored or sent between joining and the snapshot.
     CONNECTED[request.sid] = Access(user, method, credential())
     dash = services()
+    room = ADMINS if user.is_admin else user_room(user.name)
     with dash.pusher.lock:
-        join_room(ADMINS if user.is_admin else user_room(user.name))
+        join_room(DELTAS + room if isinstance(auth, dict) and auth.get("deltas") is True else room)
         try:
             found = snapshot(user, auth)
         except redis.RedisError as exc:

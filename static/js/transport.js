@@ -1,5 +1,13 @@
 // The live connection: Socket.IO events into the task store and to ctx.on listeners, live/stale.
+//
+// The page asks for deltas: a pushed "tasks" message then has {tasks: [whole task objects],
+// changes: [{id, version, base, state, ...the fields that changed}]}. A change applies to the task
+// held at version `base`; merged here, so the store and every ctx.on("tasks") listener still get
+// whole task objects. A change for a task not held at `base` (not in the snapshot, dropped by the
+// store's limit, or a snapshot another web process had moved on) reads that task again.
 import { finished } from "./state.js";
+
+const READS_AT_ONCE = 4;  // tasks read again at the same time
 
 // Starts the connection. `emit(event, data)` reaches ctx.on listeners; `live` is ctx.live.
 export function connect(ctx, emit) {
@@ -17,7 +25,7 @@ export function connect(ctx, emit) {
       if (ids.length >= limit) break;
       if (!finished(task)) ids.push(task.id);
     }
-    send({ tasks: ids });
+    send({ tasks: ids, deltas: true });
   };
   const socket = window.io({ path: config.socketPath || "/socket.io", reconnectionDelayMax: 5000, auth });
   const seen = () => { live.lastUpdate = new Date(); };
@@ -44,10 +52,47 @@ export function connect(ctx, emit) {
     emit("snapshot", data);
   });
   socket.on("snapshot_error", (data) => emit("snapshot_error", data));
+  // Tasks to read again (id -> the version the change needed); bounded like a snapshot's names.
+  const stale = new Map();
+  let reading = 0;
+  const readAgain = () => {
+    while (reading < READS_AT_ONCE && stale.size) {
+      const [id, version] = stale.entries().next().value;
+      stale.delete(id);
+      const held = tasks.get(id);
+      if (held && (held.version || 0) >= version) continue;  // a whole object came meanwhile
+      reading += 1;
+      ctx.api("GET", `${config.apiTasks}/${encodeURIComponent(id)}`).then(({ status, body }) => {
+        if (status === 200 && body && body.id === id && tasks.upsert(body)) emit("tasks", { tasks: [body] });
+      }).finally(() => {
+        reading -= 1;
+        readAgain();
+      });
+    }
+  };
+  // The whole objects a message stands for: its tasks, and each change merged into the task held.
+  const whole = (data) => {
+    const found = data.tasks || [];
+    if (!Array.isArray(data.changes) || !data.changes.length) return found;
+    const all = [...found];
+    for (const change of data.changes) {
+      const held = tasks.get(change.id);
+      if (held && (held.version || 0) === change.base) {
+        const merged = { ...held, ...change };
+        delete merged.base;
+        all.push(merged);
+      } else if (!held || (held.version || 0) < change.version) {
+        if (stale.size < limit) stale.set(change.id, change.version);
+      }
+    }
+    readAgain();
+    return all;
+  };
   socket.on("tasks", (data) => {
     seen();
-    for (const task of data.tasks || []) tasks.upsert(task);
-    emit("tasks", data);
+    const found = whole(data);
+    for (const task of found) tasks.upsert(task);
+    emit("tasks", { ...data, tasks: found, changes: undefined });
   });
   socket.on("workers", (data) => {
     seen();

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from web import records
 from web.extensions import socketio
+from web.sockets import delta
 
 
 def received(client: Any, name: str) -> list[dict[str, Any]]:
@@ -130,3 +133,58 @@ def test_a_snapshot_has_every_unfinished_task_and_the_ones_the_client_names(redi
     assert [(t["id"], t["state"]) for t in snapshot["tasks"]] == [("t5", "SUCCESS"), ("t4", "SUCCESS"),
                                                                   ("t0", "STARTED"), ("t1", "SUCCESS")]
     assert snapshot["unfinished_truncated"] is False
+
+
+def progress_update(step: int, total: int = 250) -> dict[str, Any]:
+    return {"id": "t1", "state": "PROGRESS", "updated": records.iso(1000.0 + step),
+            "progress": {"current": step, "total": total, "percent": step * 100 / total, "message": f"step {step}"}}
+
+
+def test_a_client_that_takes_deltas_gets_only_what_changed_and_merges_to_the_same_task(app: Any, dash: Any) -> None:
+    dash.coalescer.add({"id": "t1", "state": "STARTED", "name": "tasks.demo.steps", "args": "()",
+                        "kwargs": "{'steps': 250}", "worker": "w@host", "updated": records.iso(1000.0)})
+    dash.pusher.flush()
+    whole = socketio.test_client(app)
+    deltas = socketio.test_client(app, auth={"deltas": True})  # as the page connects
+    held = {t["id"]: t for t in received(deltas, "snapshot")[0]["tasks"]}
+    whole.get_received()
+    for step in (1, 2):
+        dash.coalescer.add(progress_update(step))
+        dash.pusher.flush()
+    objects = [batch["tasks"] for batch in received(whole, "tasks")]
+    batches = received(deltas, "tasks")
+    assert [len(b["tasks"]) for b in batches] == [0, 0]
+    for batch, expected in zip(batches, objects, strict=True):
+        [change] = batch["changes"]
+        assert change["base"] == held["t1"]["version"]
+        assert "name" not in change and "kwargs" not in change  # unchanged fields stay at home
+        assert len(json.dumps(change)) < len(json.dumps(expected[0])) / 2
+        merged = {k: v for k, v in {**held["t1"], **change}.items() if k != "base"}
+        assert merged == expected[0]
+        held["t1"] = merged
+
+
+def test_deltas_go_only_to_clients_that_ask_and_a_new_task_goes_out_whole(app: Any, dash: Any) -> None:
+    deltas = socketio.test_client(app, auth={"deltas": True})
+    deltas.get_received()
+    dash.coalescer.add(progress_update(1))
+    dash.pusher.flush()
+    [batch] = received(deltas, "tasks")
+    assert [t["id"] for t in batch["tasks"]] == ["t1"] and not batch["changes"]
+    dash.coalescer.add({"id": "t1", "state": "SUCCESS", "result": {"steps": 250}})
+    dash.pusher.flush()
+    [batch] = received(deltas, "tasks")
+    assert batch["changes"][0]["state"] == "SUCCESS" and batch["changes"][0]["result"] == {"steps": 250}
+    dash.coalescer.add({"id": "t1", "state": "SUCCESS", "result": {"steps": 251}})  # news after its end
+    dash.pusher.flush()
+    for batch in received(deltas, "tasks"):
+        assert not batch["changes"]  # an ended task's change goes out whole
+
+
+def test_a_delta_is_only_offered_against_an_older_version_with_the_same_fields() -> None:
+    before = {"id": "a", "version": 3, "state": "PROGRESS", "progress": {"current": 1}, "name": "x" * 200}
+    after = dict(before, version=4, progress={"current": 2})
+    assert delta(before, after) == {"id": "a", "version": 4, "base": 3, "state": "PROGRESS", "progress": {"current": 2}}
+    assert delta(after, before) is None  # not older
+    assert delta(before, {k: v for k, v in after.items() if k != "name"}) is None  # a field went away
+    assert delta(before, dict(after, name="y" * 200)) is None  # no smaller than the whole object
