@@ -352,7 +352,8 @@ def main() -> None:
                         spies.append(subprocess.Popen(
                             [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "100",
                              "-f", "raw", "-d", str(args.profile_seconds), "-o",
-                             f"{args.profile}/{name}-{clients}.txt", "--pid", str(target)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                             f"{args.profile}/{name}-{clients}.txt", "--pid", str(target)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 # The web's CPU seconds from the first launch to the last terminal state received.
                 return (lambda: {"web_cpu_s": round(cpu_seconds(pid) - start, 2)}) if pid else None
 
