@@ -54,13 +54,17 @@ function queueRow(queue, now) {
     cell("Consumers", consumers, "consumers"));
 }
 
-function table(caption, headings, body) {
-  // A scroll box of its own on narrow screens, reachable by keyboard (tabindex) and named.
-  return el("div", { class: "monitor-scroll", role: "region", "aria-label": caption, tabindex: "0" },
-    el("table", { class: "monitor" },
-      el("caption", {}, caption),
-      el("thead", {}, el("tr", {}, ...headings.map((h) => el("th", { scope: "col" }, h)))),
-      body));
+// A heading and its table, named by it (the heading is the one name a screen reader hears: no
+// caption or region repeats it). The table scrolls in a box of its own on narrow screens,
+// reachable by keyboard (tabindex).
+function table(id, title, headings, body) {
+  return [
+    el("h3", { class: "monitor-heading", id }, title),
+    el("div", { class: "monitor-scroll", tabindex: "0" },
+      el("table", { class: "monitor", "aria-labelledby": id },
+        el("thead", {}, el("tr", {}, ...headings.map((h) => el("th", { scope: "col" }, h)))),
+        body)),
+  ];
 }
 
 function bannerText(unconsumed) {
@@ -84,12 +88,10 @@ export function mount(root, ctx) {
     el("h2", { id: "workers-heading" }, "Workers & queues"),
     banner,
     status,
-    el("h3", { class: "monitor-heading" }, "Workers"),
-    table("Workers", ["Worker", "Status", "Pool", "Concurrency", "Active", "Processed", "Failed", "Last heartbeat"],
-      workersBody),
+    ...table("workers-list-heading", "Workers",
+      ["Worker", "Status", "Pool", "Concurrency", "Active", "Processed", "Failed", "Last heartbeat"], workersBody),
     workersEmpty,
-    el("h3", { class: "monitor-heading" }, "Queues"),
-    table("Queues", ["Queue", "Waiting", "Oldest message", "Consumers"], queuesBody),
+    ...table("queues-list-heading", "Queues", ["Queue", "Waiting", "Oldest message", "Consumers"], queuesBody),
     queuesEmpty);
 
   const state = { workers: null, queues: null };
