@@ -6,6 +6,8 @@
 // Escape dismisses, and the focus goes back to where it was. Every answer the server gives in a
 // sentence is shown next to what was clicked and announced (ctx.announce).
 import { el, setText } from "./dom.js";
+import { needsServer } from "./live.js";
+import { LABELS } from "./state.js";
 
 const inFlight = new Set();   // "action:task id" of requests not answered yet: one per click
 
@@ -40,8 +42,8 @@ export function confirmDialog({ heading, lines = [], confirmLabel, keepLabel = "
   const previous = returnFocus || document.activeElement;
   const headingId = `confirm-${Math.random().toString(36).slice(2)}`;
   const keep = el("button", { type: "submit", value: "keep", class: "keep", autofocus: true }, keepLabel);
-  const confirm = el("button", { type: "submit", value: "confirm", class: danger ? "confirm danger" : "confirm" },
-    confirmLabel);
+  const confirm = needsServer(el("button", { type: "submit", value: "confirm",
+    class: danger ? "confirm danger" : "confirm" }, confirmLabel));
   const dialog = el("dialog", { class: "confirm-dialog", "aria-labelledby": headingId },
     el("form", { method: "dialog" },
       el("h2", { id: headingId }, heading),
@@ -206,19 +208,37 @@ function filterOf(value) {
   return filter;
 }
 
-// "state FAILURE, task name long" or "every task you may see".
+const UNFINISHED = ["PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY"];
+
+// A state filter in the table's words, with Celery's names (the filter's value) beside them:
+// "failed (FAILURE)", "unfinished (PENDING,RECEIVED,STARTED,PROGRESS,RETRY)".
+function describeStates(value) {
+  const names = String(value).split(",").map((name) => name.trim()).filter(Boolean);
+  const words = names.length === UNFINISHED.length && UNFINISHED.every((name) => names.includes(name))
+    ? "unfinished" : names.map((name) => LABELS[name] || name).join(" or ");
+  return `${words} (${names.join(",")})`;
+}
+
+// "state failed (FAILURE), task name long" or "every task you may see".
 export function describeFilter(filter) {
-  const parts = Object.entries(filter || {}).map(([key, value]) => `${FILTER_WORDS[key] || key} ${value}`);
+  const parts = Object.entries(filter || {}).map(([key, value]) => `${FILTER_WORDS[key] || key} `
+    + `${key === "state" ? describeStates(value) : value}`);
   return parts.length ? parts.join(", ") : "every task you may see";
+}
+
+// "queued, received, started, running or retrying": the table's words for `states`.
+function inWords(states) {
+  const words = states.map((name) => LABELS[name] || name);
+  return words.length > 1 ? `${words.slice(0, -1).join(", ")} or ${words[words.length - 1]}` : words.join("");
 }
 
 const VERBS = {
   cancel: { button: "Cancel all matching…", doing: "Cancel", done: "Cancelled", none:
-    "Nothing to cancel: no queued or running task matches these filters.", keep: "Keep them",
-  applies: "queued or running" },
+    `Nothing to cancel: no ${inWords(UNFINISHED)} task matches these filters.`, keep: "Keep them",
+  applies: inWords(UNFINISHED) },
   retry: { button: "Retry all matching…", doing: "Retry", done: "Retried", none:
-    "Nothing to retry: no failed or cancelled task launched from the dashboard matches these filters.",
-  keep: "Do not retry", applies: "failed or cancelled" },
+    `Nothing to retry: no ${inWords(["FAILURE", "REVOKED"])} task launched from the dashboard matches these filters.`,
+  keep: "Do not retry", applies: inWords(["FAILURE", "REVOKED"]) },
 };
 
 // The list's bulk bar in `root`: one button per action; `currentFilter` (a function, or the view's
@@ -231,7 +251,7 @@ export function mountBulk(root, ctx, currentFilter) {
   }
   const status = el("p", { class: "bulk-status" });
   const buttons = Object.entries(VERBS).map(([action, words]) => {
-    const button = el("button", { type: "button", class: `bulk-${action}` }, words.button);
+    const button = needsServer(el("button", { type: "button", class: `bulk-${action}` }, words.button));
     button.addEventListener("click", () => run(action, button));
     return button;
   });

@@ -30,18 +30,29 @@ function theRegion() {
   return region;
 }
 
-// "Stepped job succeeded. Also: 2 succeeded, 1 failed." from the queued messages (newest last).
+// One message in full (the most important: a failure, else an end, else the newest) and the others
+// summed up: "Report 3f2a0000 failed: ValueError. 2 more tasks changed: 1 started, 1 succeeded."
+const WEIGHT = { failed: 3, cancelled: 2, succeeded: 2, started: 1 };
+
 function merged(messages) {
-  const last = messages[messages.length - 1];
-  if (messages.length === 1) return last.text;
+  if (messages.length === 1) return messages[0].text;
+  let main = messages[messages.length - 1];
+  for (const message of messages) if ((WEIGHT[message.kind] || 0) > (WEIGHT[main.kind] || 0)) main = message;
   const counts = new Map();
-  for (const message of messages.slice(0, -1)) {
-    const kind = message.kind || "update";
-    counts.set(kind, (counts.get(kind) || 0) + 1);
+  let others = 0;
+  for (const message of messages) {
+    if (message === main) continue;
+    if (message.kind) counts.set(message.kind, (counts.get(message.kind) || 0) + 1);
+    else others += 1;
   }
-  const parts = [...counts].map(([kind, n]) => (kind === "update" ? `${n} more ${n === 1 ? "update" : "updates"}`
-    : `${n} ${kind}`));
-  return `${last.text} Also: ${parts.join(", ")}.`;
+  const changed = [...counts.values()].reduce((a, b) => a + b, 0);
+  const parts = [];
+  if (changed) {
+    const what = [...counts].map(([kind, n]) => `${n} ${kind}`).join(", ");
+    parts.push(`${changed} more ${changed === 1 ? "task" : "tasks"} changed: ${what}.`);
+  }
+  if (others) parts.push(`${others} more ${others === 1 ? "message" : "messages"}.`);
+  return `${main.text} ${parts.join(" ")}`;
 }
 
 function say() {
@@ -87,14 +98,25 @@ function check(ctx, changed) {
     if (!word || word === follow.said) continue;
     // A task that started and ended between two frames is said to have ended only.
     follow.said = word;
-    const label = word === "cancelled" ? LABELS.REVOKED : word;
-    announce(`${follow.title} ${label}.`, word);
+    announce(sentence(follow.title, task, word), word);
     if (word !== "started") followed.delete(id);
   }
   if (!followed.size && unsubscribe) {
     unsubscribe();
     unsubscribe = null;
   }
+}
+
+// "Report 3f2a0000 failed: ValueError.", "Report 3f2a0000 was cancelled.", "... started." — the
+// task by its title and short id, as its row shows them, in the table's words (state.js LABELS).
+function sentence(title, task, word) {
+  const name = `${title} ${String(task.id).slice(0, 8)}`;
+  if (word === "failed") {
+    const type = task.error && task.error.type ? `: ${task.error.type}` : "";
+    return `${name} ${LABELS.FAILURE}${type}.`;
+  }
+  if (word === "cancelled") return `${name} was ${LABELS.REVOKED}.`;
+  return `${name} ${word}.`;
 }
 
 // Follows `task` (a task object just launched from this page): its start and its end are announced.

@@ -4,6 +4,7 @@
 // focus from a button, and the times tick once a second while the task runs and the page is live.
 import { followLaunch } from "./announce.js";
 import { el, setText } from "./dom.js";
+import { enable, needsServer } from "./live.js";
 import { finished, stateClass, stateLabel } from "./state.js";
 import { duration, ran, waited } from "./table.js";
 
@@ -155,7 +156,7 @@ class Detail {
       ? `No task with the id “${this.id}” is known to this dashboard. It may have been removed from the history, `
         + "or it belongs to another user."
       : `The task could not be loaded: ${(body && body.error) || (status === 0 ? "the server did not answer" : `HTTP ${status}`)}.`;
-    const again = el("button", { type: "button" }, "Try again");
+    const again = needsServer(el("button", { type: "button" }, "Try again"));
     again.addEventListener("click", () => this.load());
     this.body.replaceChildren(el("p", { class: status === 404 ? "not-found" : "load-error" }, message),
       ...(status === 404 ? [] : [again]));
@@ -260,7 +261,7 @@ class Detail {
     if (this.ctx.user.role === "viewer") return [];
     const buttons = [];
     const act = (label, fn) => {
-      const button = el("button", { type: "button" }, label);
+      const button = needsServer(el("button", { type: "button" }, label));
       button.addEventListener("click", async () => {
         const actions = await import("./actions.js");
         if (typeof actions[fn] !== "function") return;
@@ -346,7 +347,7 @@ class Detail {
     if (task.state !== "SUCCESS" && (task.result === null || task.result === undefined)) return [];
     const nodes = [codeBlock(pretty(task.result), task.result_truncated ? "Result preview" : "Result value")];
     if (task.result_truncated) {
-      const more = el("button", { type: "button" }, "Show the whole result");
+      const more = needsServer(el("button", { type: "button" }, "Show the whole result"));
       const note = el("p", { class: "muted", role: "status" }, "This is a preview: the result is longer.");
       more.addEventListener("click", () => this.wholeResult(more, note));
       nodes.push(note, more);
@@ -368,7 +369,7 @@ class Detail {
       block.focus();
       return;
     }
-    button.disabled = false;
+    enable(button);
     setText(note, `The whole result could not be loaded: ${(body && body.error) || `HTTP ${status}`}.`);
   }
 

@@ -64,6 +64,13 @@ function field(id, label, input) {
   return el("div", { class: "filter" }, el("label", { for: id }, label), input);
 }
 
+// The API's field names (GET /api/tasks) -> [the input's key here, its label].
+const FIELD_INPUTS = {
+  state: ["state", "State"], name: ["name", "Task name"], owner: ["owner", "Owner"], queue: ["queue", "Queue"],
+  worker: ["worker", "Worker"], since: ["since", "Sent from"], until: ["until", "Sent until"], q: ["q", "Search"],
+  sort: ["sort", "Sort"], limit: ["size", "Rows per page"],
+};
+
 export function mountFilters(ctx, { onChange, view: initial, pageSizes }) {
   const defaultSize = Number(ctx.config.pageSize) || 50;
   const admin = ctx.user.role === "admin";
@@ -162,12 +169,53 @@ export function mountFilters(ctx, { onChange, view: initial, pageSizes }) {
     if (focused) buttons.find((b) => b.textContent.split(" ")[0] === focused.split(" ")[0])?.focus();
   }
 
+  // ---- the server's refusal of a filter value, on its field --------------------------------
+
+  const marked = [];
+
+  // The list's answer: a 422 names its fields (`fields[].field`, `.message`), shown on each
+  // field (aria-invalid, described by the sentence) -> the sentence for the list's status line;
+  // any other answer clears them (-> "" for a 200).
+  function refusal(status, body = {}) {
+    for (const [input, note] of marked.splice(0)) {
+      input.removeAttribute("aria-invalid");
+      input.removeAttribute("aria-describedby");
+      note.remove();
+    }
+    if (status === 200) return "";
+    const fields = status === 422 && Array.isArray(body.fields) ? body.fields : [];
+    if (!fields.length) {
+      return status === 422 ? `These filters cannot be used: ${body.error || "a value is not valid"}.`
+        : `Could not load the task list: ${body.error || (status === 0 ? "the server did not answer" : `HTTP ${status}`)}.`;
+    }
+    const said = [];
+    for (const item of fields) {
+      const [key, label] = FIELD_INPUTS[item.field] || [null, String(item.field || "a filter")];
+      const given = key && typeof view[key] === "string" && view[key] ? ` (not “${view[key].slice(0, 60)}”)` : "";
+      const sentence = `${label} ${item.message || "is not valid"}${given}.`;
+      said.push(sentence);
+      const input = key && inputs[key];
+      if (input && !input.hasAttribute("aria-invalid")) {
+        const note = el("p", { class: "field-error", id: `${input.id}-error` }, sentence);
+        input.after(note);
+        input.setAttribute("aria-invalid", "true");
+        input.setAttribute("aria-describedby", note.id);
+        marked.push([input, note]);
+      }
+    }
+    box.open = true;
+    return `No tasks are shown: ${said.join(" ")} Correct it, or clear the filters.`;
+  }
+
   // ---- paging ----------------------------------------------------------------------------
   const previous = el("button", { type: "button", class: "previous" }, "Previous page");
   const next = el("button", { type: "button", class: "next" }, "Next page");
   const where = el("span", { class: "where" });
   const cut = el("p", { class: "truncated", role: "note", hidden: true });
-  const pagerNode = el("nav", { class: "pager", "aria-label": "Pages of tasks" }, previous, where, next, cut);
+  const lastLink = el("a", { href: "/" });
+  const pastText = el("span");
+  const past = el("p", { class: "past-end", hidden: true }, pastText, " ", lastLink);
+  const pagerNode = el("nav", { class: "pager", "aria-label": "Pages of tasks" }, past, previous, where, next, cut);
   previous.addEventListener("click", () => apply({ ...view, page: Math.max(1, view.page - 1) }));
   next.addEventListener("click", () => apply({ ...view, page: view.page + 1 }));
   const pager = {
@@ -181,6 +229,15 @@ export function mountFilters(ctx, { onChange, view: initial, pageSizes }) {
       const range = shown ? `${first + 1}–${first + Math.min(shown, current.size)}` : "none";
       const of = total === null ? "" : ` of ${truncated ? "at least " : ""}${total}`;
       setText(where, `Page ${current.page}${pages ? ` of ${truncated ? "at least " : ""}${pages}` : ""} · tasks ${range}${of}`);
+      // A page past the end (a link, or a list that shrank): said in words, with the way back.
+      const beyond = pages !== null && !shown && current.page > pages;
+      past.hidden = !beyond;
+      if (beyond) {
+        setText(pastText, `Page ${current.page} is past the last page, ${pages}.`);
+        const query = viewQuery({ ...current, page: pages }, defaultSize);
+        lastLink.setAttribute("href", `/${query ? `?${query}` : ""}`);
+        setText(lastLink, `Go to page ${pages}`);
+      }
       cut.hidden = !truncated;
       setText(cut, "This list was cut short: the search stopped at its limit, so the counts are lower bounds. Narrow the filters to see everything.");
     },
@@ -192,5 +249,6 @@ export function mountFilters(ctx, { onChange, view: initial, pageSizes }) {
     show,
     showCounts,
     isEmpty,
+    refusal,
   };
 }

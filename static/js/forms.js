@@ -5,6 +5,7 @@
 // callers that leave a parameter out), unless the schema allows null for it. Sentences come from
 // the catalog (entry.messages), the same the server answers a 422 with.
 import { el, setText } from "./dom.js";
+import { enable, needsServer } from "./live.js";
 import { followLaunch, spoken } from "./announce.js";
 import { stateLabel } from "./state.js";
 
@@ -71,7 +72,7 @@ class LaunchForm {
     this.form = el("form", { id: base, novalidate: true, "aria-labelledby": headingId });
     this.summary = el("div", { class: "error-summary", id: `${base}-summary`, role: "alert", hidden: true });
     for (const [name, spec] of Object.entries(this.properties)) this.form.append(this.field(name, spec, base));
-    this.button = el("button", { type: "submit" }, "Launch");
+    this.button = needsServer(el("button", { type: "submit" }, "Launch"));
     this.status = el("p", { class: "launch-status", role: "status" });
     this.offer = el("div", { class: "attach-offer", hidden: true, tabindex: "-1" });
     this.form.append(this.summary, this.button, this.status, this.offer);
@@ -246,7 +247,7 @@ class LaunchForm {
       answer = await this.ctx.api("POST", this.ctx.config.apiTasks, body, { "Idempotency-Key": idempotencyKey() });
     } finally {
       this.inFlight = false;
-      this.button.disabled = false;
+      enable(this.button);  // stays disabled while the page is not live
       this.form.removeAttribute("aria-busy");
       // A disabled button loses the focus: give it back, so a keyboard user stays where they were.
       if (hadFocus && (document.activeElement === document.body || !document.activeElement)) this.button.focus();
@@ -286,7 +287,7 @@ class LaunchForm {
   offerAttach(task) {
     const state = stateLabel(task);
     const follow = el("button", { type: "button" }, "Follow that one");
-    const another = el("button", { type: "button" }, "Launch another");
+    const another = needsServer(el("button", { type: "button" }, "Launch another"));
     follow.addEventListener("click", () => this.ctx.navigate(`/tasks/${encodeURIComponent(task.id)}`));
     another.addEventListener("click", () => {
       this.offer.hidden = true;
@@ -354,6 +355,8 @@ export async function mount(root, ctx) {
 // parameters whose values were hidden (they are emptied and marked to be entered again).
 // Waits for the forms when they are still being built. Returns false for an unknown task.
 export async function prefill(catalogName, params, masked = []) {
+  const box = document.getElementById("launch-box");  // folded on a phone: a re-run opens it
+  if (box) box.open = true;
   if (!mounted) mounted = new Promise((resolve) => { resolveMounted = resolve; });
   await mounted;
   const form = forms.get(catalogName);

@@ -9,6 +9,7 @@ import { announce } from "./announce.js";
 import { clock, el, setText } from "./dom.js";
 import { createStore } from "./state.js";
 import { connect } from "./transport.js";
+import { setLive } from "./live.js";
 
 const body = document.body;
 const config = body.dataset;
@@ -137,10 +138,15 @@ async function show(route) {
   }
 }
 
-// The launch forms sit above the task list, mounted once (they keep what was typed).
+// The launch forms sit above the task list, mounted once (they keep what was typed). On a phone
+// they wait folded behind "Launch a task", so that the list comes first.
+const PHONE = "(max-width: 640px)";
+
 async function mountLaunch() {
   if (launchMounted) return;
   launchMounted = true;
+  const box = document.getElementById("launch-box");
+  if (box) box.open = !window.matchMedia(PHONE).matches;
   const root = document.getElementById("launch");
   if (!root) return;
   if (ctx.user.role === "viewer") {
@@ -197,6 +203,7 @@ function setConnection(state, text) {
 
 function setStale(stale) {
   body.classList.toggle("stale", stale);
+  setLive(!stale);  // buttons that need the server: disabled with the reason while not live
   if (!staleBanner) return;
   staleBanner.hidden = !stale;
   const when = ctx.live.lastUpdate ? `last update at ${clock(ctx.live.lastUpdate)}` : "no update received yet";

@@ -3,6 +3,7 @@
 import { clock, el, setText } from "./dom.js";
 import { finished, stateClass, stateLabel } from "./state.js";
 import { mountFilters, readView, viewQuery } from "./filters.js";
+import { needsServer } from "./live.js";
 
 const SECOND = 1000;
 
@@ -169,16 +170,29 @@ class TaskList {
     params.delete("page");
     params.delete("size");
     this.table.setAttribute("aria-busy", "true");
-    const { status, body } = await this.ctx.api("GET", `${this.config.apiTasks}?${params}`);
+    let { status, body } = await this.ctx.api("GET", `${this.config.apiTasks}?${params}`);
     if (number !== this.request) return;
+    if (status === 422 && view.page > 1 && body.fields?.[0]?.field === "offset") {
+      // Deeper than the API pages: an empty page past the end, whose total the first page gives.
+      params.set("offset", "0");
+      params.set("limit", "1");
+      ({ status, body } = await this.ctx.api("GET", `${this.config.apiTasks}?${params}`));
+      if (number !== this.request) return;
+      if (status === 200 && Array.isArray(body.tasks)) body = { ...body, tasks: [] };
+    }
     this.table.removeAttribute("aria-busy");
+    // A bad filter value: said on its field (filters.js), and no row pretends to match the filters.
+    this.invalid = status === 422;
     if (status !== 200 || !Array.isArray(body.tasks)) {
-      setText(this.status, status === 422
-        ? `These filters cannot be used: ${body.error || "invalid value"}.`
-        : `Could not load the task list: ${body.error || `HTTP ${status}`}.`);
+      if (this.invalid) {
+        this.result = { total: null, counts: null, truncated: false };
+        this.showIds([]);
+      }
+      setText(this.status, this.filters.refusal(status, body));
       this.status.className = "list-status error";
       return;
     }
+    this.filters.refusal(status, body);
     this.status.className = "list-status";
     for (const task of body.tasks) this.ctx.tasks.upsert(task);
     this.result = { total: Number.isInteger(body.total) ? body.total : null, counts: body.counts || null,
@@ -259,6 +273,7 @@ class TaskList {
   // ---- live changes ------------------------------------------------------------------------
 
   changed(ids) {
+    if (this.invalid) return;
     let joined = null;
     let summary = false;
     for (const id of ids) {
@@ -354,7 +369,7 @@ class TaskList {
       record.owner = el("td", { class: "owner", "data-label": "Owner" });
       tr.append(record.owner);
     }
-    const cancel = el("button", { type: "button", class: "cancel" }, "Cancel");
+    const cancel = needsServer(el("button", { type: "button", class: "cancel" }, "Cancel"));
     cancel.addEventListener("click", () => this.cancel(record, cancel));
     record.cancel = cancel;
     tr.append(el("td", { class: "actions" }, cancel));
@@ -508,13 +523,16 @@ class TaskList {
     this.pager.show(this.view, total, this.order.length, truncated);
     this.newer.hidden = this.fresh === 0;
     setText(this.newer, `${this.fresh} new ${this.fresh === 1 ? "task" : "tasks"} — show`);
-    this.empty.hidden = this.order.length > 0;
-    setText(this.empty, this.emptyText());
+    const text = this.emptyText();
+    this.empty.hidden = this.order.length > 0 || !text;
+    setText(this.empty, text);
   }
 
   emptyText() {
+    if (this.invalid) return "";
+    // Past the end with a known total: the pager says so and links to the last page (filters.js).
+    if (this.view.page > 1) return this.result.total === null ? "This page is past the end of the list." : "";
     if (!this.filters.isEmpty(this.view)) return "No task matches these filters.";
-    if (this.view.page > 1) return "This page is past the end of the list.";
     const role = this.ctx.user.role;
     if (role === "admin") return "No tasks yet. Launch one above, or call .delay() from any Python shell: every task on this Redis shows here.";
     if (role === "operator") return "No tasks yet. The tasks you launch above show here.";
