@@ -64,6 +64,39 @@ def masked(value: Any, depth: int = 0) -> Any:
     return value
 
 
+# Levels of a result walked to mask its keys; a container deeper than this is replaced by "…" (it
+# could hide a secret the walk did not reach).
+RESULT_DEPTH = 50
+
+
+def mask_keys(value: Any, depth: int = 0) -> Any:
+    """A copy of a task's result with the values of sensitive dict keys (at any depth, up to
+    RESULT_DEPTH levels) replaced by the mask, as for arguments; nothing else is cut (the caller
+    bounds the size). Values of other types are returned as they are."""
+    if isinstance(value, Mapping):
+        if depth >= RESULT_DEPTH:
+            return "…"
+        return {key: MASK if sensitive(key) else mask_keys(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        if depth >= RESULT_DEPTH:
+            return "…"
+        items = [mask_keys(item, depth + 1) for item in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    return value
+
+
+def mask_text(text: str) -> str:
+    """`text` (the start of a result's JSON text, too large to parse) with every value after a
+    sensitive quoted key masked; not cut."""
+    words = settings.MASKED_ARGUMENTS
+    if not any(word in text.lower().replace("-", "_") for word in words):
+        return text
+    pattern = _patterns.get(words)
+    if pattern is None:
+        pattern = _patterns[words] = _pattern(words)
+    return pattern.sub(lambda match: match.group(1) + MASK, text)
+
+
 def _cut(text: str) -> str:
     limit = settings.ARGUMENT_PREVIEW
     return text if len(text) <= limit else text[:limit - 1] + "…"

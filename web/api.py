@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from celery_dashboard import index, revocations
+from celery_dashboard import arguments, index, revocations
 from celery_dashboard.catalog import CATALOG, Entry, summary, validate
 from web import audit, control, launches, lifecycle, records
 from web.auth import current_user, require
@@ -229,7 +229,7 @@ def get_result(task_id: str) -> Any:
     if "undecodable" in meta:
         raise ApiError(422, f"the result cannot be decoded: {meta['undecodable']}")
     return jsonify({"id": task_id, "state": meta.get("status") or record["state"], "size": size,
-                    "result": json_safe(meta.get("result"))})
+                    "result": json_safe(arguments.mask_keys(meta.get("result")))})
 
 
 def _stoppable(record: dict[str, Any], ask: bool = True) -> str | None:

@@ -366,11 +366,13 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
             update["finished"] = update["updated"] = finished
     if "too_large" in meta:
         if state == "SUCCESS":  # the first bytes of its JSON text, then how large it is
-            update.update(result=f"{meta.get('head', '')}… ({meta['too_large']:,} bytes in all)",
+            update.update(result=f"{arguments.mask_text(str(meta.get('head', '')))}… "
+                                 f"({meta['too_large']:,} bytes in all)",
                           result_truncated=True, error=None)
         return update
     if state == "SUCCESS":
-        update["result"], update["result_truncated"] = preview(result)
+        # Sensitive keys are masked as in arguments (MASKED_ARGUMENTS) before anything is stored.
+        update["result"], update["result_truncated"] = preview(arguments.mask_keys(result))
         update["error"] = None
     elif state in ("FAILURE", "RETRY") and isinstance(result, dict):
         update["error"] = _error(result.get("exc_type"), result.get("exc_message"), meta.get("traceback"))

@@ -342,3 +342,16 @@ def test_every_attempt_keeps_its_worker_and_times_at_every_tick_boundary(launche
         if seen != [(0, "w1", True, True, "0"), (1, "w1", True, True, "1"), (2, "w1", True, True, None)]:
             wrong.append((cuts, seen))
     assert not wrong, f"{len(wrong)} of {2 ** len(updates)} tick boundaries lose an attempt, e.g. {wrong[0]}"
+
+
+def test_a_results_sensitive_keys_are_masked_before_it_is_stored() -> None:
+    """MASKED_ARGUMENTS applies to results too: the value of a dict key whose name holds one of its
+    words reads ******** in the preview, at any depth; other values are kept."""
+    result = {"user": "ann", "password": "hunter2", "items": [{"API-Key": "k-123", "n": 1}], "tokens": 3}
+    update = records.from_meta("t1", {"status": "SUCCESS", "result": result})
+    assert update["result"] == {"user": "ann", "password": "********", "items": [{"API-Key": "********", "n": 1}],
+                                "tokens": "********"}
+    assert "hunter2" not in str(update) and "k-123" not in str(update)
+    big = records.from_meta("t1", {"status": "SUCCESS", "too_large": 5_000_000,
+                                   "head": '{"rows": 9, "secret": "s3cr3t", "x": [1, 2'})
+    assert "s3cr3t" not in big["result"] and '"secret": ********' in big["result"], big["result"]
