@@ -32,7 +32,7 @@ test: setup
 	scripts/ensure-redis
 	scripts/ensure-chromium
 	scripts/ensure-compose
-	$(BIN)/ruff check celery_dashboard tasks web tests bench scripts
+	$(BIN)/ruff check celery_dashboard devstack tasks web tests bench scripts
 	$(BIN)/pytest
 	$(BIN)/python -m bench.run --quick
 
@@ -57,13 +57,17 @@ screenshots: setup
 	scripts/ensure-chromium
 	$(BIN)/python -m scripts.screenshots
 
-# The load benchmark (bench/run.py): ours vs a naive relay, Flower and `.delay()`; about 7-8 minutes.
-# Writes bench/results/report.md, report.json and report.png. The browser benchmark is bench-latency.
+# The load benchmark (bench/run.py, one module per measurement): ours beside Flower, `.delay()` at equal
+# concurrency, a naive relay and Flask-SocketIO's message-queue pattern: fan-out to 1-1,000 clients (all
+# of them, and the last to join), ingest fully applied, memory with Redis counted, progress call cost.
+# About 12 minutes. Writes bench/results/report.md, report.json and report.png; docs/benchmark.md is a
+# copy of a reference run. The browser benchmark is bench-latency.
 bench: setup
 	scripts/ensure-redis
 	$(BIN)/python -m bench.run
 
-# Under 2 minutes, for CI: checks that the harness runs and produces numbers, not timings.
+# Under 2 minutes (about 100 s), for CI: small sizes; exits 1 if a step produced no numbers. Checks that
+# the harness runs and produces numbers, not timings. Writes under bench/results/quick/.
 bench-quick: setup
 	scripts/ensure-redis
 	$(BIN)/python -m bench.run --quick

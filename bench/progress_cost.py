@@ -1,18 +1,22 @@
-"""The progress throttle's cost: a task that reports progress on every iteration of a tight loop.
+"""Progress call cost: a task that reports progress on every iteration of a loop, with and without the call.
 
 Uses the real bound task object (`tasks.demo.primes`, with a request pushed on its stack as a
 worker does), so `task.request`, `send_event` and `update_state` are Celery's own and do real
 work (an event PUBLISH and a result-backend write) whenever the throttle lets a report through.
 
-    python -m bench.throttle --calls 1000000 [--repeats 3]
+    python -m bench.progress_cost --calls 1000000 [--repeats 3]   # what the benchmark's step runs
 
-Loops, each timed with and without its progress call (runs alternate; the best of each is kept):
+Loops, each timed with and without its progress call (runs alternate; the best of each is kept; CPU
+time of this process, so that time spent waiting for a CPU on a shared machine is not counted):
 - `demo primes`: the demo task's own body, run as written in tasks/demo.py (whatever progress API
   it uses), against the same loop with the progress line removed;
 - `progress() in a light loop`: `celery_dashboard.reporting.progress` after an add and a multiply: the cost
   per call of the function API;
-- `Progress reporter in a light loop`: the same with `celery_dashboard.reporting.Progress`, when it exists.
-Prints one JSON line.
+- `Progress reporter in a light loop`: the same with `celery_dashboard.reporting.Progress`;
+- `... on a 2 us body`: both again around a loop body calibrated to take about 2 microseconds (the
+  overhead a task author would see on a short but real loop body; the goal is under 5%).
+Prints one JSON line. `measure(run)` is the benchmark's step: it runs this in a process of its own,
+on a Redis database of its own (the reports it lets through must not reach the relays).
 """
 from __future__ import annotations
 
@@ -69,6 +73,58 @@ def light_reporter(task: Any, calls: int) -> int:
     return total
 
 
+# Inner iterations of an add and a multiply that make the 2 us body (set by calibrate()).
+_inner = 40
+
+
+def calibrate(target_ns: float = 2000.0) -> float:
+    """Choose the inner loop's length so that one body takes about `target_ns`; its measured ns."""
+    global _inner
+    for _ in range(3):
+        start = time.process_time()
+        body_2us_bare(None, 50_000)
+        per_body = (time.process_time() - start) * 1e9 / 50_000
+        _inner = max(1, round(_inner * target_ns / per_body))
+    start = time.process_time()
+    body_2us_bare(None, 50_000)
+    return (time.process_time() - start) * 1e9 / 50_000
+
+
+def _body(n: int) -> int:
+    total = 0
+    for i in range(_inner):
+        total += i * n
+    return total
+
+
+def body_2us_bare(_: Any, calls: int) -> int:
+    total = 0
+    for n in range(1, calls + 1):
+        total += _body(n)
+    return total
+
+
+def body_2us_function(task: Any, calls: int) -> int:
+    from celery_dashboard.reporting import progress
+
+    total = 0
+    for n in range(1, calls + 1):
+        total += _body(n)
+        progress(task, n, calls, "working")
+    return total
+
+
+def body_2us_reporter(task: Any, calls: int) -> int:
+    from celery_dashboard.reporting import Progress
+
+    report = Progress(task, calls)
+    total = 0
+    for n in range(1, calls + 1):
+        total += _body(n)
+        report(n, "working")
+    return total
+
+
 def timed(body: Callable[[Any, int], Any], calls: int) -> dict[str, Any]:
     from tasks import demo  # noqa: F401 - registers the task
     from tasks.celery_app import celery_app
@@ -77,9 +133,9 @@ def timed(body: Callable[[Any, int], Any], calls: int) -> dict[str, Any]:
     task_id = str(uuid.uuid4())
     task.push_request(id=task_id, retries=0, hostname="bench@throttle", delivery_info={"routing_key": "celery"})
     try:
-        start = time.perf_counter()
+        start = time.process_time()
         body(task, calls)
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
     finally:
         task.pop_request()
     meta = celery_app.backend.get_task_meta(task_id)
@@ -130,7 +186,6 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from celery_dashboard import reporting as module
     from celery_dashboard import settings as config
     from tasks import demo
 
@@ -141,9 +196,31 @@ def main() -> None:
         "primes": measure(primes_demo, primes_bare, args.calls, args.repeats),
         "light": measure(light_function, light_bare, args.calls, args.repeats),
     }
-    if hasattr(module, "Progress"):
-        result["light_reporter"] = measure(light_reporter, light_bare, args.calls, args.repeats)
+    result["light_reporter"] = measure(light_reporter, light_bare, args.calls, args.repeats)
+    body_calls = max(1000, args.calls // 2)  # about a second per run: reports at their steady rate
+    result["body_ns"] = round(calibrate(), 1)
+    result["body_inner_iterations"] = _inner
+    result["body_2us"] = measure(body_2us_function, body_2us_bare, body_calls, max(3, args.repeats))
+    result["body_2us_reporter"] = measure(body_2us_reporter, body_2us_bare, body_calls, max(3, args.repeats))
     print(json.dumps(result), flush=True)
+
+
+def step(run: Any) -> dict[str, Any]:
+    """The benchmark's step: this module in a process of its own, on Redis database 2; its JSON."""
+    import subprocess
+
+    from bench.harness import PYTHON
+    from devstack import ROOT
+    from devstack.stack import db_url
+
+    cfg = run.p["progress_cost"]
+    env = dict(run.stack.env, REDIS_URL=db_url(run.stack.redis_url, 2))
+    done = subprocess.run([PYTHON, "-m", "bench.progress_cost", "--calls", str(cfg["calls"]),
+                           "--repeats", str(cfg["repeats"])],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,284 @@
+"""Ingest: synthetic Celery events PUBLISHed straight to the broker at rising rates, watched by our
+listener and Flower, each side counted the same way: events FULLY APPLIED per second.
+
+- Flower: its `flower_events_total` counter, which EventsState.event increments after Celery's
+  State.event has merged the event and Flower's search index has taken it in (flower/events.py).
+- Ours: a task's events are applied when its final state is stored in Redis, where the API and the
+  snapshots read it (`dashboard:recent` minus `dashboard:active`: a task leaves the active set when
+  its terminal state is stored). For this step the web process runs with its backend poll and its
+  periodic reconciliation turned off (POLL_INTERVAL, RECONCILE_INTERVAL = 1 hour), so that only
+  events reach the store; reconciliation is then triggered the way production triggers it (Redis
+  cutting the listener's connection: CLIENT KILL) and counted separately.
+
+Loss is reported before reconciliation (events the listener never decoded; tasks not stored as
+ended) and after it (tasks not SUCCESS in GET /api/tasks; Flower has no reconciliation: the tasks
+whose task-succeeded it never applied). 'Sustained' = the highest rate with 0 events lost before
+reconciliation and every event applied within max(0.5 s, 10% of the publish time) of the flood's end.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from bench.common import reset_history, wait_idle
+from bench.harness import PYTHON, CpuSampler, LineReader, Profile, Run, flower_events, listener_events, log, stop_child
+from celery_dashboard.index import ACTIVE_KEY, RECENT_KEY
+from devstack import ROOT
+from devstack.stack import db_url
+
+EVENTS_ONLY = {"POLL_INTERVAL": "3600", "RECONCILE_INTERVAL": "3600"}
+
+
+def reconcile_now(run: Run, client: Any) -> None:
+    """Cut our listener's pub/sub connection as Redis does to a slow subscriber: it reconnects and
+    reconciles every unsettled task from the result backend."""
+    for entry in client.client_list():
+        if entry.get("name") == "dashboard-listener":
+            client.client_kill_filter(_id=entry["id"])
+
+
+def tasks_right(url: str, ids: list[str], cap: float) -> dict[str, Any]:
+    """Page through GET /api/tasks (newest first) until every task of `ids` shows SUCCESS, `cap` s at most."""
+    wanted = set(ids)
+    start = time.monotonic()
+    right = 0
+    while True:
+        states: dict[str, str] = {}
+        offset = 0
+        while offset <= 200_000 and len(states) < len(wanted):
+            page = requests.get(f"{url}/api/tasks", params={"limit": 500, "offset": offset}, timeout=30).json()["tasks"]
+            if not page:
+                break
+            states.update({t["id"]: t["state"] for t in page if t["id"] in wanted})
+            offset += 500
+        right = sum(1 for task_id in wanted if states.get(task_id) == "SUCCESS")
+        if right == len(wanted) or time.monotonic() - start > cap:
+            break
+        time.sleep(1.0)
+    return {"total": len(wanted), "success_in_api": right, "wrong_or_missing": len(wanted) - right,
+            "seconds_to_right": round(time.monotonic() - start, 1)}
+
+
+class Side:
+    """One consumer's counters polled during a rung: (wall time, decoded, applied) samples."""
+
+    def __init__(self, name: str, decoded: Callable[[], int], applied: Callable[[], int], pid: int) -> None:
+        self.name, self.decoded, self.applied, self.pid = name, decoded, applied, pid
+        self.base = (decoded(), applied())
+        self.points: list[tuple[float, int, int]] = []
+        self.changed_at = time.time()
+        self.failures = 0
+
+    def poll(self, stop: threading.Event, every: float, target: int) -> None:
+        while not stop.is_set():
+            try:
+                point = (time.time(), self.decoded() - self.base[0], self.applied() - self.base[1])
+                if not self.points or point[1:] != self.points[-1][1:]:
+                    self.changed_at = point[0]
+                self.points.append(point)
+                if point[2] >= target and point[1] >= target:
+                    return
+            except (requests.RequestException, KeyError, ValueError, OSError):
+                self.failures += 1  # no answer within 5 s: counted, and the wait goes on
+            stop.wait(every)
+
+    def settled(self) -> bool:
+        """Answering, and not moving for 3 s."""
+        return bool(self.points) and time.time() - self.points[-1][0] < 1.0 and time.time() - self.changed_at > 3
+
+
+def rung(run: Run, rate: int, n_events: int, progress: int, sides: dict[str, bool], db: int,
+         flower_url: str | None, flower_pid: int | None) -> dict[str, Any]:
+    """One flood at `rate` events/s (0: flat out) to database `db`, watched by our listener and/or Flower."""
+    import redis
+
+    per_task = 4 + progress
+    n_tasks = max(1, math.ceil(n_events / per_task))
+    n_events = n_tasks * per_task
+    client = redis.Redis.from_url(db_url(run.stack.redis_url, db))
+    watching: dict[str, Side] = {}
+    if sides.get("web"):
+        def stored() -> int:
+            pipe = client.pipeline(transaction=False)
+            pipe.zcard(RECENT_KEY)
+            pipe.scard(ACTIVE_KEY)
+            recent, active = pipe.execute()
+            return (recent - active) * per_task  # a task's events are applied with its stored ending
+
+        watching["web"] = Side("web", lambda: listener_events(run.web_url), stored, run.web_pid)
+    if sides.get("flower"):
+        assert flower_url and flower_pid
+        watching["flower"] = Side("flower", lambda: flower_events(flower_url), lambda: flower_events(flower_url),
+                                  flower_pid)
+        flower_ok_base = flower_events(flower_url, kind="task-succeeded")
+    ids_file = run.work / f"ingest-{db}-{rate}-{time.monotonic_ns()}.json"
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "bench.storm", "flood", "--tasks", str(n_tasks), "--progress", str(progress),
+         "--rate", str(rate), "--ids-out", str(ids_file), "--max-seconds", "60"],
+        cwd=ROOT, env=dict(run.stack.env, REDIS_URL=db_url(run.stack.redis_url, db)),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    reader = LineReader(proc)
+    if reader.get("ready", 90) is None:
+        stop_child(proc)
+        raise RuntimeError("flood did not get ready")
+    stop = threading.Event()
+    pollers = [threading.Thread(target=side.poll, args=(stop, 0.1 if name == "web" else 0.2, n_events))
+               for name, side in watching.items()]
+    profile = None
+    if run.profile and "web" in watching and rate == run.p["ingest"].get("profile_rate"):
+        profile = Profile(run.web_pid, n_events / max(rate, 1) + 1, f"web-ingest-{rate}", run.out)
+    samplers = {name: CpuSampler(side.pid) for name, side in watching.items()}
+    samplers["machine"] = CpuSampler(None)
+    for sampler in samplers.values():
+        sampler.__enter__()
+    try:
+        for thread in pollers:
+            thread.start()
+        result = reader.get("mode", 90)
+        proc.wait(10)
+        if result is None:
+            raise RuntimeError("flood did not finish")
+        deadline = time.monotonic() + 30  # each has caught up, or has not moved for 3 s; 30 s at most
+        while time.monotonic() < deadline and any(t.is_alive() for t in pollers):
+            if all(not t.is_alive() or side.settled() for t, side in zip(pollers, watching.values(), strict=True)):
+                break
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in pollers:
+            if thread.is_alive():
+                thread.join(5)
+        for sampler in samplers.values():
+            sampler.__exit__()
+    started, ended = result["started_at"], result["ended_at"]
+    slack = max(0.5, 0.1 * result["seconds"])
+
+    def consumer(name: str) -> dict[str, Any]:
+        side = watching[name]
+        points = side.points
+        decoded = points[-1][1] if points else 0
+        applied = min(n_events, points[-1][2]) if points else 0
+        caught = next((t for t, _, a in points if a >= n_events), None)
+        decoded_all = next((t for t, d, _ in points if d >= n_events), None)
+        cpu = samplers[name].window(started, caught or (points[-1][0] if points else time.time()))
+        behind = round(caught - ended, 2) if caught else None
+        lost = max(0, n_events - decoded)
+        kept_up = behind is not None and behind <= slack
+        answered = [started] + [t for t, _, _ in points]
+        silence = max((b - a for a, b in zip(answered, answered[1:], strict=False)), default=None)
+        return {"events_decoded": decoded, "events_applied": applied,
+                "lost_before_reconciliation": lost, "caught_up_after_flood_s": behind,
+                "applied_per_s": round(n_events / (caught - started), 1) if caught else None,
+                # The old, flattering count: events decoded by the listener (ours) per second.
+                "decoded_per_s": round(n_events / (decoded_all - started), 1) if decoded_all else None,
+                "applied_by_flood_end_per_s": round(_at(points, ended) / max(ended - started, 1e-3), 1),
+                "unanswered_polls": side.failures,
+                "longest_without_answer_s": round(silence, 1) if silence is not None else None,
+                "cpu": cpu, "cpu_us_per_event": round(1e6 * cpu["cpu_s"] / max(decoded, 1), 1) if cpu else None,
+                "kept_up": kept_up, "sustained": kept_up and lost == 0}
+
+    out: dict[str, Any] = {"target_rate": rate or "max", "achieved_rate": result["rate"], "events": n_events,
+                           "tasks": n_tasks, "publish_s": result["seconds"],
+                           "machine_cpu": samplers["machine"].window(started, ended)}
+    if profile:
+        run.profiles[profile.name] = profile.summary()
+    ids = json.loads(ids_file.read_text())
+    if "web" in watching:
+        web = out["web"] = consumer("web")
+        web["tasks_not_stored_as_ended_before_reconciliation"] = max(0, n_tasks - web["events_applied"] // per_task)
+        if web["tasks_not_stored_as_ended_before_reconciliation"]:
+            reconcile_now(run, client)
+        web["tasks_after_reconciliation"] = tasks_right(run.web_url, ids, cap=15.0)
+    if "flower" in watching:
+        flower = out["flower"] = consumer("flower")
+        succeeded = flower_events(flower_url, kind="task-succeeded") - flower_ok_base  # type: ignore[arg-type]
+        flower["tasks_succeeded"] = succeeded
+        flower["tasks_lost"] = max(0, n_tasks - succeeded)  # no reconciliation: lost before = after
+    return out
+
+
+def _at(points: list[tuple[float, int, int]], when: float) -> int:
+    """Events applied at the last sample before `when`."""
+    found = 0
+    for t, _, applied in points:
+        if t > when:
+            break
+        found = applied
+    return found
+
+
+def measure(run: Run) -> dict[str, Any]:
+    """The same floods watched by our listener and Flower together (as they run in production), then
+    by each alone (Flower on another Redis database), so that neither takes CPU from the other."""
+    import redis
+
+    cfg = run.p["ingest"]
+    run.stop_worker()
+    reset_history(redis.Redis.from_url(run.stack.redis_url))
+    run.restart_web(EVENTS_ONLY)
+
+    def ladder(rates: list[int], sides: dict[str, bool], db: int, flower: tuple[Any, str] | None) -> list[dict]:
+        rungs: list[dict[str, Any]] = []
+        for rate in rates:
+            if run.remaining() < cfg["reserve_s"]:
+                rungs.append({"target_rate": rate or "max", "skipped": "time budget"})
+                continue
+            n_events = min(cfg["max_events"], rate * cfg["seconds"]) if rate else cfg["max_events"]
+            who = " + ".join(name for name, on in sides.items() if on)
+            log(f"  ingest at {rate or 'max'} events/s: {n_events} events ({who})")
+            r = rung(run, rate, n_events, cfg["progress"], sides, db, flower[1] if flower else None,
+                     flower[0].pid if flower else None)
+            rungs.append(r)
+            log("    achieved {}/s; {}".format(r["achieved_rate"], "; ".join(
+                f"{side} lost {r[side]['lost_before_reconciliation']} applied {r[side]['applied_per_s']}/s"
+                for side in ("web", "flower") if side in r)))
+            if "web" in r:
+                wait_idle(run.web_pid, timeout=15)
+            if flower:
+                wait_idle(flower[0].pid, timeout=15)
+        return rungs
+
+    flower = run.start_flower("flower-ingest")
+    try:
+        together = ladder(cfg["rates"], {"web": True, "flower": True}, 0, flower)
+    finally:
+        flower[0].stop()
+    web_alone = ladder(cfg["web_alone"], {"web": True}, 0, None)
+    flower_alone: list[dict[str, Any]] = []
+    if run.remaining() > cfg["reserve_s"] + 15:
+        flower = run.start_flower("flower-alone", db=3)
+        try:
+            flower_alone = ladder(cfg["flower_alone"], {"flower": True}, 3, flower)
+        finally:
+            flower[0].stop()
+    run.restart_web()  # the production settings again
+
+    def best(rungs: list[dict[str, Any]], side: str) -> float | None:
+        ok = [r["achieved_rate"] for r in rungs if side in r and r[side]["sustained"]]
+        return max(ok) if ok else None
+
+    def peak(rungs: list[dict[str, Any]], side: str) -> float | None:
+        seen = [r[side]["applied_per_s"] for r in rungs if side in r and r[side]["applied_per_s"]]
+        return max(seen) if seen else None
+
+    every = together + web_alone + flower_alone
+    return {"settings": cfg, "rungs": together, "web_alone_rungs": web_alone, "flower_alone_rungs": flower_alone,
+            "web_sustained_rate": best(together, "web"), "flower_sustained_rate": best(together, "flower"),
+            "web_peak_applied_per_s": peak(together, "web"), "flower_peak_applied_per_s": peak(together, "flower"),
+            "web_alone_sustained_rate": best(web_alone, "web"),
+            "flower_alone_sustained_rate": best(flower_alone, "flower"),
+            "web_alone_peak_applied_per_s": peak(web_alone, "web"),
+            "flower_alone_peak_applied_per_s": peak(flower_alone, "flower"),
+            "web_events_lost_before_reconciliation": sum(r["web"]["lost_before_reconciliation"] for r in every
+                                                         if "web" in r),
+            "web_tasks_wrong_after_reconciliation": sum(r["web"]["tasks_after_reconciliation"]["wrong_or_missing"]
+                                                        for r in every if "web" in r),
+            "flower_events_lost": sum(r["flower"]["lost_before_reconciliation"] for r in every if "flower" in r),
+            "flower_tasks_lost": sum(r["flower"]["tasks_lost"] for r in every if "flower" in r)}

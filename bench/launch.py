@@ -1,0 +1,106 @@
+"""Launch throughput at equal concurrency: POST /api/tasks from C concurrent clients against Celery's
+own `.delay()` from C threads, for each C. The real worker runs, as in production, and runs what
+either side sends (`steps` with one step and no delay): both pay the same for it. (With the worker
+stopped, the tasks stay unsettled and the web's reconciler asks the workers about them over the
+connection launches share: launches then wait up to a second each; measured here, not what users see.)"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from bench.common import percentiles, reset_history, wait_idle
+from bench.harness import CpuSampler, Profile, Run
+
+BODY = {"task": "steps", "params": {"steps": 1, "delay": 0}, "duplicate": True}  # each one a new task
+
+
+async def _post_load(url: str, total: int, concurrency: int, deadline_s: float) -> dict[str, Any]:
+    import aiohttp
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    numbers = iter(range(total))
+    deadline = time.monotonic() + deadline_s
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def one() -> None:
+            for _ in numbers:
+                if time.monotonic() > deadline:
+                    return
+                start = time.perf_counter()
+                async with session.post(f"{url}/api/tasks", json=BODY, headers={"Origin": url}) as response:
+                    await response.read()
+                    statuses[response.status] = statuses.get(response.status, 0) + 1
+                latencies.append((time.perf_counter() - start) * 1000)
+
+        for _ in range(20):  # warm-up: connections, first imports
+            async with session.post(f"{url}/api/tasks", json=BODY, headers={"Origin": url}) as response:
+                await response.read()
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return {"requests": len(latencies), "seconds": round(elapsed, 2), "per_second": round(len(latencies) / elapsed, 1),
+            "latency_ms": percentiles(latencies, 2), "statuses": statuses, "concurrency": concurrency}
+
+
+def post_load(url: str, total: int, concurrency: int, deadline_s: float) -> dict[str, Any]:
+    """`total` POST /api/tasks from `concurrency` aiohttp clients (one process): {"requests", "per_second",
+    "latency_ms", "statuses", ...}."""
+    return asyncio.run(_post_load(url, total, concurrency, deadline_s))
+
+
+def delay_load(total: int, concurrency: int, deadline_s: float) -> dict[str, Any]:
+    """`total` `steps.delay()` calls from `concurrency` threads of this process (Celery's producer pool)."""
+    from tasks.demo import steps
+
+    for _ in range(20):
+        steps.delay(steps=1, delay=0)
+    latencies: list[float] = []
+    numbers = iter(range(total))
+    lock = threading.Lock()
+    deadline = time.monotonic() + deadline_s
+
+    def one() -> None:
+        while time.monotonic() < deadline:
+            with lock:
+                if next(numbers, None) is None:
+                    return
+            t0 = time.perf_counter()
+            steps.delay(steps=1, delay=0)
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+    threads = [threading.Thread(target=one) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    return {"calls": len(latencies), "seconds": round(elapsed, 2), "per_second": round(len(latencies) / elapsed, 1),
+            "latency_ms": percentiles(latencies, 2), "concurrency": concurrency}
+
+
+def measure(run: Run) -> dict[str, Any]:
+    """{"levels": [{"concurrency", "post": ..., "delay": ..., "ratio": post/delay per second}]}."""
+    import redis
+
+    cfg = run.p["launch"]
+    run.ensure_worker()
+    client = redis.Redis.from_url(run.stack.redis_url)
+    levels = []
+    for concurrency in cfg["concurrency"]:
+        delay = delay_load(cfg["requests"], concurrency, cfg["deadline_s"])
+        wait_idle(run.web_pid, timeout=10)
+        profile = Profile(run.web_pid, 3, f"web-launch-{concurrency}", run.out) if run.profile else None
+        with CpuSampler(run.web_pid) as sampler:
+            t0 = time.time()
+            post = post_load(run.web_url, cfg["requests"], concurrency, cfg["deadline_s"])
+            post["web_cpu"] = sampler.window(t0, time.time())
+        if profile:
+            run.profiles[profile.name] = profile.summary()
+        levels.append({"concurrency": concurrency, "post": post, "delay": delay,
+                       "ratio": round(post["per_second"] / delay["per_second"], 3) if delay["per_second"] else None})
+        wait_idle(run.web_pid, timeout=10)
+    reset_history(client)
+    return {"settings": cfg, "levels": levels}

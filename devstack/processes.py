@@ -1,0 +1,77 @@
+"""Child processes with their output in a log file, stopped by their own pid; ports and polling."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+# Users' Celery apps (`mytasks`, the Celery tutorial's module): importable by every process started here.
+USERAPP = ROOT / "tests" / "userapp"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (127.0.0.1)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check: Callable[[], object], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> object:
+    """Poll `check` until it returns something truthy; TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - polling until it works
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what or check!r}: {last_error!r}")
+
+
+class Process:
+    """A child process in a session of its own, its output in logdir/<name>.log; stopped by its own pid."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        # A restart under the same name appends to the same log: read only this process's lines.
+        self.offset = self.log.tell()
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        with open(self.log_path, "rb") as log:
+            log.seek(self.offset)
+            return log.read().decode(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Send `sig` to its process group, SIGKILL after `timeout` s."""
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        self.log.close()
