@@ -185,8 +185,8 @@ export function mountFilters(ctx, { onChange, view: initial, pageSizes }) {
     if (status === 200) return "";
     const fields = status === 422 && Array.isArray(body.fields) ? body.fields : [];
     if (!fields.length) {
-      return status === 422 ? `These filters cannot be used: ${body.error || "a value is not valid"}.`
-        : `Could not load the task list: ${body.error || (status === 0 ? "the server did not answer" : `HTTP ${status}`)}.`;
+      const reason = String(body.error || (status === 0 ? "the server did not answer" : `HTTP ${status}`)).replace(/\.$/, "");
+      return status === 422 ? `These filters cannot be used: ${reason}.` : `Could not load the task list: ${reason}.`;
     }
     const said = [];
     for (const item of fields) {
