@@ -52,8 +52,9 @@ def tasks_right(url: str, ids: list[str], cap: float) -> dict[str, Any]:
     while True:
         states: dict[str, str] = {}
         offset = 0
-        while offset <= 200_000 and len(states) < len(wanted):
-            page = requests.get(f"{url}/api/tasks", params={"limit": 500, "offset": offset}, timeout=30).json()["tasks"]
+        while offset <= 100_000 and len(states) < len(wanted):  # the API's MAX_OFFSET
+            page = requests.get(f"{url}/api/tasks", params={"limit": 500, "offset": offset},
+                                timeout=30).json().get("tasks")
             if not page:
                 break
             states.update({t["id"]: t["state"] for t in page if t["id"] in wanted})

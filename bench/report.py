@@ -83,8 +83,8 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
     ours_rounds = rounds(results, "ours")
     for clients, target in ((500, 200), (1000, 1000)):
         r = round_for(results, "ours", clients)
-        if r is None and not ours_rounds:
-            continue
+        if r is None and (not ours_rounds or results.get("profile") != "full"):
+            continue  # the quick run's client counts are smaller
         others = "; ".join(f"{RELAY_NAMES[name]}: {_lag(round_for(results, name, clients))}"
                            for name in ("naive", "mq"))
         add(f"Fan-out, {clients} clients in one client process: terminal states delivered", "100%",
@@ -93,7 +93,7 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
         add(f"Fan-out, {clients} clients: lag p99 over ALL clients", f"<= {target:,} ms", _fmt(p99, " ms"),
             "; ".join(f"{RELAY_NAMES[name]} p99 {_fmt(_get(round_for(results, name, clients), 'lag_ms', 'p99'), ' ms')}"
                       for name in ("naive", "mq")),
-            f"first-joiner-friendly p50 {_fmt(_get(r, 'lag_ms', 'p50'), ' ms')}", _at_most(p99, target, " ms"))
+            f"median (p50) {_fmt(_get(r, 'lag_ms', 'p50'), ' ms')}", _at_most(p99, target, " ms"))
         add(f"Fan-out, {clients} clients: lag p99 of the client that joined LAST", f"<= {target:,} ms",
             _fmt(last, " ms"),
             "; ".join(f"{RELAY_NAMES[name]} "
@@ -134,11 +134,14 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
             decoded = max((_get(r, "web", "decoded_per_s") or 0 for r in ingest.get(rungs_key or "web_alone_rungs")
                            or []), default=None)
             add(f"Ingest, events fully applied, sustained ({label}; 0 lost before reconciliation)", ">= 2x Flower",
-                f"{_fmt(web, ' events/s')} (peak applied {_fmt(web_peak, '/s')})",
-                f"Flower {_fmt(flower, ' events/s')} (peak applied {_fmt(flower_peak, '/s')})",
+                _fmt(web, " events/s"), f"Flower {_fmt(flower, ' events/s')}",
                 f"ours decoded (not yet applied) up to {_fmt(decoded, '/s')}",
-                _at_least(web / flower, 2, "x") + f" ({web / flower:.2f}x)" if web and flower else
+                (_at_least(web / flower, 2, "x") + f" ({web / flower:.2f}x)") if web and flower else
                 ("Flower sustained no rate tried" if web else "not measured"))
+            add(f"Ingest, highest rate of events fully applied ({label}, any loss)", ">= 2x Flower",
+                _fmt(web_peak, " events/s"), f"Flower {_fmt(flower_peak, ' events/s')}", "",
+                (_at_least(web_peak / flower_peak, 2, "x") + f" ({web_peak / flower_peak:.2f}x)")
+                if web_peak and flower_peak else "not measured")
         add("Events lost before reconciliation (every rung, rates up to the highest tried)",
             "0 up to the sustained rate", _fmt(ingest.get("web_events_lost_before_reconciliation")),
             f"Flower {_fmt(ingest.get('flower_events_lost'))}", "", "see the rungs: 'sustained' requires 0")

@@ -27,11 +27,11 @@ from bench.harness import Run, code_version, log
 
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
-        "budget_s": 1000,
+        "budget_s": 1100,
         "latency": [{"name": "every 250 ms", "tasks": 4, "steps": 12, "delay": 0.25},
                     {"name": "at the throttle's top rate", "tasks": 4, "steps": 20, "delay": 0.1}],
         "fanout": {"clients": [1, 100, 500, 1000], "baseline_clients": [1, 100, 500, 1000], "tasks": 40,
-                   "steps": 250, "timeout_s": 30, "reserve_s": 330},
+                   "steps": 250, "timeout_s": 30, "reserve_s": 350},
         "progress_cost": {"calls": 1_000_000, "repeats": 3},
         "launch": {"concurrency": [1, 8], "requests": 2000, "deadline_s": 20},
         "ingest": {"rates": [5000, 10000, 15000, 20000, 25000, 30000, 0], "web_alone": [20000, 30000, 40000],
