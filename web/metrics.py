@@ -81,7 +81,7 @@ class Snapshot:
         for each in ("online", "not responding", "offline"):
             status.add_metric([each], sum(1 for w in self.workers if w["status"] == each))
         yield status
-        yield GaugeMetricFamily("dashboard_workers_online", "Workers online (heard from within WORKER_TIMEOUT)",
+        yield GaugeMetricFamily("dashboard_workers_online", "Workers online (heartbeat not late: Celery's freq * 2)",
                                 value=sum(1 for w in self.workers if w["status"] == "online"))
         depth = GaugeMetricFamily("dashboard_queue_depth", "Messages waiting in each broker queue", labels=["queue"])
         age = GaugeMetricFamily("dashboard_queue_oldest_age_seconds", "Age of each queue's oldest message",
