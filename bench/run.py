@@ -27,17 +27,18 @@ from bench.harness import Run, code_version, log
 
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
-        "budget_s": 1100,
+        "budget_s": 1200,
         "latency": [{"name": "every 250 ms", "tasks": 4, "steps": 12, "delay": 0.25},
                     {"name": "at the throttle's top rate", "tasks": 4, "steps": 20, "delay": 0.1}],
         "fanout": {"clients": [1, 100, 500, 1000], "baseline_clients": [1, 100, 500, 1000], "tasks": 40,
                    "steps": 250, "timeout_s": 30, "reserve_s": 350},
         "progress_cost": {"calls": 1_000_000, "repeats": 3},
         "launch": {"concurrency": [1, 8], "requests": 2000, "deadline_s": 20},
-        "ingest": {"rates": [5000, 10000, 15000, 20000, 25000, 30000, 0], "web_alone": [20000, 30000, 40000],
-                   "flower_alone": [5000, 10000, 15000], "seconds": 4, "max_events": 160_000, "progress": 10,
-                   "reserve_s": 100, "profile_rate": 20000},
-        "memory": {"tasks": 100_000, "rate": 6_000, "settle_s": 90},
+        # Each ladder stops climbing after a rung where every side lost events.
+        "ingest": {"rates": [2500, 5000, 7500, 10000, 15000, 20000, 30000, 0], "web_alone": [5000, 10000, 15000, 20000],
+                   "flower_alone": [2500, 5000, 10000, 15000], "seconds": 4, "max_events": 160_000, "progress": 10,
+                   "reserve_s": 150, "profile_rate": 10000},
+        "memory": {"tasks": 100_000, "rate": 4_000, "settle_s": 120},
     },
     "quick": {
         "budget_s": 150,
