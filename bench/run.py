@@ -47,7 +47,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                    "reserve_s": 60},
         "progress_cost": {"calls": 100_000, "repeats": 1},
         "launch": {"concurrency": [1, 4], "requests": 150, "deadline_s": 8},
-        "ingest": {"rates": [5000, 0], "web_alone": [10000], "flower_alone": [5000], "seconds": 1,
+        "ingest": {"rates": [5000], "web_alone": [5000], "flower_alone": [2500], "seconds": 1,
                    "max_events": 10_000, "progress": 10, "reserve_s": 25},
         "memory": {"tasks": 3_000, "rate": 10_000, "settle_s": 30},
     },
