@@ -151,6 +151,7 @@ class Run:
         self.watchers: list[Watcher] = []
         self.storm_started: float | None = None
         self.launched = False
+        self.waiting_for = 0  # clients that connected (one that never did counts as not delivered)
         self.complete = 0
         self.all_done = asyncio.Event()
         self.deltas_unapplied = 0
@@ -161,7 +162,7 @@ class Run:
     def got_terminal(self, watcher: Watcher) -> None:
         if self.launched and watcher.done == len(self.expected):
             self.complete += 1
-            if self.complete == len(self.watchers):
+            if self.complete >= self.waiting_for:
                 self.all_done.set()
 
     def note_update(self, sent: dict[str, Any], full: dict[str, Any]) -> None:
@@ -208,7 +209,7 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
     await asyncio.sleep(0.2)
     await connect(last)  # joins after every other client
     connect_s = time.monotonic() - started
-    connected = sum(1 for w in run.watchers if w.sio.connected)
+    connected = run.waiting_for = sum(1 for w in run.watchers if w.sio.connected)
     await asyncio.sleep(1.0)  # the snapshots are in
 
     ids: list[str] = []
@@ -220,7 +221,7 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
             if token:
                 post_headers["X-CSRFToken"] = token
         storm_over = on_storm() if on_storm is not None else None
-        run.storm_started = time.monotonic()
+        run.storm_started, own_cpu = time.monotonic(), time.process_time()
         for _ in range(tasks):
             t0 = time.monotonic()
             launch = {"task": "steps", "params": {"steps": steps, "delay": 0}, "duplicate": True}
@@ -242,6 +243,7 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
     except TimeoutError:
         stopped_by = "timeout"
     storm_s = time.monotonic() - run.storm_started
+    own_cpu = time.process_time() - own_cpu
 
     lags = [lag for w in run.watchers for lag in w.lags()]
     delivered = sum(w.done for w in run.watchers)
@@ -263,6 +265,8 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
         "clients": clients, "connected": connected, "connect_errors": errors[:5], "connect_s": round(connect_s, 2),
         "tasks": {"launched": len(ids), "steps": steps, "launch_ms_mean": mean([int(v) for v in launch_ms]),
                   "storm_s": round(storm_s, 2), "stopped_by": stopped_by},
+        # This process's CPU over the storm, as a share of one core: near 100, the clients are the bottleneck.
+        "client_process_cpu_pct": round(100 * own_cpu / max(storm_s, 1e-9), 1),
         "delivered_pct": round(100 * delivered / (clients * len(ids)), 2) if ids else 0.0,
         "lag_ms": _ms_percentiles(lags),
         "last_joiner_lag_ms": _ms_percentiles(last.lags()),

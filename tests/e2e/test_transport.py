@@ -1,0 +1,97 @@
+"""The page's live transport (static/js/transport.js): it takes deltas, merges them into the task it
+holds, and reads a task again when a delta does not apply to what it holds.
+
+The server sends a delta only against the version it pushed last, which the page holds (its
+snapshot is taken under the pusher's lock), so a delta that does not apply needs a second web
+process or a store that dropped the task. Here such a message is added, in the Socket.IO framing
+the server uses, to the page's real connection to the real server (Playwright's WebSocket route
+forwards everything else both ways).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect
+
+from tests.e2e.conftest import TIMEOUT_MS, VIEWPORT
+from tests.e2e.test_dashboard import Task, expect_live
+from tests.support import Stack, wait_for
+
+pytestmark = pytest.mark.usefixtures("eventlet_only")  # page code: the server's async mode cannot change it
+
+
+@pytest.fixture
+def routed(browser: Browser, stack: Stack) -> Iterator[tuple[Page, list[WebSocketRoute]]]:
+    """The dashboard whose Socket.IO connection passes through a route this test can add to."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    sockets: list[WebSocketRoute] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r"/socket\.io/"), route)
+    page.goto(stack.url)
+    yield page, sockets
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def pushed(ws: WebSocketRoute, data: dict[str, Any]) -> None:
+    """A "tasks" message as the server frames it (engine.io MESSAGE, socket.io EVENT)."""
+    ws.send("42" + json.dumps(["tasks", data]))
+
+
+def ended_task(stack: Stack) -> dict[str, Any]:
+    launched = requests.post(f"{stack.url}/api/tasks", timeout=10,
+                             json={"task": "steps", "params": {"steps": 2, "delay": 0}, "duplicate": True}).json()
+
+    def ended() -> dict[str, Any] | None:
+        task = requests.get(f"{stack.url}/api/tasks/{launched['id']}", timeout=10).json()
+        return task if task["state"] == "SUCCESS" else None
+
+    return wait_for(ended, 60, what="the task to succeed")
+
+
+def test_a_delta_at_the_version_held_is_merged_into_the_task(routed: tuple[Page, list[WebSocketRoute]],
+                                                            stack: Stack) -> None:
+    page, sockets = routed
+    expect_live(page)
+    task = ended_task(stack)
+    row = Task("Stepped job", task["id"])
+    expect(row.state(page)).to_have_text("succeeded")
+    held = task["version"]
+    pushed(sockets[-1], {"tasks": [], "changes": [
+        {"id": task["id"], "version": held + 1, "base": held, "state": "SUCCESS",
+         "progress": {"current": 2, "total": 2, "percent": 100.0, "message": "merged from a delta"}}]})
+    expect(row.row(page)).to_contain_text("merged from a delta")
+    expect(row.state(page)).to_have_text("succeeded")  # the fields the delta left out are still there
+    expect(row.row(page).get_by_text('{"steps":2}', exact=True)).to_be_visible()
+
+
+def test_a_delta_the_page_cannot_apply_makes_it_read_the_task_again(routed: tuple[Page, list[WebSocketRoute]],
+                                                                    stack: Stack) -> None:
+    page, sockets = routed
+    expect_live(page)
+    task = ended_task(stack)
+    row = Task("Stepped job", task["id"])
+    expect(row.state(page)).to_have_text("succeeded")
+    held = task["version"]
+    # A delta against a version the page never had: applying it would show its fields on a task
+    # whose other fields are older; the page reads the task from the server instead.
+    with page.expect_request(lambda r: r.method == "GET" and r.url.endswith(f"/api/tasks/{task['id']}")) as asked:
+        pushed(sockets[-1], {"tasks": [], "changes": [
+            {"id": task["id"], "version": held + 3, "base": held + 2, "state": "SUCCESS",
+             "progress": {"current": 1, "total": 2, "percent": 50.0, "message": "not to be shown"}}]})
+    assert asked.value.response().status == 200
+    expect(row.row(page)).to_contain_text("step 2 of 2")
+    expect(row.row(page)).not_to_contain_text("not to be shown")
