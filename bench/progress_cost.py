@@ -13,6 +13,7 @@ time of this process, so that time spent waiting for a CPU on a shared machine i
 - `progress() in a light loop`: `celery_dashboard.reporting.progress` after an add and a multiply: the cost
   per call of the function API;
 - `Progress reporter in a light loop`: the same with `celery_dashboard.reporting.Progress`;
+- `an empty function in a light loop`: the floor, what any Python call with progress()'s arguments costs;
 - `... on a 2 us body`: both again around a loop body calibrated to take about 2 microseconds (the
   overhead a task author would see on a short but real loop body; the goal is under 5%).
 Prints one JSON line. `measure(run)` is the benchmark's step: it runs this in a process of its own,
@@ -59,6 +60,19 @@ def light_function(task: Any, calls: int) -> int:
     for n in range(1, calls + 1):
         total += n * n
         progress(task, n, calls, "working")
+    return total
+
+
+def _no_op(task: Any, current: float, total: float, message: str = "", *args: Any) -> bool:
+    return False
+
+
+def light_floor(task: Any, calls: int) -> int:
+    """The floor: an empty function with progress()'s signature, called the same way."""
+    total = 0
+    for n in range(1, calls + 1):
+        total += n * n
+        _no_op(task, n, calls, "working")
     return total
 
 
@@ -144,24 +158,25 @@ def timed(body: Callable[[Any, int], Any], calls: int) -> dict[str, Any]:
             "final_stored": meta.get("status") == "PROGRESS" and info.get("current") == info.get("total")}
 
 
-def reports_sent(body: Callable[[Any, int], Any], calls: int) -> int:
-    """How many reports one run sends (a run with send_progress counting)."""
+def reports_sent(body: Callable[[Any, int], Any], calls: int) -> tuple[int, float | None]:
+    """How many reports one run sends, and the CPU ms each took (the event, the stored state and the
+    revocation check), the first of the run apart: (count, mean ms after the first)."""
     from celery_dashboard import reporting as module
 
-    sent = 0
+    costs: list[float] = []
     real = module.send_progress
 
     def counting(task: Any, meta: dict[str, Any]) -> None:
-        nonlocal sent
-        sent += 1
+        start = time.process_time()
         real(task, meta)
+        costs.append((time.process_time() - start) * 1000)
 
     module.send_progress = counting
     try:
         timed(body, calls)
     finally:
         module.send_progress = real
-    return sent
+    return len(costs), (round(sum(costs[1:]) / len(costs[1:]), 2) if len(costs) > 1 else None)
 
 
 def measure(with_progress: Callable[[Any, int], Any], without: Callable[[Any, int], Any], calls: int,
@@ -174,10 +189,11 @@ def measure(with_progress: Callable[[Any, int], Any], without: Callable[[Any, in
         runs_with.append(run["seconds"])
         final = final and run["final_stored"]
     best_without, best_with = min(runs_without), min(runs_with)
+    sent, per_report = reports_sent(with_progress, calls)
     return {"calls": calls, "without_s": round(best_without, 3), "with_s": round(best_with, 3),
             "overhead_percent": round(100 * (best_with - best_without) / best_without, 1),
             "ns_per_call": round(1e9 * (best_with - best_without) / calls, 1),
-            "reports_sent": reports_sent(with_progress, calls), "final_value_stored": final,
+            "reports_sent": sent, "cpu_ms_per_report": per_report, "final_value_stored": final,
             "runs_without_s": [round(s, 3) for s in runs_without], "runs_with_s": [round(s, 3) for s in runs_with]}
 
 
@@ -197,6 +213,7 @@ def main() -> None:
         "light": measure(light_function, light_bare, args.calls, args.repeats),
     }
     result["light_reporter"] = measure(light_reporter, light_bare, args.calls, args.repeats)
+    result["light_floor"] = measure(light_floor, light_bare, args.calls, args.repeats)
     body_calls = max(1000, args.calls // 2)  # about a second per run: reports at their steady rate
     result["body_ns"] = round(calibrate(), 1)
     result["body_inner_iterations"] = _inner
