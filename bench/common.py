@@ -1,4 +1,5 @@
-"""Helpers shared by the load benchmark's parts: process readings, percentiles, Redis housekeeping."""
+"""Helpers shared by the load benchmark's parts: process readings, percentiles, Redis housekeeping
+(devstack.stack.db_url gives another logical database of the same Redis)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
@@ -125,12 +125,6 @@ def histogram_percentiles(histogram: Mapping[int, int]) -> dict[str, float]:
 
 
 # ---- Redis ---------------------------------------------------------------------------------
-
-def db_url(url: str, db: int) -> str:
-    """The same Redis server, another logical database (Celery events are per database)."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{db}"))
-
 
 def delete_matching(client: Any, pattern: str, batch: int = 2000) -> int:
     """UNLINK every key matching `pattern`, in batches; return how many."""
