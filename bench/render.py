@@ -2,11 +2,13 @@
 
 Measures, in headless Chromium against the real stack (redis-server, a Celery worker, the web):
 - click on Launch to the task's row on the page, and to its first visible progress;
-- the main-thread cost of one pushed progress update, with 1,000 and with 10,000 tasks in history:
-  from the Socket.IO message's arrival through the page's handlers, its next animation-frame
-  callbacks and the style and layout they cause (a forced layout read at the end);
-- frame times (requestAnimationFrame gaps) while 1,500 tasks are sent in a burst, and the share
-  of the burst the main thread spent in long tasks (> 50 ms, the Long Tasks API).
+- the main-thread cost of one pushed progress update, with 1,000 and with 10,000 tasks in history,
+  two ways: PROBE times each update from its WebSocket message event through the page's handlers
+  and the animation frame that shows it (callbacks, style, layout, paint, commit); and Chromium's
+  own accounting (Performance.getMetrics TaskDuration, with its script, layout and style parts)
+  over the updates, less the same page's idle rate;
+- frame times (requestAnimationFrame gaps) while 1,500 tasks are sent in a burst, the long tasks
+  (> 50 ms, the Long Tasks API) and the main thread's seconds in the burst.
 
 History is written straight into the dashboard's index in Redis (celery_dashboard.index keys), as
 the listener would have stored ended tasks; the progressing task and the burst are real Celery
@@ -26,42 +28,72 @@ from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, RECENT_KEY, VERSION_KEY
 from tests.support import Stack, wait_for
 
 # When each task's row first shows, when its bar first moves, and each Launch click (ms, the
-# page's clock): shared by every browser probe.
+# page's clock): shared by every browser probe. It looks only at what each mutation touched (a
+# scan of every row per mutation would be the probe's own cost, charged to the page).
 ROWS = """
 window.__rows = {}; window.__first = {}; window.__clicks = [];
 document.addEventListener("submit", () => window.__clicks.push(performance.now()), true);
-new MutationObserver(() => {
-  for (const row of document.querySelectorAll("[data-task-id]")) {
-    const id = row.dataset.taskId;
-    if (!(id in window.__rows)) window.__rows[id] = performance.now();
-    const bar = row.querySelector("[role=progressbar]");
-    if (bar && !(id in window.__first) && Number(bar.getAttribute("aria-valuenow")) > 0) {
-      window.__first[id] = performance.now();
+const __note = (row, now) => {
+  const id = row.dataset.taskId;
+  if (!(id in window.__rows)) window.__rows[id] = now;
+  const bar = row.querySelector("[role=progressbar]");
+  if (bar && !(id in window.__first) && Number(bar.getAttribute("aria-valuenow")) > 0) window.__first[id] = now;
+};
+new MutationObserver((records) => {
+  const now = performance.now();
+  for (const record of records) {
+    if (record.type === "attributes") {
+      const row = record.target.closest("[data-task-id]");
+      if (row) __note(row, now);
+      continue;
+    }
+    for (const node of record.addedNodes) {
+      if (node.nodeType !== 1) continue;
+      if (node.dataset.taskId) __note(node, now);
+      else for (const row of node.querySelectorAll("[data-task-id]")) __note(row, now);
     }
   }
 }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ["aria-valuenow"] });
 """
 
-# Installed before the page's own scripts. Wraps the Socket.IO client so this probe's "tasks"
-# handler runs before the page's: it notes the arrival, asks for an animation frame before the
-# page can (the frame's start), and after the page's handlers (a microtask) asks for one more
-# (runs after the page's own frame callbacks), where it forces style and layout and stops the clock.
+# Installed before the page's own scripts; times each pushed "tasks" message that names the task in
+# window.__measure (as a whole task object or as a change), from the start of its WebSocket message
+# event (Engine.IO and Socket.IO decoding included) through the page's handlers, then from the start
+# of the next animation frame (this probe asks for it before the page can) through the page's frame
+# callbacks and the style, layout, paint and commit of that frame: the end is a task posted from the
+# frame's last callback, which runs once the frame's rendering is done. Idle time between the
+# handlers and the frame is not counted. window.__cost: milliseconds per update; window.__work: the
+# same up to the end of the frame's style and layout (forced in its last callback), without paint.
 PROBE = """
-window.__cost = []; window.__frames = []; window.__long = [];
+window.__cost = []; window.__work = []; window.__frames = []; window.__long = [];
+let messageStart = null;
+const RealWebSocket = window.WebSocket;
+window.WebSocket = class extends RealWebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", () => { messageStart = performance.now(); });  // before the client's
+  }
+};
+const afterFrame = new MessageChannel();
+let frameDone = [];
+afterFrame.port1.onmessage = () => { const now = performance.now(); for (const fn of frameDone.splice(0)) fn(now); };
 let wrapped;
 Object.defineProperty(window, "io", { configurable: true, get() { return wrapped; }, set(real) {
   wrapped = function (...args) {
     const socket = real(...args);
     socket.on("tasks", (data) => {
-      if (!window.__measure || !data.tasks.some((t) => t.id === window.__measure)) return;
-      const arrived = performance.now();
+      const named = [...(data.tasks || []), ...(data.changes || [])];
+      if (!window.__measure || !named.some((t) => t.id === window.__measure)) return;
+      const arrived = messageStart ?? performance.now();
       let frameStart = null;
       requestAnimationFrame(() => { frameStart = performance.now(); });
       queueMicrotask(() => {
         const handlers = performance.now() - arrived;
         requestAnimationFrame(() => {
-          void document.documentElement.offsetHeight;  // style and layout of what changed
-          window.__cost.push(handlers + (performance.now() - frameStart));
+          void document.documentElement.offsetHeight;  // style and layout now (the frame would do them anyway)
+          window.__work.push(handlers + (performance.now() - frameStart));
+          frameDone.push((end) => window.__cost.push(handlers + (end - frameStart)));
+          afterFrame.port2.postMessage(null);
         });
       });
     });
@@ -79,7 +111,7 @@ window.__frameLoop = () => {
 };
 new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__long.push(e.duration); })
   .observe({ type: "longtask", buffered: true });
-""" + ROWS
+"""
 
 
 def fill_history(client: redis.Redis, count: int, name: str = "tasks.demo.steps") -> None:
@@ -119,60 +151,88 @@ def launch(url: str, steps: int, delay: float) -> str:
     return answer.json()["id"]
 
 
-def _busy(cdp: Any) -> float:
-    """Seconds the page's main thread has been busy so far (Chromium's Performance.getMetrics
-    TaskDuration: script, style, layout, paint, everything)."""
-    metrics = cdp.send("Performance.getMetrics")["metrics"]
-    return next(m["value"] for m in metrics if m["name"] == "TaskDuration")
+# Chromium's main-thread accounting (Performance.getMetrics), in seconds: every task, then its script,
+# layout and style parts (paint and commit are the rest of TaskDuration).
+METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
 
 
-def _ended(url: str, task_id: str) -> bool:
-    import requests
+def _metrics(cdp: Any) -> dict[str, float]:
+    values = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return {name: values[name] for name in METRICS}
 
-    return requests.get(f"{url}/api/tasks/{task_id}", timeout=10).json()["state"] == "SUCCESS"
+
+def _rates(cdp: Any, seconds: float) -> dict[str, float]:
+    """Main-thread seconds per second of each METRICS entry over the next `seconds`."""
+    start, before = time.monotonic(), _metrics(cdp)
+    time.sleep(seconds)
+    after, took = _metrics(cdp), time.monotonic() - start
+    return {name: (after[name] - before[name]) / took for name in METRICS}
 
 
-def update_cost(page: Page, url: str, updates: int) -> tuple[list[float], float, dict[str, Any]]:
-    """One running task's pushed progress updates: (milliseconds of main-thread work per update as
-    the probe times it, and the page's whole main-thread time per update from Chromium's own
-    accounting, less what the page spends idle over the same time)."""
+def _settle(cdp: Any, limit: float = 20.0) -> None:
+    """Wait (at most `limit` s) until the page spends under 2% of a second's main thread: a snapshot
+    of 10,000 tasks is still being handled for a while after the first row shows."""
+    deadline = time.monotonic() + limit
+    while _rates(cdp, 1.0)["TaskDuration"] > 0.02 and time.monotonic() < deadline:
+        pass
+
+
+def update_cost(page: Page, url: str, updates: int) -> tuple[list[float], list[float], dict[str, Any]]:
+    """One running task's pushed progress updates, with whatever history the index holds.
+
+    Returns (milliseconds per update as PROBE times it: message, handlers and the frame that shows
+    it; the same without the frame's paint and commit; and Chromium's own accounting of the whole
+    page's main thread over the same updates, less what the same page spends over as long while
+    idle, per update: {"task_ms", "script_ms", "layout_ms", "style_ms", "updates",
+    "busy_ms_per_s_during_updates", "busy_ms_per_s_idle"}).
+    Nothing polls the page while either is measured (a poll is main-thread work too)."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("Performance.enable")
     page.goto(url)
     page.wait_for_selector("[data-task-id]", state="attached", timeout=180_000)
-    time.sleep(2)  # the snapshot's rendering settles
-    idle_from, idle_busy = time.monotonic(), _busy(cdp)
-    time.sleep(3)
-    idle_rate = (_busy(cdp) - idle_busy) / (time.monotonic() - idle_from)
-    page.evaluate("window.__cost = []")
-    task_id = launch(url, steps=max(updates * 5, 50), delay=0.1)
-    page.evaluate(f"window.__measure = {json.dumps(task_id)}")
-    wait_for(lambda: page.evaluate("window.__cost.length") >= 1, 60, interval=0.05, what="a progress update")
-    start, busy, seen = time.monotonic(), _busy(cdp), page.evaluate("window.__cost.length")
-    # Until `updates` more have been handled, or the task ended (a slow page merges what waits).
-    wait_for(lambda: page.evaluate("window.__cost.length") >= seen + updates or _ended(url, task_id), 300,
-             interval=0.2, what="progress updates")
-    elapsed, spent = time.monotonic() - start, _busy(cdp) - busy
-    count = max(1, page.evaluate("window.__cost.length") - seen)
+    _settle(cdp)
+    seconds = max(4.0, updates * 0.1)
+    idle = _rates(cdp, seconds)
+    task_id = launch(url, steps=min(1000, updates * 10 + 100), delay=0.1)
+    page.evaluate(f"window.__cost = []; window.__work = []; window.__measure = {json.dumps(task_id)}")
+    wait_for(lambda: page.evaluate("window.__cost.length") >= 2, 60, interval=0.1, what="a progress update")
+    seen = page.evaluate("window.__cost.length")
+    during = _rates(cdp, seconds)
+    costs, work = page.evaluate("[window.__cost, window.__work]")
+    costs, work = costs[seen:], work[seen:]
     cdp.detach()
-    # Reported as measured, never clamped: a page busy with other work while idle (its clocks,
-    # a snapshot settling) can make the difference small or negative, and that is said as it is.
-    return page.evaluate("window.__cost"), (spent - idle_rate * elapsed) / count * 1000, {
-        "busy_ms_per_s_during_updates": round(spent / elapsed * 1000, 1),
-        "busy_ms_per_s_idle": round(idle_rate * 1000, 1), "updates": count}
+    page.evaluate("window.__measure = null")
+    import requests
+
+    requests.post(f"{url}/api/tasks/{task_id}/cancel", timeout=10)
+    count = max(1, len(costs))
+    # Reported as measured, never clamped: a page busy with other work while idle can make the
+    # difference small or negative, and that is said as it is.
+    whole = {f"{name.replace('Duration', '').replace('RecalcStyle', 'style').lower()}_ms":
+             round((during[name] - idle[name]) * seconds / count * 1000, 2) for name in METRICS}
+    whole.update(updates=count, busy_ms_per_s_during_updates=round(during["TaskDuration"] * 1000, 1),
+                 busy_ms_per_s_idle=round(idle["TaskDuration"] * 1000, 1))
+    return costs, work, whole
 
 
 def burst(page: Page, stack: Stack, count: int) -> dict[str, Any]:
-    """Frame gaps (ms) and long tasks while `count` tasks are sent at once from another process."""
+    """Frame gaps (ms), long tasks and main-thread seconds while `count` tasks are sent at once from
+    another process, from the sending until the last of them ended."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
     page.goto(stack.url)
     page.wait_for_selector("[data-task-id]", state="attached", timeout=180_000)
+    _settle(cdp)
     page.evaluate("window.__frames = []; window.__long = []; window.__frameLoop()")
-    started = time.monotonic()
+    before, started = _metrics(cdp), time.monotonic()
     sent = stack.python("from tasks.demo import steps\n"
                         f"for _ in range({count}): print(steps.delay(steps=2, delay=0.01).id)")
     ids = sent.stdout.split()
     client = redis.Redis.from_url(stack.redis_url)
     wait_for(lambda: not any(client.smismember(ACTIVE_KEY, ids)), 600, interval=0.5, what="the burst to end")
-    took = time.monotonic() - started
+    took, after = time.monotonic() - started, _metrics(cdp)
     page.evaluate("window.__framing = false")
-    return {"frames": page.evaluate("window.__frames"), "long": page.evaluate("window.__long"), "seconds": took}
+    cdp.detach()
+    return {"frames": page.evaluate("window.__frames"), "long": page.evaluate("window.__long"), "seconds": took,
+            "main_thread_s": {name.replace("Duration", "").replace("RecalcStyle", "style").lower():
+                              round(after[name] - before[name], 2) for name in METRICS}}
