@@ -42,7 +42,7 @@ class Pusher:
     """
 
     def __init__(self, store: TaskStore, coalescer: Coalescer, read_results: ReadResults, emit: Emit,
-                 interval: float = 0.1, clock: Callable[[], float] = time.monotonic,
+                 interval: float = 0.1, busy_share: float = 0.5, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, remembered: int = 20_000,
                  unconfirmed: Callable[[list[str]], None] | None = None) -> None:
         self.store = store
@@ -50,6 +50,7 @@ class Pusher:
         self.read_results = read_results
         self.emit = emit
         self.interval = interval
+        self.busy_share = busy_share  # the largest share of a tick one batch's pushing may take (see run)
         self.clock = clock
         self.sleep = sleep
         self.remembered = remembered
@@ -133,10 +134,16 @@ class Pusher:
         and goes out in that one batch. Every client then gets at most one message per tick: its
         cost (a queue, a writer, a frame and a send per client) is paid once per tick, not once
         per update (a token bucket here let a launch storm send up to ten batches in one tick).
+
+        The tick stretches when one batch costs more than `busy_share` of it: the time from the
+        flush until this process's writers have sent it (one yield to them) is measured, and the
+        next flush waits at least that divided by `busy_share`. With a thousand clients a batch's
+        sends alone can take a whole 100 ms tick; pushes then keep the process from launches,
+        events and new connections, and every client falls behind.
         """
         self.running = True
         backoff = self.interval
-        last = float("-inf")
+        last, tick = float("-inf"), self.interval
         wake = self.coalescer.wake
         while self.running:
             wake.wait(timeout=1.0)
@@ -145,12 +152,14 @@ class Pusher:
             wake.clear()
             if not self.coalescer:
                 continue  # nothing to send: a wake-up without work starts no tick
-            early = last + self.interval - self.clock()
+            early = last + tick - self.clock()
             if early > 0:
                 self.sleep(early)  # what arrives meanwhile joins this batch
             last = self.clock()
             try:
-                self.flush()
+                if self.flush():
+                    self.sleep(0)  # this batch's writers run: what they took is the batch's cost
+                tick = max(self.interval, (self.clock() - last) / self.busy_share)
                 backoff = self.interval
             except (redis.RedisError, ConnectionError, OSError) as exc:
                 log.warning("push failed (%s); retrying in %.1f s", exc, backoff)

@@ -227,6 +227,22 @@ def test_a_storm_of_launches_gets_one_batch_per_tick(relay: Relay, emits: Emits)
     assert [len(batch) for batch in emits] == [1, 20, 19]
 
 
+def test_the_tick_stretches_when_pushing_a_batch_takes_more_than_half_of_it(relay: Relay, emits: Emits) -> None:
+    # Each batch takes 80 ms to push (a thousand clients): the next one waits 160 ms, not 100.
+    loop = LoopClock(relay, [(i / 1000, prog("a", i + 1, 10_000)) for i in range(1000)])
+    pusher = relay.pusher
+
+    def slow_emit(batch: list[dict[str, Any]]) -> None:
+        loop.now += 0.08
+        emits(batch)
+
+    pusher.emit = slow_emit
+    pusher.run()
+    gaps = [b - a for a, b in zip(loop.flushes, loop.flushes[1:], strict=False)]
+    assert gaps and min(gaps) >= 0.16 - 1e-6
+    assert emits[-1][0]["progress"]["current"] == 1000  # nothing lost, only fewer batches
+
+
 def test_at_idle_a_lone_update_goes_out_at_once(relay: Relay, emits: Emits) -> None:
     # received, started and first progress 10 ms apart: the first goes at once, the next two share
     # the next tick's batch; a lone update after a quiet spell goes at once again.
