@@ -398,11 +398,17 @@ class TaskList {
     const percent = el("span", { class: "percent" });
     const eta = el("span", { class: "eta" });
     const message = el("span", { class: "message" });
-    const progressCell = el("td", { class: "progress", "data-label": "Progress" }, bar, percent, eta, stalled, message);
+    // What an update changes (the percent, the message, the clocks) sits in boxes of a fixed height
+    // with `contain: strict` (static/css/table.css): new text lays out and repaints that box, not the
+    // table around it.
+    const progressCell = el("td", { class: "progress", "data-label": "Progress" }, bar,
+      el("div", { class: "progress-text" }, percent, eta, stalled), message);
     const details = el("td", { class: "details", "data-label": "Result" });
-    const waitedCell = el("td", { class: "time waited", "data-label": "Waited" });
-    const ranCell = el("td", { class: "time ran", "data-label": "Ran" });
-    const tr = el("tr", { "data-task-id": task.id }, nameCell, stateCell, progressCell, details, waitedCell, ranCell);
+    const waitedCell = el("span", { class: "clock" });
+    const ranCell = el("span", { class: "clock" });
+    const tr = el("tr", { "data-task-id": task.id }, nameCell, stateCell, progressCell, details,
+      el("td", { class: "time waited", "data-label": "Waited" }, waitedCell),
+      el("td", { class: "time ran", "data-label": "Ran" }, ranCell));
     const record = { id: task.id, task, tr, title, short, badge, stalled, bar, fill, percent, eta, message,
       details, waitedCell, ranCell, version: -1, detailsKey: null, moves: 0, gap: null, movedAt: null, lastPercent: null };
     if (this.admin) {
@@ -461,7 +467,11 @@ class TaskList {
     }
     const label = `Progress of ${title} ${short}`;
     if (record.bar.getAttribute("aria-label") !== label) record.bar.setAttribute("aria-label", label);
-    setText(record.message, task.progress ? task.progress.message || "" : "");
+    const said = task.progress ? task.progress.message || "" : "";
+    if (record.message.textContent !== said) {
+      record.message.textContent = said;
+      record.message.title = said;  // one line in the list, cut with an ellipsis: the whole of it on hover
+    }
     this.renderDetails(record, task, title, short);
     if (record.owner) setText(record.owner, task.owner || "—");
     const hide = this.ctx.user.role === "viewer" || done;
