@@ -71,8 +71,11 @@ RESULT_DEPTH = 50
 
 def mask_keys(value: Any, depth: int = 0) -> Any:
     """A copy of a task's result with the values of sensitive dict keys (at any depth, up to
-    RESULT_DEPTH levels) replaced by the mask, as for arguments; nothing else is cut (the caller
-    bounds the size). Values of other types are returned as they are."""
+    RESULT_DEPTH levels) replaced by the mask, as for arguments, and every string masked as text
+    (`mask_text`: a result may be a repr or a message that repeats its arguments); nothing else is
+    cut (the caller bounds the size). Values of other types are returned as they are."""
+    if isinstance(value, str):
+        return mask_text(value)
     if isinstance(value, Mapping):
         if depth >= RESULT_DEPTH:
             return "…"
@@ -86,8 +89,10 @@ def mask_keys(value: Any, depth: int = 0) -> Any:
 
 
 def mask_text(text: str) -> str:
-    """`text` (the start of a result's JSON text, too large to parse) with every value after a
-    sensitive quoted key masked; not cut."""
+    """`text` (the start of a result's JSON text, an error's message or traceback, a progress
+    message: any text that may repeat a task's arguments or result) with the value after every
+    sensitive name masked: `'api_token': 'x'`, `"password": "x"`, `token=x`, `secret: x` (a value
+    ends at its closing quote, else at the next `,)}]` or line end); not cut."""
     words = settings.MASKED_ARGUMENTS
     if not any(word in text.lower().replace("-", "_") for word in words):
         return text
@@ -120,9 +125,10 @@ def _safe_repr(value: Any) -> str:
 def _pattern(words: tuple[str, ...]) -> re.Pattern[str]:
     names = "|".join(re.escape(word) for word in words) or "(?!)"
     # A sensitive name (quoted dict key or keyword) then its value: a quoted string, or anything
-    # up to the next separator.
-    name = r"""((?i:['"]?[\w-]*(?:""" + names.replace("_", "[_-]") + r""")[\w-]*['"]?)\s*[:=]\s*)"""
-    return re.compile(name + r"""('(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^,)}\]]*)""")
+    # up to the next separator. Neither crosses a line: a traceback's next line is not the value.
+    # The name starts a word (not inside one): tried once per word, so a long word costs linear time.
+    name = r"""((?<![\w-])(?i:['"]?[\w-]*(?:""" + names.replace("_", "[_-]") + r""")[\w-]*['"]?)[ \t]*[:=][ \t]*)"""
+    return re.compile(name + r"""('(?:[^'\\\n]|\\.)*'?|"(?:[^"\\\n]|\\.)*"?|[^,)}\]\n]*)""")
 
 
 _patterns: dict[tuple[str, ...], re.Pattern[str]] = {}

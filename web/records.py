@@ -214,10 +214,12 @@ def _error(kind: Any, message: Any, traceback: str | None) -> dict[str, Any]:
         head, sep, text = last.partition(": ")
         if sep and head.rpartition(".")[2] == (kind or "").rpartition(".")[2]:
             message = text
+    # Masked as arguments are (MASKED_ARGUMENTS) before anything is cut or stored: an exception's
+    # text often repeats the arguments (`ValueError({'api_token': ...})`), and so does its traceback.
     return {
         "type": kind or "Error",
-        "message": message[:MAX_TEXT],
-        "traceback": (traceback or "")[-MAX_TEXT:] or None,
+        "message": arguments.mask_text(message)[:MAX_TEXT],
+        "traceback": arguments.mask_text(traceback or "")[-MAX_TEXT:] or None,
     }
 
 
@@ -244,8 +246,9 @@ def progress_of(meta: Any) -> dict[str, Any] | None:
         return None  # NaN or Infinity is not JSON: one such report must not break every client
     percent = round(100.0 * current / total, 1) if total else 0.0
     message = meta.get("message", meta.get("status", ""))
+    message = arguments.mask_text(str(message if message is not None else "")[:500])  # it may repeat arguments
     return {"current": json_safe(current), "total": json_safe(total), "percent": max(0.0, min(100.0, percent)),
-            "message": str(message if message is not None else "")[:500]}
+            "message": message}
 
 
 def _finite(value: Any) -> bool:
@@ -371,8 +374,9 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
                           result_truncated=True, error=None)
         return update
     if state == "SUCCESS":
-        # Sensitive keys are masked as in arguments (MASKED_ARGUMENTS) before anything is stored.
-        update["result"], update["result_truncated"] = preview(arguments.mask_keys(result))
+        # Sensitive keys and texts are masked as in arguments (MASKED_ARGUMENTS) before anything is stored.
+        # json_safe first: an object becomes its text (a repr), which is masked as text.
+        update["result"], update["result_truncated"] = preview(arguments.mask_keys(json_safe(result)))
         update["error"] = None
     elif state in ("FAILURE", "RETRY") and isinstance(result, dict):
         update["error"] = _error(result.get("exc_type"), result.get("exc_message"), meta.get("traceback"))

@@ -56,7 +56,19 @@ def test_arguments_are_shown_with_secrets_masked_and_routing_and_attempts(stack:
         "from tasks.celery_app import celery_app\n"
         f"print(celery_app.send_task('tasks.demo.fail', args=({marker!r},), kwargs={{'steps': 0, "
         f"'password': {secret!r}, 'options': {{'retries': 2, 'API_KEY': {nested!r}}}}}).id)").stdout.strip()
+    # A task whose error repeats its arguments: the error's message, traceback and attempts mask
+    # the secret as its arguments do.
+    leak = f"SUPERSECRET-{uuid.uuid4().hex}"
+    failing = stack.python(
+        "from tasks.demo import fail\n"
+        f"print(fail.delay(steps=1, delay=0, message={{'api_token': {leak!r}, 'x': 'y' * 5000}}).id)").stdout.strip()
     launched = api.launch("steps", steps=2, delay=0.05)
+    failed = api.wait(failing)
+    assert failed["state"] == "FAILURE" and "'api_token': ********" in failed["kwargs"], failed["kwargs"]
+    assert failed["error"]["message"].startswith("{'api_token': ********, 'x': 'yyy"), failed["error"]["message"][:80]
+    assert "ValueError: {'api_token': ********" in failed["error"]["traceback"], failed["error"]["traceback"][-300:]
+    assert failed["attempts"] and failed["attempts"][-1]["error"]["message"].startswith("{'api_token': ********")
+    assert leak not in str(failed)
     delayed = api.wait(sent)
     assert delayed["args"] == f"('{marker}',)", delayed
     assert delayed["kwargs"] == "{'steps': 0, 'password': ********, 'options': {'retries': 2, 'API_KEY': ********}}"
@@ -70,7 +82,7 @@ def test_arguments_are_shown_with_secrets_masked_and_routing_and_attempts(stack:
     assert done["retry_of"] is None
     client = redis.Redis(port=stack.redis_port)
     stored = dashboard_values(client)
-    assert secret.encode() not in stored and nested.encode() not in stored
+    assert secret.encode() not in stored and nested.encode() not in stored and leak.encode() not in stored
     assert marker.encode() in stored  # the scan does read the task objects
 
 

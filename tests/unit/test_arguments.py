@@ -22,3 +22,14 @@ def test_repr_strings_are_masked_whether_or_not_they_parse() -> None:
     assert arguments.mask_repr("{'when': datetime.datetime(2026, 1, 1), 'Authorization': 'Bearer xyz'}") \
         == "{'when': datetime.datetime(2026, 1, 1), 'Authorization': ********}"
     assert arguments.mask_repr("(1, 'plain')") == "(1, 'plain')" and arguments.mask_repr(None) is None
+
+
+def test_text_is_masked_line_by_line() -> None:
+    """mask_text (errors, tracebacks, progress messages): a value ends at its line's end, so the
+    next line of a traceback is kept; quoted values, keywords and `name: value` are all masked."""
+    text = ("File \"x.py\", line 3, in f\n    token = current\n"
+            "KeyError: {'API-Key': 'k1', \"secret\": \"s\\\"2\", 'n': 1}\nok")
+    masked = arguments.mask_text(text)
+    assert masked == ("File \"x.py\", line 3, in f\n    token = ********\nKeyError: {'API-Key': ********, "
+                      "\"secret\": ********, 'n': 1}\nok"), masked
+    assert arguments.mask_text("nothing to hide: 1, 2") == "nothing to hide: 1, 2"

@@ -355,3 +355,39 @@ def test_a_results_sensitive_keys_are_masked_before_it_is_stored() -> None:
     big = records.from_meta("t1", {"status": "SUCCESS", "too_large": 5_000_000,
                                    "head": '{"rows": 9, "secret": "s3cr3t", "x": [1, 2'})
     assert "s3cr3t" not in big["result"] and '"secret": ********' in big["result"], big["result"]
+
+
+SECRET_MESSAGE = {"api_token": "SUPERSECRET", "x": "y" * 5000}
+TRACEBACK = ('Traceback (most recent call last):\n  File "/app/tasks/demo.py", line 88, in fail\n'
+             "    raise ValueError(message)\n"
+             f"ValueError: {SECRET_MESSAGE!r}\n")
+
+
+def test_an_errors_message_traceback_and_attempts_are_masked_from_events_and_the_backend() -> None:
+    """An exception that repeats the task's arguments (`ValueError({'api_token': ...})`) shows the
+    sensitive value as ******** in its message, its traceback and each attempt's error, whether the
+    error comes from the worker's events or from the result backend's record."""
+    retried = from_event(event("task-retried", exception=f"ValueError({SECRET_MESSAGE!r})", traceback=TRACEBACK))
+    failed = from_event(event("task-failed", exception=f"ValueError({SECRET_MESSAGE!r})", traceback=TRACEBACK))
+    stored = records.from_meta("t1", {"status": "FAILURE", "traceback": TRACEBACK, "date_done": "2026-11-30T05:00:00",
+                                      "result": {"exc_type": "ValueError", "exc_message": [SECRET_MESSAGE],
+                                                 "exc_module": "builtins"}})
+    for update in (retried, failed, stored):
+        error = update["error"]
+        assert "SUPERSECRET" not in str(error), error
+        assert error["message"].startswith("{'api_token': ********, 'x': 'yyy"), error["message"][:60]
+        assert "ValueError: {'api_token': ********, 'x': 'yyy" in error["traceback"]
+        assert '  File "/app/tasks/demo.py", line 88, in fail\n    raise ValueError(message)\n' in error["traceback"]
+    assert failed["error"]["message"] == stored["error"]["message"]
+    record = apply(from_event(event("task-started")), retried, from_event(event("task-started", timestamp=T0 + 1)),
+                   failed, stored)
+    assert record["attempts"] and all(a["error"] for a in record["attempts"]), record["attempts"]
+    assert "SUPERSECRET" not in str(record)
+
+
+def test_a_progress_message_and_a_results_texts_are_masked() -> None:
+    said = {"current": 1, "total": 2, "message": "logging in with password=hunter2, page 1"}
+    update = records.from_event(event("task-progress", progress=said))
+    assert update["progress"]["message"] == "logging in with password=********, page 1"
+    text = records.from_meta("t1", {"status": "SUCCESS", "result": ["ok", "{'secret': 's3cr3t', 'n': 1}"]})
+    assert text["result"] == ["ok", "{'secret': ********, 'n': 1}"]
