@@ -123,6 +123,21 @@ def test_an_identical_running_launch_is_offered_to_attach_unless_duplicate(clien
     assert client.post("/api/tasks", json={"task": "steps", "duplicate": "yes"}).status_code == 422
 
 
+def test_many_identical_launches_keep_a_bounded_list_and_attach_to_the_newest_running(client: Any, dash: Any,
+                                                                                     sent: list) -> None:
+    from web import launches
+
+    ids = [launch(client, "steps", steps=5)["id"] for _ in range(launches.IDENTICAL_MAX + 30)]
+    keys = dash.store.client.keys(launches.IDENTICAL_PREFIX + "*")
+    assert len(keys) == 1 and dash.store.client.llen(keys[0]) == launches.IDENTICAL_MAX  # bounded
+    attach = client.post("/api/tasks", json={"task": "steps", "params": {"steps": 5}})
+    assert attach.status_code == 409 and attach.get_json()["attach"]["id"] == ids[-1]
+    for task_id in ids[-launches.IDENTICAL_CHUNK - 5:]:  # the newest ended: past the first chunk read
+        end(dash, task_id, "SUCCESS")
+    attach = client.post("/api/tasks", json={"task": "steps", "params": {"steps": 5}})
+    assert attach.status_code == 409 and attach.get_json()["attach"]["id"] == ids[-launches.IDENTICAL_CHUNK - 6]
+
+
 def test_attach_offers_only_a_task_the_user_may_see(roles: Any) -> None:
     client = roles.test_client()
     olgas = client.post("/api/tasks", json={"task": "long"}, headers=roles.tokens["olga"]).get_json()
