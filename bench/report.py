@@ -328,7 +328,8 @@ def markdown(results: dict[str, Any]) -> str:
     if levels:
         out += ["", "## Launch throughput at equal concurrency", "",
                 "POST /api/tasks from C concurrent aiohttp clients against `steps.delay()` from C threads of one "
-                "process (Celery's producer pool), the worker stopped (only sending counts).", ""]
+                "process (Celery's producer pool), the real worker running what both send (both pay for it; the web "
+                "also takes in the events of every task run, either side's).", ""]
         rows = []
         for level in levels:
             post, delay = level.get("post") or {}, level.get("delay") or {}
