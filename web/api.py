@@ -297,6 +297,10 @@ def stop(record: dict[str, Any], ask: bool = True) -> None:
         asker.revoke(task_id, terminate=terminate, signal="SIGTERM")
     else:
         dash.celery_app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
+    # A task its worker no longer holds (a restart lost it) would stay running for good: the
+    # reconciler asks the workers soon and ends it REVOKED when none holds it (Reconciler.cancelled).
+    if record.get("worker") and lifecycle.phase(record.get("state")) >= lifecycle.RECEIVED:
+        dash.reconciler.cancelled(task_id)
     # A task still waiting in the broker is taken out of its queue: no worker can run it then,
     # whatever its code (a worker without celery_dashboard knows only the broadcast, in memory).
     if dash.queues is not None and lifecycle.phase(record.get("state")) < lifecycle.STARTED \

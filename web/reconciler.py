@@ -26,6 +26,9 @@ CONFIRM_WINDOW = 10.0
 # worker-offline, then worker-online from the same main process once reconnected, and its pool
 # keeps running the tasks. Only a worker still offline and silent after this is taken as stopped.
 OFFLINE_SETTLE = 2.0
+# Seconds a task's start may precede its worker's process start (`stats` uptime, rounded to 1 s;
+# event times within SKEW_TOLERANCE of ours are not corrected) and still have run on that process.
+ORPHAN_TOLERANCE = 2.0
 
 
 class Control(Protocol):
@@ -114,6 +117,8 @@ class Reconciler:
         self.last_active_check = -1e9
         self.held: list[tuple[str, int | None]] = []  # worker-offline not yet confirmed (OFFLINE_SETTLE)
         self.fresh: Bounded = Bounded(10_000)  # workers whose last worker-online came from a new process
+        self.cancels: Bounded = Bounded(10_000)  # task id -> True: cancelled while a worker held it
+        self.last_held_check = -1e9
         self.running = False
 
     # ---- input from the listener ------------------------------------------------------------
@@ -165,6 +170,13 @@ class Reconciler:
         for task_id in ids:
             self.confirming[task_id] = until
 
+    def cancelled(self, task_id: str) -> None:
+        """A user cancelled this task (web.api.stop): if no worker holds it and no queue has it
+        (its worker restarted under it, or stopped it already), a pass soon ends it REVOKED; the
+        revocation otherwise ends it where it runs."""
+        self.cancels[task_id] = True
+        self.soon()
+
     def soon(self, delay: float = 0.5) -> None:
         self.next_reconcile = min(self.next_reconcile, self.clock() + delay)
 
@@ -189,6 +201,8 @@ class Reconciler:
                 update = records.from_meta(task_id, meta, self.workers.offset(worker))
                 if update:
                     self.coalescer.add(update)
+                    if lifecycle.is_terminal(update.get("state")):
+                        self.workers.ended(worker, task_id)
 
     def _confirm(self) -> None:
         """Read the backend of ended tasks it had no ending for (see `confirm`): an ending it now has
@@ -240,7 +254,7 @@ class Reconciler:
         for task_id, record in self._open(stored):
             if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
                 self.running_ids[task_id] = True
-        verdicts = self._lost(stored) + self._not_responding(stored) + self._unknown(stored)
+        verdicts = self._lost(stored) + self._not_responding(stored) + self._unknown(stored) + self._unheld(stored)
         for task_id in list(self.ran_on):
             if task_id in stored and lifecycle.is_settled(stored[task_id]):
                 self.ran_on.pop(task_id, None)
@@ -296,6 +310,56 @@ class Reconciler:
                 count += 1
         return count
 
+    def _unheld(self, stored: dict[str, dict[str, Any]]) -> int:
+        """Tasks no worker holds any more, told by the workers themselves: one still stored as
+        running on a worker whose process started after it (a restart this web process did not see:
+        it was restarted too, or the worker's events were off) is LOST when that worker answers
+        `inspect active/reserved/scheduled` without it (Celery's WorkerLostError: a task acknowledged
+        on start is not delivered again); a cancelled one is REVOKED when its worker answers without
+        it. Neither when any worker holds it or a queue has it (redelivered), nor while the queues
+        were not read whole; asked at most every `worker_timeout` seconds, and only when such a task
+        exists."""
+        if self.control is None:
+            return 0
+        for task_id in list(self.cancels):
+            if task_id not in stored or lifecycle.is_terminal(stored[task_id].get("state")):
+                self.cancels.pop(task_id, None)
+        suspects: dict[str, tuple[dict[str, Any], str]] = {}
+        for task_id, record in self._open(stored):
+            name = record.get("worker")
+            worker = self.workers.get(name)
+            if not name or worker is None or worker.offline:
+                continue
+            if task_id in self.cancels and lifecycle.phase(record.get("state")) >= lifecycle.RECEIVED:
+                suspects[task_id] = (record, "cancelled")
+                continue
+            began = run_started(record)
+            if (lifecycle.phase(record.get("state")) >= lifecycle.STARTED and began is not None
+                    and worker.started is not None and began < worker.started - ORPHAN_TOLERANCE):
+                suspects[task_id] = (record, "restarted")
+        if not suspects or self.clock() - self.last_held_check < self.worker_timeout:
+            return 0
+        self.last_held_check = self.clock()
+        queued, complete = self.queues() if self.queues is not None else ([], True)
+        active = self.control.active()
+        if active is None or not complete:
+            return 0  # no news (Redis away), or a queue longer than we read may hold them
+        held = set().union(*active.values()) if active else set()
+        held |= {u["id"] for u in queued}
+        count = 0
+        for task_id, (record, why) in suspects.items():
+            worker = record["worker"]
+            if task_id in held or worker not in active:
+                continue  # it runs or waits somewhere, or its worker did not answer (busy solo)
+            if why == "cancelled":
+                self.cancels.pop(task_id, None)
+                self.coalescer.add(revoked_unheld(task_id, worker))
+                self.workers.ended(worker, task_id)
+            else:
+                self._end_on_dead_worker(record, worker, "restarted")
+            count += 1
+        return count
+
     def _not_responding(self, stored: dict[str, dict[str, Any]]) -> int:
         """Running tasks of workers silent for `worker_timeout`: ask them (a ping) before saying
         anything, and say only "not responding"."""
@@ -331,6 +395,7 @@ class Reconciler:
         message was not acknowledged: the transport's visibility timeout brings it back)."""
         if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
             self.coalescer.add(records.lost(record["id"], worker, why))
+            self.workers.ended(worker, record["id"])
         else:
             self.coalescer.add({"id": record["id"], "worker_status": records.REDELIVERY})
 
@@ -374,7 +439,8 @@ class Reconciler:
     def ask_pools(self) -> None:
         """Ask workers whose pool is not known yet which one they run (an idle worker answers;
         a busy solo worker cannot, and keeps what it said before)."""
-        if self.control is None or not any((w.pool is None or w.concurrency is None) and not w.offline
+        if self.control is None or not any((w.pool is None or w.concurrency is None or w.started is None)
+                                           and not w.offline
                                            for w in self.workers.workers.values()):
             return
         self.ask_workers()
@@ -388,7 +454,8 @@ class Reconciler:
         answers = self.control.stats()
         for hostname, info in answers.items():
             if isinstance(info.get("pid"), int):
-                self.workers.incarnation(hostname, info["pid"], info.get("pool"), concurrency=info.get("concurrency"))
+                self.workers.incarnation(hostname, info["pid"], info.get("pool"), info.get("started"),
+                                         concurrency=info.get("concurrency"))
         return set(answers)
 
     def ask_queues(self) -> None:
@@ -451,3 +518,21 @@ class Reconciler:
     def stop(self) -> None:
         self.running = False
 
+
+
+def run_started(record: dict[str, Any]) -> float | None:
+    """When the task's current attempt started (epoch seconds, the web's clock), or None."""
+    retries = record.get("retries") or 0
+    for attempt in record.get("attempts") or ():
+        if isinstance(attempt, dict) and attempt.get("retries") == retries and attempt.get("started"):
+            return records.epoch(attempt["started"])
+    return records.epoch(record["started"]) if record.get("started") and not retries else None
+
+
+def revoked_unheld(task_id: str, worker: str) -> dict[str, Any]:
+    """The ending of a cancelled task its worker no longer holds and no queue has (an event's
+    confidence: the backend's ending, if one is ever written, outranks it)."""
+    now = records.iso(time.time())
+    return {"id": task_id, "state": "REVOKED", "finished": now, "updated": now,
+            "error": {"type": "TaskRevokedError", "traceback": None,
+                      "message": f"cancelled (revoked); worker {worker} no longer held it"}}

@@ -181,6 +181,14 @@ class Workers:
         if concurrency:
             worker.concurrency = concurrency
 
+    def ended(self, hostname: str | None, task_id: str) -> None:
+        """The dashboard shows `task_id` ended by another way than an event from `hostname` (the
+        backend's record, a LOST or REVOKED verdict): it no longer counts among the worker's active."""
+        worker = self.workers.get(hostname or "")
+        if worker is not None and task_id in worker.running:
+            worker.running.discard(task_id)
+            worker.reported_active = max(0, worker.reported_active - 1)
+
     def take_restarts(self) -> list[tuple[str, int | None]]:
         """The (hostname, old incarnation pid) of workers that restarted or went offline since the
         last call."""
@@ -225,8 +233,10 @@ class Workers:
              forget_after: float = float("inf")) -> list[dict[str, Any]]:
         """The workers for the API and the page, online ones first, then the most recently heard,
         at most `limit`: {"hostname", "online", "status" (see `status`), "pool", "concurrency",
-        "active" (tasks running), "processed" (tasks its process accepted, from its heartbeats, or
-        the ends seen when more), "failed" (task-failed seen from this process since the web process started),
+        "active" (tasks running: for a worker "not responding", the last count it gave, less the
+        tasks the dashboard has shown ended since (`ended`); 0 for one offline), "processed" (tasks
+        its process accepted, from its heartbeats, or the ends seen when more), "failed" (task-failed
+        seen from this process since the web process started),
         "last_heartbeat" (ISO 8601 UTC or None), "seconds_since_seen", "pid", "queues" (names or
         None when not known yet)}. Workers silent for more than `forget_after` s are forgotten
         first (`forget`)."""

@@ -33,7 +33,10 @@ function workerRow(worker, now) {
     cell("Status", el("span", { class: "badge" }, status), "status"),
     cell("Pool", worker.pool || "not known yet", "pool"),
     cell("Concurrency", worker.concurrency ?? "—", "num"),
-    cell("Active", worker.active ?? 0, "num"),
+    // A worker not online cannot say what it runs now: its count is the last it gave (less the
+    // tasks the dashboard shows ended since), and says so.
+    cell("Active", status !== "online" && worker.active ? `${worker.active} (last known)` : worker.active ?? 0,
+      "num"),
     cell("Processed", worker.processed ?? 0, "num"),
     cell("Failed", worker.failed ?? 0, "num"),
     cell("Last heartbeat", beat, "time"));

@@ -31,6 +31,7 @@ class FakeControl:
         self.enabled = 0
         self.pinged: list[list[str]] = []
         self.pids: dict[str, int] = {}
+        self.started: dict[str, float] = {}  # hostname -> when its process started (epoch s)
 
     def enable_events(self) -> None:
         self.enabled += 1
@@ -43,7 +44,7 @@ class FakeControl:
         return {h: self.active_tasks.get(h, set()) for h in self.alive}
 
     def stats(self, timeout: float = 1.0) -> dict[str, dict[str, Any]]:
-        return {h: {"pool": "solo", "pid": self.pids.get(h, 100)} for h in self.alive}
+        return {h: {"pool": "solo", "pid": self.pids.get(h, 100), "started": self.started.get(h)} for h in self.alive}
 
 
 class Parts:
@@ -59,6 +60,15 @@ class Parts:
         self.pusher = Pusher(self.store, self.coalescer, read, self.emits.append)
         self.workers = Workers(clock=self.clock, wall=self.wall)
         self.control = FakeControl()
+        self.reconciler = Reconciler(self.store, self.coalescer, read, self.workers, self.control,
+                                     lambda: (list(self.queue), True), worker_timeout=10, window=30,
+                                     clock=self.clock, wall=self.wall)
+        self.pusher.unconfirmed = self.reconciler.confirm
+
+    def restart_web(self) -> None:
+        """A new web process on the same Redis: it knows only what the store and the workers say."""
+        self.workers = Workers(clock=self.clock, wall=self.wall)
+        read = lambda ids: {i: self.metas[i] for i in ids if i in self.metas}  # noqa: E731
         self.reconciler = Reconciler(self.store, self.coalescer, read, self.workers, self.control,
                                      lambda: (list(self.queue), True), worker_timeout=10, window=30,
                                      clock=self.clock, wall=self.wall)
@@ -311,3 +321,92 @@ def test_a_task_started_before_the_store_knows_is_still_polled_after_a_full_pass
         parts.later(31)
         parts.settle()
     assert parts.state("a") == "SUCCESS" and "a" not in parts.reconciler.running_ids
+
+
+def restart_both(parts: Parts, task_id: str = "a") -> None:
+    """`make run` stopped and started again: the task was running on w1 (pid 100), the web and the
+    worker restarted together, the new worker (pid 200, same name) came up 12 s later and answers."""
+    start(parts, task_id)
+    parts.metas[task_id] = {"status": "PROGRESS", "result": {"current": 1, "total": 300}}
+    parts.reconciler.poll()
+    parts.pusher.flush()
+    parts.later(12)
+    parts.restart_web()
+    parts.control.alive.add("w1")
+    parts.control.pids["w1"] = 200
+    parts.control.started["w1"] = parts.wall.now - 1
+    parts.event("worker-online", "w1", pid=200, processed=0)
+    parts.reconciler.ask_pools()
+
+
+def test_a_task_whose_worker_and_web_restarted_together_is_lost_once_the_worker_answers_without_it(
+        parts: Parts) -> None:
+    restart_both(parts)
+    parts.settle()
+    task = parts.store.get("a")
+    assert task["state"] == "LOST"
+    assert "w1 restarted" in task["error"]["message"]
+
+
+def test_a_task_the_restarted_worker_holds_again_is_not_lost(parts: Parts) -> None:
+    restart_both(parts)
+    parts.control.active_tasks["w1"] = {"a"}  # acks_late: delivered again, running on the new process
+    parts.settle()
+    assert parts.state("a") == "PROGRESS"
+
+
+def test_a_task_in_a_queue_again_is_not_lost(parts: Parts) -> None:
+    restart_both(parts)
+    parts.queue.append({"id": "a", "name": "t", "state": "PENDING", "created": records.iso(parts.wall.now)})
+    parts.settle()
+    assert parts.state("a") == "PROGRESS"
+
+
+def test_no_verdict_when_the_restarted_worker_does_not_answer(parts: Parts) -> None:
+    restart_both(parts)
+    parts.control.alive.clear()  # busy (solo) or gone: no answer is no news
+    parts.settle()
+    assert parts.state("a") == "PROGRESS"
+
+
+def test_a_task_that_started_on_the_worker_process_running_now_is_not_judged_by_its_start(parts: Parts) -> None:
+    parts.control.alive.add("w1")
+    parts.control.started["w1"] = parts.wall.now - 60  # the worker was up long before the task
+    start(parts, "a")
+    parts.metas["a"] = {"status": "PROGRESS", "result": {"current": 1, "total": 300}}
+    parts.later(5)
+    parts.restart_web()  # only the web restarted
+    parts.event("worker-heartbeat", "w1", pid=100)
+    parts.reconciler.ask_pools()
+    parts.settle()
+    assert parts.state("a") == "PROGRESS"
+
+
+def test_a_cancelled_task_no_worker_holds_ends_revoked(parts: Parts) -> None:
+    parts.control.alive.add("w1")
+    start(parts, "a")
+    parts.control.active_tasks["w1"] = {"a"}
+    parts.reconciler.cancelled("a")
+    parts.settle()
+    assert parts.state("a") == "STARTED"  # still held: the revocation ends it where it runs
+    parts.control.active_tasks["w1"] = set()
+    parts.later(11)
+    parts.settle()
+    task = parts.store.get("a")
+    assert task["state"] == "REVOKED" and "cancelled" in task["error"]["message"]
+
+
+def test_a_dead_workers_lost_task_no_longer_counts_as_active(parts: Parts) -> None:
+    parts.reconciler.listener_connected()
+    parts.later(60)
+    parts.event("worker-heartbeat", "w1", pid=100, active=1, freq=2.0)
+    parts.event("task-received", uuid="a", name="t")
+    parts.event("task-started", uuid="a")
+    parts.settle()
+    parts.workers.incarnation("w1", 100, "prefork")
+    assert parts.workers.rows(timeout=10)[0]["active"] == 1
+    parts.later(15)  # SIGKILLed: silent, no answer to a ping
+    parts.settle()
+    assert parts.state("a") == "LOST"
+    row = parts.workers.rows(timeout=10)[0]
+    assert (row["status"], row["active"]) == ("not responding", 0)
