@@ -15,7 +15,7 @@ from celery_dashboard import arguments, index, revocations
 from celery_dashboard.catalog import CATALOG, Entry, summary, validate
 from web import audit, control, launches, lifecycle, records
 from web.auth import current_user, require
-from web.errors import ApiError
+from web.errors import ApiError, error_body, not_text
 from web.extensions import limiter, services
 from web.filters import Page, TaskFilter
 from web.results import BackendReader, json_safe
@@ -49,9 +49,19 @@ def catalog() -> Any:
 
 
 def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    """The request's JSON object, the one door every JSON body of the API comes in by. ApiError 400
+    when the body is not a JSON object (or nests deeper than the JSON reader goes); 422 naming the
+    first field whose text is not valid Unicode (a lone surrogate), which no key, hash or log
+    could hold."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # "[[[[..." deeper than Python's JSON reader recurses
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    bad = not_text(body)
+    if bad:
+        raise ApiError(422, f"the value of {bad['field']} is {bad['message']}", [bad])
     return body
 
 
@@ -95,7 +105,8 @@ def launch() -> Any:
     # Attach instead of launch: the same task with the same parameters already queued or running.
     running = None if body.get("duplicate") else launches.identical(name, params, lambda r: visible(user, r))
     if running is not None:
-        return jsonify({"error": "an identical task is already running", "attach": running}), 409
+        where = "queued" if lifecycle.phase(running.get("state")) < lifecycle.STARTED else "running"
+        return jsonify(error_body(f"an identical task is already {where}") | {"attach": running}), 409
     record = send(entry, params, user)
     response = jsonify(record)
     response.status_code = 202

@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, jsonify
 from celery_dashboard.index import PARAMS_KEY
 from web import actions, api, audit, records
 from web.auth import current_user, require
-from web.errors import ApiError
+from web.errors import ApiError, error_body
 from web.extensions import services
 from web.filters import TaskFilter
 from web.users import User
@@ -95,6 +95,8 @@ def preview() -> Any:
     (total is a lower bound), "token": for POST /api/bulk}."""
     action, flt = _request(api._json_object(), {"action", "filter"})
     user, cap = current_user(), int(current_app.config["BULK_MAX"])
+    services().store.check_states(flt, None if user.is_admin else user.name,
+                                  bound=int(current_app.config["QUERY_SCAN_LIMIT"]))  # "success": 422, not 0 tasks
     found, truncated = eligible(action, flt, user)
     ids = [record["id"] for record in found[:cap]]
     token = secrets.token_urlsafe(24)
@@ -151,5 +153,6 @@ def act() -> Any:
                 break
     skipped = len(ids) - done
     audit.write(f"bulk-{action}", filter=flt.as_dict(), count=len(ids), done=done, skipped=skipped)
-    said = [{"reason": reason, "count": count} for reason, count in reasons.most_common(MAX_REASONS)]
+    said = [{"reason": error_body(reason)["error"], "count": count}  # a sentence, as every error says it
+            for reason, count in reasons.most_common(MAX_REASONS)]
     return jsonify({"action": action, "count": len(ids), "done": done, "skipped": skipped, "reasons": said})

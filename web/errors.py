@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -27,10 +28,43 @@ class ApiError(Exception):
 
 
 def error_body(message: str, fields: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": message}
+    """{"error": the message as a sentence (its first letter a capital; no full stop, which the page
+    adds where it ends one), "fields": [{field, message}] when given}."""
+    body: dict[str, Any] = {"error": message[:1].upper() + message[1:]}
     if fields:
         body["fields"] = fields
     return body
+
+
+# A code point UTF-8 cannot encode: half of a UTF-16 surrogate pair, alone. A JSON escape can
+# write one ("\\ud800"), and Python's JSON reader gives it back in a str (a whole pair becomes one
+# character), but Redis, hashes and logs encode text as UTF-8 and fail on it.
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def not_text(value: Any) -> dict[str, str] | None:
+    """The first place, depth first, in the decoded JSON `value` where a string (a value or an
+    object's key) is not valid Unicode text (a lone surrogate), as a 422 field
+    {"field": "params.message" | "params.tags[2]" | "body", "message": ...}; None when all is text.
+    Walks with its own stack: the nesting is as deep as the JSON reader allowed."""
+    todo: list[tuple[str, Any]] = [("", value)]
+    while todo:
+        where, item = todo.pop()
+        if isinstance(item, str):
+            found = SURROGATE.search(item)
+            if found:
+                return {"field": where or "body",
+                        "message": f"not valid Unicode text: it holds a lone surrogate (U+{ord(found.group()):04X})"}
+        elif isinstance(item, dict):
+            for key in item:
+                found = SURROGATE.search(key) if isinstance(key, str) else None
+                if found:
+                    return {"field": where or "body", "message": "a name in it is not valid Unicode text: "
+                            f"it holds a lone surrogate (U+{ord(found.group()):04X})"}
+            todo.extend((f"{where}.{key}" if where else str(key), inner) for key, inner in reversed(item.items()))
+        elif isinstance(item, list):
+            todo.extend((f"{where}[{i}]", inner) for i, inner in reversed(list(enumerate(item))))
+    return None
 
 
 # What a rate limit counts, per endpoint: "You can {what} at most {n} {unit} {period}".

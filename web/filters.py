@@ -2,16 +2,22 @@
 parameters (or a bulk action's JSON filter), and the test one task object passes or not."""
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from web import records
+from celery import states as celery_states
+
+from web import lifecycle, records
 from web.errors import ApiError
 
 STATE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # Celery states are open-ended (update_state takes any name)
+# The states a filter always accepts: Celery's and the dashboard's own (PROGRESS, LOST, UNKNOWN,
+# IGNORED, REJECTED). Any other name must be a state some task holds (its own, from update_state).
+KNOWN_STATES = frozenset(celery_states.ALL_STATES) | frozenset(lifecycle.KNOWN_STATES)
 MAX_STATES = 20
 MAX_TEXT = 200   # longest name, owner, queue, worker or q accepted (characters)
 MAX_LIMIT = 500
@@ -81,6 +87,25 @@ def _states(args: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(names)
 
 
+def _hint(name: str) -> str | None:
+    """The known state `name` was likely meant as: the same letters in another case, or a near spelling."""
+    same = [known for known in sorted(KNOWN_STATES) if known.lower() == name.lower()]
+    return (same or difflib.get_close_matches(name.upper(), sorted(KNOWN_STATES), n=1, cutoff=0.8) or [None])[0]
+
+
+def unknown_states(names: Iterable[str], several: bool = False) -> ApiError:
+    """The 422 naming `state` for state names that neither Celery nor the dashboard knows and no
+    task holds, with a hint for a slip of case or spelling ("did you mean SUCCESS?"). `several`:
+    the filter names more states than these, so the field's message lists the bad ones."""
+    names = sorted(names)
+    hints = sorted({hint for hint in map(_hint, names) if hint})
+    mean = f"; did you mean {' or '.join(hints)}?" if hints else ""
+    listed = ", ".join(f"\u201c{name}\u201d" for name in names)
+    field = "is not a state Celery, the dashboard or any task uses" + (f" ({listed})" if several else "") + mean
+    return ApiError(422, f"unknown state {listed}: not a state Celery, the dashboard or any task uses{mean}",
+                    [{"field": "state", "message": field}])
+
+
 @dataclass(frozen=True)
 class TaskFilter:
     """Which tasks a user looks for; every field set must match (an empty filter matches all).
@@ -118,6 +143,16 @@ class TaskFilter:
     @property
     def empty(self) -> bool:
         return not self.as_dict()
+
+    @property
+    def custom_states(self) -> frozenset[str]:
+        """The state names asked for that are not Celery's or the dashboard's (KNOWN_STATES)."""
+        return self.states - KNOWN_STATES
+
+    @property
+    def states_only(self) -> bool:
+        """Whether the filter asks for states and nothing else."""
+        return bool(self.states) and set(self.as_dict()) == {"state"}
 
     def as_dict(self) -> dict[str, str]:
         """The fields set, as strings `from_args` reads back (for URLs and the audit log)."""

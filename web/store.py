@@ -16,7 +16,7 @@ import redis
 from celery_dashboard import index
 from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, KEYS, RECENT_KEY, VERSION_KEY, children_key, owner_key
 from web import lifecycle, records
-from web.filters import TaskFilter
+from web.filters import TaskFilter, unknown_states
 from web.results import dumps
 
 # Compare-and-set on each task's version. ARGV holds groups of seven: id, the version the record was
@@ -50,6 +50,10 @@ MAX_CHILDREN = 100
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class _AllFound(Exception):
+    """Stops a scan once every state looked for was seen."""
 
 
 STATE_AT = b'"state": "'  # how the task object's JSON text (json.dumps' separators) gives its state
@@ -283,7 +287,45 @@ class TaskStore:
             counts[state] = counts.get(state, 0) + 1
 
         truncated = self.scan(flt, owner, sort, take, bound)
+        self.check_states(flt, owner, bound, counts, complete=flt.states_only and not truncated)
         return {"tasks": page, "total": total, "counts": counts, "truncated": truncated}
+
+    def held_states(self, names: frozenset[str], owner: str | None,
+                    bound: int | None = None) -> tuple[frozenset[str], bool]:
+        """Which of the state names `names` some task in the index holds now (`owner`'s tasks
+        only, when given), newest first, stopping once all are seen; and whether the search
+        stopped at its bound (at most `bound` entries, default scan_limit) before that."""
+        held: set[str] = set()
+
+        def take(hit: Hit) -> None:
+            held.add(str(hit.state))
+            if held >= names:
+                raise _AllFound
+
+        try:
+            cut = self.scan(TaskFilter(states=names), owner, "newest", take, bound)
+        except _AllFound:
+            cut = False
+        return frozenset(held), cut
+
+    def check_states(self, flt: TaskFilter, owner: str | None, bound: int | None = None,
+                     counts: dict[str, int] | None = None, complete: bool = False) -> None:
+        """Raise ApiError 422 naming `state` (web.filters.unknown_states) when `flt` asks for a state
+        that neither Celery nor the dashboard knows and no task (of `owner`'s, when given) holds: a
+        slip such as "success" or "FOO" is said, not answered with an empty list. A task's own
+        state (update_state) passes while a task is in it. `counts`: {state: tasks} a query of
+        `flt` found; `complete`: that query read every entry filtering on states alone, so its
+        counts already tell. When the search stops at its bound the names pass (not proven wrong)."""
+        missing = flt.custom_states - {state for state, n in (counts or {}).items() if n}
+        if not missing:
+            return
+        if not complete:
+            held, cut = self.held_states(missing, owner, bound)
+            if cut:
+                return
+            missing -= held
+        if missing:
+            raise unknown_states(missing, several=len(flt.states) > len(missing))
 
     def matching_ids(self, flt: TaskFilter, owner: str | None, cap: int, sort: str = "newest",
                      bound: int | None = None) -> tuple[list[str], int]:

@@ -115,7 +115,7 @@ def test_cancelling_a_finished_task_is_a_conflict(api: Api) -> None:
     response = api.post(f"/api/tasks/{launched['id']}/cancel")
     assert response.status_code == 409
     assert response.headers["Content-Type"].startswith("application/json")
-    assert response.json()["error"] == "the task has already ended: it succeeded"
+    assert response.json()["error"] == "The task has already ended: it succeeded"
     assert api.task(launched["id"])["state"] == "SUCCESS"
 
 

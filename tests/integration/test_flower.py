@@ -108,7 +108,7 @@ def test_signed_out_visitors_are_sent_to_sign_in_or_get_401(site: dict[str, Any]
     assert page.status_code == 302 and page.headers["Location"].startswith("/login?next=/flower/tasks")
     for path in ("/flower/api/workers", "/flower/api/task/revoke/x"):
         answer = requests.get(f"{url}{path}", timeout=10)
-        assert answer.status_code == 401 and "sign-in required" in answer.json()["error"]
+        assert answer.status_code == 401 and "Sign-in required" in answer.json()["error"]
     assert requests.get(f"{url}/flower/api/workers", headers={"Authorization": "Bearer nope"},
                         timeout=10).status_code == 401
 

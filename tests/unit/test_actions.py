@@ -60,7 +60,7 @@ def test_a_cancelled_task_can_be_retried_a_running_or_successful_one_cannot(clie
     for task, state in ((running, "PENDING"), (done, "SUCCESS")):
         response = client.post(f"/api/tasks/{task['id']}/retry")
         assert response.status_code == 409
-        assert response.get_json()["error"] == f"only a failed or cancelled task can be retried; this one is {state}"
+        assert response.get_json()["error"] == f"Only a failed or cancelled task can be retried; this one is {state}"
 
 
 def test_a_task_sent_by_other_code_is_not_retried_and_the_answer_says_why(client: Any, dash: Any,
@@ -109,8 +109,11 @@ def test_an_identical_running_launch_is_offered_to_attach_unless_duplicate(clien
     # The same parameters written otherwise (a default spelt out, another key order) are the same launch.
     response = client.post("/api/tasks", json={"task": "steps", "params": {"delay": 0.5, "steps": 5}})
     assert response.status_code == 409
-    assert response.get_json()["error"] == "an identical task is already running"
+    assert response.get_json()["error"] == "An identical task is already queued"  # no worker took it yet
     assert response.get_json()["attach"]["id"] == first["id"]
+    dash.store.merge({first["id"]: {"id": first["id"], "state": "STARTED", "source": "event"}})
+    response = client.post("/api/tasks", json={"task": "steps", "params": {"steps": 5}})
+    assert (response.status_code, response.get_json()["error"]) == (409, "An identical task is already running")
     assert len(sent) == 1
     assert client.post("/api/tasks", json={"task": "steps", "params": {"steps": 6}}).status_code == 202
     duplicate = client.post("/api/tasks", json={"task": "steps", "params": {"steps": 5}, "duplicate": True})
@@ -199,7 +202,7 @@ def test_cancels_and_retries_are_audited_newest_first_for_admins_only(roles: Any
     assert entries[0]["new_task"] == retried["id"] and entries[0]["when"] >= entries[1]["when"]
     for name in ("olga", "vera"):
         response = client.get("/api/audit", headers=roles.tokens[name])
-        assert response.status_code == 403 and response.get_json()["error"] == "the audit log is for admins"
+        assert response.status_code == 403 and response.get_json()["error"] == "The audit log is for admins"
 
 
 def test_the_audit_log_is_capped_and_paged(redis_server: Any, results: Any, sent: list) -> None:
@@ -272,7 +275,7 @@ def test_a_task_that_ended_after_the_preview_is_skipped_and_counted(client: Any,
     end(dash, first["id"], "SUCCESS")
     body = confirm(client, "cancel", {}, shown["token"]).get_json()
     assert (body["count"], body["done"], body["skipped"]) == (2, 1, 1)
-    assert body["reasons"] == [{"reason": "the task has already ended: it succeeded", "count": 1}]
+    assert body["reasons"] == [{"reason": "The task has already ended: it succeeded", "count": 1}]
     assert client.get(f"/api/tasks/{second['id']}").status_code == 200
 
 

@@ -111,7 +111,7 @@ def test_cancel_of_a_finished_task_is_409(client: Any, dash: Any) -> None:
     task = client.post("/api/tasks", json={"task": "steps"}).get_json()
     dash.store.merge({task["id"]: {"id": task["id"], "state": "SUCCESS"}})
     response = client.post(f"/api/tasks/{task['id']}/cancel")
-    assert response.status_code == 409 and response.get_json()["error"] == "the task has already ended: it succeeded"
+    assert response.status_code == 409 and response.get_json()["error"] == "The task has already ended: it succeeded"
 
 
 def test_unknown_route_and_method_are_json(client: Any) -> None:
@@ -192,3 +192,110 @@ def test_a_task_detail_lists_its_children_with_their_states(client: Any, dash: A
     assert body["children_total"] == 3
     assert body["args"] == "()" and body["kwargs"] == "{'children': 4, 'steps': 5, 'delay': 0.3}"
     assert body["attempts"] == [] and body["retry_of"] is None and dash.store.params(parent["id"]) is not None
+
+
+# ---- text that is not Unicode (a lone surrogate) in a JSON body -------------------------------------
+
+# A JSON escape can write half of a UTF-16 surrogate pair alone; Redis, hashes and logs cannot
+# encode it. Each JSON body of the API, at any depth, in a value or a key: 422 naming the field.
+# `@` in a body below stands for the JSON string "\ud800".
+LONE = '"\\ud800"'
+
+
+@pytest.mark.parametrize("url,data,field", [
+    ("/api/tasks", '{"task": "fail", "params": {"message": @}}', "params.message"),
+    ("/api/tasks", '{"task": @}', "task"),
+    ("/api/tasks", '{"task": "steps", "params": {"steps": 2, "tags": [1, {"x": @}]}}', "params.tags[1].x"),
+    ("/api/tasks", '{"task": "steps", "params": {@: 1}}', "params"),
+    ("/api/tasks", '{@: 1}', "body"),
+    ("/api/tasks", '{"task": "fail", "params": {"message": "\\udc80 low half"}}', "params.message"),
+    ("/api/bulk/preview", '{"action": "cancel", "filter": {"name": @}}', "filter.name"),
+    ("/api/bulk/preview", '{"action": "retry", "filter": {"state": ["FAILURE", @]}}', "filter.state[1]"),
+    ("/api/bulk", '{"action": "cancel", "filter": {}, "token": @}', "token"),
+])
+def test_text_that_is_not_unicode_in_a_json_body_is_422_naming_the_field(client: Any, sent: list, url: str,
+                                                                        data: str, field: str) -> None:
+    data = data.replace("@", LONE)
+    for headers in ({}, {"Idempotency-Key": "surrogate-1"}):
+        response = client.post(url, data=data, content_type="application/json", headers=headers)
+        assert response.status_code == 422, response.get_data(as_text=True)
+        body = response.get_json()
+        assert body["fields"][0]["field"] == field and "Unicode" in body["error"]
+    assert sent == []
+    # The key was not spent on the refusal: the same key with a good body launches.
+    good = client.post("/api/tasks", json={"task": "fail", "params": {"message": "\U0001f600 a whole pair"}},
+                       headers={"Idempotency-Key": "surrogate-1"})
+    assert good.status_code == 202 and len(sent) == 1
+
+
+def test_a_body_nested_deeper_than_the_json_reader_goes_is_400(client: Any, sent: list) -> None:
+    response = client.post("/api/tasks", data="[" * 60_000, content_type="application/json")
+    assert response.status_code == 400 and "JSON" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("url", ["/api/tasks?name=%ED%A0%80&q=%ED%A0%80&state=SUCCESS", "/api/tasks/%ED%A0%80",
+                                 "/api/tasks/%ED%A0%80/result", "/api/tasks/%ED%A0%80/params",
+                                 "/api/audit?limit=%ED%A0%80"])
+def test_undecodable_bytes_in_a_url_are_never_a_500(client: Any, url: str) -> None:
+    for method in ("GET", "POST"):
+        base = url.split("?")[0].removesuffix("/result").removesuffix("/params")
+        target = url if method == "GET" else base + "/cancel"
+        response = client.open(target, method=method, headers={"Idempotency-Key": "k"})
+        assert response.status_code < 500 and response.get_json() is not None, (target, response.status_code)
+
+
+# ---- the state filter: a state Celery, the dashboard or a task uses -----------------------------------
+
+def test_a_state_nobody_uses_is_422_with_a_hint_for_a_slip_of_case(client: Any, dash: Any) -> None:
+    done = client.post("/api/tasks", json={"task": "steps", "duplicate": True}).get_json()["id"]
+    dash.store.merge({done: {"id": done, "state": "SUCCESS"}})
+    assert client.get("/api/tasks?state=SUCCESS").get_json()["total"] == 1
+    for query, hint in (("state=success", "did you mean SUCCESS?"), ("state=Progress", "did you mean PROGRESS?"),
+                        ("state=SUCESS", "did you mean SUCCESS?"), ("state=FOO", None),
+                        ("state=FAILURE,success", "did you mean SUCCESS?")):
+        response = client.get(f"/api/tasks?{query}")
+        body = response.get_json()
+        assert response.status_code == 422 and body["fields"][0]["field"] == "state", query
+        if hint:
+            assert body["error"].endswith(hint) and body["fields"][0]["message"].endswith(hint), body
+        else:
+            assert "did you mean" not in body["error"]
+
+
+def test_every_state_celery_or_the_dashboard_knows_is_accepted_with_no_task_in_it(client: Any) -> None:
+    for state in ("PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED",
+                  "REJECTED", "IGNORED", "LOST", "UNKNOWN"):
+        response = client.get(f"/api/tasks?state={state}")
+        assert (response.status_code, response.get_json()["total"]) == (200, 0), state
+
+
+def test_a_custom_state_a_task_holds_is_accepted_even_when_the_other_filters_match_nothing(client: Any,
+                                                                                         dash: Any) -> None:
+    task = client.post("/api/tasks", json={"task": "steps", "duplicate": True}).get_json()["id"]
+    assert client.get("/api/tasks?state=DOWNLOADING").status_code == 422
+    dash.store.merge({task: {"id": task, "state": "DOWNLOADING", "source": "event"}})
+    assert [t["id"] for t in client.get("/api/tasks?state=DOWNLOADING").get_json()["tasks"]] == [task]
+    found = client.get("/api/tasks?state=DOWNLOADING&name=primes")
+    assert (found.status_code, found.get_json()["total"]) == (200, 0)
+
+
+def test_a_custom_state_only_another_users_task_holds_is_422(redis_server: Any, results: Any, sent: list) -> None:
+    from tests.unit.conftest import make_app
+
+    app = make_app(redis_server, results, AUTH_REQUIRED=True)
+    dash = app.extensions["dashboard"]
+    for name in ("alice", "bob"):
+        dash.users.add(name, "correct horse battery", "operator")
+    alice = {"Authorization": f"Bearer {dash.users.new_token('alice')}"}
+    bob = {"Authorization": f"Bearer {dash.users.new_token('bob')}"}
+    dash.store.merge({"b1": {"id": "b1", "state": "DOWNLOADING", "owner": "bob"}})
+    client = app.test_client()
+    assert client.get("/api/tasks?state=DOWNLOADING", headers=bob).get_json()["total"] == 1
+    assert client.get("/api/tasks?state=DOWNLOADING", headers=alice).status_code == 422
+
+
+def test_a_bulk_preview_of_a_state_nobody_uses_is_422(client: Any) -> None:
+    response = client.post("/api/bulk/preview", json={"action": "cancel", "filter": {"state": "success"}})
+    assert response.status_code == 422 and response.get_json()["fields"][0]["field"] == "state"
+    known = client.post("/api/bulk/preview", json={"action": "cancel", "filter": {"state": "SUCCESS"}})
+    assert known.status_code == 200
