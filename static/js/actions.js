@@ -5,7 +5,7 @@
 // Confirmations are native <dialog>s opened with showModal(): the browser keeps the focus inside,
 // Escape dismisses, and the focus goes back to where it was. Every answer the server gives in a
 // sentence is shown next to what was clicked and announced (ctx.announce).
-import { el, setText } from "./dom.js";
+import { el, setText, visible } from "./dom.js";
 import { needsServer } from "./live.js";
 import { LABELS } from "./state.js";
 
@@ -16,7 +16,7 @@ function shortId(id) {
 }
 
 function titleOf(task, ctx) {
-  return (ctx.titles && ctx.titles.get(task.name)) || task.name || "task";
+  return visible((ctx.titles && ctx.titles.get(task.name)) || task.name || "task");
 }
 
 function plural(count, one, many) {

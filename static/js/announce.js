@@ -1,6 +1,7 @@
 // Screen-reader announcements: one polite live region (role=status), at most one message per
 // MIN_GAP_MS; messages that arrive meanwhile are merged into the next one with a count. It follows
 // the tasks launched from this page (followLaunch) and says when each starts and how it ends.
+import { visible } from "./dom.js";
 import { LABELS } from "./state.js";
 
 // A screen reader needs time to read a sentence; faster messages would cut each other off.
@@ -112,7 +113,7 @@ function check(ctx, changed) {
 function sentence(title, task, word) {
   const name = `${title} ${String(task.id).slice(0, 8)}`;
   if (word === "failed") {
-    const type = task.error && task.error.type ? `: ${task.error.type}` : "";
+    const type = task.error && task.error.type ? `: ${visible(task.error.type)}` : "";
     return `${name} ${LABELS.FAILURE}${type}.`;
   }
   if (word === "cancelled") return `${name} was ${LABELS.REVOKED}.`;
@@ -123,7 +124,7 @@ function sentence(title, task, word) {
 export function followLaunch(ctx, task, title) {
   if (!task || !task.id) return;
   if (followed.size >= MAX_FOLLOWED) followed.delete(followed.keys().next().value);
-  followed.set(task.id, { title: title || ctx.titles.get(task.name) || task.name || "The task", said: null });
+  followed.set(task.id, { title: visible(title || ctx.titles.get(task.name) || task.name || "The task"), said: null });
   if (!unsubscribe) unsubscribe = ctx.tasks.subscribe((changed) => check(ctx, changed));
   check(ctx, new Set([task.id]));
 }

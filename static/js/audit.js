@@ -1,6 +1,6 @@
 // The audit log (/audit, admins): who cancelled or retried what, and every bulk action with its
 // filter and counts, newest first, a page at a time.
-import { el, setText } from "./dom.js";
+import { el, setText, visible } from "./dom.js";
 import { describeFilter } from "./actions.js";
 
 const PAGE = 50;
@@ -15,7 +15,7 @@ function when(iso) {
 
 function taskLink(id, name, ctx) {
   const title = (name && ctx.titles.get(name)) || name || "task";
-  return el("a", { href: `/tasks/${encodeURIComponent(id)}` }, `${title} ${String(id).slice(0, 8)}`);
+  return el("a", { href: `/tasks/${encodeURIComponent(id)}` }, visible(`${title} ${String(id).slice(0, 8)}`));
 }
 
 // What an entry acted on: the task (and a retry's new task), or a bulk action's filter.

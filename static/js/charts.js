@@ -3,7 +3,7 @@
 // Live: fetched again every REFRESH_MS, and soon after a pushed batch ends a task. Each chart has
 // a text alternative (its figure's caption and a one-sentence summary), and a table gives every
 // task type's figures as text.
-import { el, setText } from "./dom.js";
+import { el, setText, visible } from "./dom.js";
 
 const REFRESH_MS = 10_000;
 const SOON_MS = 2_000;       // after a pushed ending, at most this long until the next fetch
@@ -39,10 +39,10 @@ function summary(stats, task, kind) {
   const minutes = Math.round(stats.window / 60);
   if (kind === "counts") {
     const busiest = task.throughput.reduce((best, n, i) => (n > task.throughput[best] ? i : best), 0);
-    return `${task.name}, last ${minutes} minutes: ${task.ended} ended, ${task.failed} failed; `
+    return `${visible(task.name)}, last ${minutes} minutes: ${task.ended} ended, ${task.failed} failed; `
       + `busiest minute ${clockOf(stats.times[busiest])} with ${task.throughput[busiest]} ended.`;
   }
-  return `${task.name}, last ${minutes} minutes: run time p50 ${seconds(task.runtime_p50)}, `
+  return `${visible(task.name)}, last ${minutes} minutes: run time p50 ${seconds(task.runtime_p50)}, `
     + `p95 ${seconds(task.runtime_p95)}.`;
 }
 
@@ -79,7 +79,7 @@ export function mount(root, ctx) {
 
   function title(name) {
     const shown = ctx.titles.get(name);
-    return shown ? `${shown} (${name})` : name;
+    return visible(shown ? `${shown} (${name})` : name);
   }
 
   function draw(fig, data, series) {

@@ -3,12 +3,24 @@
 // Sections are rebuilt only when what they show changed, so a progress update does not take the
 // focus from a button, and the times tick once a second while the task runs and the page is live.
 import { followLaunch } from "./announce.js";
-import { el, setText } from "./dom.js";
+import { el, setText, visible } from "./dom.js";
 import { enable, needsServer } from "./live.js";
 import { finished, stateClass, stateLabel } from "./state.js";
 import { duration, ran, waited } from "./table.js";
 
 const SECOND = 1000;
+// An error's message is shown in a preview of at most this many lines and characters; the whole
+// of it (up to the server's 20,000 characters) on demand, in a box that scrolls by itself.
+const MESSAGE_LINES = 4;
+const MESSAGE_CHARS = 400;
+
+// The start of `text` as the error's preview shows it, or null when it fits whole.
+export function messagePreview(text) {
+  const lines = text.split("\n");
+  let cut = lines.length > MESSAGE_LINES ? lines.slice(0, MESSAGE_LINES).join("\n") : text;
+  if (cut.length > MESSAGE_CHARS) cut = cut.slice(0, MESSAGE_CHARS);
+  return cut.length < text.length ? `${cut.trimEnd()}…` : null;
+}
 
 function shortId(id) {
   return String(id).slice(0, 8);
@@ -45,7 +57,7 @@ function pretty(value) {
 // A block of code that scrolls in its own box, reachable by keyboard (a named, focusable region).
 function codeBlock(text, name, extra = "") {
   return el("pre", { class: `code ${extra}`.trim(), tabindex: "0", role: "region", "aria-label": name },
-    el("code", {}, text));
+    el("code", {}, visible(text)));
 }
 
 // Copies `text`; navigator.clipboard where the page may (a secure context), else a hidden textarea.
@@ -179,7 +191,7 @@ class Detail {
 
   title() {
     const task = this.task;
-    return this.ctx.titles.get(task.name) || task.name || "Unnamed task";
+    return visible(this.ctx.titles.get(task.name) || task.name || "Unnamed task");
   }
 
   // Builds or refreshes each section whose content changed (force: all of them).
@@ -242,7 +254,7 @@ class Detail {
     const facts = el("dl", { class: "facts" },
       ...row("State", el("span", { class: stateClass(task) }, el("span", { class: "badge" }, stateLabel(task)))),
       ...row("Id", el("code", { class: "task-id" }, task.id), " ", copyButton("Copy id", () => task.id)),
-      ...row("Task", el("code", {}, task.name || "unknown")),
+      ...row("Task", el("code", {}, visible(task.name || "unknown"))),
       ...row("Launched by", task.owner ? task.owner : el("span", { class: "muted" }, "not recorded (sent outside the dashboard)")),
     );
     if (task.parent) facts.append(...row("Parent", el("a", { href: taskUrl(task.parent) }, this.label(task.parent))));
@@ -253,7 +265,7 @@ class Detail {
   label(id) {
     const known = this.ctx.tasks.get(id);
     const name = known ? this.ctx.titles.get(known.name) || known.name : null;
-    return name ? `${name} (${shortId(id)})` : shortId(id);
+    return name ? `${visible(name)} (${shortId(id)})` : shortId(id);
   }
 
   build_actions() {
@@ -289,7 +301,7 @@ class Detail {
     el("div", { class: "fill", style: null }));
     bar.firstChild.style.width = `${percent}%`;
     return [this.section("progress", "Progress", bar,
-      el("p", {}, `${Math.round(percent)}%${progress.message ? ` · ${progress.message}` : ""}`))];
+      el("p", {}, `${Math.round(percent)}%${progress.message ? ` · ${visible(progress.message)}` : ""}`))];
   }
 
   build_arguments() {
@@ -334,8 +346,8 @@ class Detail {
 
   build_routing() {
     const task = this.task;
-    const value = (text) => (text ? el("code", {}, text) : el("span", { class: "muted" }, "—"));
-    const worker = task.worker ? [el("code", {}, task.worker), task.worker_status ? ` (${task.worker_status})` : ""]
+    const value = (text) => (text ? el("code", {}, visible(text)) : el("span", { class: "muted" }, "—"));
+    const worker = task.worker ? [el("code", {}, visible(task.worker)), task.worker_status ? ` (${task.worker_status})` : ""]
       : [el("span", { class: "muted" }, "not yet")];
     return [this.section("routing", "Routing", el("dl", { class: "facts" },
       ...row("Queue", value(task.queue)), ...row("Exchange", value(task.exchange)),
@@ -376,8 +388,32 @@ class Detail {
   build_error() {
     const error = this.task.error;
     if (!error || (!error.type && !error.message && !error.traceback)) return [];
-    const nodes = [el("p", { class: "error-line" }, el("strong", {}, error.type || "Error"),
-      error.message ? `: ${error.message}` : "")];
+    const message = visible(error.message || "");
+    const short = messagePreview(message);
+    const text = el("span", { class: "error-message", id: "detail-error-message" }, short ?? message);
+    const nodes = [el("p", { class: "error-line" }, el("strong", {}, visible(error.type || "Error")),
+      message ? ": " : "", message ? text : null)];
+    if (short !== null) {
+      // A preview of a few lines; the whole message on demand, in a box that scrolls by itself.
+      const more = `Show the whole message (${message.length.toLocaleString()} characters)`;
+      const toggle = el("button", { type: "button", class: "more", "aria-expanded": "false",
+        "aria-controls": "detail-error-message" }, more);
+      toggle.addEventListener("click", () => {
+        const open = toggle.getAttribute("aria-expanded") !== "true";
+        toggle.setAttribute("aria-expanded", String(open));
+        text.classList.toggle("whole", open);
+        if (open) {
+          text.setAttribute("tabindex", "0");
+          text.setAttribute("role", "region");
+          text.setAttribute("aria-label", "Whole error message");
+        } else {
+          for (const name of ["tabindex", "role", "aria-label"]) text.removeAttribute(name);
+        }
+        setText(text, open ? message : short);
+        setText(toggle, open ? "Show less of the message" : more);
+      });
+      nodes.push(toggle);
+    }
     if (error.traceback) {
       nodes.push(el("div", { class: "traceback-head" }, el("h4", {}, "Traceback"),
         copyButton("Copy traceback", () => error.traceback)));
@@ -390,10 +426,11 @@ class Detail {
     const attempts = Array.isArray(this.task.attempts) ? this.task.attempts : [];
     if (!attempts.length) return [];
     const rows = attempts.map((attempt) => {
-      const error = attempt.error ? `${attempt.error.type || "Error"}${attempt.error.message ? `: ${attempt.error.message}` : ""}` : "";
+      const error = attempt.error
+        ? visible(`${attempt.error.type || "Error"}${attempt.error.message ? `: ${attempt.error.message}` : ""}`) : "";
       return el("tr", {},
         el("th", { scope: "row", "data-label": "Attempt" }, String((attempt.retries || 0) + 1)),
-        el("td", { "data-label": "Worker" }, attempt.worker ? el("code", {}, attempt.worker) : "—"),
+        el("td", { "data-label": "Worker" }, attempt.worker ? el("code", {}, visible(attempt.worker)) : "—"),
         el("td", { "data-label": "Started" }, timeNode(attempt.started)),
         el("td", { "data-label": "Ended" }, timeNode(attempt.finished)),
         el("td", { "data-label": "Ran" }, attempt.started && attempt.finished
@@ -424,7 +461,7 @@ class Detail {
       return;
     }
     const items = children.map((child) => el("li", { class: stateClass(child) },
-      el("a", { href: taskUrl(child.id) }, `${this.ctx.titles.get(child.name) || child.name || "task"} (${shortId(child.id)})`),
+      el("a", { href: taskUrl(child.id) }, `${visible(this.ctx.titles.get(child.name) || child.name || "task")} (${shortId(child.id)})`),
       " ", el("span", { class: "badge" }, stateLabel(child))));
     const counts = new Map();
     for (const child of children) counts.set(stateLabel(child), (counts.get(stateLabel(child)) || 0) + 1);

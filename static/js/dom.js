@@ -24,3 +24,14 @@ export function setText(node, text) {
 export function clock(date) {
   return date ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false }) : "";
 }
+
+// Bidirectional controls (embeddings, overrides, isolates, marks): in a task's text they would
+// reorder what follows them (a U+202E makes "txt.exe" read "exe.txt"), so they are shown as escapes.
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+// `text` (anything a task brings: name, message, traceback, result, progress message) with each
+// bidirectional control shown as `\u202e`, as the arguments' Python repr shows it.
+export function visible(text) {
+  const value = String(text ?? "");
+  return value.replace(BIDI, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}

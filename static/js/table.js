@@ -1,6 +1,6 @@
 // The task list (/): a bounded window of the server's paged list plus every unfinished task,
 // kept live. A push touches only its own row; rendering happens at most once per animation frame.
-import { clock, el, setText } from "./dom.js";
+import { clock, el, setText, visible } from "./dom.js";
 import { finished, stateClass, stateLabel } from "./state.js";
 import { mountFilters, readView, viewQuery } from "./filters.js";
 import { needsServer } from "./live.js";
@@ -433,7 +433,7 @@ class TaskList {
   }
 
   titleOf(task) {
-    return this.ctx.titles.get(task.name) || task.name || "unknown task";
+    return visible(this.ctx.titles.get(task.name) || task.name || "unknown task");
   }
 
   renderRow(record, force = false) {
@@ -467,7 +467,7 @@ class TaskList {
     }
     const label = `Progress of ${title} ${short}`;
     if (record.bar.getAttribute("aria-label") !== label) record.bar.setAttribute("aria-label", label);
-    const said = task.progress ? task.progress.message || "" : "";
+    const said = task.progress ? visible(task.progress.message || "") : "";
     if (record.message.textContent !== said) {
       record.message.textContent = said;
       record.message.title = said;  // one line in the list, cut with an ellipsis: the whole of it on hover
@@ -498,15 +498,15 @@ class TaskList {
     if (task.error && task.state !== "SUCCESS") {
       // Only a failure reads as an error; a cancel or a lost worker is said in a neutral voice.
       const tone = task.state === "FAILURE" || task.state === "RETRY" ? "error" : "outcome-note";
-      cell.append(el("span", { class: tone }, `${task.error.type}: ${task.error.message}`));
+      cell.append(el("span", { class: tone }, visible(`${task.error.type}: ${task.error.message}`)));
       if (task.error.traceback) {
         const box = el("pre", { tabindex: "0", role: "region", "aria-label": `Traceback of ${title} ${short}` },
-          task.error.traceback);
+          visible(task.error.traceback));
         cell.append(el("details", { class: "traceback" }, el("summary", {}, "Traceback"), box));
       }
     } else if (task.state === "SUCCESS") {
       const text = typeof task.result === "string" && task.result_truncated ? task.result : JSON.stringify(task.result);
-      cell.append(el("code", { class: "result" }, text));
+      cell.append(el("code", { class: "result" }, visible(text)));
       if (task.result_truncated) {
         cell.append(" ", el("a", { href: `${this.config.apiTasks}/${encodeURIComponent(task.id)}/result`, class: "full-result" },
           "(preview: open the whole result)"));

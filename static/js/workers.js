@@ -1,7 +1,7 @@
 // Workers and queues (/workers): each worker's status, pool and counts, each queue's depth and
 // oldest message, and a banner when a queue has messages no worker consumes. One GET of each on
 // mount, then live from the server's `workers` push (every few seconds when something changes).
-import { el, setText } from "./dom.js";
+import { el, setText, visible } from "./dom.js";
 
 const STATUS_CLASS = { online: "ok", "not responding": "warn", offline: "off" };
 const TICK_MS = 1000;   // ages ("3 s ago") are counted on the page between pushes
@@ -29,7 +29,7 @@ function workerRow(worker, now) {
   const beat = el("time", { datetime: worker.last_heartbeat || "", "data-since": worker.last_heartbeat || "" },
     age === null ? "never" : `${duration(age)} ago`);
   return el("tr", { class: `worker status-${STATUS_CLASS[status] || "off"}` },
-    el("th", { scope: "row", class: "host" }, worker.hostname),
+    el("th", { scope: "row", class: "host" }, visible(worker.hostname)),
     cell("Status", el("span", { class: "badge" }, status), "status"),
     cell("Pool", worker.pool || "not known yet", "pool"),
     cell("Concurrency", worker.concurrency ?? "—", "num"),
@@ -51,7 +51,7 @@ function queueRow(queue, now) {
     ? el("span", { class: "badge warn" }, "none: nothing takes these messages")
     : String(queue.consumers);
   return el("tr", { class: queue.unconsumed ? "queue unconsumed" : "queue" },
-    el("th", { scope: "row", class: "host" }, queue.name),
+    el("th", { scope: "row", class: "host" }, visible(queue.name)),
     cell("Waiting", queue.depth, "num"),
     cell("Oldest message", oldest, "time"),
     cell("Consumers", consumers, "consumers"));
@@ -74,9 +74,9 @@ function bannerText(unconsumed) {
   if (unconsumed.length === 1) {
     const [q] = unconsumed;
     const messages = q.depth === 1 ? "1 message waits" : `${q.depth} messages wait`;
-    return `${messages} in queue “${q.name}” and no worker consumes it: start a worker for it (celery worker -Q ${q.name}).`;
+    return `${messages} in queue “${visible(q.name)}” and no worker consumes it: start a worker for it (celery worker -Q ${visible(q.name)}).`;
   }
-  const list = unconsumed.map((q) => `${q.name} (${q.depth})`).join(", ");
+  const list = unconsumed.map((q) => `${visible(q.name)} (${q.depth})`).join(", ");
   return `${unconsumed.length} queues have messages and no worker consumes them: ${list}.`;
 }
 

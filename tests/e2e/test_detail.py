@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
 import requests
 from playwright.sync_api import Locator, Page, expect
 
@@ -136,3 +137,53 @@ def test_a_long_result_shows_a_preview_and_the_whole_on_demand(eventlet_only: No
     expect(whole).to_contain_text('"line 1999"')
     expect(whole).to_be_focused()
     expect(page.get_by_text(re.compile(r"^The whole result \([\d,]+ bytes\)\.$"))).to_be_visible()
+
+
+def test_an_errors_secret_is_masked_its_message_previewed_and_bidi_controls_shown_as_escapes(
+        eventlet_only: None, page: Page, stack: Stack) -> None:
+    """An error that repeats the task's arguments masks what they mask, on the page and in Redis; a
+    5,000-character message shows a few lines with the whole on demand (by keyboard); a right-to-left
+    override in an error reads as `\\u202e` instead of reversing the text after it."""
+    from tests.integration.test_find import dashboard_values
+
+    leak = f"SUPERSECRET-{uuid.uuid4().hex}"
+    secret_id = stack.python(
+        "from tasks.demo import fail\n"
+        f"print(fail.delay(steps=1, delay=0, message={{'api_token': {leak!r}, 'x': 'y' * 5000}}).id)").stdout.strip()
+    spoof = post(stack, "fail", {"steps": 0, "delay": 0, "message": "ab\u202e<b>bold</b> cd"})
+    ended(stack, secret_id)
+    ended(stack, spoof["id"])
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{stack.url}/tasks/{secret_id}")
+    view = detail(page, "Failing job")
+    message = view.locator(".error-message")
+    expect(message).to_contain_text("{'api_token': ********, 'x': 'yyy")
+    expect(view.get_by_role("region", name="Traceback")).to_contain_text("ValueError: {'api_token': ********")
+    expect(view.get_by_role("table", name=re.compile(r"^Attempts"))).to_contain_text("{'api_token': ********")
+    assert leak not in page.content()
+    assert leak.encode() not in dashboard_values(redis.Redis(port=stack.redis_port))
+    # A preview of a few lines: the phone page is not 5,000 characters of error long.
+    shown = message.inner_text()
+    assert len(shown) < 500 and shown.endswith("…"), len(shown)
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 3000, height
+    more = view.get_by_role("button", name=re.compile(r"^Show the whole message \(5,\d{3} characters\)$"))
+    more.focus()
+    page.keyboard.press("Enter")
+    whole = view.get_by_role("region", name="Whole error message")
+    expect(whole).to_contain_text("y" * 5000)
+    expect(view.get_by_role("button", name="Show less of the message")).to_have_attribute("aria-expanded", "true")
+    assert page.evaluate("document.documentElement.scrollHeight") < height + 600  # the whole scrolls in its box
+
+    page.goto(f"{stack.url}/tasks/{spoof['id']}")
+    view = detail(page, "Failing job")
+    escaped = "ab\\u202e<b>bold</b> cd"
+    expect(view.locator(".error-line")).to_have_text(f"ValueError: {escaped}")
+    expect(view.get_by_role("region", name="Traceback")).to_contain_text(f"ValueError: {escaped}")
+    expect(view.get_by_role("table", name=re.compile(r"^Attempts"))).to_contain_text(f"ValueError: {escaped}")
+    assert "\u202e" not in page.evaluate("document.body.innerText")
+    page.goto(stack.url)
+    row = page.locator(f'tr[data-task-id="{spoof["id"]}"]')
+    expect(row).to_contain_text(f"ValueError: {escaped}")
+    assert "\u202e" not in row.inner_text()
