@@ -167,6 +167,8 @@ class Workers:
             self.restarted.append((hostname, worker.pid))
         if started is not None and (worker.started is None or reborn or pid != worker.pid):
             worker.started = started
+        elif pid != worker.pid:
+            worker.started = None  # the old process's start: the new one's is asked (`stats`)
         if pid != worker.pid:
             # A new incarnation may run another pool, size and queues: ask again.
             worker.pool = worker.concurrency = worker.queues = None

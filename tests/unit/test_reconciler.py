@@ -410,3 +410,23 @@ def test_a_dead_workers_lost_task_no_longer_counts_as_active(parts: Parts) -> No
     assert parts.state("a") == "LOST"
     row = parts.workers.rows(timeout=10)[0]
     assert (row["status"], row["active"]) == ("not responding", 0)
+
+
+def test_a_restart_seen_as_it_happens_then_the_new_process_uptime_is_no_second_restart(parts: Parts) -> None:
+    parts.control.alive.add("w1")
+    parts.control.started["w1"] = parts.wall.now - 100
+    start(parts, "a")
+    parts.reconciler.ask_pools()  # the first process's start is known
+    parts.later(20)
+    parts.event("worker-online", "w1", pid=200, processed=0)  # a restart, seen as it happens
+    parts.event("task-received", "w1", pid=200, uuid="b", name="t")
+    parts.event("task-started", "w1", pid=200, uuid="b")
+    parts.settle()
+    assert parts.state("a") == "LOST"
+    parts.control.pids["w1"] = 200
+    parts.control.started["w1"] = parts.wall.now - 1
+    parts.control.active_tasks["w1"] = {"b"}
+    parts.reconciler.ask_pools()  # the new process's uptime: the same restart, not another
+    parts.later(11)
+    parts.settle()
+    assert parts.state("b") == "STARTED"
