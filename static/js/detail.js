@@ -253,7 +253,7 @@ class Detail {
     const task = this.task;
     const facts = el("dl", { class: "facts" },
       ...row("State", el("span", { class: stateClass(task) }, el("span", { class: "badge" }, stateLabel(task)))),
-      ...row("Id", el("code", { class: "task-id" }, task.id), " ", copyButton("Copy id", () => task.id)),
+      ...row("Id", el("code", { class: "task-id" }, visible(task.id)), " ", copyButton("Copy id", () => task.id)),
       ...row("Task", el("code", {}, visible(task.name || "unknown"))),
       ...row("Launched by", task.owner ? task.owner : el("span", { class: "muted" }, "not recorded (sent outside the dashboard)")),
     );

@@ -441,7 +441,7 @@ class TaskList {
     if (!force && task.version === record.version && record.version !== -1) return;
     const now = Date.now();
     const title = this.titleOf(task);
-    const short = task.id.slice(0, 8);
+    const short = visible(task.id.slice(0, 8));
     record.task = task;
     record.version = task.version;
     const done = finished(task);
