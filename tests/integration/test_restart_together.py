@@ -19,7 +19,8 @@ WARM_SHUTDOWN = 6.0  # seconds the worker is given after SIGTERM before SIGKILL
 BOUND = 60.0  # generous: the reconciler asks every 5-10 s; the machine is small and shared
 
 
-def test_tasks_running_when_web_and_worker_restart_together_end_lost_or_revoked(private_stack: Stack) -> None:
+def test_tasks_running_when_web_and_worker_restart_together_end_lost_or_revoked(private_stack: Stack,
+                                                                               recovery: dict) -> None:
     stack = private_stack
     assert stack.worker is not None
     stack.worker.stop(signal.SIGKILL)  # the fixture's worker: replaced by one named here
@@ -45,6 +46,7 @@ def test_tasks_running_when_web_and_worker_restart_together_end_lost_or_revoked(
     answer = api.post(f"/api/tasks/{cancelled}/cancel")
     assert answer.status_code == 202, answer.text
     stack.start_worker(concurrency=2, name=name)  # the same node name, a new process
+    ready = time.monotonic()
 
     # ... and ends so once the new worker answers without it; the other one is LOST.
     ended = api.wait(cancelled, timeout=BOUND, what="the cancelled task to end")
@@ -52,6 +54,8 @@ def test_tasks_running_when_web_and_worker_restart_together_end_lost_or_revoked(
     lost = api.wait(kept, timeout=BOUND, what="the task of the old worker to end")
     assert lost["state"] == "LOST", lost
     assert "restarted" in lost["error"]["message"], lost["error"]
+    recovery["web and worker restarted together: both tasks ended, after the new worker was ready"] = \
+        time.monotonic() - ready
     # A cancel now says why nothing is left to cancel.
     refused = api.post(f"/api/tasks/{kept}/cancel")
     assert refused.status_code == 409, refused.text
