@@ -175,6 +175,7 @@ def test_an_errors_secret_is_masked_its_message_previewed_and_bidi_controls_show
     expect(whole).to_contain_text("y" * 5000)
     expect(view.get_by_role("button", name="Show less of the message")).to_have_attribute("aria-expanded", "true")
     assert page.evaluate("document.documentElement.scrollHeight") < height + 600  # the whole scrolls in its box
+    assert serious_violations(page) == []
 
     page.goto(f"{stack.url}/tasks/{spoof['id']}")
     view = detail(page, "Failing job")
