@@ -316,22 +316,31 @@ class Reconciler:
         it was restarted too, or the worker's events were off) is LOST when that worker answers
         `inspect active/reserved/scheduled` without it (Celery's WorkerLostError: a task acknowledged
         on start is not delivered again); a cancelled one is REVOKED when its worker answers without
-        it. Neither when any worker holds it or a queue has it (redelivered), nor while the queues
-        were not read whole; asked at most every `worker_timeout` seconds, and only when such a task
-        exists."""
+        it, or when its worker has been gone (offline, or unheard of) since the listener connected
+        `3 * worker_timeout` s ago and no worker that answered holds it. Neither when any worker
+        holds it or a queue has it (redelivered), nor while the queues were not read whole; asked at
+        most every `worker_timeout` seconds, and only when such a task exists."""
         if self.control is None:
             return 0
         for task_id in list(self.cancels):
             if task_id not in stored or lifecycle.is_terminal(stored[task_id].get("state")):
                 self.cancels.pop(task_id, None)
         suspects: dict[str, tuple[dict[str, Any], str]] = {}
+        settled = self.connected_at is not None and self.clock() - self.connected_at > 3 * self.worker_timeout
         for task_id, record in self._open(stored):
             name = record.get("worker")
             worker = self.workers.get(name)
-            if not name or worker is None or worker.offline:
+            if not name:
                 continue
+            away = worker is None or worker.offline
             if task_id in self.cancels and lifecycle.phase(record.get("state")) >= lifecycle.RECEIVED:
-                suspects[task_id] = (record, "cancelled")
+                # Its worker unheard of since this web process listens (gone for good while it was
+                # down), or offline and silent: no verdict until the listener has been connected a
+                # while (after a Redis outage the workers' connections come back later).
+                if not away or (settled and self.workers.silent(name, OFFLINE_SETTLE)):
+                    suspects[task_id] = (record, "cancelled, gone" if away else "cancelled")
+                continue
+            if away:
                 continue
             began = run_started(record)
             if (lifecycle.phase(record.get("state")) >= lifecycle.STARTED and began is not None
@@ -349,9 +358,9 @@ class Reconciler:
         count = 0
         for task_id, (record, why) in suspects.items():
             worker = record["worker"]
-            if task_id in held or worker not in active:
+            if task_id in held or (worker not in active and why != "cancelled, gone"):
                 continue  # it runs or waits somewhere, or its worker did not answer (busy solo)
-            if why == "cancelled":
+            if why.startswith("cancelled"):
                 self.cancels.pop(task_id, None)
                 self.coalescer.add(revoked_unheld(task_id, worker))
                 self.workers.ended(worker, task_id)

@@ -430,3 +430,30 @@ def test_a_restart_seen_as_it_happens_then_the_new_process_uptime_is_no_second_r
     parts.later(11)
     parts.settle()
     assert parts.state("b") == "STARTED"
+
+
+def test_a_cancelled_task_whose_worker_never_came_back_ends_revoked_once_settled(parts: Parts) -> None:
+    start(parts, "a")
+    parts.metas["a"] = {"status": "PROGRESS", "result": {"current": 1, "total": 300}}
+    parts.later(12)
+    parts.restart_web()  # w1 went away for good while the web was down
+    parts.reconciler.listener_connected()
+    parts.control.alive.add("w2")  # another worker answers, without the task
+    parts.reconciler.cancelled("a")
+    parts.settle()
+    assert parts.state("a") == "PROGRESS"  # too soon after connecting to tell a gone worker
+    parts.later(31)
+    parts.settle()
+    assert parts.state("a") == "REVOKED"
+
+
+def test_a_cancelled_task_is_never_ended_while_a_worker_holds_it(parts: Parts) -> None:
+    start(parts, "a")
+    parts.restart_web()
+    parts.reconciler.listener_connected()
+    parts.control.alive.add("w2")
+    parts.control.active_tasks["w2"] = {"a"}  # delivered again, to another worker
+    parts.reconciler.cancelled("a")
+    parts.later(31)
+    parts.settle()
+    assert parts.state("a") == "STARTED"
