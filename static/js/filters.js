@@ -137,11 +137,26 @@ export function mountFilters(ctx, { onChange, view: initial, pageSizes }) {
   clear.addEventListener("click", () => apply({ ...readView(new URLSearchParams(), defaultSize, pageSizes),
     size: view.size, sort: view.sort }));
 
+  // The State select shows the view's states: one of its choices (the same states in any order),
+  // else an option added for them, named by their labels ("started, running, lost (worker gone)").
+  function showState(states) {
+    const same = (value) => {
+      const names = value ? value.split(",") : [];
+      return names.length === states.length && states.every((s) => names.includes(s));
+    };
+    for (const o of [...inputs.state.options]) if (o.dataset.added && !same(o.value)) o.remove();
+    let option = [...inputs.state.options].find((o) => same(o.value));
+    if (!option) {
+      option = el("option", { value: states.join(","), "data-added": "true" },
+        states.map((s) => LABELS[s] || s).join(", "));
+      inputs.state.append(option);
+    }
+    inputs.state.value = option.value;
+  }
+
   function show(next) {
     view = next;
-    const state = view.state.join(",");
-    if (![...inputs.state.options].some((o) => o.value === state)) inputs.state.append(el("option", { value: state }, state));
-    inputs.state.value = state;
+    showState(view.state);
     for (const key of TEXT_FIELDS) if (inputs[key] && document.activeElement !== inputs[key]) inputs[key].value = view[key];
     inputs.since.value = localInput(view.sinceMs);
     inputs.until.value = localInput(view.untilMs);
@@ -191,8 +206,12 @@ export function mountFilters(ctx, { onChange, view: initial, pageSizes }) {
     const said = [];
     for (const item of fields) {
       const [key, label] = FIELD_INPUTS[item.field] || [null, String(item.field || "a filter")];
-      const given = key && typeof view[key] === "string" && view[key] ? ` (not “${view[key].slice(0, 60)}”)` : "";
-      const sentence = `${label} ${item.message || "is not valid"}${given}.`;
+      const value = key === "state" ? view.state.join(",") : key && typeof view[key] === "string" ? view[key] : "";
+      const given = value ? ` (not “${value.slice(0, 60)}”)` : "";
+      // "State is not a state Celery … uses; did you mean SUCCESS? (not “success”)": the hint ends it.
+      const message = String(item.message || "is not valid");
+      const sentence = /\?$/.test(message) ? `${label}${value ? ` “${value.slice(0, 60)}”` : ""} ${message}`
+        : `${label} ${message}${given}.`;
       said.push(sentence);
       const input = key && inputs[key];
       if (input && !input.hasAttribute("aria-invalid")) {

@@ -191,7 +191,8 @@ class LaunchForm {
     let first = null;
     for (const error of errors) {
       const field = this.fields.get(error.param);
-      const message = String(error.message || "Enter a valid value");
+      const text = String(error.message || "Enter a valid value");
+      const message = text.charAt(0).toUpperCase() + text.slice(1);  // the API's field messages may be phrases
       const sentence = /[.!?]$/.test(message) ? message : `${message}.`;
       if (field) {
         field.error.hidden = false;
@@ -272,7 +273,8 @@ class LaunchForm {
     if (status === 422 && Array.isArray(body.fields) && body.fields.length) {
       this.setStatus("");
       this.showErrors(body.fields.map((field) => ({
-        param: field.param || String(field.field || "").replace(/^params\./, ""),
+        // "params.tags[2].x" (a nested value, such as text that is not Unicode) is the field "tags".
+        param: field.param || String(field.field || "").replace(/^params\./, "").split(/[.[]/)[0],
         label: field.label || field.field,
         message: field.message,
       })));

@@ -264,3 +264,13 @@ def test_auth_is_required_unless_the_server_listens_on_loopback(monkeypatch: pyt
     monkeypatch.delenv("AUTH_REQUIRED", raising=False)
     monkeypatch.setenv("HOST", host)
     assert from_env()["AUTH_REQUIRED"] is required
+
+
+def test_a_viewer_gets_no_launch_section_only_a_line_saying_why(secure_app: Any) -> None:
+    viewer, _ = signed_in(secure_app, "viewer")
+    page = viewer.get("/").get_data(as_text=True)
+    assert "Launch a task" not in page and 'id="launch-box"' not in page
+    assert "signed in as a viewer" in page
+    operator, _ = signed_in(secure_app, "operator")
+    page = operator.get("/").get_data(as_text=True)
+    assert "Launch a task" in page and "signed in as a viewer" not in page
