@@ -20,6 +20,7 @@ from flask_socketio import emit, join_room
 
 from web import lifecycle
 from web.auth import credential, identify
+from web.errors import SURROGATE
 from web.extensions import services, socketio
 from web.users import User, UserStore
 
@@ -223,8 +224,8 @@ def snapshot(user: User, auth: Any = None) -> dict[str, Any]:
             tasks.append(task)
     named = auth.get("tasks") if isinstance(auth, dict) else None
     if isinstance(named, list):
-        ids = [i for i in named[:config["SNAPSHOT_ACTIVE_LIMIT"]]
-               if isinstance(i, str) and len(i) <= MAX_ID and i not in seen]
+        ids = [i for i in named[:config["SNAPSHOT_ACTIVE_LIMIT"]]  # text only: a lone surrogate fails Redis
+               if isinstance(i, str) and len(i) <= MAX_ID and i not in seen and not SURROGATE.search(i)]
         for task in dash.store.get_many(dict.fromkeys(ids)).values():
             if user.is_admin or (task.get("owner") is not None and task.get("owner") == user.name):
                 tasks.append(task)
