@@ -30,7 +30,9 @@ export function stateClass(task) {
   return `state-${KNOWN.has(task.state) ? task.state : "CUSTOM"}`;
 }
 
-// get(id), upsert(task) -> bool (true when kept), subscribe(fn(changedIds)) -> unsubscribe.
+// get(id), upsert(task) -> bool (true when kept), subscribe(fn(changedIds)) -> unsubscribe;
+// `moves`: how many upserts brought a new task or a new state (a view reads it before and after a
+// request, to know whether what it was answered may have moved on meanwhile).
 // Subscribers run at most once per animation frame with the ids changed since the last run.
 // About `limit` tasks are kept: past it, the least recently changed finished ones are dropped
 // (a view keeps its own rows; a later push brings a dropped task back; a subscriber may be told
@@ -40,6 +42,7 @@ export function createStore(limit = 5000) {
   const subscribers = new Set();
   let pending = new Set();
   let scheduled = false;
+  let moves = 0;
 
   function flush() {
     scheduled = false;
@@ -69,10 +72,12 @@ export function createStore(limit = 5000) {
     has: (id) => tasks.has(id),
     values: () => tasks.values(),
     get size() { return tasks.size; },
+    get moves() { return moves; },
     upsert(task) {
       if (!task || !task.id) return false;
       const old = tasks.get(task.id);
       if (old && (old.version || 0) > (task.version || 0)) return false;
+      if (!old || old.state !== task.state) moves += 1;
       if (old) tasks.delete(task.id);  // Map order = least recently changed first
       tasks.set(task.id, task);
       pending.add(task.id);

@@ -61,8 +61,12 @@ export function mount(root, ctx) {
 
 // A window grown past its page is fetched again at most this often (ms), and at most this many new
 // tasks are followed between two fetches (beyond it, the page fetches the server's counts again).
+// The same goes for a task the page neither shows nor followed since the last fetch (a burst
+// beyond its window): its state as last seen moves the counts at once, and the counts are fetched
+// again (at most every REFETCH_MS), the list's status saying they are catching up meanwhile.
 const REFETCH_MS = 2000;
 const COUNTED_LIMIT = 5000;
+export const BEHIND_TEXT = "The counts are catching up with the server…";
 // While tasks keep joining (a burst), new rows are placed and the counts redrawn at most this often
 // (ms); the first after a quiet spell at once. Placing rows moves every row below them, which costs
 // the browser a layout and a paint of the whole table: once per 250 ms, not once per frame (a
@@ -92,6 +96,9 @@ class TaskList {
     this.result = { total: null, counts: null, truncated: false };
     this.request = 0;
     this.counted = new Map();       // id -> state it is counted in, for tasks counted since the last fetch
+    this.states = new Map();        // id -> state last seen, for the other tasks the store held (at most COUNTED_LIMIT)
+    this.answered = -Infinity;      // when the last fetch was answered (performance.now())
+    this.behind = false;            // counts moved that the page could not follow: a refetch is due
     this.refreshing = null;         // a pending refetch (the window grew past its page)
     this.newest = "\uffff";        // the newest `created` known at the last fetch (none: nothing is new)
     this.firstLive = true;
@@ -146,6 +153,7 @@ class TaskList {
         this.startTimer();
       }),
       ctx.on("stale", () => this.stopTimer()),
+      ctx.on("behind", () => { if (this.fallBehind()) this.renderSummary(); }),
       ctx.on("titles", () => { for (const id of this.order) this.renderRow(this.rows.get(id), true); }),
     ];
     if (ctx.live.connected) this.firstLive = false;
@@ -181,6 +189,7 @@ class TaskList {
     params.delete("page");
     params.delete("size");
     this.table.setAttribute("aria-busy", "true");
+    const moves = this.ctx.tasks.moves;
     let { status, body } = await this.ctx.api("GET", `${this.config.apiTasks}?${params}`);
     if (number !== this.request) return;
     if (status === 422 && view.page > 1 && body.fields?.[0]?.field === "offset") {
@@ -205,13 +214,25 @@ class TaskList {
     }
     this.filters.refusal(status, body);
     this.status.className = "list-status";
+    // A task or a state that came while the answer was on its way may be in it or not, and so may
+    // one pushed just after it (the API reads the store before the push reaches this tab): fetched
+    // again to be sure (see moved).
+    const meanwhile = this.ctx.tasks.moves !== moves;
+    this.answered = performance.now();
+    this.behind = this.behind && meanwhile;
+    if (meanwhile) this.refetchSoon();
+    setText(this.status, this.behind ? BEHIND_TEXT : "");
     for (const task of body.tasks) this.ctx.tasks.upsert(task);
     this.result = { total: Number.isInteger(body.total) ? body.total : null, counts: body.counts || null,
       truncated: Boolean(body.truncated), received: body.tasks.length };
     this.fresh = 0;
     this.counted = new Map();
+    this.states = new Map();
     this.newest = "";
-    for (const task of this.ctx.tasks.values()) if ((task.created || "") > this.newest) this.newest = task.created;
+    for (const task of this.ctx.tasks.values()) {
+      if ((task.created || "") > this.newest) this.newest = task.created;
+      if (this.states.size < COUNTED_LIMIT) this.states.set(task.id, task.state);
+    }
     const ids = body.tasks.map((task) => task.id);
     if (this.live()) {
       const onPage = new Set(ids);
@@ -300,8 +321,9 @@ class TaskList {
       if (record) {
         const before = record.task.state;
         this.renderRow(record);
-        if (before !== task.state) summary = this.countMove(before, task.state) || summary;
+        if (before !== task.state) summary = this.moved(before, task.state) || summary;
         if (this.counted.has(id)) this.counted.set(id, task.state);
+        if (this.states.has(id)) this.states.set(id, task.state);
         continue;
       }
       if (this.counted.has(id)) {
@@ -309,16 +331,27 @@ class TaskList {
         const before = this.counted.get(id);
         if (before !== task.state) {
           this.counted.set(id, task.state);
-          summary = this.countMove(before, task.state) || summary;
+          summary = this.moved(before, task.state) || summary;
         }
         continue;
       }
-      if (!matches(task, this.view)) continue;
       const isNew = (task.created || "") > this.newest;
+      if (!isNew && this.states.get(id) !== task.state) {
+        // Neither shown nor followed (a task beyond the window, or one the page had not seen): its
+        // move is counted from the state last seen, if any, and the server's counts are fetched
+        // again, since what the page saw need not be what the server counted.
+        const before = this.states.get(id);
+        if (this.states.size < COUNTED_LIMIT || this.states.has(id)) this.states.set(id, task.state);
+        const was = before !== undefined && matches({ ...task, state: before }, this.view);
+        const is = matches(task, this.view);
+        if (was && is) summary = this.moved(before, task.state) || summary;
+        if (was || is) summary = this.fallBehind() || summary;
+      }
+      if (!matches(task, this.view)) continue;
       if (isNew) {
         if (this.counted.size >= COUNTED_LIMIT) this.refetchSoon();  // past what is followed: ask the server
         else this.counted.set(id, task.state);
-        this.countMove(null, task.state);
+        this.moved(null, task.state);
         summary = true;
       }
       if (this.live()) {
@@ -365,12 +398,28 @@ class TaskList {
     }
   }
 
+  // Counts moved that the page could not follow: fetched again soon, and the status says so. -> true
+  fallBehind() {
+    this.refetchSoon();
+    if (this.behind || this.result.counts === null) return false;
+    this.behind = true;
+    setText(this.status, BEHIND_TEXT);
+    return true;
+  }
+
   refetchSoon() {
     if (this.refreshing) return;
     this.refreshing = setTimeout(() => {
       this.refreshing = null;
       this.fetch();
     }, REFETCH_MS);
+  }
+
+  // A move the page saw: counted, and fetched again if it came within REFETCH_MS of the last answer
+  // (it may have been counted there already); -> true if shown.
+  moved(from, to) {
+    if (performance.now() - this.answered < REFETCH_MS) this.refetchSoon();
+    return this.countMove(from, to);
   }
 
   // Keeps the server's counts and total in step with what the page sees happen; -> true if shown.

@@ -4,7 +4,9 @@
 // changes: [{id, version, base, state, ...the fields that changed}]}. A change applies to the task
 // held at version `base`; merged here, so the store and every ctx.on("tasks") listener still get
 // whole task objects. A change for a task not held at `base` (not in the snapshot, dropped by the
-// store's limit, or a snapshot another web process had moved on) reads that task again.
+// store's limit, or a snapshot another web process had moved on) reads that task again; past
+// snapshotActiveLimit such reads waiting, the change is dropped and "behind" is emitted (the list
+// then fetches its page and counts again).
 import { finished } from "./state.js";
 
 const READS_AT_ONCE = 4;  // tasks read again at the same time
@@ -75,6 +77,7 @@ export function connect(ctx, emit) {
     const found = data.tasks || [];
     if (!Array.isArray(data.changes) || !data.changes.length) return found;
     const all = [...found];
+    let dropped = false;
     for (const change of data.changes) {
       const held = tasks.get(change.id);
       if (held && (held.version || 0) === change.base) {
@@ -82,10 +85,13 @@ export function connect(ctx, emit) {
         delete merged.base;
         all.push(merged);
       } else if (!held || (held.version || 0) < change.version) {
-        if (stale.size < limit) stale.set(change.id, change.version);
+        // Past the bound the change is lost to this tab: a view then reads its list again.
+        if (stale.size < limit || stale.has(change.id)) stale.set(change.id, change.version);
+        else dropped = true;
       }
     }
     readAgain();
+    if (dropped) emit("behind", {});
     return all;
   };
   socket.on("tasks", (data) => {
