@@ -19,6 +19,20 @@ function titleOf(task, ctx) {
   return visible((ctx.titles && ctx.titles.get(task.name)) || task.name || "task");
 }
 
+// The server's reasons are sentences ("The task has already ended: it succeeded"): shown after a
+// sentence of the page's own, with a capital first letter and a full stop.
+function sentence(text) {
+  const said = String(text).trim();
+  if (!said) return "";
+  const first = said[0].toUpperCase() + said.slice(1);
+  return /[.!?…]$/.test(first) ? first : `${first}.`;
+}
+
+function lowerFirst(text) {
+  const said = String(text);
+  return said ? said[0].toLowerCase() + said.slice(1) : said;
+}
+
 function plural(count, one, many) {
   return `${count} ${count === 1 ? one : many}`;
 }
@@ -131,8 +145,8 @@ export async function cancelTask(task, button, ctx) {
       return { ok: true };
     }
     const reason = (body && body.error) || `the server answered ${status || "nothing"}`;
-    showError(button, `Not cancelled: ${reason}`);
-    ctx.announce(`${title} ${short} was not cancelled: ${reason}`);
+    showError(button, `Not cancelled. ${sentence(reason)}`);
+    ctx.announce(`${title} ${short} was not cancelled. ${sentence(reason)}`);
     return { ok: false, error: reason };
   } finally {
     inFlight.delete(key);
@@ -162,8 +176,8 @@ export async function retryTask(task, ctx) {
       return { ok: true, task: body };
     }
     const reason = (body && body.error) || `the server answered ${status || "nothing"}`;
-    showError(anchor, `Not retried: ${reason}`);
-    ctx.announce(`${title} was not retried: ${reason}`);
+    showError(anchor, `Not retried. ${sentence(reason)}`);
+    ctx.announce(`${title} was not retried. ${sentence(reason)}`);
     return { ok: false, error: reason };
   } finally {
     inFlight.delete(key);
@@ -179,8 +193,8 @@ export async function rerunTask(task, ctx) {
   const { status, body } = await ctx.api("GET", tasksUrl(ctx, task.id, "params"));
   if (status !== 200 || !body || !body.task) {
     const reason = (body && body.error) || `the server answered ${status || "nothing"}`;
-    showError(anchor, `Cannot re-run: ${reason}`);
-    ctx.announce(`Cannot re-run ${titleOf(task, ctx)}: ${reason}`);
+    showError(anchor, `Cannot re-run. ${sentence(reason)}`);
+    ctx.announce(`Cannot re-run ${titleOf(task, ctx)}. ${sentence(reason)}`);
     return { ok: false, error: reason };
   }
   ctx.navigate("/");
@@ -269,7 +283,7 @@ export function mountBulk(root, ctx, currentFilter) {
       const words = VERBS[action];
       const chosen = filterOf(filter);
       const preview = await ctx.api("POST", ctx.config.apiBulkPreview, { action, filter: chosen });
-      if (preview.status !== 200) return say(`${words.doing} not possible: ${preview.body.error || preview.status}`, true);
+      if (preview.status !== 200) return say(`${words.doing} not possible. ${sentence(String(preview.body.error || preview.status))}`, true);
       const { count, total, capped, cap, truncated, token } = preview.body;
       if (!count) return say(words.none);
       const more = truncated ? `${total} or more` : String(total);
@@ -287,9 +301,9 @@ export function mountBulk(root, ctx, currentFilter) {
       });
       if (!confirmed) return say("");
       const done = await ctx.api("POST", ctx.config.apiBulk, { action, filter: chosen, token });
-      if (done.status !== 200) return say(`${words.doing} failed: ${done.body.error || done.status}`, true);
+      if (done.status !== 200) return say(`${words.doing} failed. ${sentence(String(done.body.error || done.status))}`, true);
       const { skipped, reasons } = done.body;
-      const why = (reasons || []).map((r) => `${r.reason} (${r.count})`).join("; ");
+      const why = (reasons || []).map((r) => `${lowerFirst(r.reason)} (${r.count})`).join("; ");
       return say(`${words.done} ${done.body.done} of ${plural(done.body.count, "task", "tasks")}`
         + `${skipped ? `; ${skipped} skipped: ${why}` : ""}.`, skipped > 0);
     } finally {

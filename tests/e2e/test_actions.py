@@ -78,8 +78,8 @@ def test_a_refused_cancel_shows_the_servers_reason(eventlet_only: None, page: Pa
     expect(dialog).to_be_visible()
     ended(stack, task_id, ("SUCCESS",))  # it ends while the question is open
     dialog.get_by_role("button", name="Cancel task").click()
-    expect(row(page, task_id)).to_contain_text("Not cancelled: The task has already ended: it succeeded")
-    expect(page.locator("#announcer")).to_contain_text("was not cancelled: The task has already ended: it succeeded")
+    expect(row(page, task_id)).to_contain_text("Not cancelled. The task has already ended: it succeeded.")
+    expect(page.locator("#announcer")).to_contain_text("was not cancelled. The task has already ended: it succeeded.")
 
 
 def test_retry_of_a_failed_task_makes_a_new_task_that_links_back(eventlet_only: None, page: Page,
