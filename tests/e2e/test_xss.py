@@ -6,6 +6,9 @@ from playwright.sync_api import Page, expect
 
 from tests.e2e.test_dashboard import expect_live, launch
 
+# How the page shows text: checked under eventlet; the gevent pass checks the live transport.
+pytestmark = pytest.mark.usefixtures("eventlet_only")
+
 PAYLOADS = ['<img src=x onerror="window.__xss=1">', "<script>window.__xss=2</script>"]
 
 

@@ -147,6 +147,13 @@ def test_a_killed_worker_s_running_tasks_are_shown_lost(private_stack: Stack, re
     for task_id in running:
         assert api.task(task_id)["error"]["type"] == "WorkerLostError"
     wait_for(lambda: not feed_shows(feed, expected), 30, what="Socket.IO client to see them lost")
+    # The workers view still lists the dead worker (not responding, then offline), but no longer
+    # counts the tasks it shows LOST as active (it said 'not responding', active 2).
+    hostname = api.task(running[0])["worker"]
+    shown = wait_for(lambda: next((w for w in api.get("/api/workers").json()["workers"]
+                                   if w["hostname"] == hostname and w["status"] != "online"), None),
+                     30, what="the killed worker listed as not online")
+    assert shown["active"] == 0, shown
 
     # A new worker picks up work again, and the lost tasks stay as they were.
     stack.start_worker(name="worker2")
