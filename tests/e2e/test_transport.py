@@ -59,7 +59,17 @@ def ended_task(stack: Stack) -> dict[str, Any]:
         task = requests.get(f"{stack.url}/api/tasks/{launched['id']}", timeout=10).json()
         return task if task["state"] == "SUCCESS" else None
 
-    return wait_for(ended, 60, what="the task to succeed")
+    wait_for(ended, 60, what="the task to succeed")
+    # An ending is confirmed from the result backend after the event: the version may move once
+    # more. The page holds the version that no longer moves (pushed within a tick).
+    seen: list[int] = []
+
+    def settled() -> dict[str, Any] | None:
+        task = requests.get(f"{stack.url}/api/tasks/{launched['id']}", timeout=10).json()
+        seen.append(task["version"])
+        return task if len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3] else None
+
+    return wait_for(settled, 30, interval=0.5, what="the task's version to settle")
 
 
 def test_a_delta_at_the_version_held_is_merged_into_the_task(routed: tuple[Page, list[WebSocketRoute]],
