@@ -93,8 +93,8 @@ def test_every_attempt_is_shown_with_its_error(api: Api) -> None:
     attempts = done["attempts"]
     assert len(attempts) == 3, attempts
     assert [a["retries"] for a in attempts] == [0, 1, 2]
-    assert all(a["error"] and a["error"]["message"] for a in attempts[:2]) and attempts[2]["error"] is None
-    assert all(a["worker"] and a["started"] and a["finished"] for a in attempts)
+    assert all(a["error"] and a["error"]["message"] for a in attempts[:2]) and attempts[2]["error"] is None, attempts
+    assert all(a["worker"] and a["started"] and a["finished"] for a in attempts), attempts
 
 
 def test_a_groups_children_show_with_their_states(api: Api) -> None:
