@@ -68,7 +68,9 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     if "worker_status" in update and not lifecycle.is_terminal(record.get("state")):
         record["worker_status"] = update["worker_status"]
     accepted = lifecycle.accepts(record, update)
-    if accepted or not lifecycle.is_terminal(record.get("state")):  # an ended task's late news is old
+    # An ended task's late news is old, except a retry's: it tells an earlier attempt's error (with
+    # countdown=0 the next attempt may end before the worker reports the retry that started it).
+    if accepted or not lifecycle.is_terminal(record.get("state")) or update.get("state") == "RETRY":
         _collect_attempts(record, update, partial)
     if accepted:
         record["state"] = update["state"]
