@@ -9,13 +9,13 @@ import math
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import axe_violations
+from tests.e2e.test_actions import send, state
+from tests.e2e.test_list_view import expect_live, no_serious_violations, row
 from tests.support import Stack, wait_for
 
 pytestmark = pytest.mark.usefixtures("eventlet_only")
@@ -24,28 +24,6 @@ PHONE = {"width": 390, "height": 844}
 NOT_LIVE = re.compile(r"not live", re.IGNORECASE)
 
 
-def send(stack: Stack, task: str, **params: Any) -> str:
-    answer = requests.post(f"{stack.url}/api/tasks", json={"task": task, "params": params, "duplicate": True},
-                           timeout=10)
-    assert answer.status_code == 202, answer.text
-    return answer.json()["id"]
-
-
-def state(stack: Stack, task_id: str) -> str:
-    return requests.get(f"{stack.url}/api/tasks/{task_id}", timeout=10).json()["state"]
-
-
-def row(page: Page, task_id: str) -> Locator:
-    return page.locator(f'tr[data-task-id="{task_id}"]')
-
-
-def expect_live(page: Page) -> None:
-    expect(page.get_by_role("banner").get_by_role("status")).to_have_text("Live")
-
-
-def no_serious_violations(page: Page, where: str) -> None:
-    found = axe_violations(page)
-    assert not found, f"axe ({where}): {found}"
 
 
 # ---- 1. stale: no ETA, no action that needs the server ------------------------------------------
