@@ -5,7 +5,7 @@
     python -m bench.fanout --url http://127.0.0.1:5000 --clients 100   # against a running web
 
 The clients are python-socketio AsyncClients on the websocket transport, all in this one process,
-signed in like bench/swarm.py's (the web's local access, or the `cookies` given). The last of them
+signed in through the web's local access, or with the `cookies` given. The last of them
 connects after all the others (python-socketio sends to a room in join order: it is served last).
 Then the storm: `tasks` `steps` tasks of `steps` steps and no delay, launched by as many sequential
 POST /api/tasks. A task's lag, for each client, is the moment that client receives the task's
