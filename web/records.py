@@ -58,7 +58,7 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     what each update says about attempts is then kept as notes for the stored object (see
     `_collect_attempts`). A partial may hold an `attempts` list of its own (a launch's pending
     record, a task object put back after a failed emit): it is never the one that counts."""
-    update = lifecycle.resolve_retry(record, update)
+    update = _resolve_retry(record, update, partial)
     before = dict(record)
     for key in FIRST_WINS:
         if record.get(key) is None and update.get(key) is not None:
@@ -77,6 +77,8 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
         for key in CARRIED:
             if key in update:
                 record[key] = update[key]
+        if partial:  # the attempt a partial's RETRY announces is a guess the stored object settles
+            record[GUESSED] = bool(update.get(GUESSED))
         if lifecycle.is_terminal(update["state"]):
             record["confidence"] = lifecycle.confidence(update)
             record["worker_status"] = None
@@ -97,6 +99,34 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     if changed and not accepted and update.get("updated") and (record.get("updated") or "") < update["updated"]:
         record["updated"] = update["updated"]
     return changed
+
+
+# Marks a partial update whose RETRY was given its attempt by `lifecycle.resolve_retry`'s guess.
+GUESSED = "retries_guessed"
+
+
+def _resolve_retry(record: dict[str, Any], update: dict[str, Any], partial: bool) -> dict[str, Any]:
+    """Give a worker's RETRY the attempt it announces (Celery's task-retried event does not say).
+
+    A stored task object counts: each retry fails one attempt, in order, so after its notes are
+    applied the attempts with an error are the retries so far, and the RETRY announces the next
+    attempt by that number. This holds however late the worker reports the retry (it sends
+    task-retried from its main process, celery.worker.request.Request.on_retry, so the next attempt
+    may already be received or started in another pool process). A partial update holds too little
+    history to count: it takes `lifecycle.resolve_retry`'s guess for its own merging, and marks it
+    so that the stored object counts again."""
+    if update.get("state") != "RETRY" or update.get("source") == "backend":
+        return update
+    if partial:
+        if "retries" in update and not update.get(GUESSED):
+            return update
+        return dict(lifecycle.resolve_retry(record, {k: v for k, v in update.items() if k != "retries"}), **{GUESSED: True})
+    if "retries" in update and not update.get(GUESSED):
+        return update
+    trial = {"attempts": record.get("attempts"), "retries": record.get("retries")}
+    _apply_notes(trial, update.get(NOTES) or _notes(update))
+    failed = sum(1 for attempt in trial.get("attempts") or () if attempt["error"])
+    return dict(update, retries=failed, stale_check=True)
 
 
 # Notes about attempts carried by a partial update (the coalescer's merge of several events) until
