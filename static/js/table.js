@@ -101,6 +101,8 @@ class TaskList {
     this.behind = false;            // counts moved that the page could not follow: a refetch is due
     this.refreshing = null;         // a pending refetch (the window grew past its page)
     this.newest = "\uffff";        // the newest `created` known at the last fetch (none: nothing is new)
+    this.since = "";                // the newest `created` the tab held when this view was first asked for
+    this.sinceView = null;          // ... and that view's query
     this.firstLive = true;
     this.view = readView(ctx.route.query, this.defaultSize, this.pageSizes);
 
@@ -190,6 +192,13 @@ class TaskList {
     params.delete("size");
     this.table.setAttribute("aria-busy", "true");
     const moves = this.ctx.tasks.moves;
+    // Tasks newer than what the tab held when this view was first asked for are offered, not
+    // slipped in: also those pushed while an answer was on its way, and those a refetch finds.
+    const query = viewQuery(view, this.defaultSize, true);
+    if (this.sinceView !== query) {
+      this.sinceView = query;
+      this.since = this.newestKnown();
+    }
     let { status, body } = await this.ctx.api("GET", `${this.config.apiTasks}?${params}`);
     if (number !== this.request) return;
     if (status === 422 && view.page > 1 && body.fields?.[0]?.field === "offset") {
@@ -225,7 +234,6 @@ class TaskList {
     for (const task of body.tasks) this.ctx.tasks.upsert(task);
     this.result = { total: Number.isInteger(body.total) ? body.total : null, counts: body.counts || null,
       truncated: Boolean(body.truncated), received: body.tasks.length };
-    this.fresh = 0;
     this.counted = new Map();
     this.states = new Map();
     this.newest = "";
@@ -234,13 +242,23 @@ class TaskList {
       if (this.states.size < COUNTED_LIMIT) this.states.set(task.id, task.state);
     }
     const ids = body.tasks.map((task) => task.id);
-    if (this.live()) {
-      const onPage = new Set(ids);
-      for (const task of this.ctx.tasks.values()) {
-        if (!onPage.has(task.id) && !finished(task) && matches(task, view)) ids.push(task.id);
-      }
+    if (!this.since) this.since = this.newest;  // the tab held nothing when it asked
+    this.fresh = 0;
+    const live = this.live();
+    const onPage = new Set(ids);
+    for (const task of this.ctx.tasks.values()) {
+      if (onPage.has(task.id) || !matches(task, view)) continue;
+      if (live && !finished(task)) ids.push(task.id);
+      else if (!live && (task.created || "") > this.since) this.fresh += 1;
     }
     this.showIds(ids);
+  }
+
+  // The newest `created` among the tasks this tab holds ("" if none).
+  newestKnown() {
+    let newest = "";
+    for (const task of this.ctx.tasks.values()) if ((task.created || "") > newest) newest = task.created;
+    return newest;
   }
 
   // True when the view follows new tasks as they come: page 1, newest first.
