@@ -117,12 +117,11 @@ def _resolve_retry(record: dict[str, Any], update: dict[str, Any], partial: bool
     so that the stored object counts again."""
     if update.get("state") != "RETRY" or update.get("source") == "backend":
         return update
-    if partial:
-        if "retries" in update and not update.get(GUESSED):
-            return update
-        return dict(lifecycle.resolve_retry(record, {k: v for k, v in update.items() if k != "retries"}), **{GUESSED: True})
     if "retries" in update and not update.get(GUESSED):
         return update
+    if partial:
+        unnumbered = {key: value for key, value in update.items() if key != "retries"}
+        return dict(lifecycle.resolve_retry(record, unnumbered), **{GUESSED: True})
     trial = {"attempts": record.get("attempts"), "retries": record.get("retries")}
     _apply_notes(trial, update.get(NOTES) or _notes(update))
     failed = sum(1 for attempt in trial.get("attempts") or () if attempt["error"])

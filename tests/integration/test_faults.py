@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import pytest
-import requests
 
 from tests.integration.conftest import Api, Feed
 from tests.support import ROOT, Stack, wait_for
@@ -92,40 +91,6 @@ def test_200_tasks_with_the_web_process_killed_in_the_middle(private_stack: Stac
     feed.close()
     assert missing == [], f"{len(missing)} of 200 not SUCCESS in the Socket.IO snapshot"
     assert waited < TIMEOUT
-
-
-def test_redis_outage_of_ten_seconds(private_stack: Stack, recovery: dict) -> None:
-    stack = private_stack
-    url = stack.start_web()
-    api = Api(url)
-    web = stack.web(url)
-    ids = [api.launch("steps", steps=24, delay=0.5)["id"] for _ in range(4)]
-    wait_for(lambda: all(api.task(i)["state"] == "PROGRESS" for i in ids), 60, what="tasks running")
-    feed = Feed(url)
-    feed.snapshot()
-
-    stack.stop_redis()
-    down = time.monotonic()
-    health = wait_for(lambda: (r := requests.get(f"{url}/healthz", timeout=10)).status_code == 503 and r.json(),
-                      20, what="health to report the outage")
-    assert "redis" in health
-    launch = requests.post(f"{url}/api/tasks", json={"task": "steps"}, timeout=15)
-    assert launch.status_code == 503 and launch.json()["error"]
-    assert requests.get(f"{url}/api/tasks", timeout=15).status_code == 503
-    time.sleep(max(0.0, 10 - (time.monotonic() - down)))  # the outage lasts ten seconds
-    assert web.alive() and stack.worker is not None and stack.worker.alive()
-
-    stack.start_redis()
-    back = time.monotonic()
-    wait_for(lambda: requests.get(f"{url}/healthz", timeout=10).status_code == 200, 30, what="health back")
-    expected = {task_id: {"state": "SUCCESS", "result": {"steps": 24}} for task_id in ids}
-    wait_all_right(api, expected)
-    wait_for(lambda: not feed_shows(feed, expected), TIMEOUT, what="Socket.IO client to see every task end")
-    recovery["Redis stopped 10 s"] = time.monotonic() - back
-    after = api.launch("steps", steps=1, delay=0)
-    assert api.wait(after["id"])["state"] == "SUCCESS"
-    feed.check_contract()
-    feed.close()
 
 
 def test_a_killed_worker_s_running_tasks_are_shown_lost(private_stack: Stack, recovery: dict) -> None:
