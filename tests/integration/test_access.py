@@ -10,6 +10,7 @@ import re
 import subprocess
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -200,9 +201,15 @@ def test_no_string_in_the_repository_signs_a_session(site: dict[str, Any]) -> No
     # The control: the same payload signed with the server's key is a working session.
     control = requests.get(f"{one}/api/tasks", cookies={"session": forge(key, payload)}, timeout=10)
     assert control.status_code == 200
-    http = requests.Session()
-    accepted = [literal for literal in sorted(literals)
-                if http.get(f"{one}/api/tasks", cookies={"session": forge(literal, payload)}, timeout=10).status_code
-                != 401]
+    cookies = [(literal, forge(literal, payload)) for literal in sorted(literals)]
+
+    def accepted_of(chunk: list[tuple[str, str]]) -> list[str]:
+        http = requests.Session()
+        return [literal for literal, cookie in chunk
+                if http.get(f"{one}/api/tasks", cookies={"session": cookie}, timeout=10).status_code != 401]
+
+    # Four connections at once: the server answers them together (8,000 one after another took 19 s).
+    with ThreadPoolExecutor(4) as pool:
+        accepted = [literal for found in pool.map(accepted_of, [cookies[i::4] for i in range(4)]) for literal in found]
     assert accepted == []
     (ARTIFACTS / "forged-cookies.json").write_text(json.dumps({"literals_tried": len(literals), "accepted": 0}))

@@ -10,6 +10,23 @@ import pytest
 from web import create_app
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_scrypt_hash_per_password() -> Iterator[None]:
+    """werkzeug's scrypt hash, really computed, once per password for the whole unit run: every
+    test makes its accounts anew, and a hash costs ~0.15 s (20 s of the run). The hash is salted,
+    so accounts sharing a password share a hash here; check_password_hash still verifies it."""
+    import functools
+
+    from web import users
+
+    real = users.generate_password_hash
+    users.generate_password_hash = functools.lru_cache(maxsize=64)(real)
+    try:
+        yield
+    finally:
+        users.generate_password_hash = real
+
+
 class FakeResults:
     """Stands in for the result backend: task id -> backend metadata."""
 
