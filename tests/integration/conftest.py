@@ -103,6 +103,8 @@ class Feed:
         self.client = socketio.Client(reconnection=False)
         self.client.on("snapshot", lambda data: self._record("snapshot", data))
         self.client.on("tasks", lambda data: self._record("tasks", data))
+        # Recorded with no tasks: a client that was cut off says so when it misses something.
+        self.client.on("disconnect", lambda *_: self._record("disconnect", {"tasks": []}))
         self.client.connect(url, transports=["websocket"], wait_timeout=20)
 
     def _record(self, event: str, data: dict[str, Any]) -> None:
