@@ -3,6 +3,7 @@ every unfinished task, the view kept in the URL, the stale state, the phone and 
 the keyboard, waited and ran, what each role is shown, and axe's audit of each of these."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -255,13 +256,17 @@ def test_progress_shows_an_eta_and_a_stalled_badge(page: Page, stack: Stack) -> 
     # The worker's pool processes stop (the worker itself still answers): progress stops moving.
     assert stack.worker is not None
     pool = psutil.Process(stack.worker.pid).children(recursive=True)
-    try:
+
+    def signal_each(sig: int) -> None:
         for child in pool:
-            child.send_signal(signal.SIGSTOP)
+            with contextlib.suppress(psutil.NoSuchProcess):  # a pool process may end meanwhile
+                child.send_signal(sig)
+
+    try:
+        signal_each(signal.SIGSTOP)
         expect(stalled).to_be_visible()
     finally:
-        for child in pool:
-            child.send_signal(signal.SIGCONT)
+        signal_each(signal.SIGCONT)  # every one of them, or the tests after this one find the pool stopped
     expect(stalled).to_be_hidden()
     cancel(stack, running)
 
@@ -303,11 +308,13 @@ def test_phone_and_dark_layouts(page: Page, stack: Stack) -> None:
 def test_keyboard_skip_link_cancel_and_traceback_box(page: Page, stack: Stack) -> None:
     running = launch(stack, "long", {"seconds": 60})
     expect_live(page)
+    heading = page.get_by_role("heading", name="Tasks", exact=True)
+    expect(heading).to_be_visible()  # the list is shown: a skip link pressed before has no target yet
     page.keyboard.press("Tab")
     skip = page.get_by_role("link", name="Skip to the task list")
     expect(skip).to_be_focused()
     page.keyboard.press("Enter")
-    expect(page.get_by_role("heading", name="Tasks", exact=True)).to_be_focused()
+    expect(heading).to_be_focused()
 
     expect(row(page, running).get_by_role("cell").nth(1)).to_have_text("running")
     button = page.get_by_role("button", name=f"Cancel Long job {running[:8]}", exact=True)

@@ -126,8 +126,15 @@ class Feed:
         return [tasks for event, tasks in self.recorded() if event == "tasks"]
 
     def history(self, task_id: str) -> list[dict[str, Any]]:
-        """Every object this client received for one task, snapshot included, in order."""
-        return [task for _, tasks in self.recorded() for task in tasks if task["id"] == task_id]
+        """Every object this client received for one task, snapshot included, in the order the
+        server sent them: by `version`, as the browser orders them (static/js/state.js).
+
+        Not in the order recorded: python-engineio's client runs each message's handler in a
+        thread of its own (engineio/client.py, `_trigger_event(..., run_async=True)`), so two
+        messages close together may be recorded in either order (seen: a task's SUCCESS
+        recorded before its last PROGRESS, so the 'latest' object was the PROGRESS)."""
+        found = [task for _, tasks in self.recorded() for task in tasks if task["id"] == task_id]
+        return sorted(found, key=lambda task: task.get("version") or 0)  # stable: ties keep their order
 
     def states(self, task_id: str) -> list[str]:
         return [task["state"] for task in self.history(task_id)]

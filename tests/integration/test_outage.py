@@ -25,7 +25,7 @@ from tests.support import Process, Stack, wait_for
 
 TIMEOUT = 120.0  # generous: the machine is small and shared
 OUTAGE = 10.0
-PARAMS = {"steps": 10, "delay": 0.3}
+PARAMS = {"steps": 10, "delay": 0.15}  # 1.5 s each: 50 of them outlast the outage on 4 processes
 EXPECTED = {"state": "SUCCESS", "result": {"steps": 10}}
 # Endings none of these tasks may ever be shown on the way: each really ran and succeeded.
 WRONG_ENDINGS = frozenset({"LOST", "UNKNOWN", "FAILURE", "REVOKED", "REJECTED", "IGNORED"})
