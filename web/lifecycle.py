@@ -67,9 +67,12 @@ def confidence(update: dict[str, Any]) -> int:
 def resolve_retry(record: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Give a task-retried update the attempt it announces: the event does not say which.
 
-    Normally the failed attempt is the record's, and the retry announces the next one. But the
-    worker may receive the next attempt's message before it reports the retry: then the record
-    already counts the next attempt.
+    A guess from the record's phase alone, for an update that holds too little history to count
+    (the coalescer's partial updates). Normally the failed attempt is the record's, and the retry
+    announces the next one. But the worker may receive the next attempt's message before it
+    reports the retry: then the record already counts the next attempt. A stored task object
+    counts its failed attempts instead (`records._resolve_retry`), which holds however late the
+    retry is reported.
     """
     if update.get("state") != "RETRY" or "retries" in update or update.get("source") == "backend":
         return update  # the backend's stored RETRY names no attempt without result_extended: keep the record's
