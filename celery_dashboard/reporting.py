@@ -7,6 +7,7 @@ a revoked task stops at that report, on every pool, even solo and threads where 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
-from celery.signals import task_prerun
+from celery.signals import task_postrun, task_prerun
 
 from celery_dashboard import revocations
 from celery_dashboard import settings as config
@@ -38,7 +39,7 @@ class Throttle:
     under 1% of the interval at the loop's pace (bench/progress_cost.py measures the saving).
     """
 
-    __slots__ = ("interval", "clock", "next_at", "sent", "left", "stride", "read_at")
+    __slots__ = ("interval", "clock", "next_at", "sent", "left", "stride", "read_at", "quick", "slow")
 
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
@@ -47,17 +48,19 @@ class Throttle:
         self.sent = 0
         self.left = 0       # calls still to skip without reading the clock
         self.stride = 1
-        self.read_at: float | None = None
+        self.read_at = -math.inf  # the clock when last read
+        self.quick = interval / 100  # `stride` calls that took less: the stride doubles
+        self.slow = interval / 10    # ... that took as long or longer: it falls back to 1
 
     def due(self, current: float, total: float) -> bool:
         """True when this call should be sent; the final value (current >= total) always is."""
         now = self.clock()
-        if self.read_at is not None:
-            elapsed = now - self.read_at
-            if 0 < elapsed < self.interval / 100:
-                self.stride = min(self.stride * 2, MAX_STRIDE)
-            elif elapsed >= self.interval / 10:
-                self.stride = 1
+        elapsed = now - self.read_at
+        if elapsed < self.quick:
+            if elapsed > 0 and self.stride < MAX_STRIDE:
+                self.stride *= 2
+        elif elapsed >= self.slow:
+            self.stride = 1
         self.read_at = now
         self.left = self.stride
         if now < self.next_at and current < total:
@@ -78,8 +81,18 @@ def progress_meta(current: float, total: float, message: str = "") -> dict[str, 
     }
 
 
+_monotonic = time.monotonic  # the clock send_progress() reads (a test moves its own)
+STORED_AT = "_celery_dashboard_stored_at"  # on the run's request: time.monotonic() of its last stored report
+
+
 def send_progress(task: Task, meta: dict[str, Any]) -> None:
     """Push a `task-progress` event for the live view and store the state for later readers.
+
+    The state (PROGRESS, `meta` as its info) is stored in the result backend for the run's first
+    report, its final one (current >= total) and at most one per PROGRESS_STORE_INTERVAL between:
+    Celery's `update_state` reads the task's stored state before it writes (`BaseKeyValueStoreBackend.
+    _store_result`, so that a SUCCESS is never overwritten), and that read and write were two fifths
+    of a report's cost (bench/progress_cost.py). The live view takes every report from the event.
 
     First checks whether the task was revoked in Redis: if so, it is ended as revoked (stored
     REVOKED, `task-revoked` with terminated=True) and `celery.exceptions.Ignore` is raised, so the
@@ -96,7 +109,11 @@ def send_progress(task: Task, meta: dict[str, Any]) -> None:
     try:
         task.send_event("task-progress", progress=meta, sent=time.time(), retries=task.request.retries or 0,
                         retry_policy={"max_retries": 0})
-        task.update_state(state=PROGRESS, meta=meta)
+        now = _monotonic()
+        stored_at = getattr(request, STORED_AT, None)
+        if stored_at is None or meta["current"] >= meta["total"] or now - stored_at >= config.PROGRESS_STORE_INTERVAL:
+            task.update_state(state=PROGRESS, meta=meta)
+            setattr(request, STORED_AT, now)
     except Exception as exc:  # a progress report must never fail the task (Redis may be away)
         log.warning("progress report for %s not sent: %s", task.request.id, exc)
 
@@ -110,41 +127,97 @@ def _revoked(task: Task, task_id: str) -> bool:
         return False
 
 
-class Progress:
+def Progress(task: Task, total: float, interval: float | None = None) -> Callable[..., bool]:
     """A progress reporter for one run of a task: `report = Progress(self, total)`, then
-    `report(current, "page {} of {}", current, total)` as often as you like. The message is
-    formatted only when a report is sent; a skipped call mostly costs a countdown (Throttle)."""
+    `report(current, "page {} of {}", current, total)` as often as you like; each call returns True
+    when its report was sent. The message is formatted only when a report is sent.
 
-    __slots__ = ("task", "total", "throttle")
+    The reporter is a plain function (a closure), not an object with `__call__`: in CPython 3.11
+    calling an instance costs ~80 ns more than calling a function, and a skipped call is meant to
+    cost little more than the call itself (a countdown, see Throttle; bench/progress_cost.py). Its
+    attributes `task`, `total` and `throttle` say what it reports on.
+    """
+    throttle = Throttle(config.PROGRESS_INTERVAL if interval is None else interval)
+    left = 0
 
-    def __init__(self, task: Task, total: float, interval: float | None = None) -> None:
-        self.task = task
-        self.total = total
-        self.throttle = Throttle(config.PROGRESS_INTERVAL if interval is None else interval)
-
-    def __call__(self, current: float, message: str = "", *args: Any) -> bool:
-        throttle = self.throttle
-        throttle.left -= 1
-        if throttle.left > 0 and current < self.total:
-            return False  # the fast path, inlined: this is the call that sits in the loop
-        if not throttle.due(current, self.total):
+    def report(current: float, message: str = "", *args: Any) -> bool:
+        nonlocal left
+        left -= 1
+        if left > 0 and current < total:
+            return False  # the fast path: the call that sits in the loop
+        due = throttle.due(current, total)
+        left = throttle.left
+        if not due:
             return False
-        send_progress(self.task, progress_meta(current, self.total, message.format(*args) if args else message))
+        send_progress(task, progress_meta(current, total, message.format(*args) if args else message))
         return True
 
+    report.task = task  # type: ignore[attr-defined]
+    report.total = total  # type: ignore[attr-defined]
+    report.throttle = throttle  # type: ignore[attr-defined]
+    return report
 
-# One throttle per task and thread, renewed when a run starts: reading `task.request` costs about
-# a microsecond, too much for a call that is meant to sit in a tight loop. Each thread also keeps
-# its last (task, throttle) at hand: the dictionary's key (a tuple of id() and get_ident()) cost
-# more than the rest of a skipped call (bench/progress_cost.py).
+
+LANE = "_celery_dashboard_progress"  # the attribute progress() keeps its state in, on the task object
+
+
+class Lane:
+    """progress()'s state for one task object in this process: the countdown of its fast path.
+
+    While one run of the task object at a time reports (prefork, solo, or one run at a time on a
+    thread, gevent or eventlet pool), the lane's own countdown and throttle serve it. When a run
+    starts while another run of the same task object has not ended (task_prerun in another thread
+    or green thread before the first one's task_postrun), the lane becomes `shared` for good: every
+    call then finds its own thread's throttle (the dearer path, ~80 ns more per call).
+    """
+
+    __slots__ = ("left", "throttle", "running", "shared")
+
+    def __init__(self) -> None:
+        self.left = 0  # calls still to skip without a look at the throttle; 0: look at the next call
+        self.throttle = Throttle(config.PROGRESS_INTERVAL)
+        self.running: int | None = None  # get_ident() of the thread whose run is under way
+        self.shared = False
+
+
+def _lane_of(task: Task) -> Lane:
+    lane = getattr(task, LANE, None)
+    if lane is None:
+        lane = Lane()
+        setattr(task, LANE, lane)
+    return lane
+
+
+# Per-thread throttles, for a task object whose runs overlap (Lane.shared). Each thread also keeps
+# its last (task, throttle) at hand: the dictionary's key (a tuple of id() and get_ident()) costs
+# more than the rest of a skipped call.
 _throttles: dict[tuple[int, int], Throttle] = {}
 _last = threading.local()
 
 
 @task_prerun.connect
 def _new_run(sender: Task | None = None, **_: Any) -> None:
-    _throttles.pop((id(sender), get_ident()), None)
-    _last.__dict__.pop("entry", None)  # task_prerun runs in the thread that runs the task
+    """A run starts (Celery's task_prerun, sent in the thread that runs the task): a fresh throttle."""
+    if sender is None:
+        return
+    me = get_ident()
+    _throttles.pop((id(sender), me), None)
+    _last.__dict__.pop("entry", None)
+    lane = _lane_of(sender)
+    if lane.running is not None and lane.running != me and not lane.shared:
+        lane.shared = True  # two runs at once: the one under way keeps its throttle, as its thread's
+        _throttles[(id(sender), lane.running)] = lane.throttle
+    lane.running = me
+    lane.throttle = Throttle(config.PROGRESS_INTERVAL)
+    lane.left = 0
+
+
+@task_postrun.connect
+def _run_ended(sender: Task | None = None, **_: Any) -> None:
+    """A run ended (Celery's task_postrun, sent whether the task succeeded or raised)."""
+    lane = getattr(sender, LANE, None) if sender is not None else None
+    if lane is not None and lane.running == get_ident():
+        lane.running = None
 
 
 def _throttle_for(task: Task) -> Throttle:
@@ -160,8 +233,29 @@ def progress(task: Task, current: float, total: float, message: str = "", *args:
     """Report `current` of `total` from inside a bound task; cheap enough for a tight loop.
 
     `message` may hold `{}` fields filled from `args` only when the report is sent. Returns True
-    when the report was sent, False when the throttle skipped it.
+    when the report was sent, False when the throttle skipped it. A skipped call costs a countdown
+    kept on the task object (Lane); called outside a worker (no request id) it sends nothing.
     """
+    try:
+        lane = task._celery_dashboard_progress
+    except AttributeError:
+        lane = _lane_of(task)
+    lane.left -= 1
+    if lane.left > 0 and current < total:
+        return False  # the fast path
+    if lane.shared:
+        return _progress_shared(task, current, total, message, args)
+    throttle = lane.throttle
+    due = throttle.due(current, total)
+    lane.left = throttle.left
+    if not due:
+        return False
+    send_progress(task, progress_meta(current, total, message.format(*args) if args else message))
+    return True
+
+
+def _progress_shared(task: Task, current: float, total: float, message: str, args: tuple[Any, ...]) -> bool:
+    """progress() for a task object whose runs overlap: each thread counts down its own throttle."""
     try:
         owner, throttle = _last.entry
         if owner is not task:

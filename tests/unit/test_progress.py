@@ -218,3 +218,54 @@ def test_a_revocation_check_without_redis_never_fails_the_task(clock: FakeClock,
         assert progress(task, 10, 10)
     assert task.states[-1][0] == "PROGRESS"  # the report itself went out
     assert "revocation of t1 not checked" in caplog.text
+
+
+def test_every_report_is_an_event_and_one_a_second_is_stored(clock: FakeClock, monkeypatch: Any) -> None:
+    """The live view gets each report; the result backend the first, the final and one per
+    PROGRESS_STORE_INTERVAL between (Celery reads before it stores: the dearer half of a report)."""
+    monkeypatch.setattr(progress_module, "_monotonic", clock)
+    task = FakeTask()
+    for i in range(1, 31):  # one call per 0.125 s: each one is due
+        assert progress(task, i, 30)
+        clock.now += 0.125
+    assert [e["progress"]["current"] for e in task.events] == list(range(1, 31))
+    assert [meta["current"] for state, meta in task.states] == [1, 9, 17, 25, 30]
+    assert {state for state, _ in task.states} == {"PROGRESS"}
+    task.request = SimpleNamespace(id="t1", retries=1, is_eager=False)  # the next attempt: a new request
+    progress_module._new_run(sender=task)
+    assert progress(task, 1, 30) and task.states[-1][1]["current"] == 1
+
+
+def test_overlapping_runs_of_one_task_object_each_keep_their_own_pace(clock: FakeClock) -> None:
+    """A thread pool runs the same task object twice at once: each run keeps a throttle of its own
+    (celery_dashboard.reporting.Lane), so neither run's reports are skipped for the other's."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import get_ident
+
+    task = FakeTask()
+    sent: list[tuple[int, float]] = []
+    task.send_event = lambda kind, **fields: sent.append((get_ident(), fields["progress"]["current"]))
+
+    def call(i: int, begin: bool = False, end: bool = False) -> int:
+        if begin:
+            progress_module._new_run(sender=task)  # Celery's task_prerun, in the thread that runs the task
+        progress(task, i, 99)
+        clock.now += 0.03
+        if end:
+            progress_module._run_ended(sender=task)  # task_postrun
+        return get_ident()
+
+    with ThreadPoolExecutor(1) as first, ThreadPoolExecutor(1) as second:
+        a = first.submit(call, 1, begin=True).result()
+        for i in range(2, 21):  # the first run alone: 0.03 s per call, a report each 0.1 s
+            first.submit(call, i).result()
+        b = second.submit(call, 1, begin=True).result()  # a second run starts while the first is under way
+        for i in range(21, 100):  # the two take turns: each run calls every 0.06 s
+            first.submit(call, i, end=i == 99).result()
+            second.submit(call, i - 19, end=i == 99).result()
+        for i in range(81, 100):
+            second.submit(call, i, end=i == 99).result()
+    of_a = [c for t, c in sent if t == a]
+    of_b = [c for t, c in sent if t == b]
+    assert of_a == [1, 5, 9, 13, 17] + list(range(21, 100, 2))  # 0.12 s apart alone, then every other call
+    assert of_b == list(range(1, 80, 2)) + [82, 86, 90, 94, 98, 99]  # every other call, then 0.12 s apart alone
