@@ -15,7 +15,8 @@ time of this process, so that time spent waiting for a CPU on a shared machine i
 - `Progress reporter in a light loop`: the same with `celery_dashboard.reporting.Progress`;
 - `an empty function in a light loop`: the floor, what any Python call with progress()'s arguments costs;
 - `... on a 2 us body`: both again around a loop body calibrated to take about 2 microseconds (the
-  overhead a task author would see on a short but real loop body; the goal is under 5%).
+  overhead a task author would see on a short but real loop body; the goal is under 5%), and the
+  empty function there too (what any call costs on that body).
 Prints one JSON line. `measure(run)` is the benchmark's step: it runs this in a process of its own,
 on a Redis database of its own (the reports it lets through must not reach the relays).
 """
@@ -116,6 +117,15 @@ def body_2us_bare(_: Any, calls: int) -> int:
     total = 0
     for n in range(1, calls + 1):
         total += _body(n)
+    return total
+
+
+def body_2us_floor(task: Any, calls: int) -> int:
+    """The floor on the 2 us body: the empty function with progress()'s signature."""
+    total = 0
+    for n in range(1, calls + 1):
+        total += _body(n)
+        _no_op(task, n, calls, "working")
     return total
 
 
@@ -220,6 +230,7 @@ def main() -> None:
     result["body_inner_iterations"] = _inner
     result["body_2us"] = measure(body_2us_function, body_2us_bare, body_calls, max(5, args.repeats))
     result["body_2us_reporter"] = measure(body_2us_reporter, body_2us_bare, body_calls, max(5, args.repeats))
+    result["body_2us_floor"] = measure(body_2us_floor, body_2us_bare, body_calls, max(5, args.repeats))
     print(json.dumps(result), flush=True)
 
 

@@ -182,7 +182,8 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
         add(f"Progress call cost, {label}: overhead on a {_fmt(cost.get('body_ns'), ' ns')} loop body",
             "< 5%", f"+{_fmt(v.get('overhead_percent'), '%')} ({_fmt(v.get('ns_per_call'), ' ns')} per call)",
             f"in a light loop (add + multiply): {_fmt(light.get('ns_per_call'), ' ns')} per call",
-            f"an empty Python call costs {_fmt(_get(cost, 'light_floor', 'ns_per_call'), ' ns')} here",
+            f"an empty Python call costs {_fmt(_get(cost, 'light_floor', 'ns_per_call'), ' ns')} in the light loop, "
+            f"+{_fmt(_get(cost, 'body_2us_floor', 'overhead_percent'), '%')} on this body",
             _at_most(v.get("overhead_percent"), 4.99, " points"))
 
     # -- idle latency
@@ -386,7 +387,8 @@ def markdown(results: dict[str, Any]) -> str:
                   ("`Progress(self, total)` reporter after an add and a multiply", "light_reporter"),
                   ("the floor: an empty function with progress()'s arguments, same loop", "light_floor"),
                   ("`progress(...)` on the ~2 µs body", "body_2us"),
-                  ("`Progress` reporter on the ~2 µs body", "body_2us_reporter"))
+                  ("`Progress` reporter on the ~2 µs body", "body_2us_reporter"),
+                  ("the floor on the ~2 µs body: the empty function", "body_2us_floor"))
         out += _table(["loop", "calls", "without (s)", "with (s)", "overhead", "ns per call", "reports sent",
                        "CPU ms per report sent", "final value stored"],
                       [[label, _fmt(v.get("calls")), v.get("without_s"), v.get("with_s"),
@@ -394,8 +396,10 @@ def markdown(results: dict[str, Any]) -> str:
                         _fmt(v.get("cpu_ms_per_report"), "", 2), v.get("final_value_stored")]
                        for label, key in bodies if (v := cost.get(key))])
         out += ["", "ns per call = (with - without) / calls: the skipped calls and the reports sent together. A sent "
-                "report (a `task-progress` event, the PROGRESS state stored, the revocation check) costs the CPU ms "
-                "shown; at most one per PROGRESS_INTERVAL."]
+                "report (a `task-progress` event, the revocation check, and the PROGRESS state stored at most once per "
+                "PROGRESS_STORE_INTERVAL) costs the CPU ms shown; at most one per PROGRESS_INTERVAL. The runs are CPU "
+                "time on a shared virtual machine: the same loop varies by several per cent from run to run, so an "
+                "overhead within a few points of the floor's is within the noise."]
 
     latency = results.get("latency") or {}
     if latency:
