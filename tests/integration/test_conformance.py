@@ -191,6 +191,20 @@ def test_the_tutorials_progress_is_a_live_percentage(app: Any, api: Api, feed: F
     assert all(0 <= p <= 100 for p in shown)
 
 
+@pytest.mark.parametrize("concurrent_pool", ["threads", "gevent", "eventlet"])
+def test_two_runs_of_one_task_at_once_each_show_every_step(app: Any, api: Api, feed: Feed,
+                                                            concurrent_pool: str) -> None:
+    """Both runs share the task object in the worker's process (threads, green threads): each run
+    keeps a throttle of its own, so neither loses reports to the other's (steps 0.25 s apart,
+    PROGRESS_INTERVAL 0.1 s: every step is reported)."""
+    ids = [send(app, "counting", concurrent_pool, 8, 0.25) for _ in range(2)]
+    for task_id in ids:
+        assert ended(api, task_id)["state"] == "SUCCESS"
+    for task_id in ids:
+        shown = {t["progress"]["current"] for t in feed.history(task_id) if t.get("progress")}
+        assert len(shown) >= 6, (task_id, sorted(shown))  # a tick may merge two steps; never half of them
+
+
 def test_custom_states_are_shown_by_name(app: Any, api: Api, feed: Feed, pool: str) -> None:
     task_id = send(app, "custom_state", pool, 1.5)
     feed.wait(task_id, lambda t: t["state"] == "DOWNLOADING", what="the DOWNLOADING state")

@@ -72,6 +72,15 @@ def progress_down(self, delay):
     return "done"
 
 
+@app.task(bind=True)
+def counting(self, total, delay):
+    """progress() on every step, `delay` s apart."""
+    for n in range(1, total + 1):
+        time.sleep(delay)
+        progress(self, n, total)
+    return total
+
+
 @app.task
 def ignored():
     raise Ignore()
