@@ -14,7 +14,8 @@ terminal state minus the task's `finished` time (one machine, one clock).
 Reported (`measure`): terminal states delivered over all clients (%), lag percentiles over all
 clients and for the last joiner alone, "tasks" messages per client per push tick (PUSH_INTERVAL,
 counted in fixed windows of one tick from the first launch on; receive-side jitter can put two
-batches sent one tick apart into one window), and the bytes of a progress update as sent (a delta
+batches sent one tick apart into one window; and exactly, per batch, where the server numbers its
+batches as ours does: a batch is at most one per tick), and the bytes of a progress update as sent (a delta
 where the server sent one) beside the bytes of the full task object it stands for.
 
 The clients merge what they receive as the page does (static/js/transport.js): a pushed delta
@@ -31,6 +32,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -81,6 +83,7 @@ class Watcher:
         self.ended: dict[str, float] = {}  # task id -> ms from its `finished` to its terminal state here
         self.done = 0  # expected tasks among them
         self.message_times: list[float] = []
+        self.batch_numbers: list[int] = []  # the server's number of each batch received (ours sends one)
         self.last_size = 0
         self.reconnects = -1
         if sampled:
@@ -106,6 +109,8 @@ class Watcher:
         run = self.run
         if run.storm_started is not None:
             self.message_times.append(time.monotonic())
+            if isinstance(data.get("batch"), int):
+                self.batch_numbers.append(data["batch"])
         size, self.last_size = self.last_size, 0
         if self.sampled and size:
             run.message_bytes.append(size)
@@ -256,6 +261,8 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
         for count in windows.values():
             per_tick[count] = per_tick.get(count, 0) + 1
     tick_stats = histogram_percentiles(per_tick)
+    # Exactly, where the server numbers its batches (ours): messages per client per server batch.
+    per_batch = [max(Counter(w.batch_numbers).values()) for w in run.watchers if w.batch_numbers]
     messages = sum(len(w.message_times) for w in run.watchers)
 
     def mean(values: list[int]) -> float | None:
@@ -272,6 +279,9 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
         "last_joiner_lag_ms": _ms_percentiles(last.lags()),
         "messages_per_client_per_tick": {"p99": tick_stats.get("p99"), "max": tick_stats.get("max"),
                                          "tick_s": TICK},
+        "messages_per_client_per_batch_max": max(per_batch) if per_batch else None,
+        "batches_per_second": (round(len(set(run.watchers[0].batch_numbers)) / max(storm_s, 1e-9), 1)
+                               if run.watchers and run.watchers[0].batch_numbers else None),
         "messages_per_client": round(messages / max(1, clients), 1),
         "bytes_per_progress_update": {"mean": mean(run.update_bytes), "full_mean": mean(run.update_full_bytes),
                                       "n": len(run.update_bytes)},

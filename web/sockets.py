@@ -159,9 +159,11 @@ class Fanout:
         self.slow_client_batches = slow_client_batches
         self.remembered = remembered
         self.shown: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.batches = 0  # batches emitted by this process: each message carries its number
 
     def __call__(self, batch: list[dict[str, Any]]) -> None:
         drop_slow_clients(self.slow_client_batches)
+        self.batches += 1
         audiences: dict[str, list[dict[str, Any]]] = {ADMINS: batch}
         for task in batch:
             if task.get("owner"):
@@ -169,12 +171,13 @@ class Fanout:
         changes: dict[str, dict[str, Any]] | None = None
         for room, tasks in audiences.items():
             if occupied(room):
-                socketio.emit("tasks", {"tasks": tasks}, to=room)
+                socketio.emit("tasks", {"tasks": tasks, "batch": self.batches}, to=room)
             if occupied(DELTAS + room):
                 if changes is None:
                     changes = self.changes(batch)
                 socketio.emit("tasks", {"tasks": [t for t in tasks if t["id"] not in changes],
-                                        "changes": [changes[t["id"]] for t in tasks if t["id"] in changes]},
+                                        "changes": [changes[t["id"]] for t in tasks if t["id"] in changes],
+                                        "batch": self.batches},
                               to=DELTAS + room)
         self.remember(batch)
 

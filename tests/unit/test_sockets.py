@@ -33,6 +33,18 @@ def test_flushed_batches_reach_every_connected_client(app: Any, dash: Any) -> No
         assert [(t["id"], t["progress"]["current"]) for t in batches[0]["tasks"]] == [("t1", 5)]
 
 
+def test_each_message_names_its_batch_and_a_client_gets_one_message_per_batch(app: Any, dash: Any) -> None:
+    whole, deltas = socketio.test_client(app), socketio.test_client(app, auth={"deltas": True})
+    whole.get_received(), deltas.get_received()
+    for step in range(1, 4):
+        dash.coalescer.add({"id": f"t{step}", "state": "STARTED", "updated": records.iso(1000.0 + step)})
+        dash.pusher.flush()
+    for sio in (whole, deltas):
+        numbers = [batch["batch"] for batch in received(sio, "tasks")]
+        assert len(numbers) == 3 and numbers == sorted(set(numbers))  # one message per batch, in order
+        assert numbers[-1] - numbers[0] == 2
+
+
 def test_a_reconnect_gets_a_fresh_snapshot(app: Any, dash: Any) -> None:
     sio = socketio.test_client(app)
     sio.disconnect()
