@@ -21,6 +21,7 @@ from web import (
     errors,
     flower,
     headers,
+    launches,
     monitor,
     pages,
     queues,
@@ -92,6 +93,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                             poll_every=app.config["POLL_INTERVAL"], reconcile_every=app.config["RECONCILE_INTERVAL"],
                             sleep=socketio.sleep)
     pusher.unconfirmed = reconciler.confirm
+    noted = app.extensions["launches_remembered"] = launches.Remembered()
+    attach_seconds = int(app.config["ATTACH_SECONDS"])
+
+    def write_launches() -> None:
+        noted.flush(client, attach_seconds)
+
+    pusher.chores.append(write_launches)
     app.extensions["dashboard"] = Services(store, coalescer, pusher, reconciler, read_results, celery_app,
                                            UserStore(client), waiting)
 

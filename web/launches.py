@@ -6,14 +6,18 @@ Both live in Redis, so every web process agrees:
   arriving meanwhile waits a moment for that answer).
 - `dashboard:identical-recent:<sha256(catalog name, canonical params)>` is the list of the newest
   IDENTICAL_MAX task ids launched with exactly these parameters, newest first (kept ATTACH_SECONDS
-  after the last such launch). A launch adds its id in O(1) (LPUSH, LTRIM); only a launch that may
-  attach reads the list, newest first, and stops at the first unfinished task.
+  after the last such launch). A launch notes its id in this process (`Remembered`); the pusher's
+  next tick adds every id noted since in one pipeline (LPUSH, LTRIM, EXPIRE), so a launch pays no
+  round trip for it. Only a launch that may attach reads the list (and this process's notes not
+  written yet), newest first, and stops at the first unfinished task. Another web process sees a
+  launch once it is written: at most a push tick (PUSH_INTERVAL) later.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -49,12 +53,71 @@ def _identical_key(name: str, params: dict[str, Any]) -> str:
     return IDENTICAL_PREFIX + hashlib.sha256(canonical(name, params).encode()).hexdigest()
 
 
+class Remembered:
+    """Launches noted for attaching, not written to Redis yet: (list key, task id), oldest first,
+    at most `limit` (the oldest are dropped past it; a dropped note only loses an offer to attach).
+    `flush(client, seconds)` writes them all in one pipeline; the pusher calls it each tick."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self.notes: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def add(self, key: str, task_id: str) -> None:
+        with self.lock:
+            self.notes.append((key, task_id))
+            if len(self.notes) > self.limit:
+                del self.notes[:len(self.notes) - self.limit]
+
+    def newest(self, key: str) -> list[str]:
+        """The ids noted under `key` and not written yet, newest first."""
+        with self.lock:
+            return [task_id for noted, task_id in reversed(self.notes) if noted == key]
+
+    def flush(self, client: Any, seconds: int) -> None:
+        """Write every note in one pipeline: per key, LPUSH its ids in launch order (the newest
+        ends first), LTRIM to IDENTICAL_MAX, EXPIRE after `seconds`. On a Redis error the notes
+        are kept for the next tick (within the bound) and the error raised."""
+        with self.lock:
+            notes, self.notes = self.notes, []
+        if not notes:
+            return
+        by_key: dict[str, list[str]] = {}
+        for key, task_id in notes:
+            by_key.setdefault(key, []).append(task_id)
+        try:
+            pipe = client.pipeline(transaction=False)
+            for key, ids in by_key.items():
+                pipe.lpush(key, *ids)
+                pipe.ltrim(key, 0, IDENTICAL_MAX - 1)
+                pipe.expire(key, seconds)
+            pipe.execute()
+        except Exception:
+            with self.lock:
+                self.notes[:0] = notes
+                if len(self.notes) > self.limit:
+                    del self.notes[:len(self.notes) - self.limit]
+            raise
+
+
+def remembered() -> Remembered:
+    """This app's notes of launches not yet written (see Remembered)."""
+    return current_app.extensions["launches_remembered"]
+
+
 def identical(name: str, params: dict[str, Any], visible: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
     """The newest queued or running task launched from the catalog entry `name` with exactly
     `params` (validated, defaults filled) that `visible` lets the user see; None if there is none.
     Reads the newest IDENTICAL_CHUNK ids at a time: at most IDENTICAL_MAX task objects."""
     client, store = services().store.client, services().store
     key = _identical_key(name, params)
+    noted = remembered().newest(key)[:IDENTICAL_MAX]
+    if noted:  # launched here within the last tick: the task objects are in the index already
+        found = store.get_many(noted)
+        for task_id in noted:
+            record = found.get(task_id)
+            if record is not None and not records.is_terminal(record) and visible(record):
+                return record
     for start in range(0, IDENTICAL_MAX, IDENTICAL_CHUNK):
         ids = [i.decode() if isinstance(i, bytes) else i
                for i in client.lrange(key, start, start + IDENTICAL_CHUNK - 1)]
@@ -69,16 +132,12 @@ def identical(name: str, params: dict[str, Any], visible: Callable[[dict[str, An
 
 
 def remember(name: str, params: dict[str, Any], task_id: str) -> None:
-    """Note a launch, so that an identical one can attach to it while it runs: one pipelined
-    LPUSH, LTRIM (the newest IDENTICAL_MAX) and EXPIRE, whatever the list holds. (A set cleaned of
-    ended tasks on each launch cost a read of 100 task objects per launch once full: launches of
-    identical parameters ran at 48/s.)"""
-    pipe = services().store.client.pipeline(transaction=False)
-    key = _identical_key(name, params)
-    pipe.lpush(key, task_id)
-    pipe.ltrim(key, 0, IDENTICAL_MAX - 1)
-    pipe.expire(key, int(current_app.config["ATTACH_SECONDS"]))
-    pipe.execute()
+    """Note a launch, so that an identical one can attach to it while it runs: in this process at
+    once, in Redis with the pusher's next tick (Remembered.flush: LPUSH, LTRIM to the newest
+    IDENTICAL_MAX, EXPIRE). (A set cleaned of ended tasks on each launch cost a read of 100 task
+    objects per launch once full: launches of identical parameters ran at 48/s; a pipeline per
+    launch was a round trip and ~4% of the web's CPU under a launch load.)"""
+    remembered().add(_identical_key(name, params), task_id)
 
 
 # ---- one task per click -----------------------------------------------------------------------

@@ -62,6 +62,9 @@ class Pusher:
         # client then never receives a batch older than its snapshot, nor misses one.
         self.lock = threading.Lock()
         self.running = False
+        # Run at each flush, before the batch: writes this process batches per tick (the launches
+        # noted for attaching, web.launches.Remembered). A chore that fails is logged; the batch goes on.
+        self.chores: list[Callable[[], None]] = []
 
     def fill_results(self, batch: dict[str, dict[str, Any]], ids: set[str]) -> None:
         """Replace the events' truncated results with the backend's; where the backend has an
@@ -100,6 +103,11 @@ class Pusher:
 
     def flush(self) -> list[dict[str, Any]]:
         """Store what is pending and emit one batch; return the batch emitted."""
+        for chore in self.chores:
+            try:
+                chore()
+            except Exception as exc:  # noqa: BLE001 - Redis may be away: the chore keeps its work
+                log.warning("push chore %s failed: %r", getattr(chore, "__name__", chore), exc)
         pending, fetch = self.coalescer.take()
         if not pending:
             return []

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import redis
 
 from celery_dashboard import index, settings
 from tests.unit.conftest import make_app
@@ -131,6 +132,8 @@ def test_many_identical_launches_keep_a_bounded_list_and_attach_to_the_newest_ru
     from web import launches
 
     ids = [launch(client, "steps", steps=5)["id"] for _ in range(launches.IDENTICAL_MAX + 30)]
+    assert not dash.store.client.keys(launches.IDENTICAL_PREFIX + "*")  # noted here; written by the next tick
+    dash.pusher.flush()
     keys = dash.store.client.keys(launches.IDENTICAL_PREFIX + "*")
     assert len(keys) == 1 and dash.store.client.llen(keys[0]) == launches.IDENTICAL_MAX  # bounded
     attach = client.post("/api/tasks", json={"task": "steps", "params": {"steps": 5}})
@@ -139,6 +142,38 @@ def test_many_identical_launches_keep_a_bounded_list_and_attach_to_the_newest_ru
         end(dash, task_id, "SUCCESS")
     attach = client.post("/api/tasks", json={"task": "steps", "params": {"steps": 5}})
     assert attach.status_code == 409 and attach.get_json()["attach"]["id"] == ids[-launches.IDENTICAL_CHUNK - 6]
+
+
+def test_an_identical_launch_attaches_before_the_next_tick_has_written_the_first(client: Any, dash: Any,
+                                                                                  sent: list) -> None:
+    from web import launches
+
+    first = launch(client, "steps", steps=6)["id"]
+    assert not dash.store.client.keys(launches.IDENTICAL_PREFIX + "*")
+    attach = client.post("/api/tasks", json={"task": "steps", "params": {"steps": 6}})
+    assert attach.status_code == 409 and attach.get_json()["attach"]["id"] == first
+    dash.pusher.flush()
+    assert client.post("/api/tasks", json={"task": "steps", "params": {"steps": 6}}).get_json()["attach"]["id"] == first
+
+
+def test_launches_noted_while_redis_is_away_are_written_by_a_later_tick(client: Any, dash: Any, sent: list,
+                                                                       monkeypatch: Any) -> None:
+    from web import launches
+
+    ids = [launch(client, "steps", steps=7)["id"] for _ in range(3)]
+    noted = client.application.extensions["launches_remembered"]
+    real = dash.store.client.pipeline
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("Redis is away")
+
+    monkeypatch.setattr(dash.store.client, "pipeline", failing)
+    with pytest.raises(redis.ConnectionError):
+        noted.flush(dash.store.client, 60)
+    monkeypatch.setattr(dash.store.client, "pipeline", real)
+    dash.pusher.flush()
+    [key] = dash.store.client.keys(launches.IDENTICAL_PREFIX + "*")
+    assert [i.decode() for i in dash.store.client.lrange(key, 0, -1)] == ids[::-1]  # newest first
 
 
 def test_attach_offers_only_a_task_the_user_may_see(roles: Any) -> None:
