@@ -405,10 +405,10 @@ def markdown(results: dict[str, Any]) -> str:
                         _fmt(v.get("cpu_ms_per_report"), "", 2), v.get("final_value_stored")]
                        for label, key in bodies if (v := cost.get(key))])
         out += ["", "ns per call = (with - without) / calls: the skipped calls and the reports sent together. A sent "
-                "report (a `task-progress` event, the revocation check, and the PROGRESS state stored at most once per "
-                "PROGRESS_STORE_INTERVAL) costs the CPU ms shown; at most one per PROGRESS_INTERVAL. The runs are CPU "
-                "time on a shared virtual machine: the same loop varies by several per cent from run to run, so an "
-                "overhead within a few points of the floor's is within the noise."]
+                "report (a `task-progress` event, the PROGRESS state stored, the revocation check) costs the CPU ms "
+                "shown; at most one per PROGRESS_INTERVAL. The runs are CPU time on a shared virtual machine: the "
+                "same loop varies by several per cent from run to run, so an overhead within a few points of the "
+                "floor's is within the noise."]
 
     latency = results.get("latency") or {}
     if latency:

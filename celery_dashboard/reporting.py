@@ -81,18 +81,12 @@ def progress_meta(current: float, total: float, message: str = "") -> dict[str, 
     }
 
 
-_monotonic = time.monotonic  # the clock send_progress() reads (a test moves its own)
-STORED_AT = "_celery_dashboard_stored_at"  # on the run's request: time.monotonic() of its last stored report
-
-
 def send_progress(task: Task, meta: dict[str, Any]) -> None:
     """Push a `task-progress` event for the live view and store the state for later readers.
 
-    The state (PROGRESS, `meta` as its info) is stored in the result backend for the run's first
-    report, its final one (current >= total) and at most one per PROGRESS_STORE_INTERVAL between:
-    Celery's `update_state` reads the task's stored state before it writes (`BaseKeyValueStoreBackend.
-    _store_result`, so that a SUCCESS is never overwritten), and that read and write were two fifths
-    of a report's cost (bench/progress_cost.py). The live view takes every report from the event.
+    Every report is stored (PROGRESS, `meta` as its info): the dashboard also reads the backend of
+    running tasks (web.reconciler), and a stored state older than the last event would move a
+    progress bar back until the next report (storing one report a second did: bench/latency.py).
 
     First checks whether the task was revoked in Redis: if so, it is ended as revoked (stored
     REVOKED, `task-revoked` with terminated=True) and `celery.exceptions.Ignore` is raised, so the
@@ -109,11 +103,7 @@ def send_progress(task: Task, meta: dict[str, Any]) -> None:
     try:
         task.send_event("task-progress", progress=meta, sent=time.time(), retries=task.request.retries or 0,
                         retry_policy={"max_retries": 0})
-        now = _monotonic()
-        stored_at = getattr(request, STORED_AT, None)
-        if stored_at is None or meta["current"] >= meta["total"] or now - stored_at >= config.PROGRESS_STORE_INTERVAL:
-            task.update_state(state=PROGRESS, meta=meta)
-            setattr(request, STORED_AT, now)
+        task.update_state(state=PROGRESS, meta=meta)
     except Exception as exc:  # a progress report must never fail the task (Redis may be away)
         log.warning("progress report for %s not sent: %s", task.request.id, exc)
 

@@ -17,10 +17,6 @@ def number(name: str, default: float) -> float:
 
 # Seconds between two progress reports of one task; the final value is always sent.
 PROGRESS_INTERVAL = number("PROGRESS_INTERVAL", 0.1)
-# Seconds between two progress reports of one task that are also stored in the result backend (its
-# PROGRESS state, for `AsyncResult(id).info` and the dashboard after a restart); the first and the
-# final report are always stored. Every report is a task-progress event for the live view.
-PROGRESS_STORE_INTERVAL = number("PROGRESS_STORE_INTERVAL", 1.0)
 
 # Seconds a revocation is kept in Redis (celery_dashboard.revocations); 7 days by default.
 REVOCATION_TTL = number("REVOCATION_TTL", 7 * 24 * 3600)
