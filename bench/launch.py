@@ -82,7 +82,10 @@ def delay_load(total: int, concurrency: int, deadline_s: float) -> dict[str, Any
 
 
 def measure(run: Run) -> dict[str, Any]:
-    """{"levels": [{"concurrency", "post": ..., "delay": ..., "ratio": post/delay per second}]}."""
+    """{"levels": [{"concurrency", "post": ..., "delay": ..., "ratio": post/delay per second, "ratios": each
+    round's}]}. Each level runs `rounds` rounds, `.delay()` then POST in each, so that both sides see the
+    same drift of a shared machine; `ratio` is the median round's (its `post` and `delay` are shown), not the
+    best."""
     import redis
 
     cfg = run.p["launch"]
@@ -90,17 +93,24 @@ def measure(run: Run) -> dict[str, Any]:
     client = redis.Redis.from_url(run.stack.redis_url)
     levels = []
     for concurrency in cfg["concurrency"]:
-        delay = delay_load(cfg["requests"], concurrency, cfg["deadline_s"])
-        wait_idle(run.web_pid, timeout=10)
-        profile = Profile(run.web_pid, 3, f"web-launch-{concurrency}", run.out) if run.profile else None
-        with CpuSampler(run.web_pid) as sampler:
-            t0 = time.time()
-            post = post_load(run.web_url, cfg["requests"], concurrency, cfg["deadline_s"])
-            post["web_cpu"] = sampler.window(t0, time.time())
-        if profile:
-            run.profiles[profile.name] = profile.summary()
-        levels.append({"concurrency": concurrency, "post": post, "delay": delay,
-                       "ratio": round(post["per_second"] / delay["per_second"], 3) if delay["per_second"] else None})
-        wait_idle(run.web_pid, timeout=10)
+        rounds = []
+        for number in range(cfg.get("rounds", 1)):
+            delay = delay_load(cfg["requests"], concurrency, cfg["deadline_s"])
+            wait_idle(run.web_pid, timeout=10)
+            profile = (Profile(run.web_pid, 3, f"web-launch-{concurrency}", run.out)
+                       if run.profile and number == 0 else None)
+            with CpuSampler(run.web_pid) as sampler:
+                t0 = time.time()
+                post = post_load(run.web_url, cfg["requests"], concurrency, cfg["deadline_s"])
+                post["web_cpu"] = sampler.window(t0, time.time())
+            if profile:
+                run.profiles[profile.name] = profile.summary()
+            ratio = round(post["per_second"] / delay["per_second"], 3) if delay["per_second"] else None
+            rounds.append({"post": post, "delay": delay, "ratio": ratio})
+            wait_idle(run.web_pid, timeout=10)
+        measured = sorted((r for r in rounds if r["ratio"] is not None), key=lambda r: r["ratio"])
+        middle = measured[len(measured) // 2] if measured else rounds[0]
+        levels.append({"concurrency": concurrency, "post": middle["post"], "delay": middle["delay"],
+                       "ratio": middle["ratio"], "ratios": [r["ratio"] for r in rounds]})
     reset_history(client)
     return {"settings": cfg, "levels": levels}

@@ -33,7 +33,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "fanout": {"clients": [1, 100, 500, 1000], "baseline_clients": [1, 100, 500, 1000], "tasks": 40,
                    "steps": 250, "timeout_s": 30, "reserve_s": 350},
         "progress_cost": {"calls": 1_000_000, "repeats": 3},
-        "launch": {"concurrency": [1, 8], "requests": 2000, "deadline_s": 20},
+        "launch": {"concurrency": [1, 8], "requests": 1500, "deadline_s": 20, "rounds": 3},
         # Each ladder stops climbing after a rung where every side lost events.
         "ingest": {"rates": [2500, 5000, 7500, 10000, 15000, 20000, 30000, 0], "web_alone": [5000, 10000, 15000, 20000],
                    "flower_alone": [2500, 5000, 10000, 15000], "seconds": 4, "max_events": 160_000, "progress": 10,
