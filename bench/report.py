@@ -61,7 +61,7 @@ def _at_least(measured: float | None, target: float, unit: str) -> str:
         return "not measured"
     if measured >= target:
         return "met"
-    return f"MISSED by {_fmt(target - measured, unit, 2)} ({100 * measured / target:.0f}% of the target)"
+    return f"MISSED by {_fmt(target - measured, unit, 3)} ({100 * measured / target:.0f}% of the target)"
 
 
 def _lag(r: dict[str, Any] | None, key: str = "lag_ms") -> str:
@@ -163,7 +163,7 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
             f"{_fmt(post.get('per_second'), '/s')} (p99 {_fmt(_get(post, 'latency_ms', 'p99'), ' ms')})",
             f"`.delay()` from {c} thread(s) {_fmt(delay.get('per_second'), '/s')} "
             f"(p99 {_fmt(_get(delay, 'latency_ms', 'p99'), ' ms')})",
-            f"ratio {_fmt(level.get('ratio'), 'x', 2)}" + _rounds(level), _at_least(level.get("ratio"), 0.5, "x"))
+            f"ratio {_fmt(level.get('ratio'), 'x', 3)}" + _rounds(level), _at_least(level.get("ratio"), 0.5, "x"))
 
     # -- memory
     memory = results.get("memory") or {}
@@ -258,7 +258,7 @@ def _rounds(level: dict[str, Any]) -> str:
     ratios = [r for r in level.get("ratios") or [] if r is not None]
     if len(ratios) < 2:
         return ""
-    return f" (median of {len(ratios)} alternating rounds: {', '.join(_fmt(r, 'x', 2) for r in ratios)})"
+    return f" (median of {len(ratios)} alternating rounds: {', '.join(_fmt(r, 'x', 3) for r in ratios)})"
 
 
 def _ingest(results: dict[str, Any]) -> list[str]:
@@ -357,7 +357,7 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_fmt(_get(post, 'latency_ms', 'p50'))} / {_fmt(_get(post, 'latency_ms', 'p99'))}",
                          _fmt(_get(post, "web_cpu", "percent_of_core"), "%"), _fmt(delay.get("per_second"), "/s"),
                          f"{_fmt(_get(delay, 'latency_ms', 'p50'))} / {_fmt(_get(delay, 'latency_ms', 'p99'))}",
-                         _fmt(level.get("ratio"), "x", 2) + _rounds(level), str(post.get("statuses"))])
+                         _fmt(level.get("ratio"), "x", 3) + _rounds(level), str(post.get("statuses"))])
         out += _table(["C", "POST /api/tasks", "p50 / p99 ms", "web CPU", "`.delay()`", "p50 / p99 ms", "ratio",
                        "statuses"], rows)
 
