@@ -10,7 +10,7 @@ Celery workers, the web process and Flower (devstack.stack), and headless Chromi
 """
 from devstack.chromium import CHROMIUM, CHROMIUM_ARGS
 from devstack.processes import BIN, ROOT, USERAPP, Process, free_port, wait_for
-from devstack.stack import Stack, sign_in, users_cli
+from devstack.stack import Stack, add_users, sign_in, users_cli
 
-__all__ = ["BIN", "CHROMIUM", "CHROMIUM_ARGS", "ROOT", "USERAPP", "Process", "Stack", "free_port", "sign_in",
-           "users_cli", "wait_for"]
+__all__ = ["BIN", "CHROMIUM", "CHROMIUM_ARGS", "ROOT", "USERAPP", "Process", "Stack", "add_users", "free_port",
+           "sign_in", "users_cli", "wait_for"]

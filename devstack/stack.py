@@ -155,6 +155,21 @@ def users_cli(stack: Stack, *args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
+def add_users(stack: Stack, users: dict[str, str], password: str, tokens: bool = False) -> dict[str, str]:
+    """`users add NAME --role ROLE` for each of `users` (name -> role) with `password`, the accounts
+    made at once (one CLI process each, as operators would in several shells: each one hashes the
+    password); with `tokens`, then `users token NAME` for each: {name: token}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(name: str, role: str) -> tuple[str, str]:
+        users_cli(stack, "add", name, "--role", role, "--password-stdin", stdin=password + "\n")
+        return name, users_cli(stack, "token", name).strip() if tokens else ""
+
+    with ThreadPoolExecutor(max_workers=max(1, len(users))) as pool:
+        made = dict(pool.map(lambda item: one(*item), users.items()))
+    return made if tokens else {}
+
+
 def sign_in(url: str, name: str, password: str) -> requests.Session:
     """A browser-like session signed in through the sign-in form (its CSRF token, same Origin)."""
     http = requests.Session()

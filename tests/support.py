@@ -7,11 +7,12 @@ from devstack import (
     USERAPP,
     Process,
     Stack,
+    add_users,
     free_port,
     sign_in,
     users_cli,
     wait_for,
 )
 
-__all__ = ["BIN", "CHROMIUM", "CHROMIUM_ARGS", "ROOT", "USERAPP", "Process", "Stack", "free_port", "sign_in",
-           "users_cli", "wait_for"]
+__all__ = ["BIN", "CHROMIUM", "CHROMIUM_ARGS", "ROOT", "USERAPP", "Process", "Stack", "add_users", "free_port",
+           "sign_in", "users_cli", "wait_for"]

@@ -21,7 +21,7 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from tests.conftest import ARTIFACTS
-from tests.support import ROOT, Stack, sign_in, users_cli, wait_for
+from tests.support import ROOT, Stack, add_users, sign_in, users_cli, wait_for
 
 PASSWORD = "a long enough password"
 USERS = {"ada": "admin", "otto": "operator"}
@@ -35,8 +35,7 @@ def site() -> Iterator[dict[str, Any]]:
                   env={"SECRET_KEY": "", "AUTH_REQUIRED": "1", "LOGIN_LIMIT": "1000/minute", "SESSION_RECHECK": "2"})
     try:
         stack.start_redis()
-        for name, role in USERS.items():
-            users_cli(stack, "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
+        add_users(stack, USERS, PASSWORD)
         urls = [stack.start_web(), stack.start_web()]
         yield {"stack": stack, "urls": urls}
     finally:

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import ARTIFACTS
-from tests.support import BIN, ROOT, Process, Stack, free_port, sign_in, users_cli, wait_for
+from tests.support import BIN, ROOT, Process, Stack, add_users, free_port, sign_in, wait_for
 
 PASSWORD = "a long enough password"
 USERS = {"root": "admin", "olga": "operator", "vic": "viewer"}
@@ -41,10 +41,7 @@ def site() -> Iterator[dict[str, Any]]:
     try:
         stack.start_redis()
         worker = stack.start_worker(concurrency=2)
-        tokens = {}
-        for name, role in USERS.items():
-            users_cli(stack, "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
-            tokens[name] = users_cli(stack, "token", name).strip()
+        tokens = add_users(stack, USERS, PASSWORD, tokens=True)
         credentials = f"flower:{secrets.token_urlsafe(12)}"
         flower, port = start_flower(stack, credentials)
         url = stack.start_web(env={"AUTH_REQUIRED": "1", "FLOWER_UPSTREAM": f"http://127.0.0.1:{port}",

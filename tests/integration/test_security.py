@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import ARTIFACTS
 from tests.integration.conftest import TERMINAL, TIMEOUT
-from tests.support import Stack, users_cli, wait_for
+from tests.support import Stack, add_users, users_cli, wait_for
 from web.headers import HEADERS
 
 PASSWORD = "a long enough password"
@@ -36,10 +36,7 @@ def secure() -> Iterator[tuple[Stack, str, dict[str, str]]]:
     try:
         stack.start_redis()
         stack.start_worker()
-        tokens = {}
-        for name, role in USERS.items():
-            users_cli(stack, "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
-            tokens[name] = users_cli(stack, "token", name).strip()
+        tokens = add_users(stack, USERS, PASSWORD, tokens=True)
         assert "alice\toperator" in users_cli(stack, "list")
         url = stack.start_web(env={"AUTH_REQUIRED": "1", "LOGIN_LIMIT": "5/minute",
                                    "LAUNCH_LIMIT": "200/minute", "LAUNCH_LIMIT_PER_ADDRESS": "400/minute"})
