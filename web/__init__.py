@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import secrets
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +95,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                             sleep=socketio.sleep)
     pusher.unconfirmed = reconciler.confirm
     noted = app.extensions["launches_remembered"] = launches.Remembered()
-    attach_seconds = int(app.config["ATTACH_SECONDS"])
-
-    def write_launches() -> None:
-        noted.flush(client, attach_seconds)
-
-    pusher.chores.append(write_launches)
+    pusher.chores.append(partial(noted.flush, client, int(app.config["ATTACH_SECONDS"])))
     app.extensions["dashboard"] = Services(store, coalescer, pusher, reconciler, read_results, celery_app,
                                            UserStore(client), waiting)
 
