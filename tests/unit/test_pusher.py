@@ -243,6 +243,23 @@ def test_the_tick_stretches_when_pushing_a_batch_takes_more_than_half_of_it(rela
     assert emits[-1][0]["progress"]["current"] == 1000  # nothing lost, only fewer batches
 
 
+def test_a_slow_store_round_trip_does_not_stretch_the_tick(relay: Relay, emits: Emits) -> None:
+    # Each batch's store write takes 80 ms (Redis busy, or this process busy with a burst of events
+    # while it waits): that is not the push's cost, and batches still go out once per tick.
+    loop = LoopClock(relay, [(i / 1000, prog("a", i + 1, 10_000)) for i in range(1000)])
+    real_merge = relay.store.merge
+
+    def slow_merge(pending: Any) -> Any:
+        loop.now += 0.08
+        return real_merge(pending)
+
+    relay.store.merge = slow_merge  # type: ignore[method-assign]
+    relay.pusher.run()
+    gaps = [b - a for a, b in zip(loop.flushes, loop.flushes[1:], strict=False)]
+    assert gaps and max(gaps) <= 0.1 + 1e-6
+    assert emits[-1][0]["progress"]["current"] == 1000
+
+
 def test_at_idle_a_lone_update_goes_out_at_once(relay: Relay, emits: Emits) -> None:
     # received, started and first progress 10 ms apart: the first goes at once, the next two share
     # the next tick's batch; a lone update after a quiet spell goes at once again.
