@@ -1,14 +1,17 @@
 """Fan-out: our web process, the naive relay and the message-queue baseline, each watched by 1 to
 1,000 Socket.IO clients in one client process during a storm of real tasks (bench/fanout.measure:
 lag over ALL clients and for the client that joined last, messages per client per tick, bytes per
-progress update). One relay runs at a time; the real Celery worker runs the storm's tasks."""
+progress update). One relay runs at a time; the real Celery worker runs the storm's tasks.
+
+Then the measuring client's floor (bench/client_floor.py): the same client counts receive messages of
+our rounds' mean size, one per tick, from a bare Flask-SocketIO server that does nothing else."""
 from __future__ import annotations
 
 import time
 import traceback
 from typing import Any
 
-from bench import baselines, fanout
+from bench import baselines, client_floor, fanout
 from bench.common import memory_mb, wait_idle
 from bench.harness import CpuSampler, Profile, Run, log
 
@@ -17,7 +20,8 @@ RELAYS = ("ours", "naive", "mq")
 
 def measure(run: Run) -> dict[str, Any]:
     """{"settings", "rounds": [{"relay", "clients", <bench.fanout.measure's result>, "server_cpu",
-    "server_rss_mb"} or {"relay", "clients", "error" | "skipped"}]}."""
+    "server_rss_mb"} or {"relay", "clients", "error" | "skipped"}], "client_floor": [<bench.client_floor.
+    measure's result> or {"clients", "error"}], one per round of ours}."""
     cfg = run.p["fanout"]
     run.ensure_worker()
     rounds: list[dict[str, Any]] = []
@@ -44,7 +48,28 @@ def measure(run: Run) -> dict[str, Any]:
         finally:
             if relay_name != "ours":
                 relay.stop()
-    return {"settings": cfg, "rounds": rounds}
+    return {"settings": cfg, "rounds": rounds, "client_floor": floor(run, rounds)}
+
+
+def floor(run: Run, rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The client floor at each of our rounds' client count and mean message size (bench.client_floor)."""
+    ours = [r for r in rounds if r.get("relay") == "ours" and r.get("bytes_per_message_mean")]
+    if not ours:
+        return []
+    proc, url = run.start_relay("bench.client_floor")
+    found = []
+    try:
+        for r in ours:
+            log(f"  client floor x {r['clients']} clients, {r['bytes_per_message_mean']:.0f} B per message")
+            try:
+                found.append(client_floor.measure(url, r["clients"], int(r["bytes_per_message_mean"]),
+                                                  tick=fanout.TICK))
+            except Exception as exc:  # noqa: BLE001 - recorded, the next count still runs
+                found.append({"clients": r["clients"], "error": f"{type(exc).__name__}: {exc}"})
+            wait_idle(proc.pid, timeout=10)
+    finally:
+        proc.stop()
+    return found
 
 
 def one_round(run: Run, relay: baselines.Relay, clients: int) -> dict[str, Any]:

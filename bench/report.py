@@ -90,9 +90,12 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
         add(f"Fan-out, {clients} clients in one client process: terminal states delivered", "100%",
             _fmt(_get(r, "delivered_pct"), "%"), others, "", _at_least(_get(r, "delivered_pct"), 100, " points"))
         p99, last = _get(r, "lag_ms", "p99"), _get(r, "last_joiner_lag_ms", "p99")
+        floor_p99 = _get(floor_for(results, clients), "lag_ms", "p99")
         add(f"Fan-out, {clients} clients: lag p99 over ALL clients", f"<= {target:,} ms", _fmt(p99, " ms"),
             "; ".join(f"{RELAY_NAMES[name]} p99 {_fmt(_get(round_for(results, name, clients), 'lag_ms', 'p99'), ' ms')}"
-                      for name in ("naive", "mq")),
+                      for name in ("naive", "mq"))
+            + f"; the measuring client's own floor (a bare server, our message size, no tick): p99 "
+              f"{_fmt(floor_p99, ' ms')}",
             f"median (p50) {_fmt(_get(r, 'lag_ms', 'p50'), ' ms')}", _at_most(p99, target, " ms"))
         add(f"Fan-out, {clients} clients: lag p99 of the client that joined LAST", f"<= {target:,} ms",
             _fmt(last, " ms"),
@@ -250,7 +253,26 @@ def _fanout(results: dict[str, Any]) -> list[str]:
                    "bytes per progress update: as sent / full object", "server CPU (waiting for a CPU)",
                    "client process CPU (near 100%: the clients are the bottleneck)",
                    "machine busy", "connected; reconnects; storm"], rows)
+    floors = [f for f in fanout.get("client_floor") or [] if "lag_ms" in f]
+    if floors:
+        out += ["", "### The measuring client's floor", "",
+                "The same client counts in the same one process receive messages of our rounds' mean size, one "
+                "per tick, from a bare Flask-SocketIO server (eventlet) that does nothing else: no Celery events, "
+                "no store, no tick to wait for (bench/client_floor.py). Lag = receive time minus emit time. No "
+                "server's lag over these clients can be lower at that size and rate; it is reported beside ours, "
+                "not subtracted from it.", ""]
+        out += _table(["clients", "message bytes", "lag p50 / p95 / p99 / max ms", "client CPU per message",
+                       "client process CPU", "delivered"],
+                      [[f["clients"], _fmt(f.get("message_bytes")),
+                        " / ".join(_fmt(_get(f, "lag_ms", k)) for k in ("p50", "p95", "p99", "max")),
+                        _fmt(f.get("client_us_per_message"), " µs"), _fmt(f.get("client_process_cpu_pct"), "%"),
+                        _fmt(f.get("delivered_pct"), "%")] for f in floors])
     return out
+
+
+def floor_for(results: dict[str, Any], clients: int) -> dict[str, Any] | None:
+    return next((f for f in _get(results, "fanout", "client_floor") or []
+                 if f.get("clients") == clients and "lag_ms" in f), None)
 
 
 def _rounds(level: dict[str, Any]) -> str:
@@ -501,6 +523,7 @@ def missing_numbers(results: dict[str, Any]) -> list[str]:
         "fanout": bool(rounds(results, "ours")) and all(_get(r, "lag_ms", "p50") is not None
                                                         for r in rounds(results, "ours")),
         "fanout (baselines)": bool(rounds(results, "naive")) and bool(rounds(results, "mq")),
+        "fanout (client floor)": any("lag_ms" in f for f in _get(results, "fanout", "client_floor") or []),
         "progress_cost": _get(results, "progress_cost", "body_2us", "overhead_percent") is not None
         and _get(results, "progress_cost", "body_2us_reporter", "overhead_percent") is not None,
         "launch": bool(_get(results, "launch", "levels"))
