@@ -4,9 +4,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import statistics
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,6 +19,8 @@ from web.results import json_safe
 from web.store import TaskStore
 
 log = logging.getLogger(__name__)
+
+COSTS_KEPT = 5  # the push tick follows the median cost of this many last batches (Pusher.run)
 
 Emit = Callable[[list[dict[str, Any]]], None]
 ReadResults = Callable[[list[str]], dict[str, dict[str, Any]]]
@@ -145,17 +148,21 @@ class Pusher:
         cost (a queue, a writer, a frame and a send per client) is paid once per tick, not once
         per update (a token bucket here let a launch storm send up to ten batches in one tick).
 
-        The tick stretches when one batch costs more than `busy_share` of it: the time from the
+        The tick stretches when batches cost more than `busy_share` of it: the time from each
         emit until this process's writers have sent it (one yield to them) is measured, and the
-        next flush waits at least that divided by `busy_share`. With a thousand clients a batch's
-        sends alone can take a whole 100 ms tick; pushes then keep the process from launches,
-        events and new connections, and every client falls behind. The store's round trips before
-        the emit are not counted: while they wait, the process does other work, and a busy moment
-        there (a burst of events, a launch) once stretched a 500-client storm's tick to 330 ms.
+        next flush waits at least the median of the last COSTS_KEPT divided by `busy_share`. With a
+        thousand clients a batch's sends alone can take a whole 100 ms tick; pushes then keep the
+        process from launches, events and new connections, and every client falls behind. What
+        else runs in that yield (a burst of events) is measured with it, and the store's round
+        trips before the emit would be too: they are not counted, and one dear batch alone does
+        not stretch the tick (in a 500-client storm, one flush measured 139 ms with its store
+        write, another 176 ms from its emit, among batches of 20-60 ms; each stretched the next
+        tick to 330 ms and the clients' lag with it).
         """
         self.running = True
         backoff = self.interval
         last, tick = float("-inf"), self.interval
+        costs: deque[float] = deque(maxlen=COSTS_KEPT)
         wake = self.coalescer.wake
         while self.running:
             wake.wait(timeout=1.0)
@@ -172,8 +179,9 @@ class Pusher:
             try:
                 if self.flush():
                     self.sleep(0)  # this batch's writers run: what they took is the batch's cost
-                cost = self.clock() - self.emitted_at if self.emitted_at is not None else 0.0
-                tick = max(self.interval, cost / self.busy_share)
+                if self.emitted_at is not None:
+                    costs.append(self.clock() - self.emitted_at)
+                    tick = max(self.interval, statistics.median(costs) / self.busy_share)
                 backoff = self.interval
             except (redis.RedisError, ConnectionError, OSError) as exc:
                 log.warning("push failed (%s); retrying in %.1f s", exc, backoff)

@@ -243,6 +243,24 @@ def test_the_tick_stretches_when_pushing_a_batch_takes_more_than_half_of_it(rela
     assert emits[-1][0]["progress"]["current"] == 1000  # nothing lost, only fewer batches
 
 
+def test_one_dear_batch_among_cheap_ones_does_not_stretch_the_tick(relay: Relay, emits: Emits) -> None:
+    # Batches take 10 ms to push, but the fourth 180 ms (a burst of events ran in its yield): the
+    # tick follows the median of the last costs, so the batch after it still comes one tick later.
+    loop = LoopClock(relay, [(i / 1000, prog("a", i + 1, 10_000)) for i in range(1000)])
+    pusher = relay.pusher
+
+    def emit(batch: list[dict[str, Any]]) -> None:
+        loop.now += 0.18 if len(emits) == 3 else 0.01
+        emits(batch)
+
+    pusher.emit = emit
+    pusher.run()
+    gaps = [round(b - a, 6) for a, b in zip(loop.flushes, loop.flushes[1:], strict=False)]
+    assert len(gaps) > 5 and gaps[3] == 0.18  # the dear batch took longer than a tick: the next comes at once
+    assert max(gaps[:3] + gaps[4:]) <= 0.1 + 1e-6
+    assert emits[-1][0]["progress"]["current"] == 1000
+
+
 def test_a_slow_store_round_trip_does_not_stretch_the_tick(relay: Relay, emits: Emits) -> None:
     # Each batch's store write takes 80 ms (Redis busy, or this process busy with a burst of events
     # while it waits): that is not the push's cost, and batches still go out once per tick.
