@@ -1,8 +1,6 @@
 """Pushes task updates to this process's browsers: stores each batch, then emits what changed."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import statistics
 import threading
@@ -15,7 +13,6 @@ import redis
 
 from web import lifecycle, records
 from web.coalescer import Coalescer
-from web.results import json_safe
 from web.store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -24,16 +21,6 @@ COSTS_KEPT = 5  # the push tick follows the median cost of this many last batche
 
 Emit = Callable[[list[dict[str, Any]]], None]
 ReadResults = Callable[[list[str]], dict[str, dict[str, Any]]]
-
-
-def encode(record: dict[str, Any]) -> bytes:
-    """The record's JSON text; a value JSON cannot carry is replaced by its text in place, so one
-    odd value never fails a batch."""
-    try:
-        return json.dumps(record, sort_keys=True, allow_nan=False).encode()
-    except (TypeError, ValueError):
-        record.update(json_safe(record))
-        return json.dumps(record, sort_keys=True, allow_nan=False).encode()
 
 
 class Pusher:
@@ -60,7 +47,10 @@ class Pusher:
         # Told the ids of tasks a worker's event ended while the backend had no ending for them yet
         # (the reconciler reads those again for a while: see Reconciler.confirm).
         self.unconfirmed = unconfirmed or (lambda ids: None)
-        self.sent: OrderedDict[str, bytes] = OrderedDict()  # what this process's clients last got
+        # What this process's clients last got of each task: its (version, updated). The store gives
+        # each content of a task its own version (a compare-and-set write), and `updated` tells a
+        # task the store dropped and made anew (its versions start again at 1).
+        self.sent: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
         # Held while a batch is stored and emitted, and while a client gets its snapshot: a
         # client then never receives a batch older than its snapshot, nor misses one.
         self.lock = threading.Lock()
@@ -95,13 +85,15 @@ class Pusher:
                         truth.pop(key, None)
                 update.update(truth)
 
-    def unseen(self, items: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any], bytes]]:
-        """The records this process's clients have not been sent in this exact form, each with
-        the digest to remember once it is sent."""
+    def unseen(self, items: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any], tuple[Any, Any]]]:
+        """The records this process's clients have not been sent in this exact form (the stored
+        objects `TaskStore.merge` returned, JSON-safe as stored), each with the mark to remember
+        once it is sent."""
         marked = []
+        sent = self.sent
         for record in items:
-            mark = hashlib.blake2b(encode(record), digest_size=8).digest()
-            if self.sent.get(record["id"]) != mark:
+            mark = (record.get("version"), record.get("updated"))
+            if sent.get(record["id"]) != mark:
                 marked.append((record, mark))
         return marked
 

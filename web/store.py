@@ -17,7 +17,7 @@ from celery_dashboard import index
 from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, KEYS, RECENT_KEY, VERSION_KEY, children_key, owner_key
 from web import lifecycle, records
 from web.filters import TaskFilter, unknown_states
-from web.results import dumps
+from web.results import dumps, json_safe
 
 # Compare-and-set on each task's version. ARGV holds groups of seven: id, the version the record was
 # merged from, the record (JSON, carrying that version plus one), creation score, settled (0/1:
@@ -141,11 +141,18 @@ class TaskStore:
 
     def save_many(self, items: Iterable[dict[str, Any]]) -> list[str]:
         """Write records merged from the version they carry; each is stored with that version plus
-        one unless another write came first. Return the ids whose write lost (merge again)."""
+        one unless another write came first. Return the ids whose write lost (merge again). A value
+        JSON cannot carry (NaN, an object) is replaced in the record itself by its text
+        (web.results.json_safe), as it is stored."""
         args: list[Any] = []
         for record in items:
             base = int(record.get("version") or 0)
-            args += [record["id"], base, dumps(dict(record, version=base + 1)),
+            try:
+                text = json.dumps(dict(record, version=base + 1), allow_nan=False)
+            except (TypeError, ValueError):  # a value JSON cannot carry: replaced by its text, here too,
+                record.update(json_safe(record))  # so that what merge returns is what was stored
+                text = dumps(dict(record, version=base + 1))
+            args += [record["id"], base, text,
                      records.epoch(record.get("created") or record.get("updated")) or time.time(),
                      "1" if lifecycle.is_settled(record) else "0",
                      owner_key(record["owner"]) if record.get("owner") else "",

@@ -102,6 +102,24 @@ def test_nothing_changed_means_nothing_sent(relay: Relay, emits: Emits) -> None:
     assert len(emits) == 1
 
 
+def test_a_task_the_store_dropped_and_made_anew_is_sent_again(relay: Relay, emits: Emits) -> None:
+    relay.add(prog("a", 5))
+    relay.flush()
+    relay.store.client.delete("dashboard:tasks")  # the store lost it (history trimmed, a Redis flush)
+    relay.add({**prog("a", 6), "updated": records.iso(6.5)})
+    relay.flush()
+    assert [(b[0]["version"], b[0]["progress"]["current"]) for b in emits] == [(1, 5), (1, 6)]
+
+
+def test_what_is_sent_is_json_a_browser_can_parse(relay: Relay, emits: Emits) -> None:
+    import json
+
+    relay.add({"id": "a", "state": "SUCCESS", "result": float("nan"), "source": "backend"})
+    relay.flush()
+    json.dumps(emits[-1], allow_nan=False)  # raises on NaN or Infinity
+    assert emits[-1][0]["result"] == "nan"
+
+
 def test_updates_survive_a_failed_flush(relay: Relay, emits: Emits, monkeypatch: pytest.MonkeyPatch) -> None:
     relay.add(prog("a", 5))
     relay.add({"id": "b", "state": "SUCCESS"})
