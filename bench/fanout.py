@@ -18,6 +18,10 @@ batches sent one tick apart into one window; and exactly, per batch, where the s
 batches as ours does: a batch is at most one per tick), and the bytes of a progress update as sent (a delta
 where the server sent one) beside the bytes of the full task object it stands for.
 
+The clients' process runs each storm with Python's cyclic garbage collector off
+(bench.common.collector_paused): a full collection walks every client's objects, and its pauses
+(up to 465 ms each at 1,000 clients) would be counted as the server's lag.
+
 The clients merge what they receive as the page does (static/js/transport.js): a pushed delta
 (`changes`) applies to the task at its `base` version; one that cannot apply is counted
 (`deltas_unapplied`).
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -42,7 +47,7 @@ import aiohttp
 import engineio
 import socketio
 
-from bench.common import cpu_seconds, histogram_percentiles
+from bench.common import collector_paused, cpu_seconds, histogram_percentiles
 
 TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
 # The pusher's tick (web.config PUSH_INTERVAL): under a storm a client should get one message per tick.
@@ -155,6 +160,7 @@ class Run:
         self.expected: set[str] = set()
         self.watchers: list[Watcher] = []
         self.storm_started: float | None = None
+        self.storm_cpu = 0.0  # this process's CPU time when the storm began
         self.launched = False
         self.waiting_for = 0  # clients that connected (one that never did counts as not delivered)
         self.complete = 0
@@ -191,8 +197,35 @@ async def _csrf(http: aiohttp.ClientSession, base_url: str) -> str | None:
     return found[1] if found else None
 
 
+async def _storm(run: Run, http: aiohttp.ClientSession, base_url: str, post_headers: dict[str, str], tasks: int,
+                 steps: int, timeout: float, ids: list[str], launch_ms: list[float]) -> str:
+    """Launch the storm's tasks one POST at a time, then wait for every client's terminal states;
+    "complete" or "timeout". Raises RuntimeError when a launch is refused."""
+    run.storm_started, run.storm_cpu = time.monotonic(), time.process_time()
+    for _ in range(tasks):
+        t0 = time.monotonic()
+        launch = {"task": "steps", "params": {"steps": steps, "delay": 0}, "duplicate": True}
+        async with http.post(f"{base_url}/api/tasks", json=launch, headers=post_headers) as answer:
+            body = await answer.json()
+        if answer.status >= 300:
+            await _leave_all(run.watchers)
+            raise RuntimeError(f"launch refused ({answer.status}): {body}")
+        launch_ms.append((time.monotonic() - t0) * 1000)
+        ids.append(body["id"])
+        run.expected.add(body["id"])
+    run.launched = True
+    for watcher in run.watchers:  # terminal states that came before their id was known
+        watcher.done = sum(1 for i in ids if watcher.ended.get(i, -1.0) >= 0)
+        run.got_terminal(watcher)
+    try:
+        await asyncio.wait_for(run.all_done.wait(), timeout)
+        return "complete"
+    except TimeoutError:
+        return "timeout"
+
+
 async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies: dict | None,
-                   timeout: float, on_storm: Callable[[], Any] | None) -> dict[str, Any]:
+                   timeout: float, on_storm: Callable[[], Any] | None, collector: bool) -> dict[str, Any]:
     base_url = base_url.rstrip("/")
     run = Run()
     run.watchers = [Watcher(run, sampled=i in (0, clients - 1)) for i in range(clients)]
@@ -226,29 +259,10 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
             if token:
                 post_headers["X-CSRFToken"] = token
         storm_over = on_storm() if on_storm is not None else None
-        run.storm_started, own_cpu = time.monotonic(), time.process_time()
-        for _ in range(tasks):
-            t0 = time.monotonic()
-            launch = {"task": "steps", "params": {"steps": steps, "delay": 0}, "duplicate": True}
-            async with http.post(f"{base_url}/api/tasks", json=launch, headers=post_headers) as answer:
-                body = await answer.json()
-            if answer.status >= 300:
-                await _leave_all(run.watchers)
-                raise RuntimeError(f"launch refused ({answer.status}): {body}")
-            launch_ms.append((time.monotonic() - t0) * 1000)
-            ids.append(body["id"])
-            run.expected.add(body["id"])
-    run.launched = True
-    for watcher in run.watchers:  # terminal states that came before their id was known
-        watcher.done = sum(1 for i in ids if watcher.ended.get(i, -1.0) >= 0)
-        run.got_terminal(watcher)
-    try:
-        await asyncio.wait_for(run.all_done.wait(), timeout)
-        stopped_by = "complete"
-    except TimeoutError:
-        stopped_by = "timeout"
+        with contextlib.nullcontext() if collector else collector_paused():
+            stopped_by = await _storm(run, http, base_url, post_headers, tasks, steps, timeout, ids, launch_ms)
     storm_s = time.monotonic() - run.storm_started
-    own_cpu = time.process_time() - own_cpu
+    own_cpu = time.process_time() - run.storm_cpu
 
     lags = [lag for w in run.watchers for lag in w.lags()]
     delivered = sum(w.done for w in run.watchers)
@@ -269,7 +283,8 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
         return round(sum(values) / len(values), 1) if values else None
 
     result = {
-        "clients": clients, "connected": connected, "connect_errors": errors[:5], "connect_s": round(connect_s, 2),
+        "clients": clients, "client_collector": "on" if collector else "paused",
+        "connected": connected, "connect_errors": errors[:5], "connect_s": round(connect_s, 2),
         "tasks": {"launched": len(ids), "steps": steps, "launch_ms_mean": mean([int(v) for v in launch_ms]),
                   "storm_s": round(storm_s, 2), "stopped_by": stopped_by},
         # This process's CPU over the storm, as a share of one core: near 100, the clients are the bottleneck.
@@ -310,7 +325,7 @@ async def _leave_all(watchers: list[Watcher]) -> None:
 
 
 def measure(base_url: str, clients: int, *, tasks: int = 40, steps: int = 250, cookies: dict | None = None,
-            timeout: float = 120.0, on_storm: Callable[[], Any] | None = None) -> dict:
+            timeout: float = 120.0, on_storm: Callable[[], Any] | None = None, collector: bool = False) -> dict:
     """Run one storm against a running web at `base_url` with `clients` Socket.IO clients in this process.
 
     Returns {"clients", "delivered_pct" (terminal states received over clients x tasks, %),
@@ -322,9 +337,10 @@ def measure(base_url: str, clients: int, *, tasks: int = 40, steps: int = 250, c
     the last launch to wait for every terminal state. Needs a Celery worker serving `steps`.
     Raises RuntimeError when a launch is refused. `on_storm` is called just before the first launch
     (to start a profiler, a CPU meter); it may return a function, called when the storm is over,
-    whose dict is added to the result.
+    whose dict is added to the result. `collector`: leave this process's garbage collector on during
+    the storm, as Python runs by default (else it is paused: bench.common.collector_paused).
     """
-    return asyncio.run(_measure(base_url, clients, tasks, steps, cookies, timeout, on_storm))
+    return asyncio.run(_measure(base_url, clients, tasks, steps, cookies, timeout, on_storm, collector))
 
 
 def main() -> None:
@@ -336,6 +352,8 @@ def main() -> None:
     parser.add_argument("--url", help="a running web process (default: start redis, a worker and the web)")
     parser.add_argument("--pid", type=int, help="the web process's pid (with --url): its CPU time is reported")
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between two storms")
+    parser.add_argument("--collector", action="store_true",
+                        help="leave the clients' garbage collector on during each storm (Python's default)")
     parser.add_argument("--profile", metavar="DIR",
                         help="py-spy the web process and this one for --profile-seconds from the first launch "
                              "(raw flamegraph files in DIR, web-<clients>.txt and clients-<clients>.txt)")
@@ -372,7 +390,7 @@ def main() -> None:
                 return (lambda: {"web_cpu_s": round(cpu_seconds(pid) - start, 2)}) if pid else None
 
             result = measure(url, clients, tasks=args.tasks, steps=args.steps, timeout=args.timeout,
-                             on_storm=on_storm)
+                             on_storm=on_storm, collector=args.collector)
             for spy in spies:
                 spy.wait(args.profile_seconds + 30)
             print(json.dumps(result), flush=True)

@@ -30,8 +30,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "budget_s": 1200,
         "latency": [{"name": "every 250 ms", "tasks": 4, "steps": 12, "delay": 0.25},
                     {"name": "at the throttle's top rate", "tasks": 4, "steps": 20, "delay": 0.1}],
-        "fanout": {"clients": [1, 100, 500, 1000], "baseline_clients": [1, 100, 500, 1000], "tasks": 40,
-                   "steps": 250, "timeout_s": 30, "reserve_s": 350},
+        "fanout": {"clients": [1, 100, 500, 1000], "baseline_clients": [1, 100, 500, 1000],
+                   "collector_on_clients": [500, 1000], "tasks": 40, "steps": 250, "timeout_s": 30, "reserve_s": 350},
         "progress_cost": {"calls": 1_000_000, "repeats": 3},
         "launch": {"concurrency": [1, 8], "requests": 1500, "deadline_s": 20, "rounds": 3},
         # Each ladder stops climbing after a rung where every side lost events.
@@ -43,8 +43,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "budget_s": 150,
         "latency": [{"name": "at the throttle's top rate", "tasks": 1, "steps": 8, "delay": 0.1}],
-        "fanout": {"clients": [20], "baseline_clients": [20], "tasks": 10, "steps": 50, "timeout_s": 15,
-                   "reserve_s": 60},
+        "fanout": {"clients": [20], "baseline_clients": [20], "collector_on_clients": [20], "tasks": 10, "steps": 50,
+                   "timeout_s": 15, "reserve_s": 60},
         "progress_cost": {"calls": 100_000, "repeats": 1},
         "launch": {"concurrency": [1, 4], "requests": 150, "deadline_s": 8},
         "ingest": {"rates": [5000], "web_alone": [5000], "flower_alone": [2500], "seconds": 1,
@@ -110,6 +110,7 @@ def main() -> None:
     profile = PROFILES[name]
     if args.clients:
         profile["fanout"]["clients"] = profile["fanout"]["baseline_clients"] = [int(n) for n in args.clients.split(",")]
+        profile["fanout"]["collector_on_clients"] = profile["fanout"]["clients"][-1:]
     run = Run(name, profile)
     run.profile = args.profile
     only = set(args.only.split(",")) if args.only else None
