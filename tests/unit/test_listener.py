@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import fakeredis
+import pytest
 
 from tasks.celery_app import celery_app
 from web.listener import Listener, decode
@@ -75,6 +76,18 @@ def test_decode_reads_the_event_kombu_published() -> None:
 def test_decode_reads_a_worker_s_batch_of_events() -> None:
     batch = [{"type": "task-received", "uuid": "a"}, {"type": "task-started", "uuid": "a"}]
     assert decode(envelope(batch)) == batch  # type: ignore[arg-type]
+
+
+def test_decode_reads_what_python_s_json_writes_and_orjson_refuses() -> None:
+    import math
+
+    # kombu serializes with json.dumps: NaN goes out as a bare NaN, a lone surrogate as an escape.
+    batch = [{"type": "task-progress", "uuid": "a", "progress": {"current": math.nan, "total": 3}},
+             {"type": "task-received", "uuid": "b", "args": "('\ud800',)"}]
+    got = decode(envelope(batch))
+    assert math.isnan(got[0]["progress"]["current"]) and got[1] == batch[1]
+    with pytest.raises(ValueError):
+        decode(b"not json")
 
 
 def test_the_listener_reads_the_real_channels_and_survives_junk() -> None:
