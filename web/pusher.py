@@ -18,6 +18,7 @@ from web.store import TaskStore
 log = logging.getLogger(__name__)
 
 COSTS_KEPT = 5  # the push tick follows the median cost of this many last batches (Pusher.run)
+MAX_STRETCH = 5.0  # ... and never grows past this many PUSH_INTERVALs
 
 Emit = Callable[[list[dict[str, Any]]], None]
 ReadResults = Callable[[list[str]], dict[str, dict[str, Any]]]
@@ -149,7 +150,9 @@ class Pusher:
         trips before the emit would be too: they are not counted, and one dear batch alone does
         not stretch the tick (in a 500-client storm, one flush measured 139 ms with its store
         write, another 176 ms from its emit, among batches of 20-60 ms; each stretched the next
-        tick to 330 ms and the clients' lag with it).
+        tick to 330 ms and the clients' lag with it). The tick is at most MAX_STRETCH intervals:
+        a process starved of CPU measures every batch dear, and an unbounded tick would hold
+        every client's view still for as long, merging away the states in between.
         """
         self.running = True
         backoff = self.interval
@@ -173,7 +176,8 @@ class Pusher:
                     self.sleep(0)  # this batch's writers run: what they took is the batch's cost
                 if self.emitted_at is not None:
                     costs.append(self.clock() - self.emitted_at)
-                    tick = max(self.interval, statistics.median(costs) / self.busy_share)
+                    tick = min(max(self.interval, statistics.median(costs) / self.busy_share),
+                               self.interval * MAX_STRETCH)
                 backoff = self.interval
             except (redis.RedisError, ConnectionError, OSError) as exc:
                 log.warning("push failed (%s); retrying in %.1f s", exc, backoff)

@@ -261,6 +261,23 @@ def test_the_tick_stretches_when_pushing_a_batch_takes_more_than_half_of_it(rela
     assert emits[-1][0]["progress"]["current"] == 1000  # nothing lost, only fewer batches
 
 
+def test_the_tick_stretches_at_most_five_fold(relay: Relay, emits: Emits) -> None:
+    # Every batch measures 2 s (the process starved of CPU): uncapped, the next would wait 4 s from
+    # its start; at five ticks (0.5 s) the next one goes as soon as this one is out.
+    loop = LoopClock(relay, [(i / 100, prog("a", i + 1, 10_000)) for i in range(1000)])
+    pusher = relay.pusher
+
+    def starved_emit(batch: list[dict[str, Any]]) -> None:
+        loop.now += 2.0
+        emits(batch)
+
+    pusher.emit = starved_emit
+    pusher.run()
+    gaps = [round(b - a, 6) for a, b in zip(loop.flushes, loop.flushes[1:], strict=False)]
+    assert gaps and max(gaps) <= 2.0 + 1e-6
+    assert emits[-1][0]["progress"]["current"] == 1000
+
+
 def test_one_dear_batch_among_cheap_ones_does_not_stretch_the_tick(relay: Relay, emits: Emits) -> None:
     # Batches take 10 ms to push, but the fourth 180 ms (a burst of events ran in its yield): the
     # tick follows the median of the last costs, so the batch after it still comes one tick later.
