@@ -86,7 +86,7 @@ async def _measure(url: str, clients: int, size: int, count: int, tick: float, t
     import aiohttp
 
     from bench.common import collector_paused
-    from bench.fanout import CONNECT_GATE, _Client, _ms_percentiles
+    from bench.fanout import CONNECT_GATE, _Client, _ms_percentiles, leave_all
 
     lags: list[float] = []
     received = 0
@@ -124,11 +124,7 @@ async def _measure(url: str, clients: int, size: int, count: int, tick: float, t
         except TimeoutError:
             pass
     wall, cpu = time.monotonic() - started, time.process_time() - cpu
-    for sio in sios:
-        try:
-            await asyncio.wait_for(sio.disconnect(), 5)
-        except Exception:  # noqa: BLE001 - leaving anyway
-            pass
+    await leave_all(sios)
     return {"clients": clients, "message_bytes": sent_bytes, "messages": count, "tick_s": tick,
             "delivered_pct": round(100 * received / (clients * count), 2),
             "lag_ms": _ms_percentiles(lags),

@@ -1,5 +1,6 @@
 """Helpers shared by the load benchmark's parts: process readings, percentiles, Redis housekeeping
-(devstack.stack.db_url gives another logical database of the same Redis)."""
+(devstack.stack.db_url gives another logical database of the same Redis), and the clients'
+garbage collector paused during a storm."""
 from __future__ import annotations
 
 import gc

@@ -208,7 +208,7 @@ async def _storm(run: Run, http: aiohttp.ClientSession, base_url: str, post_head
         async with http.post(f"{base_url}/api/tasks", json=launch, headers=post_headers) as answer:
             body = await answer.json()
         if answer.status >= 300:
-            await _leave_all(run.watchers)
+            await leave_all([w.sio for w in run.watchers])
             raise RuntimeError(f"launch refused ({answer.status}): {body}")
         launch_ms.append((time.monotonic() - t0) * 1000)
         ids.append(body["id"])
@@ -307,21 +307,22 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
 
     if callable(storm_over):
         result.update(storm_over() or {})
-    await _leave_all(run.watchers)
+    await leave_all([w.sio for w in run.watchers])
     return result
 
 
-async def _leave_all(watchers: list[Watcher]) -> None:
+async def leave_all(clients: list[socketio.AsyncClient]) -> None:
+    """Disconnect every client, 100 at a time, each given 5 s."""
     gate = asyncio.Semaphore(100)
 
-    async def leave(watcher: Watcher) -> None:
+    async def leave(sio: socketio.AsyncClient) -> None:
         async with gate:
             try:
-                await asyncio.wait_for(watcher.sio.disconnect(), 5)
+                await asyncio.wait_for(sio.disconnect(), 5)
             except Exception:  # noqa: BLE001 - leaving anyway
                 pass
 
-    await asyncio.gather(*(leave(w) for w in watchers))
+    await asyncio.gather(*(leave(c) for c in clients))
 
 
 def measure(base_url: str, clients: int, *, tasks: int = 40, steps: int = 250, cookies: dict | None = None,
