@@ -92,7 +92,7 @@ def main() -> None:
     embedded = flower.start(app)  # Heroku: Flower as a child on loopback, served at /flower (FLOWER_EMBED)
     EMBEDDED.append(embedded)
     socketio.start_background_task(dash.pusher.run)
-    socketio.start_background_task(dash.reconciler.run)
+    dash.reconciler.start(socketio.start_background_task)  # the slow passes and the fast poll
     socketio.start_background_task(listener.run)
     # Ends live connections whose access ended (sign-out, removed account, new role, revoked token).
     socketio.start_background_task(sockets.watch_access, dash.users, recheck=app.config["SESSION_RECHECK"])

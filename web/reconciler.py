@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -63,9 +64,10 @@ class Bounded(OrderedDict):
 
 
 class Reconciler:
-    """Runs beside the listener, in its own loop, because asking workers takes up to a second.
+    """Runs beside the listener in two loops of its own (`start`), because asking workers takes up
+    to a second per question, and the fast pass must not wait for it:
 
-    - every `poll_every` s: the backend's record of running tasks (the tutorials' progress,
+    - every `poll_every` s, in its own loop: the backend's record of running tasks (the tutorials' progress,
       `update_state(state="PROGRESS", meta={"current", "total"})`, sends no event), and the
       broker's queues (a task waiting in a queue sends no event unless its sender enabled
       `task_send_sent_event`);
@@ -120,6 +122,7 @@ class Reconciler:
         self.cancels: Bounded = Bounded(10_000)  # task id -> True: cancelled while a worker held it
         self.last_held_check = -1e9
         self.running = False
+        self.reading = threading.Lock()  # one backend read-and-queue at a time (see _backend)
 
     # ---- input from the listener ------------------------------------------------------------
 
@@ -183,26 +186,31 @@ class Reconciler:
     # ---- the passes --------------------------------------------------------------------------
 
     def _backend(self, records_by_id: dict[str, dict[str, Any]], ids: Iterable[str]) -> None:
-        """Queue the backend's record of `ids` where it changed since the last read."""
+        """Queue the backend's record of `ids` where it changed since the last read. One loop at a
+        time (`reading`): a record read before another loop's newer read of it, and queued after
+        it, would take the task back (PROGRESS 3/8, then 2/8)."""
         ids = list(ids)
         for start in range(0, len(ids), CHUNK):
-            chunk = ids[start:start + CHUNK]
-            metas = self.read_results(chunk)
-            for task_id in chunk:
-                meta = metas.get(task_id)
-                if meta is None:
-                    continue
-                mark = hashlib.blake2b(json.dumps(meta, sort_keys=True, default=str).encode(), digest_size=8).digest()
-                if self.seen_meta.get(task_id) == mark:
-                    continue
-                self.seen_meta[task_id] = mark
-                record = records_by_id.get(task_id) or {}
-                worker = meta.get("worker") if isinstance(meta.get("worker"), str) else record.get("worker")
-                update = records.from_meta(task_id, meta, self.workers.offset(worker))
-                if update:
-                    self.coalescer.add(update)
-                    if lifecycle.is_terminal(update.get("state")):
-                        self.workers.ended(worker, task_id)
+            with self.reading:
+                self._read_chunk(records_by_id, ids[start:start + CHUNK])
+
+    def _read_chunk(self, records_by_id: dict[str, dict[str, Any]], chunk: list[str]) -> None:
+        metas = self.read_results(chunk)
+        for task_id in chunk:
+            meta = metas.get(task_id)
+            if meta is None:
+                continue
+            mark = hashlib.blake2b(json.dumps(meta, sort_keys=True, default=str).encode(), digest_size=8).digest()
+            if self.seen_meta.get(task_id) == mark:
+                continue
+            self.seen_meta[task_id] = mark
+            record = records_by_id.get(task_id) or {}
+            worker = meta.get("worker") if isinstance(meta.get("worker"), str) else record.get("worker")
+            update = records.from_meta(task_id, meta, self.workers.offset(worker))
+            if update:
+                self.coalescer.add(update)
+                if lifecycle.is_terminal(update.get("state")):
+                    self.workers.ended(worker, task_id)
 
     def _confirm(self) -> None:
         """Read the backend of ended tasks it had no ending for (see `confirm`): an ending it now has
@@ -492,7 +500,13 @@ class Reconciler:
     # ---- the loop ----------------------------------------------------------------------------
 
     def step(self) -> None:
-        """Run whichever passes are due."""
+        """Run whichever passes of both loops are due, one loop after the other (unit tests)."""
+        self.step_control()
+        self.step_poll()
+
+    def step_control(self) -> float:
+        """Run whichever of the slow passes are due: the `enable_events` broadcast, the questions
+        to the workers and the full pass. Returns when the next one is due (`clock` seconds)."""
         now = self.clock()
         if self.control is not None and now >= self.next_enable:
             self.next_enable = now + self.enable_events_every
@@ -507,20 +521,48 @@ class Reconciler:
             self.next_reconcile = now + self.reconcile_every
             self.reconcile()
             self.store.trim()
-        if now >= self.next_poll:
-            self.next_poll = now + self.poll_every
+        due = min(self.next_reconcile, self.next_pools)
+        if self.control is not None:
+            due = min(due, self.next_enable, self.next_queues)
+        return due
+
+    def step_poll(self) -> float:
+        """Run the fast pass if due; returns when it is due next (`clock` seconds)."""
+        if self.clock() >= self.next_poll:
+            self.next_poll = self.clock() + self.poll_every
             self.poll()
+        return self.next_poll
+
+    def start(self, spawn: Callable[[Callable[[], None]], Any]) -> None:
+        """Start both loops with `spawn` (Flask-SocketIO's `start_background_task`: a green thread
+        under eventlet or gevent). The fast poll has a loop of its own: a question to the workers
+        waits its whole timeout (1 s) for one that does not answer, and a solo worker running a
+        task answers none, so a pass can take seconds (3.6 s measured with five pools); sharing
+        their loop, the running tasks' backend records (the tutorial's PROGRESS, a custom state)
+        went unread that long, and a state held for less was never shown."""
+        self.running = True
+        spawn(self.run)
+        spawn(self.run_poll)
 
     def run(self) -> None:
+        """The slow passes' loop (`step_control`), until `stop`. It wakes at least every
+        `poll_every` s, so a pass asked for `soon` (a worker seen, a cancel) is not late."""
+        self._loop(self.step_control, "reconcile")
+
+    def run_poll(self) -> None:
+        """The fast pass's loop (`step_poll`), until `stop`."""
+        self._loop(self.step_poll, "poll")
+
+    def _loop(self, step: Callable[[], float], name: str) -> None:
         self.running = True
         backoff = 0.5
         while self.running:
             try:
-                self.step()
+                due = step()
                 backoff = 0.5
-                self.sleep(max(0.05, min(self.next_poll, self.next_reconcile) - self.clock()))
+                self.sleep(max(0.05, min(due - self.clock(), self.poll_every)))
             except Exception as exc:  # the loop must survive Redis going away
-                log.warning("reconcile failed (%s); retrying in %.1f s", exc, backoff)
+                log.warning("%s failed (%s); retrying in %.1f s", name, exc, backoff)
                 self.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 

@@ -187,7 +187,8 @@ def test_the_tutorials_progress_is_a_live_percentage(app: Any, api: Api, feed: F
     ended(api, task_id)
     shown = [t["progress"]["percent"] for t in feed.history(task_id)
              if t["state"] == "PROGRESS" and t.get("progress")]
-    assert len(set(shown)) >= 2, shown  # it moved while the task ran, not only at the end
+    # It moved while the task ran, step by step: a poll (0.5 s here) missed for seconds shows 1 or 2.
+    assert len(set(shown)) >= 4, shown
     assert all(0 <= p <= 100 for p in shown)
 
 

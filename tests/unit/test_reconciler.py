@@ -1,6 +1,8 @@
 """The reconciler's verdicts: confirmed before shown, and always overridden by a real outcome."""
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import fakeredis
@@ -321,6 +323,52 @@ def test_a_task_started_before_the_store_knows_is_still_polled_after_a_full_pass
         parts.later(31)
         parts.settle()
     assert parts.state("a") == "SUCCESS" and "a" not in parts.reconciler.running_ids
+
+
+def test_running_tasks_are_polled_while_a_question_to_the_workers_waits(parts: Parts) -> None:
+    """A solo worker running a task answers no question to the workers, so each waits its whole
+    timeout (1 s), and a pass asks several (3.6 s measured). The running tasks' backend records are
+    read meanwhile (seen in CI: the tutorial's progress showed one percentage of eight, and a custom
+    state held for 3 s never showed)."""
+    start(parts, "a")
+    asked, answer = threading.Event(), threading.Event()
+    reads: list[dict[str, Any]] = []
+
+    class Unanswered(FakeControl):
+        def enable_events(self) -> None:
+            asked.set()
+            answer.wait(10)  # a question nobody answers yet
+
+    def read(ids: list[str]) -> dict[str, dict[str, Any]]:
+        found = {i: parts.metas[i] for i in ids if i in parts.metas}
+        reads.append(found)
+        return found
+
+    reconciler = Reconciler(parts.store, parts.coalescer, read, parts.workers, Unanswered(), poll_every=0.05)
+    reconciler.running_ids["a"] = True
+    threads: list[threading.Thread] = []
+
+    def spawn(loop: Any) -> None:
+        threads.append(threading.Thread(target=loop, daemon=True))
+        threads[-1].start()
+
+    reconciler.start(spawn)
+    try:
+        assert asked.wait(5)
+        parts.metas["a"] = {"status": "PROGRESS", "result": {"current": 2, "total": 8}}
+        deadline = time.monotonic() + 5
+        while not any("a" in found for found in reads) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not answer.is_set()
+        assert any("a" in found for found in reads), "no backend read while the question waited"
+    finally:
+        reconciler.stop()
+        answer.set()
+        for thread in threads:
+            thread.join(5)
+    parts.pusher.flush()
+    task = parts.store.get("a")
+    assert (task["state"], task["progress"]["percent"]) == ("PROGRESS", 25.0)
 
 
 def restart_both(parts: Parts, task_id: str = "a") -> None:
