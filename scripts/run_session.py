@@ -170,10 +170,13 @@ class Session:
             self.known.pop(proc.pid, None)
 
     def alive(self) -> bool:
-        """Whether any known process still runs (zombies hold no port and count as gone)."""
+        """Whether any known process still runs. A zombie counts as gone, unless other threads of it
+        are still ending: the main thread of a multi-threaded process (Flower) can end first, and
+        its files, listening sockets included, stay open until the last thread has ended (Linux's
+        `delay_group_leader`). Returning then, make run's Flower port still answered (seen in CI)."""
         for pid, proc in list(self.known.items()):
             try:
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                if proc.is_running() and (proc.status() != psutil.STATUS_ZOMBIE or proc.num_threads() > 1):
                     return True
             except psutil.Error:
                 pass

@@ -44,8 +44,11 @@ def started_by(mark: str, sessions: set[int]) -> dict[int, str]:
                     continue
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 found[pid] = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            if not found[pid] and len(os.listdir(f"/proc/{pid}/task")) > 1:
+                # A zombie whose other threads still end: they hold its files and ports.
+                found[pid] = "(main thread ended, other threads still ending)"
         except OSError:  # gone meanwhile
-            continue
+            found.pop(pid, None)
     return {pid: cmd for pid, cmd in found.items() if cmd}  # a zombie has no command line left
 
 
