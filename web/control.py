@@ -1,5 +1,5 @@
-"""Asking the workers: Celery's remote control (enable_events, ping, inspect, stats) on one
-bounded connection of its own.
+"""Asking the workers: Celery's remote control (enable_events, ping, inspect, stats, revoke) and the
+dashboard's launches, on two bounded connections of its own: one for questions, one for sends.
 
 A worker started without `-E` sends task events only after it is told `enable_events`; a worker
 is asked before the dashboard says anything about it. This module knows Celery's control
@@ -29,6 +29,7 @@ MAX_HOSTNAMES = 1000      # hostnames one ping asks about
 MAX_TIMEOUT = 10.0        # seconds any one control call may wait for replies
 CONNECT_TIMEOUT = 2.0     # seconds to (re)connect to the broker, and for the answer to one command
 CLIENT_NAME = "dashboard-control"  # what CLIENT LIST shows for a Control's Redis connections
+SENDER_NAME = "dashboard-sender"  # ... and for the one its launches, revokes and enable_events use
 # "celery.concurrency.thread:TaskPool" -> "threads"; the first alias wins ("prefork", not "processes").
 POOL_NAMES = {path: name for name, path in reversed(ALIASES.items()) if path}
 # For a control message's publish. kombu's default (Producer.publish(retry=True) without a
@@ -64,13 +65,39 @@ class _PublishingTransport(kombu_redis.Transport):
     Channel = _PublishingChannel
 
 
-def _transport_for(url: str) -> Any:
-    """The kombu transport the Control connects with: ours for redis:// and rediss:// (the same
-    connections, one client per channel); None (kombu's choice) for any other broker."""
-    return _PublishingTransport if url.split("://", 1)[0] in ("redis", "rediss") else None
+class _SendingChannel(kombu_redis.Channel):
+    """kombu's Redis channel for a connection that only sends: its commands go through the
+    channel's own `client`, on the pool kombu keeps for the BRPOP a consumer would run (the
+    channel pings it when it opens). kombu publishes on a second pool, and a sender then held two
+    Redis connections where one does."""
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        yield client or self.client
+
+
+class _SendingTransport(kombu_redis.Transport):
+    Channel = _SendingChannel
+
+
+def _transport_for(url: str, sending: bool = False) -> Any:
+    """The kombu transport the Control connects with: ours for redis:// and rediss:// (one client
+    per channel; one Redis connection in all for a connection that only sends); None (kombu's
+    choice) for any other broker."""
+    if url.split("://", 1)[0] not in ("redis", "rediss"):
+        return None
+    return _SendingTransport if sending else _PublishingTransport
 
 
 # ---- Celery's remote control ----------------------------------------------------------------
+
+def _release(connection: Connection | None) -> None:
+    if connection is not None:
+        try:
+            connection.release()
+        except Exception:  # noqa: BLE001 - closing a connection that is already gone
+            pass
+
 
 class _BoundedProducer(Producer):
     """A producer whose retried publish gives up (one reconnect) instead of retrying forever."""
@@ -155,10 +182,14 @@ class Control:
     with an "unknown" answer (see each method), and `last_error` says what went wrong (None
     after a call that reached the broker); the next call reconnects.
 
-    Calls are serialized on one kombu connection of the Control's own: over Redis it holds two
-    Redis connections (named CLIENT_NAME in CLIENT LIST) however often and from however many
-    threads it is used: one for commands and PUBLISH, one for the BRPOP that collects replies.
-    Create a Control after any fork.
+    Questions (ping, inspect, stats) are serialized on one kombu connection of the Control's own:
+    over Redis it holds two Redis connections (named CLIENT_NAME in CLIENT LIST) however often and
+    from however many threads it is used: one for commands and PUBLISH, one for the BRPOP that
+    collects replies. What awaits no reply (a launch, a revoke, enable_events) is serialized on a
+    second kombu connection, one Redis connection (SENDER_NAME): a question waits its whole
+    timeout (1 s) for a worker that does not answer (a solo worker running a task answers none),
+    and a launch sharing its connection waited that long (measured with a busy solo worker: 9 of
+    140 launches took 200-550 ms, p99 519 ms). Create a Control after any fork.
     """
 
     def __init__(self, app: Celery, connect_timeout: float = CONNECT_TIMEOUT) -> None:
@@ -168,17 +199,28 @@ class Control:
         self._control.mailbox.fixed_oid = uuid()
         self._lock = threading.Lock()
         self._connection: Connection | None = None
+        self._send_lock = threading.Lock()
+        self._sender: Connection | None = None
         self.last_error: str | None = None
+
+    def _open(self, name: str, sending: bool = False) -> Connection:
+        """A kombu connection to the app's broker, bounded by `connect_timeout`, named `name`."""
+        return self.app.connection_for_write(
+            transport=_transport_for(self.app.conf.broker_write_url or self.app.conf.broker_url or "", sending),
+            connect_timeout=self.connect_timeout,
+            transport_options={**RETRY_POLICY, "client_name": name,
+                               "socket_connect_timeout": self.connect_timeout,
+                               "socket_timeout": self.connect_timeout})
 
     def _connect(self) -> Connection:
         if self._connection is None:
-            self._connection = self.app.connection_for_write(
-                transport=_transport_for(self.app.conf.broker_write_url or self.app.conf.broker_url or ""),
-                connect_timeout=self.connect_timeout,
-                transport_options={**RETRY_POLICY, "client_name": CLIENT_NAME,
-                                   "socket_connect_timeout": self.connect_timeout,
-                                   "socket_timeout": self.connect_timeout})
+            self._connection = self._open(CLIENT_NAME)
         return self._connection
+
+    def _connect_sender(self) -> Connection:
+        if self._sender is None:
+            self._sender = self._open(SENDER_NAME, sending=True)
+        return self._sender
 
     def _broadcast(self, command: str, timeout: float, reply: bool = True,
                    destination: list[str] | None = None, limit: int | None = None,
@@ -186,35 +228,39 @@ class Control:
         """Celery's `Control.broadcast` on this Control's connection: the replies (a list of
         `{hostname: answer}`, [] when nobody answered or `reply` is False), or None on failure."""
         timeout = min(max(float(timeout), 0.01), MAX_TIMEOUT)
-        if not self._lock.acquire(timeout=timeout + self.connect_timeout):
+        lock, connect, close = ((self._lock, self._connect, self._close) if reply
+                                else (self._send_lock, self._connect_sender, self._close_sender))
+        if not lock.acquire(timeout=timeout + self.connect_timeout):
             self.last_error = f"{command}: another call still holds the connection"
             log.warning("control %s not sent: %s", command, self.last_error)
             return None
         try:
-            replies = self._control.broadcast(command, connection=self._connect(), reply=reply, timeout=timeout,
+            replies = self._control.broadcast(command, connection=connect(), reply=reply, timeout=timeout,
                                               destination=destination, limit=limit, arguments=arguments)
             self.last_error = None
             return list(replies or [])
         except Exception as exc:  # noqa: BLE001 - any broker or protocol failure is an unknown answer
             self.last_error = f"{command}: {exc!r}"
             log.warning("control %s failed: %r", command, exc)
-            self._close()
+            close()
             return None
         finally:
-            self._lock.release()
+            lock.release()
 
     def _close(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                connection.release()
-            except Exception:  # noqa: BLE001 - closing a connection that is already gone
-                pass
+        _release(connection)
+
+    def _close_sender(self) -> None:
+        connection, self._sender = self._sender, None
+        _release(connection)
 
     def close(self) -> None:
-        """Close the Control's broker connection (the next call reconnects)."""
+        """Close the Control's broker connections (the next call reconnects)."""
         with self._lock:
             self._close()
+        with self._send_lock:
+            self._close_sender()
 
     def enable_events(self) -> None:
         """Tell every worker online now to send task events (celery.worker.control.enable_events,
@@ -225,19 +271,20 @@ class Control:
 
     def apply_async(self, task: Any, **options: Any) -> Any:
         """Send `task` (Celery's `Task.apply_async(**options)`, celery/app/task.py) on this Control's
-        connection, so that launches hold no broker connections of their own (the connection
-        budget); its AsyncResult. Waits up to LAUNCH_WAIT s for a call in progress (a ping waits up to
-        its timeout). Raises what Celery raises (the broker unreachable: OperationalError), or
-        TimeoutError when the connection stayed busy; the next call then reconnects."""
-        if not self._lock.acquire(timeout=LAUNCH_WAIT):
+        sending connection, so that launches hold no broker connections of their own (the
+        connection budget), and never wait for a question to the workers; its AsyncResult. Waits up
+        to LAUNCH_WAIT s for another send in progress. Raises what Celery raises (the broker
+        unreachable: OperationalError), or TimeoutError when the connection stayed busy; the next
+        call then reconnects."""
+        if not self._send_lock.acquire(timeout=LAUNCH_WAIT):
             raise TimeoutError("the broker connection stayed busy")
         try:
-            return task.apply_async(connection=self._connect(), **options)
+            return task.apply_async(connection=self._connect_sender(), **options)
         except Exception:
-            self._close()
+            self._close_sender()
             raise
         finally:
-            self._lock.release()
+            self._send_lock.release()
 
     def revoke(self, task_id: str, terminate: bool = False, signal: str = "SIGTERM") -> bool:
         """Broadcast Celery's `revoke` for `task_id` (celery.worker.control.revoke: every worker

@@ -234,6 +234,26 @@ def test_a_control_holds_two_redis_connections_however_often_it_is_used(
     assert client.scard("_kombu.binding.reply.celery.pidbox") <= 1  # one reply queue, not one per thread
 
 
+def test_a_launch_and_a_revoke_never_wait_for_a_question_nobody_answers(
+        client: redis.Redis, workers: list[Process], usr: ModuleType, control: remote.Control) -> None:
+    """A question waits its whole timeout for a worker that does not answer (a solo worker running
+    a task answers none); the dashboard's launches and cancels go out meanwhile."""
+    import threading
+
+    asking = threading.Thread(target=control.ping, args=(["nobody@nowhere"],), kwargs={"timeout": 4})
+    asking.start()
+    try:
+        time.sleep(0.3)  # the ping is out, its connection held while it waits for the answer
+        sent = control.apply_async(usr.add, args=(20, 22))
+        assert control.revoke("not-a-running-task") is True
+        assert asking.is_alive(), "the launch and the revoke waited for the unanswered ping"
+        assert sent.get(timeout=30) == 42  # really sent: the solo worker ran it
+    finally:
+        asking.join()
+    names = [c.get("name") for c in client.client_list()]
+    assert names.count(remote.SENDER_NAME) == 1 and names.count(remote.CLIENT_NAME) <= 2, names
+
+
 def test_every_answer_is_unknown_when_redis_is_gone(tmp_path: Path) -> None:
     from celery import Celery
 
