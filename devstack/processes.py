@@ -49,6 +49,7 @@ class Process:
         self.offset = self.log.tell()
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        self.signalled: int | None = None  # the signal begin_stop sent
 
     @property
     def pid(self) -> int:
@@ -62,11 +63,22 @@ class Process:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        """Send `sig` to its process group, SIGKILL after `timeout` s."""
-        if self.alive():
+    def begin_stop(self, sig: int = signal.SIGTERM) -> None:
+        """Send `sig` to its process group and return at once (`stop` then waits without sending
+        it again: a second SIGTERM would interrupt the web's own stopping)."""
+        if self.alive() and self.signalled is None:
             try:
                 os.killpg(self.proc.pid, sig)
+                self.signalled = sig
+            except ProcessLookupError:
+                pass
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Send `sig` to its process group (unless `begin_stop` sent it), SIGKILL after `timeout` s."""
+        if self.alive():
+            try:
+                if self.signalled != sig:
+                    os.killpg(self.proc.pid, sig)
                 self.proc.wait(timeout)
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 try:

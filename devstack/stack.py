@@ -141,8 +141,18 @@ class Stack:
         return self.webs[0][1]
 
     def stop(self) -> None:
-        for proc in reversed(self.processes):
-            proc.stop(signal.SIGQUIT if proc in self.workers or proc.name.startswith("worker") else signal.SIGTERM)
+        """Stop every process: the web processes, workers and Flowers all at once (each takes up to
+        a second or two to end), then Redis, which they talk to until they have ended."""
+        def signal_for(proc: Process) -> int:
+            return signal.SIGQUIT if proc in self.workers or proc.name.startswith("worker") else signal.SIGTERM
+
+        others = [proc for proc in reversed(self.processes) if proc is not self.redis]
+        for proc in others:
+            proc.begin_stop(signal_for(proc))
+        for proc in others:
+            proc.stop(signal_for(proc))
+        if self.redis is not None:
+            self.redis.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
