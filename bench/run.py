@@ -45,14 +45,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "budget_s": 150,
-        "latency": [{"name": "at the throttle's top rate", "tasks": 1, "steps": 8, "delay": 0.1}],
-        "fanout": {"clients": [20], "baseline_clients": [20], "collector_on_clients": [20], "tasks": 10, "steps": 50,
+        "latency": [{"name": "at the throttle's top rate", "tasks": 1, "steps": 5, "delay": 0.1}],
+        "fanout": {"clients": [20], "baseline_clients": [20], "collector_on_clients": [20], "tasks": 4, "steps": 20,
                    "timeout_s": 15, "reserve_s": 60},
         "progress_cost": {"calls": 100_000, "repeats": 1},
-        "launch": {"concurrency": [1, 4], "requests": 150, "deadline_s": 8},
+        "launch": {"concurrency": [1, 4], "requests": 60, "deadline_s": 8},
         "ingest": {"rates": [5000], "web_alone": [5000], "flower_alone": [2500], "seconds": 1,
                    "max_events": 10_000, "progress": 10, "reserve_s": 25},
-        "memory": {"tasks": 3_000, "rate": 10_000, "settle_s": 30},
+        "memory": {"tasks": 1_000, "rate": 10_000, "settle_s": 30},
     },
 }
 
