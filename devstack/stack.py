@@ -71,13 +71,14 @@ class Stack:
 
     def start_worker(self, concurrency: int | None = None, name: str = "worker", app: str = "tasks.celery_app",
                      pool: str = "prefork", queues: str | None = None, events: bool = True,
-                     extra: list[str] | None = None) -> Process:
+                     extra: list[str] | None = None, wait: bool = True) -> Process:
         """Start a Celery worker for `app` (a `celery -A` name; user modules in tests/userapp import).
 
         events=True: the project's way, `-E` and 4 processes (`concurrency` None), no mingle or gossip.
         events=False: exactly as the Celery tutorial starts one, `celery -A mytasks worker -l info`
         (plus `-P pool`, `-n name@%h` for a second worker, `--concurrency` when given): no -E, so
-        the dashboard must turn events on itself. `queues` is `-Q`; `extra` is appended.
+        the dashboard must turn events on itself. `queues` is `-Q`; `extra` is appended. With
+        `wait` False it returns at once: `ready(proc)` waits for it (workers started together).
         """
         args = [str(BIN / "celery"), "-A", app, "worker"]
         if events:
@@ -96,10 +97,15 @@ class Stack:
         proc = Process(name, [*args, *(extra or [])], self.env, self.logdir)
         self.processes.append(proc)
         self.workers.append(proc)
-        wait_for(lambda: "ready." in proc.output() or not proc.alive(), 60, what=f"celery {name} ready")
-        if not proc.alive():
-            raise RuntimeError(f"celery {name} exited: {proc.output()[-2000:]}")
         self.worker = self.worker or proc
+        return self.ready(proc) if wait else proc
+
+    def ready(self, proc: Process) -> Process:
+        """Wait (up to 60 s) for a worker `start_worker` started to say it is ready; raises
+        RuntimeError with its output's end if it exited instead."""
+        wait_for(lambda: "ready." in proc.output() or not proc.alive(), 60, what=f"celery {proc.name} ready")
+        if not proc.alive():
+            raise RuntimeError(f"celery {proc.name} exited: {proc.output()[-2000:]}")
         return proc
 
     def python(self, code: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -42,14 +42,14 @@ def queue(pool: str) -> str:
 
 
 def start_pool_worker(stack: Stack, pool: str, name: str | None = None, queues: str | None = None,
-                      env: dict[str, str] | None = None) -> Any:
+                      env: dict[str, str] | None = None, wait: bool = True) -> Any:
     concurrency = None if pool == "solo" else 3
     extra_env = env or {}
     if extra_env:
         saved, stack.env = stack.env, {**stack.env, **extra_env}
     try:
         return stack.start_worker(app="conform", pool=pool, name=name or pool, queues=queues or queue(pool),
-                                  events=False, concurrency=concurrency)
+                                  events=False, concurrency=concurrency, wait=wait)
     finally:
         if extra_env:
             stack.env = saved
@@ -61,8 +61,8 @@ def conform_stack() -> Iterator[Stack]:
     try:
         stack.start_redis()
         stack.start_web()
-        for pool in POOLS:
-            start_pool_worker(stack, pool)
+        for worker in [start_pool_worker(stack, pool, wait=False) for pool in POOLS]:  # started together
+            stack.ready(worker)
         api = Api(stack.url)
         # The dashboard enables events and learns each worker's pool (an idle worker answers).
         wait_for(lambda: all(w.get("pool") for h, w in api.get("/healthz").json()["workers"].items())
