@@ -179,8 +179,9 @@ class Control:
     `connect_timeout` per step: a broker that refuses connections fails a call at once, one that
     stops answering (frozen, black-holed) within two `connect_timeout` (the send, one reconnect),
     where Celery's own `app.control` retries a publish forever. A failure is logged and answered
-    with an "unknown" answer (see each method), and `last_error` says what went wrong (None
-    after a call that reached the broker); the next call reconnects.
+    with an "unknown" answer (see each method), and `last_error` says what went wrong with the
+    last question (None after one that reached the broker; `send_error` for the last revoke or
+    enable_events); the next call reconnects.
 
     Questions (ping, inspect, stats) are serialized on one kombu connection of the Control's own:
     over Redis it holds two Redis connections (named CLIENT_NAME in CLIENT LIST) however often and
@@ -201,7 +202,8 @@ class Control:
         self._connection: Connection | None = None
         self._send_lock = threading.Lock()
         self._sender: Connection | None = None
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # the last question's failure (None: it reached the broker)
+        self.send_error: str | None = None  # the last revoke's or enable_events' failure
 
     def _open(self, name: str, sending: bool = False) -> Connection:
         """A kombu connection to the app's broker, bounded by `connect_timeout`, named `name`."""
@@ -230,17 +232,18 @@ class Control:
         timeout = min(max(float(timeout), 0.01), MAX_TIMEOUT)
         lock, connect, close = ((self._lock, self._connect, self._close) if reply
                                 else (self._send_lock, self._connect_sender, self._close_sender))
+        error = "last_error" if reply else "send_error"  # each connection's own: calls on both overlap
         if not lock.acquire(timeout=timeout + self.connect_timeout):
-            self.last_error = f"{command}: another call still holds the connection"
-            log.warning("control %s not sent: %s", command, self.last_error)
+            setattr(self, error, f"{command}: another call still holds the connection")
+            log.warning("control %s not sent: %s", command, getattr(self, error))
             return None
         try:
             replies = self._control.broadcast(command, connection=connect(), reply=reply, timeout=timeout,
                                               destination=destination, limit=limit, arguments=arguments)
-            self.last_error = None
+            setattr(self, error, None)
             return list(replies or [])
         except Exception as exc:  # noqa: BLE001 - any broker or protocol failure is an unknown answer
-            self.last_error = f"{command}: {exc!r}"
+            setattr(self, error, f"{command}: {exc!r}")
             log.warning("control %s failed: %r", command, exc)
             close()
             return None
@@ -266,7 +269,7 @@ class Control:
         """Tell every worker online now to send task events (celery.worker.control.enable_events,
         what `-E` does at start): the `enable_events` broadcast Flower sends every 5 s
         (flower/events.py `on_enable_events`). No reply is awaited; a worker that starts later
-        needs it again, so the caller repeats it. A failure is logged (`last_error`)."""
+        needs it again, so the caller repeats it. A failure is logged (`send_error`)."""
         self._broadcast("enable_events", timeout=self.connect_timeout, reply=False)
 
     def apply_async(self, task: Any, **options: Any) -> Any:
@@ -290,7 +293,7 @@ class Control:
         """Broadcast Celery's `revoke` for `task_id` (celery.worker.control.revoke: every worker
         online adds it to its revoked set; with `terminate`, the one running it sends `signal` to
         the pool process, or kills its greenlet). No reply is awaited. True when it was sent;
-        False when the broker could not be reached (then `last_error` says why)."""
+        False when the broker could not be reached (then `send_error` says why)."""
         arguments = {"task_id": task_id, "terminate": terminate, "signal": signal}
         sent = self._broadcast("revoke", timeout=self.connect_timeout, reply=False, arguments=arguments)
         return sent is not None

@@ -343,3 +343,14 @@ def test_event_receivers_and_remote_control_queues_are_not_task_queues() -> None
     found = queues.Queues("redis://unused", ["celery"])
     found._client = client
     assert found.names() == ["celery", "reports"]
+
+
+def test_a_send_that_succeeds_never_hides_a_failed_question(control: remote.Control) -> None:
+    """Questions and sends run on connections of their own, at the same time: a revoke that
+    reached the broker must not make the reconciler read a failed ping as "nobody answered"."""
+    control._control.broadcast = Canned({"ping": ConnectionError("broker gone"), "revoke": [], "enable_events": []})
+    assert control.ping(["w1@h"]) == set()
+    assert control.revoke("t1") is True
+    control.enable_events()
+    assert control.last_error and "broker gone" in control.last_error
+    assert control.send_error is None
