@@ -153,13 +153,18 @@ class Stack:
             return signal.SIGQUIT if proc in self.workers or proc.name.startswith("worker") else signal.SIGTERM
 
         others = [proc for proc in reversed(self.processes) if proc is not self.redis]
-        for proc in others:
-            proc.begin_stop(signal_for(proc))
-        for proc in others:
-            proc.stop(signal_for(proc))
-        if self.redis is not None:
-            self.redis.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            for proc in others:
+                proc.begin_stop(signal_for(proc))
+        finally:
+            for proc in [*others, self.redis]:
+                if proc is None:
+                    continue
+                try:
+                    proc.stop(signal_for(proc))
+                except Exception as exc:  # noqa: BLE001 - one that will not stop must not keep the rest running
+                    print(f"stack: {proc.name} did not stop cleanly: {exc!r}")
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def users_cli(stack: Stack, *args: str, stdin: str | None = None) -> str:

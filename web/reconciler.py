@@ -521,10 +521,9 @@ class Reconciler:
             self.next_reconcile = now + self.reconcile_every
             self.reconcile()
             self.store.trim()
-        due = min(self.next_reconcile, self.next_pools)
-        if self.control is not None:
-            due = min(due, self.next_enable, self.next_queues)
-        return due
+        if self.control is None:
+            return self.next_reconcile
+        return min(self.next_reconcile, self.next_pools, self.next_enable, self.next_queues)
 
     def step_poll(self) -> float:
         """Run the fast pass if due; returns when it is due next (`clock` seconds)."""
@@ -545,16 +544,17 @@ class Reconciler:
         spawn(self.run_poll)
 
     def run(self) -> None:
-        """The slow passes' loop (`step_control`), until `stop`. It wakes at least every
-        `poll_every` s, so a pass asked for `soon` (a worker seen, a cancel) is not late."""
+        """The slow passes' loop (`step_control`), from `start` until `stop`. It wakes at least
+        every `poll_every` s, so a pass asked for `soon` (a worker seen, a cancel) is not late."""
         self._loop(self.step_control, "reconcile")
 
     def run_poll(self) -> None:
-        """The fast pass's loop (`step_poll`), until `stop`."""
+        """The fast pass's loop (`step_poll`), from `start` until `stop`."""
         self._loop(self.step_poll, "poll")
 
     def _loop(self, step: Callable[[], float], name: str) -> None:
-        self.running = True
+        # `running` is set by `start` alone: a loop that begins after `stop` (a green thread runs
+        # only once its spawner yields) must not undo it.
         backoff = 0.5
         while self.running:
             try:
