@@ -67,9 +67,9 @@ class Reconciler:
     """Runs beside the listener in two loops of its own (`start`), because asking workers takes up
     to a second per question, and the fast pass must not wait for it:
 
-    - every `poll_every` s, in its own loop: the backend's record of running tasks (the tutorials' progress,
-      `update_state(state="PROGRESS", meta={"current", "total"})`, sends no event), and the
-      broker's queues (a task waiting in a queue sends no event unless its sender enabled
+    - every `poll_every` s, in its own loop: the backend's record of running tasks (the
+      tutorials' progress, `update_state(state="PROGRESS", meta={"current", "total"})`, sends no
+      event), and the broker's queues (a task waiting in a queue sends no event unless its sender enabled
       `task_send_sent_event`);
     - every `reconcile_every` s, and soon after the listener (re)connects: the backend's record of
       every task not yet settled, the liveness of the workers running them, and the verdicts;

@@ -245,18 +245,25 @@ def test_a_storm_of_launches_gets_one_batch_per_tick(relay: Relay, emits: Emits)
     assert [len(batch) for batch in emits] == [1, 20, 19]
 
 
-def test_the_tick_stretches_when_pushing_a_batch_takes_more_than_half_of_it(relay: Relay, emits: Emits) -> None:
-    # Each batch takes 80 ms to push (a thousand clients): the next one waits 160 ms, not 100.
-    loop = LoopClock(relay, [(i / 1000, prog("a", i + 1, 10_000)) for i in range(1000)])
-    pusher = relay.pusher
+def flush_gaps_when_each_emit_costs(relay: Relay, emits: Emits, seconds: float,
+                                    arrivals: list[tuple[float, dict[str, Any]]]) -> list[float]:
+    """Run the pusher over `arrivals` with every emit taking `seconds` of its clock; the gaps
+    between the starts of its flushes (s)."""
+    loop = LoopClock(relay, arrivals)
 
-    def slow_emit(batch: list[dict[str, Any]]) -> None:
-        loop.now += 0.08
+    def costly_emit(batch: list[dict[str, Any]]) -> None:
+        loop.now += seconds
         emits(batch)
 
-    pusher.emit = slow_emit
-    pusher.run()
-    gaps = [b - a for a, b in zip(loop.flushes, loop.flushes[1:], strict=False)]
+    relay.pusher.emit = costly_emit
+    relay.pusher.run()
+    return [b - a for a, b in zip(loop.flushes, loop.flushes[1:], strict=False)]
+
+
+def test_the_tick_stretches_when_pushing_a_batch_takes_more_than_half_of_it(relay: Relay, emits: Emits) -> None:
+    # Each batch takes 80 ms to push (a thousand clients): the next one waits 160 ms, not 100.
+    gaps = flush_gaps_when_each_emit_costs(relay, emits, 0.08, [(i / 1000, prog("a", i + 1, 10_000))
+                                                                for i in range(1000)])
     assert gaps and min(gaps) >= 0.16 - 1e-6
     assert emits[-1][0]["progress"]["current"] == 1000  # nothing lost, only fewer batches
 
@@ -264,16 +271,8 @@ def test_the_tick_stretches_when_pushing_a_batch_takes_more_than_half_of_it(rela
 def test_the_tick_stretches_at_most_five_fold(relay: Relay, emits: Emits) -> None:
     # Every batch measures 2 s (the process starved of CPU): uncapped, the next would wait 4 s from
     # its start; at five ticks (0.5 s) the next one goes as soon as this one is out.
-    loop = LoopClock(relay, [(i / 100, prog("a", i + 1, 10_000)) for i in range(1000)])
-    pusher = relay.pusher
-
-    def starved_emit(batch: list[dict[str, Any]]) -> None:
-        loop.now += 2.0
-        emits(batch)
-
-    pusher.emit = starved_emit
-    pusher.run()
-    gaps = [round(b - a, 6) for a, b in zip(loop.flushes, loop.flushes[1:], strict=False)]
+    gaps = flush_gaps_when_each_emit_costs(relay, emits, 2.0, [(i / 100, prog("a", i + 1, 10_000))
+                                                               for i in range(1000)])
     assert gaps and max(gaps) <= 2.0 + 1e-6
     assert emits[-1][0]["progress"]["current"] == 1000
 
