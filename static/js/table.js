@@ -561,6 +561,9 @@ class TaskList {
     if (key === record.detailsKey) return;
     record.detailsKey = key;
     const cell = record.details;
+    // An ending is often told twice (the worker's event, then the result backend's record, whose
+    // traceback may read differently): a traceback the user opened stays open when it is replaced.
+    const wasOpen = Boolean(cell.querySelector("details.traceback[open]"));
     cell.replaceChildren();
     if (task.error && task.state !== "SUCCESS") {
       // Only a failure reads as an error; a cancel or a lost worker is said in a neutral voice.
@@ -569,7 +572,7 @@ class TaskList {
       if (task.error.traceback) {
         const box = el("pre", { tabindex: "0", role: "region", "aria-label": `Traceback of ${title} ${short}` },
           visible(task.error.traceback));
-        cell.append(el("details", { class: "traceback" }, el("summary", {}, "Traceback"), box));
+        cell.append(el("details", { class: "traceback", open: wasOpen }, el("summary", {}, "Traceback"), box));
       }
     } else if (task.state === "SUCCESS") {
       const text = typeof task.result === "string" && task.result_truncated ? task.result : JSON.stringify(task.result);
