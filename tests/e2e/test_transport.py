@@ -25,18 +25,43 @@ from tests.support import Stack, wait_for
 pytestmark = pytest.mark.usefixtures("eventlet_only")  # page code: the server's async mode cannot change it
 
 
+class Sockets(list):
+    """The page's open Socket.IO WebSockets (a reconnect opens another), and the version of each
+    task the server has sent the page through them (its "snapshot" and "tasks" messages)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.versions: dict[str, int] = {}
+
+    def note(self, message: str | bytes) -> None:
+        if not isinstance(message, str) or not message.startswith("42"):
+            return
+        event, *args = json.loads(message[2:])
+        data = args[0] if args and isinstance(args[0], dict) else {}
+        if event in ("snapshot", "tasks"):
+            for task in [*(data.get("tasks") or []), *(data.get("changes") or [])]:
+                if isinstance(task, dict) and "version" in task:
+                    self.versions[task["id"]] = task["version"]
+
+
 @pytest.fixture
-def routed(browser: Browser, stack: Stack) -> Iterator[tuple[Page, list[WebSocketRoute]]]:
+def routed(browser: Browser, stack: Stack) -> Iterator[tuple[Page, Sockets]]:
     """The dashboard whose Socket.IO connection passes through a route this test can add to."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    sockets: list[WebSocketRoute] = []
+    sockets = Sockets()
 
     def route(ws: WebSocketRoute) -> None:
-        ws.connect_to_server()
+        server = ws.connect_to_server()
+
+        def relay(message: str | bytes) -> None:  # the server's messages, forwarded as they come
+            sockets.note(message)
+            ws.send(message)
+
+        server.on_message(relay)
         ws.on_close(lambda *_: sockets.remove(ws) if ws in sockets else None)  # a reconnect opens another
         sockets.append(ws)
 
@@ -47,18 +72,25 @@ def routed(browser: Browser, stack: Stack) -> Iterator[tuple[Page, list[WebSocke
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
+def page_holds(sockets: Sockets, task: dict[str, Any]) -> None:
+    """Wait until the server has sent the page `task` at its version (a push within a tick)."""
+    wait_for(lambda: sockets.versions.get(task["id"]) == task["version"], 30,
+             what=f"the page to be sent version {task['version']}")
+
+
 def pushed(ws: WebSocketRoute, data: dict[str, Any]) -> None:
     """A "tasks" message as the server frames it (engine.io MESSAGE, socket.io EVENT)."""
     ws.send("42" + json.dumps(["tasks", data]))
 
 
-def ended_task(stack: Stack) -> dict[str, Any]:
-    launched = requests.post(f"{stack.url}/api/tasks", timeout=10,
-                             json={"task": "steps", "params": {"steps": 2, "delay": 0}, "duplicate": True}).json()
+def ended_task(stack: Stack, name: str = "steps", params: dict[str, Any] | None = None,
+               state: str = "SUCCESS") -> dict[str, Any]:
+    launched = requests.post(f"{stack.url}/api/tasks", timeout=10, json={
+        "task": name, "params": {"steps": 2, "delay": 0} if params is None else params, "duplicate": True}).json()
 
     def ended() -> dict[str, Any] | None:
         task = requests.get(f"{stack.url}/api/tasks/{launched['id']}", timeout=10).json()
-        return task if task["state"] == "SUCCESS" else None
+        return task if task["state"] == state else None
 
     wait_for(ended, 60, what="the task to succeed")
     # An ending is confirmed from the result backend after the event: the version may move once
@@ -73,13 +105,13 @@ def ended_task(stack: Stack) -> dict[str, Any]:
     return wait_for(settled, 30, interval=0.5, what="the task's version to settle")
 
 
-def test_a_delta_at_the_version_held_is_merged_into_the_task(routed: tuple[Page, list[WebSocketRoute]],
-                                                            stack: Stack) -> None:
+def test_a_delta_at_the_version_held_is_merged_into_the_task(routed: tuple[Page, Sockets], stack: Stack) -> None:
     page, sockets = routed
     expect_live(page)
     task = ended_task(stack)
     row = Task("Stepped job", task["id"])
     expect(row.state(page)).to_have_text("succeeded")
+    page_holds(sockets, task)  # the settled version may reach the page a tick after the API says it
     held = task["version"]
     pushed(sockets[-1], {"tasks": [], "changes": [
         {"id": task["id"], "version": held + 1, "base": held, "state": "SUCCESS",
@@ -89,7 +121,7 @@ def test_a_delta_at_the_version_held_is_merged_into_the_task(routed: tuple[Page,
     expect(row.row(page).get_by_text('{"steps":2}', exact=True)).to_be_visible()
 
 
-def test_a_delta_the_page_cannot_apply_makes_it_read_the_task_again(routed: tuple[Page, list[WebSocketRoute]],
+def test_a_delta_the_page_cannot_apply_makes_it_read_the_task_again(routed: tuple[Page, Sockets],
                                                                     stack: Stack) -> None:
     page, sockets = routed
     expect_live(page)
@@ -109,3 +141,23 @@ def test_a_delta_the_page_cannot_apply_makes_it_read_the_task_again(routed: tupl
     assert asked.value.response().status == 200
     expect(row.row(page)).to_contain_text("step 2 of 2")
     expect(row.row(page)).not_to_contain_text("not to be shown")
+
+
+def test_an_opened_traceback_stays_open_when_the_ending_is_told_again(routed: tuple[Page, Sockets],
+                                                                      stack: Stack) -> None:
+    """An ending comes twice (the worker's event, then the result backend's record, whose traceback
+    may read differently): the row's details are rebuilt, and a traceback the user opened stays open."""
+    page, sockets = routed
+    expect_live(page)
+    task = ended_task(stack, "fail", {"steps": 0, "message": "told twice"}, state="FAILURE")
+    row = Task("Failing job", task["id"])
+    expect(row.state(page)).to_have_text("failed")
+    page_holds(sockets, task)
+    row.row(page).get_by_text("Traceback", exact=True).click()
+    box = row.row(page).get_by_role("region", name=re.compile("^Traceback of Failing job"))
+    expect(box).to_be_visible()
+    again = dict(task, version=task["version"] + 1000,
+                 error=dict(task["error"], traceback=f"{task['error']['traceback']}\n(as the result backend has it)"))
+    pushed(sockets[-1], {"tasks": [again]})
+    expect(box).to_contain_text("(as the result backend has it)")
+    expect(box).to_be_visible()
