@@ -6,11 +6,18 @@ snapshot is taken under the pusher's lock), so a delta that does not apply needs
 process or a store that dropped the task. Here such a message is added, in the Socket.IO framing
 the server uses, to the page's real connection to the real server (Playwright's WebSocket route
 forwards everything else both ways).
+
+A message is added only once the page has upgraded that WebSocket (engine.io's UPGRADE packet, "5",
+sent by the page): Socket.IO connects over HTTP long-polling and then probes the WebSocket, and
+a message that reaches the page during the probe fails the upgrade and is lost (engine.io-client's
+`probe`). Playwright's sync API runs the route's handlers only inside its own calls, so the waits
+here poll with `page.wait_for_timeout`, never `time.sleep`.
 """
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,12 +33,23 @@ pytestmark = pytest.mark.usefixtures("eventlet_only")  # page code: the server's
 
 
 class Sockets(list):
-    """The page's open Socket.IO WebSockets (a reconnect opens another), and the version of each
-    task the server has sent the page through them (its "snapshot" and "tasks" messages)."""
+    """The page's open Socket.IO WebSockets (a reconnect opens another), those the page has
+    upgraded to, and the version of each task the server has sent the page through them (its
+    "snapshot" and "tasks" messages)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.versions: dict[str, int] = {}
+        self.upgraded: list[WebSocketRoute] = []
+
+    def page_sent(self, ws: WebSocketRoute, message: str | bytes) -> None:
+        if message == "5" and ws not in self.upgraded:  # engine.io UPGRADE: the page now uses this WebSocket
+            self.upgraded.append(ws)
+
+    def closed(self, ws: WebSocketRoute) -> None:
+        for held in (self, self.upgraded):
+            if ws in held:
+                held.remove(ws)
 
     def note(self, message: str | bytes) -> None:
         if not isinstance(message, str) or not message.startswith("42"):
@@ -61,8 +79,13 @@ def routed(browser: Browser, stack: Stack) -> Iterator[tuple[Page, Sockets]]:
             sockets.note(message)
             ws.send(message)
 
+        def forward(message: str | bytes) -> None:  # the page's messages, forwarded as they come
+            sockets.page_sent(ws, message)
+            server.send(message)
+
         server.on_message(relay)
-        ws.on_close(lambda *_: sockets.remove(ws) if ws in sockets else None)  # a reconnect opens another
+        ws.on_message(forward)
+        ws.on_close(lambda *_: sockets.closed(ws))  # a reconnect opens another
         sockets.append(ws)
 
     page.route_web_socket(re.compile(r"/socket\.io/"), route)
@@ -72,10 +95,26 @@ def routed(browser: Browser, stack: Stack) -> Iterator[tuple[Page, Sockets]]:
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
-def page_holds(sockets: Sockets, task: dict[str, Any]) -> None:
+def in_page(page: Page, check: Any, timeout: float, what: str) -> Any:
+    """Poll `check` while Playwright delivers the page's WebSocket messages; TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        page.wait_for_timeout(50)
+    return value
+
+
+def upgraded(page: Page, sockets: Sockets) -> WebSocketRoute:
+    """The WebSocket the page has upgraded to: a message added to it reaches the page's Socket.IO."""
+    return in_page(page, lambda: sockets.upgraded and sockets.upgraded[-1], 30,
+                   "the page to upgrade to a WebSocket")
+
+
+def page_holds(page: Page, sockets: Sockets, task: dict[str, Any]) -> None:
     """Wait until the server has sent the page `task` at its version (a push within a tick)."""
-    wait_for(lambda: sockets.versions.get(task["id"]) == task["version"], 30,
-             what=f"the page to be sent version {task['version']}")
+    in_page(page, lambda: sockets.versions.get(task["id"]) == task["version"], 30,
+            f"the page to be sent version {task['version']}")
 
 
 def pushed(ws: WebSocketRoute, data: dict[str, Any]) -> None:
@@ -111,9 +150,9 @@ def test_a_delta_at_the_version_held_is_merged_into_the_task(routed: tuple[Page,
     task = ended_task(stack)
     row = Task("Stepped job", task["id"])
     expect(row.state(page)).to_have_text("succeeded")
-    page_holds(sockets, task)  # the settled version may reach the page a tick after the API says it
+    page_holds(page, sockets, task)  # the settled version may reach the page a tick after the API says it
     held = task["version"]
-    pushed(sockets[-1], {"tasks": [], "changes": [
+    pushed(upgraded(page, sockets), {"tasks": [], "changes": [
         {"id": task["id"], "version": held + 1, "base": held, "state": "SUCCESS",
          "progress": {"current": 2, "total": 2, "percent": 100.0, "message": "merged from a delta"}}]})
     expect(row.row(page)).to_contain_text("merged from a delta")
@@ -133,9 +172,9 @@ def test_a_delta_the_page_cannot_apply_makes_it_read_the_task_again(routed: tupl
     # whose other fields are older; the page reads the task from the server instead. Its base is far
     # past the version read: the backend's confirmation of the ending may still move the page's copy
     # on by one or two, and a base it reached would merge.
-    wait_for(lambda: sockets, 30, what="an open Socket.IO WebSocket")
+    ws = upgraded(page, sockets)
     with page.expect_request(lambda r: r.method == "GET" and r.url.endswith(f"/api/tasks/{task['id']}")) as asked:
-        pushed(sockets[-1], {"tasks": [], "changes": [
+        pushed(ws, {"tasks": [], "changes": [
             {"id": task["id"], "version": held + 1001, "base": held + 1000, "state": "SUCCESS",
              "progress": {"current": 1, "total": 2, "percent": 50.0, "message": "not to be shown"}}]})
     assert asked.value.response().status == 200
@@ -152,12 +191,12 @@ def test_an_opened_traceback_stays_open_when_the_ending_is_told_again(routed: tu
     task = ended_task(stack, "fail", {"steps": 0, "message": "told twice"}, state="FAILURE")
     row = Task("Failing job", task["id"])
     expect(row.state(page)).to_have_text("failed")
-    page_holds(sockets, task)
+    page_holds(page, sockets, task)
     row.row(page).get_by_text("Traceback", exact=True).click()
     box = row.row(page).get_by_role("region", name=re.compile("^Traceback of Failing job"))
     expect(box).to_be_visible()
     again = dict(task, version=task["version"] + 1000,
                  error=dict(task["error"], traceback=f"{task['error']['traceback']}\n(as the result backend has it)"))
-    pushed(sockets[-1], {"tasks": [again]})
+    pushed(upgraded(page, sockets), {"tasks": [again]})
     expect(box).to_contain_text("(as the result backend has it)")
     expect(box).to_be_visible()
