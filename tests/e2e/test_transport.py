@@ -90,6 +90,9 @@ def routed(browser: Browser, stack: Stack) -> Iterator[tuple[Page, Sockets]]:
 
     page.route_web_socket(re.compile(r"/socket\.io/"), route)
     page.goto(stack.url)
+    # Upgraded before the test launches anything: every push of its tasks then comes through the
+    # route, where `page_holds` sees it (one sent over long-polling during the probe would not be).
+    upgraded(page, sockets)
     yield page, sockets
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
