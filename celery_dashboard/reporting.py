@@ -87,6 +87,9 @@ def send_progress(task: Task, meta: dict[str, Any]) -> None:
     Every report is stored (PROGRESS, `meta` as its info): the dashboard also reads the backend of
     running tasks (web.reconciler), and a stored state older than the last event would move a
     progress bar back until the next report (storing one report a second did: bench/latency.py).
+    The stored meta also holds `sent` (epoch seconds, the worker's clock, as in the event): a
+    dashboard that reads the backend between this event and this write (the old report) can tell
+    that read from a newer one, and never moves the bar back with it (web.records.from_meta).
 
     First checks whether the task was revoked in Redis: if so, it is ended as revoked (stored
     REVOKED, `task-revoked` with terminated=True) and `celery.exceptions.Ignore` is raised, so the
@@ -101,9 +104,10 @@ def send_progress(task: Task, meta: dict[str, Any]) -> None:
     if not getattr(request, "is_eager", False) and _revoked(task, request.id):
         revocations.stop(task, terminated=True)
     try:
-        task.send_event("task-progress", progress=meta, sent=time.time(), retries=task.request.retries or 0,
+        sent = time.time()
+        task.send_event("task-progress", progress=meta, sent=sent, retries=task.request.retries or 0,
                         retry_policy={"max_retries": 0})
-        task.update_state(state=PROGRESS, meta=meta)
+        task.update_state(state=PROGRESS, meta=dict(meta, sent=sent))
     except Exception as exc:  # a progress report must never fail the task (Redis may be away)
         log.warning("progress report for %s not sent: %s", task.request.id, exc)
 

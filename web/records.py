@@ -422,4 +422,8 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
         progress = progress_of(result)
         if progress is not None:
             update["progress"] = progress
+        # celery_dashboard's reports say when they were sent (the event's time too): a read that
+        # got the report before the one an event already told is older, not new information.
+        if isinstance(result, dict) and _finite(result.get("sent")):
+            update["updated"] = iso(result["sent"] - shift)
     return update
