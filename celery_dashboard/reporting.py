@@ -21,6 +21,10 @@ from celery.signals import task_postrun, task_prerun
 from celery_dashboard import revocations
 from celery_dashboard import settings as config
 
+# The key of a stored report's meta that says when it was sent: namespaced, so a task's own meta
+# (an email task's {"current", "total", "sent": 42}) is never read as a time.
+SENT_KEY = "celery_dashboard_sent"
+
 log = logging.getLogger(__name__)
 
 PROGRESS = "PROGRESS"
@@ -87,7 +91,7 @@ def send_progress(task: Task, meta: dict[str, Any]) -> None:
     Every report is stored (PROGRESS, `meta` as its info): the dashboard also reads the backend of
     running tasks (web.reconciler), and a stored state older than the last event would move a
     progress bar back until the next report (storing one report a second did: bench/latency.py).
-    The stored meta also holds `sent` (epoch seconds, the worker's clock, as in the event): a
+    The stored meta also holds SENT_KEY (epoch seconds, the worker's clock, the event's `sent`): a
     dashboard that reads the backend between this event and this write (the old report) can tell
     that read from a newer one, and never moves the bar back with it (web.records.from_meta).
 
@@ -107,7 +111,7 @@ def send_progress(task: Task, meta: dict[str, Any]) -> None:
         sent = time.time()
         task.send_event("task-progress", progress=meta, sent=sent, retries=task.request.retries or 0,
                         retry_policy={"max_retries": 0})
-        task.update_state(state=PROGRESS, meta=dict(meta, sent=sent))
+        task.update_state(state=PROGRESS, meta={**meta, SENT_KEY: sent})
     except Exception as exc:  # a progress report must never fail the task (Redis may be away)
         log.warning("progress report for %s not sent: %s", task.request.id, exc)
 

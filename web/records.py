@@ -14,6 +14,7 @@ from typing import Any
 
 from celery_dashboard import arguments
 from celery_dashboard.index import MAX_ATTEMPTS, pending_record
+from celery_dashboard.reporting import SENT_KEY
 from web import lifecycle
 from web.results import json_safe, preview
 
@@ -424,6 +425,6 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
             update["progress"] = progress
         # celery_dashboard's reports say when they were sent (the event's time too): a read that
         # got the report before the one an event already told is older, not new information.
-        if isinstance(result, dict) and _finite(result.get("sent")):
-            update["updated"] = iso(result["sent"] - shift)
+        if isinstance(result, dict) and _finite(result.get(SENT_KEY)):
+            update["updated"] = iso(result[SENT_KEY] - shift)
     return update

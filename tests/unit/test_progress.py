@@ -10,7 +10,7 @@ from celery.exceptions import Ignore
 
 from celery_dashboard import reporting as progress_module
 from celery_dashboard import revocations
-from celery_dashboard.reporting import Throttle, progress, progress_meta
+from celery_dashboard.reporting import SENT_KEY, Throttle, progress, progress_meta
 
 
 class FakeClock:
@@ -107,7 +107,7 @@ def test_progress_pushes_an_event_and_stores_the_state(monkeypatch: Any) -> None
     assert task.events[-1]["type"] == "task-progress"
     assert task.events[-1]["progress"]["message"] == "step 10 of 10"
     # Stored with the time the event says it was sent: a later read of the backend can be ordered.
-    assert task.states[-1] == ("PROGRESS", dict(task.events[-1]["progress"], sent=task.events[-1]["sent"]))
+    assert task.states[-1] == ("PROGRESS", {**task.events[-1]["progress"], SENT_KEY: task.events[-1]["sent"]})
 
 
 def test_progress_outside_a_worker_sends_nothing() -> None:
@@ -229,7 +229,7 @@ def test_every_report_sent_is_also_stored(clock: FakeClock) -> None:
         assert progress(task, i, 30)
         clock.now += 0.125
     assert [e["progress"]["current"] for e in task.events] == list(range(1, 31))
-    assert [meta for _, meta in task.states] == [dict(e["progress"], sent=e["sent"]) for e in task.events]
+    assert [meta for _, meta in task.states] == [{**e["progress"], SENT_KEY: e["sent"]} for e in task.events]
 
 
 def test_overlapping_runs_of_one_task_object_each_keep_their_own_pace(clock: FakeClock) -> None:

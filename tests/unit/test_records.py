@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from celery_dashboard.reporting import SENT_KEY
 from web import records
 from web.records import from_event, iso, merge, new_record
 
@@ -190,17 +191,19 @@ def test_a_backend_read_of_an_older_report_never_moves_the_progress_back() -> No
     # or another web process) may read the backend between the two and merge that read after the
     # event. The stored report says when it was sent, as its event does.
     started = records.from_event(event("task-started", timestamp=T0))
-    stored_three = {"status": "PROGRESS", "result": dict(records_meta(3, 4), sent=T0 + 3)}
+    stored_three = {"status": "PROGRESS", "result": {**records_meta(3, 4), SENT_KEY: T0 + 3}}
     record = apply(started, progress(3, 4, at=T0 + 3.0001), progress(4, 4, at=T0 + 4.0001))
     assert not records.merge(record, records.from_meta("t1", stored_three))
     assert record["progress"]["current"] == 4
     # A later report the events never told (the listener was cut off) is still taken from the backend,
     # its time converted by the writing worker's clock offset as events are.
-    stored_six = {"status": "PROGRESS", "result": dict(records_meta(6, 10), sent=T0 + 10 + 6)}
+    stored_six = {"status": "PROGRESS", "result": {**records_meta(6, 10), SENT_KEY: T0 + 10 + 6}}
     assert records.merge(record, records.from_meta("t1", stored_six, shift=10))
     assert record["progress"]["current"] == 6 and record["updated"] == iso(T0 + 6)
-    # The tutorials' update_state(meta={"current", "total"}) says no time: always new information.
-    assert records.merge(record, records.from_meta("t1", {"status": "PROGRESS", "result": records_meta(5, 10)}))
+    # The tutorials' update_state(meta={"current", "total"}) says no time: always new information,
+    # also when the task's own meta has a "sent" (here: 42 emails sent so far).
+    tutorial = {"status": "PROGRESS", "result": {**records_meta(5, 10), "sent": 42}}
+    assert records.merge(record, records.from_meta("t1", tutorial))
     assert record["progress"]["current"] == 5
 
 
