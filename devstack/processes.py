@@ -23,8 +23,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check: Callable[[], object], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> object:
-    """Poll `check` until it returns something truthy; TimeoutError naming `what` after `timeout` seconds."""
+def wait_for(check: Callable[[], object], timeout: float = 30.0, interval: float = 0.1, what: str = "",
+             sleep: Callable[[float], object] = time.sleep) -> object:
+    """Poll `check` until it returns something truthy; TimeoutError naming `what` after `timeout` seconds.
+    `sleep(seconds)` waits between checks (a browser test passes Playwright's, which delivers the
+    page's events meanwhile)."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -34,7 +37,7 @@ def wait_for(check: Callable[[], object], timeout: float = 30.0, interval: float
                 return value
         except Exception as exc:  # noqa: BLE001 - polling until it works
             last_error = exc
-        time.sleep(interval)
+        sleep(interval)
     raise TimeoutError(f"timed out waiting for {what or check!r}: {last_error!r}")
 
 

@@ -83,7 +83,9 @@ def resolve_retry(record: dict[str, Any], update: dict[str, Any]) -> dict[str, A
 
 def _later(update: dict[str, Any], record: dict[str, Any]) -> bool:
     """Within one phase: not older. Times are on the web process's clock (see listener.Clocks);
-    an untimed update (the backend's record of a running task) is new information."""
+    an untimed update (the backend's record of a running task stored by the task's own
+    `update_state`; celery_dashboard's reports say when they were sent, records.from_meta) is new
+    information."""
     new, old = update.get("updated"), record.get("updated")
     return not new or not old or new >= old
 

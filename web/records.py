@@ -381,8 +381,10 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
     """Turn a result-backend entry (Celery's meta: status, result, traceback, date_done and, with
     `result_extended`, name, worker, retries) into an update, or None when it has no state.
 
-    `shift` is the writing worker's clock offset (seconds ahead of the web's). Fields the entry
-    does not hold are left out, so the update never erases what events told. Results become a
+    `shift` is the writing worker's clock offset (seconds ahead of the web's). A report stored by
+    celery_dashboard's progress() says when it was sent (reporting.SENT_KEY): its update is timed
+    like the report's event, so a read older than an event already merged is not taken. Fields the
+    entry does not hold are left out, so the update never erases what events told. Results become a
     bounded JSON-safe preview; an entry too large or impossible to decode says so."""
     if not meta:
         return None

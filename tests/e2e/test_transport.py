@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,12 +99,8 @@ def routed(browser: Browser, stack: Stack) -> Iterator[tuple[Page, Sockets]]:
 
 def in_page(page: Page, check: Any, timeout: float, what: str) -> Any:
     """Poll `check` while Playwright delivers the page's WebSocket messages; TimeoutError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        page.wait_for_timeout(50)
-    return value
+    return wait_for(check, timeout, interval=0.05, what=what,
+                    sleep=lambda seconds: page.wait_for_timeout(seconds * 1000))
 
 
 def upgraded(page: Page, sockets: Sockets) -> WebSocketRoute:
