@@ -12,7 +12,8 @@ compares a per-task `version` number (compare-and-set), and the browser compares
 - An ending has a *confidence*: an inferred verdict (LOST, UNKNOWN) is replaced by any real
   outcome; a worker's event by the result backend's record (Celery's own truth: on an eventlet
   worker a terminated task emits `task-succeeded` before `task-revoked`, while the backend says
-  REVOKED); and between two records of the same confidence, the later one.
+  REVOKED); and between two records of the same confidence, the later one. The same ending told
+  by both keeps the `finished` time it was first stored with (records.merge).
 """
 from __future__ import annotations
 

@@ -69,14 +69,19 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     if "worker_status" in update and not lifecycle.is_terminal(record.get("state")):
         record["worker_status"] = update["worker_status"]
     accepted = lifecycle.accepts(record, update)
+    # The same ending told again (the backend confirming a worker's event, or the other way round
+    # in another web process's merge) keeps the time it was first stored with, its attempt's too:
+    # the two sources' times differ by a millisecond (Celery stores the result, then sends the
+    # event), and a second version for that alone would be pushed to every client.
+    again = lifecycle.is_terminal(record.get("state")) and update.get("state") == record.get("state")
     # An ended task's late news is old, except a retry's: it tells an earlier attempt's error (with
     # countdown=0 the next attempt may end before the worker reports the retry that started it).
-    if accepted or not lifecycle.is_terminal(record.get("state")) or update.get("state") == "RETRY":
+    if (accepted and not again) or not lifecycle.is_terminal(record.get("state")) or update.get("state") == "RETRY":
         _collect_attempts(record, update, partial)
     if accepted:
         record["state"] = update["state"]
         for key in CARRIED:
-            if key in update:
+            if key in update and not (again and key == "finished" and record.get("finished")):
                 record[key] = update[key]
         if partial:  # the attempt a partial's RETRY announces is a guess the stored object settles
             record[GUESSED] = bool(update.get(GUESSED))

@@ -6,6 +6,7 @@ import pytest
 
 from celery_dashboard.reporting import SENT_KEY
 from web import records
+from web.coalescer import Coalescer
 from web.records import from_event, iso, merge, new_record
 
 T0 = 1_700_000_000.0
@@ -205,6 +206,38 @@ def test_a_backend_read_of_an_older_report_never_moves_the_progress_back() -> No
     tutorial = {"status": "PROGRESS", "result": {**records_meta(5, 10), "sent": 42}}
     assert records.merge(record, records.from_meta("t1", tutorial))
     assert record["progress"]["current"] == 5
+
+
+def test_the_same_ending_told_by_the_event_and_the_backend_keeps_one_finished_time() -> None:
+    # Celery stores the result (date_done), then sends task-succeeded. One web process confirms the
+    # event's ending from the backend and keeps the event's times (Pusher.fill_results); another may
+    # merge the same two the other way round (its poll read the backend first). Both must store the
+    # same task object, or each ended task is pushed a second time for a millisecond of `finished`.
+    started = records.from_event(event("task-started", timestamp=T0))
+    succeeded = records.from_event(event("task-succeeded", result="1", timestamp=T0 + 2))
+    stored = {"status": "SUCCESS", "result": 1, "date_done": "2023-11-14T22:13:21.999000"}
+    confirmed = dict(succeeded, **{k: v for k, v in records.from_meta("t1", stored).items()
+                                   if k not in ("updated", "finished")})
+    record = apply(started, confirmed)
+    assert record["finished"] == iso(T0 + 2) and record["confidence"] == 2
+    for first, second in ((succeeded, records.from_meta("t1", stored)), (records.from_meta("t1", stored), succeeded)):
+        coalescer = Coalescer()
+        coalescer.add(first)
+        coalescer.add(second)
+        (partial,) = coalescer.take()[0].values()
+        again = {**record, "attempts": [dict(a) for a in record["attempts"]]}
+        assert not records.merge(again, partial)
+        assert again["finished"] == iso(T0 + 2) and again["attempts"][-1]["finished"] == iso(T0 + 2)
+    # A different ending is news, with its own time: the eventlet pool's task-succeeded of a task
+    # the backend says was REVOKED, and a LOST verdict a real ending replaces.
+    revoked = records.from_meta("t1", {"status": "REVOKED", "result": None, "date_done": "2023-11-14T22:13:23"})
+    record = apply(started, succeeded)
+    assert records.merge(record, revoked)
+    assert record["state"] == "REVOKED" and record["finished"] == iso(T0 + 3)
+    assert record["attempts"][-1]["finished"] == iso(T0 + 3)
+    record = apply(started, records.lost("t1", "celery@w1", "the worker restarted"))
+    assert records.merge(record, succeeded)
+    assert record["finished"] == iso(T0 + 2) and record["attempts"][-1]["finished"] == iso(T0 + 2)
 
 
 def test_backend_pending_or_missing_is_nothing_new() -> None:
