@@ -2,7 +2,9 @@
 
 Uses the real bound task object (`tasks.demo.primes`, with a request pushed on its stack as a
 worker does), so `task.request`, `send_event` and `update_state` are Celery's own and do real
-work (an event PUBLISH and a result-backend write) whenever the throttle lets a report through.
+work whenever the throttle lets a report through: an event PUBLISH and the revocation check for
+every report, a result-backend read and write for those stored (the first, the final value and
+one per PROGRESS_STORE_INTERVAL).
 
     python -m bench.progress_cost --calls 1000000 [--repeats 3]   # what the benchmark's step runs
 
@@ -169,25 +171,29 @@ def timed(body: Callable[[Any, int], Any], calls: int) -> dict[str, Any]:
             "final_stored": meta.get("status") == "PROGRESS" and info.get("current") == info.get("total")}
 
 
-def reports_sent(body: Callable[[Any, int], Any], calls: int) -> tuple[int, float | None]:
-    """How many reports one run sends, and the CPU ms each took (the event, the stored state and the
-    revocation check), the first of the run apart: (count, mean ms after the first)."""
+def reports_sent(body: Callable[[Any, int], Any], calls: int) -> tuple[int, int, float | None]:
+    """How many reports one run sends, how many of them it also stores in the result backend
+    (Throttle.store), and the CPU ms a report took on average (the event, the revocation check and,
+    for those stored, the stored state), the first of the run apart: (sent, stored, mean ms)."""
     from celery_dashboard import reporting as module
 
     costs: list[float] = []
+    stored = 0
     real = module.send_progress
 
-    def counting(task: Any, meta: dict[str, Any]) -> None:
+    def counting(task: Any, meta: dict[str, Any], store: bool = True) -> None:
+        nonlocal stored
         start = time.process_time()
-        real(task, meta)
+        real(task, meta, store)
         costs.append((time.process_time() - start) * 1000)
+        stored += bool(store)
 
     module.send_progress = counting
     try:
         timed(body, calls)
     finally:
         module.send_progress = real
-    return len(costs), (round(sum(costs[1:]) / len(costs[1:]), 2) if len(costs) > 1 else None)
+    return len(costs), stored, (round(sum(costs[1:]) / len(costs[1:]), 2) if len(costs) > 1 else None)
 
 
 def measure(with_progress: Callable[[Any, int], Any], without: Callable[[Any, int], Any], calls: int,
@@ -200,11 +206,12 @@ def measure(with_progress: Callable[[Any, int], Any], without: Callable[[Any, in
         runs_with.append(run["seconds"])
         final = final and run["final_stored"]
     best_without, best_with = min(runs_without), min(runs_with)
-    sent, per_report = reports_sent(with_progress, calls)
+    sent, stored, per_report = reports_sent(with_progress, calls)
     return {"calls": calls, "without_s": round(best_without, 3), "with_s": round(best_with, 3),
             "overhead_percent": round(100 * (best_with - best_without) / best_without, 1),
             "ns_per_call": round(1e9 * (best_with - best_without) / calls, 1),
-            "reports_sent": sent, "cpu_ms_per_report": per_report, "final_value_stored": final,
+            "reports_sent": sent, "reports_stored": stored, "cpu_ms_per_report": per_report,
+            "final_value_stored": final,
             "runs_without_s": [round(s, 3) for s in runs_without], "runs_with_s": [round(s, 3) for s in runs_with]}
 
 

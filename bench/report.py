@@ -439,14 +439,16 @@ def markdown(results: dict[str, Any]) -> str:
                   ("`Progress` reporter on the ~2 µs body", "body_2us_reporter"),
                   ("the floor on the ~2 µs body: the empty function", "body_2us_floor"))
         out += _table(["loop", "calls", "without (s)", "with (s)", "overhead", "ns per call", "reports sent",
-                       "CPU ms per report sent", "final value stored"],
+                       "of them stored", "CPU ms per report sent", "final value stored"],
                       [[label, _fmt(v.get("calls")), v.get("without_s"), v.get("with_s"),
                         _fmt(v.get("overhead_percent"), "%"), v.get("ns_per_call"), v.get("reports_sent"),
-                        _fmt(v.get("cpu_ms_per_report"), "", 2), v.get("final_value_stored")]
+                        v.get("reports_stored", "n/a"), _fmt(v.get("cpu_ms_per_report"), "", 2),
+                        v.get("final_value_stored")]
                        for label, key in bodies if (v := cost.get(key))])
         out += ["", "ns per call = (with - without) / calls: the skipped calls and the reports sent together. A sent "
-                "report (a `task-progress` event, the PROGRESS state stored, the revocation check) costs the CPU ms "
-                "shown; at most one per PROGRESS_INTERVAL. The runs are CPU time on a shared virtual machine: the "
+                "report (a `task-progress` event and the revocation check; the PROGRESS state stored for the first, "
+                "the final value and one per PROGRESS_STORE_INTERVAL in between) costs the CPU ms shown on average; "
+                "at most one per PROGRESS_INTERVAL. The runs are CPU time on a shared virtual machine: the "
                 "same loop varies by several per cent from run to run, so an overhead within a few points of the "
                 "floor's is within the noise."]
 

@@ -41,15 +41,24 @@ class Throttle:
     falls back to 1 as soon as they take 10% of it; a clock that did not move (a test's) tells
     nothing and changes nothing. A report is so at most MAX_STRIDE calls late, calls that took
     under 1% of the interval at the loop's pace (bench/progress_cost.py measures the saving).
+
+    After a call that is due, `store` says whether its report is also stored in the result backend:
+    the first, the final value, and then the first due once `store_interval` seconds have passed
+    since the last stored (see send_progress).
     """
 
-    __slots__ = ("interval", "clock", "next_at", "sent", "left", "stride", "read_at", "quick", "slow")
+    __slots__ = ("interval", "clock", "next_at", "sent", "left", "stride", "read_at", "quick", "slow",
+                 "store_interval", "store_at", "store")
 
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic,
+                 store_interval: float | None = None) -> None:
         self.interval = interval
         self.clock = clock
         self.next_at = 0.0
         self.sent = 0
+        self.store_interval = config.PROGRESS_STORE_INTERVAL if store_interval is None else store_interval
+        self.store_at = -math.inf  # the clock from which the next report due is stored
+        self.store = True
         self.left = 0       # calls still to skip without reading the clock
         self.stride = 1
         self.read_at = -math.inf  # the clock when last read
@@ -71,6 +80,9 @@ class Throttle:
             return False
         self.next_at = now + self.interval
         self.sent += 1
+        self.store = current >= total or now >= self.store_at
+        if self.store:
+            self.store_at = now + self.store_interval
         return True
 
 
@@ -85,15 +97,18 @@ def progress_meta(current: float, total: float, message: str = "") -> dict[str, 
     }
 
 
-def send_progress(task: Task, meta: dict[str, Any]) -> None:
-    """Push a `task-progress` event for the live view and store the state for later readers.
+def send_progress(task: Task, meta: dict[str, Any], store: bool = True) -> None:
+    """Push a `task-progress` event for the live view and, when `store`, store the state for later
+    readers (PROGRESS, `meta` as its info: what `AsyncResult(id).info` gives).
 
-    Every report is stored (PROGRESS, `meta` as its info): the dashboard also reads the backend of
-    running tasks (web.reconciler), and a stored state older than the last event would move a
-    progress bar back until the next report (storing one report a second did: bench/latency.py).
-    The stored meta also holds SENT_KEY (epoch seconds, the worker's clock, the event's `sent`): a
-    dashboard that reads the backend between this event and this write (the old report) can tell
-    that read from a newer one, and never moves the bar back with it (web.records.from_meta).
+    The throttles store the first report of a run, the final value, and at most one report per
+    PROGRESS_STORE_INTERVAL in between (Throttle.store): storing is Celery's `update_state`, a read
+    and a write of the result backend (celery.backends.base.BaseKeyValueStoreBackend._store_result
+    reads the stored state first), about half of a report's cost (bench/progress_cost.py).
+    The stored meta holds SENT_KEY (epoch seconds, the worker's clock, the event's `sent`): the
+    dashboard also reads the backend of running tasks (web.reconciler, another web process), and a
+    stored report older than the last event it merged is then older, not new: it never moves a
+    progress bar back (web.records.from_meta).
 
     First checks whether the task was revoked in Redis: if so, it is ended as revoked (stored
     REVOKED, `task-revoked` with terminated=True) and `celery.exceptions.Ignore` is raised, so the
@@ -111,7 +126,8 @@ def send_progress(task: Task, meta: dict[str, Any]) -> None:
         sent = time.time()
         task.send_event("task-progress", progress=meta, sent=sent, retries=task.request.retries or 0,
                         retry_policy={"max_retries": 0})
-        task.update_state(state=PROGRESS, meta={**meta, SENT_KEY: sent})
+        if store:
+            task.update_state(state=PROGRESS, meta={**meta, SENT_KEY: sent})
     except Exception as exc:  # a progress report must never fail the task (Redis may be away)
         log.warning("progress report for %s not sent: %s", task.request.id, exc)
 
@@ -147,7 +163,7 @@ def Progress(task: Task, total: float, interval: float | None = None) -> Callabl
         left = throttle.left
         if not due:
             return False
-        send_progress(task, progress_meta(current, total, message.format(*args) if args else message))
+        send_progress(task, progress_meta(current, total, message.format(*args) if args else message), throttle.store)
         return True
 
     report.task = task  # type: ignore[attr-defined]
@@ -238,8 +254,9 @@ def progress(task: Task, current: float, total: float, message: str = "", *args:
         lane = task._celery_dashboard_progress
     except AttributeError:
         lane = _lane_of(task)
-    lane.left -= 1
-    if lane.left > 0 and current < total:
+    left = lane.left - 1  # a local: one read of the slot, not two
+    lane.left = left
+    if left > 0 and current < total:
         return False  # the fast path
     if lane.shared:
         return _progress_shared(task, current, total, message, args)
@@ -248,7 +265,7 @@ def progress(task: Task, current: float, total: float, message: str = "", *args:
     lane.left = throttle.left
     if not due:
         return False
-    send_progress(task, progress_meta(current, total, message.format(*args) if args else message))
+    send_progress(task, progress_meta(current, total, message.format(*args) if args else message), throttle.store)
     return True
 
 
@@ -265,5 +282,5 @@ def _progress_shared(task: Task, current: float, total: float, message: str, arg
         return False
     if not throttle.due(current, total):
         return False
-    send_progress(task, progress_meta(current, total, message.format(*args) if args else message))
+    send_progress(task, progress_meta(current, total, message.format(*args) if args else message), throttle.store)
     return True

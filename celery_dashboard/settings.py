@@ -17,6 +17,9 @@ def number(name: str, default: float) -> float:
 
 # Seconds between two progress reports of one task; the final value is always sent.
 PROGRESS_INTERVAL = number("PROGRESS_INTERVAL", 0.1)
+# Seconds between two reports of one task stored in the result backend (every report's event is
+# sent); the first report and the final value are always stored (celery_dashboard.reporting).
+PROGRESS_STORE_INTERVAL = number("PROGRESS_STORE_INTERVAL", 1.0)
 
 # Seconds a revocation is kept in Redis (celery_dashboard.revocations); 7 days by default.
 REVOCATION_TTL = number("REVOCATION_TTL", 7 * 24 * 3600)

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import pytest
 import redis
 
+from celery_dashboard.reporting import SENT_KEY
 from tests.conftest import ARTIFACTS
 from tests.integration.conftest import Api, Feed
 from tests.support import ROOT, USERAPP, Stack, wait_for
@@ -190,6 +191,25 @@ def test_the_tutorials_progress_is_a_live_percentage(app: Any, api: Api, feed: F
     # It moved while the task ran, step by step: a poll (0.5 s here) missed for seconds shows 1 or 2.
     assert len(set(shown)) >= 4, shown
     assert all(0 <= p <= 100 for p in shown)
+
+
+def test_the_user_s_async_result_holds_the_first_report_at_once_and_then_the_final_one(
+        app: Any, api: Api, feed: Feed, marks: redis.Redis, pool: str) -> None:
+    """progress() stores a run's first report at once, the final value, and at most one report per
+    PROGRESS_STORE_INTERVAL (1 s) in between: the user's own AsyncResult(id).info reads them while
+    the task runs. Every report's event still reaches the dashboard (steps 0.15 s apart,
+    PROGRESS_INTERVAL 0.1 s: each step is reported; a tick may merge two)."""
+    task_id = send(app, "reporting_then_waiting", pool, 8, 0.15, 2.0)
+    wait_for(lambda: app.AsyncResult(task_id).state == "PROGRESS", TIMEOUT, interval=0.02,
+             what="the first report in the result backend")
+    first = app.AsyncResult(task_id).info
+    assert first["current"] < 8 and first["total"] == 8, first  # stored before the run's last report
+    wait_for(lambda: marks.get(f"conform:reported:{task_id}"), TIMEOUT, what="the last report")
+    final = app.AsyncResult(task_id).info
+    assert (final["current"], final["total"], final["percent"]) == (8, 8, 100.0) and SENT_KEY in final, final
+    assert ended(api, task_id)["state"] == "SUCCESS"
+    shown = {t["progress"]["current"] for t in feed.history(task_id) if t.get("progress")}
+    assert len(shown) >= 6, sorted(shown)
 
 
 @pytest.mark.parametrize("concurrent_pool", ["threads", "gevent", "eventlet"])

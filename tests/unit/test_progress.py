@@ -221,15 +221,31 @@ def test_a_revocation_check_without_redis_never_fails_the_task(clock: FakeClock,
     assert "revocation of t1 not checked" in caplog.text
 
 
-def test_every_report_sent_is_also_stored(clock: FakeClock) -> None:
-    """The dashboard reads the backend of running tasks too: a stored state older than the last
-    event would move the progress bar back (it did while only one report a second was stored)."""
+def test_reports_are_stored_once_a_store_interval_the_first_and_the_final_always(clock: FakeClock) -> None:
+    """Every report due sends its event; the result backend gets the first, then one per
+    PROGRESS_STORE_INTERVAL (1 s), and the final value, each with its event's time (SENT_KEY): a
+    dashboard that reads the backend knows an older stored report for older (web.records.from_meta)."""
     task = FakeTask()
     for i in range(1, 31):  # one call per 0.125 s: each one is due
         assert progress(task, i, 30)
         clock.now += 0.125
     assert [e["progress"]["current"] for e in task.events] == list(range(1, 31))
-    assert [meta for _, meta in task.states] == [{**e["progress"], SENT_KEY: e["sent"]} for e in task.events]
+    stored = [meta for _, meta in task.states]
+    assert [meta["current"] for meta in stored] == [1, 9, 17, 25, 30]
+    by_current = {e["progress"]["current"]: e for e in task.events}
+    assert stored == [{**by_current[m["current"]]["progress"], SENT_KEY: by_current[m["current"]]["sent"]}
+                      for m in stored]
+
+
+def test_a_store_interval_no_longer_than_the_report_interval_stores_every_report() -> None:
+    clock = FakeClock()
+    throttle = Throttle(0.5, clock, store_interval=0.5)
+    stored = []
+    for i in range(1, 6):
+        assert throttle.due(i, 10)
+        stored.append(throttle.store)
+        clock.now += 0.5
+    assert stored == [True] * 5
 
 
 def test_overlapping_runs_of_one_task_object_each_keep_their_own_pace(clock: FakeClock) -> None:

@@ -46,6 +46,16 @@ def reporting(self, steps, delay):
 
 
 @app.task(bind=True)
+def reporting_then_waiting(self, steps, delay, wait):
+    for step in range(1, steps + 1):
+        time.sleep(delay)
+        progress(self, step, steps)
+    mark(self.request.id, "reported")
+    time.sleep(wait)
+    return steps
+
+
+@app.task(bind=True)
 def tutorial_progress(self, total, delay):
     for i in range(1, total + 1):
         time.sleep(delay)
