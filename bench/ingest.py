@@ -15,6 +15,10 @@ Loss is reported before reconciliation (events the listener never decoded; tasks
 ended) and after it (tasks not SUCCESS in GET /api/tasks; Flower has no reconciliation: the tasks
 whose task-succeeded it never applied). 'Sustained' = the highest rate with 0 events lost before
 reconciliation and every event applied within max(0.5 s, 10% of the publish time) of the flood's end.
+After each ladder, up to `refine` rounds of finer rungs find each side's sustained rate between its
+highest sustained rung and the next it missed (`next_rate`), every side watching each of them, both
+started afresh for them (an empty history, a new Flower) as for the ladder's first rungs: with rungs
+2,500 or 5,000 apart alone, a ratio of two sustained rates is only as fine as the ladder.
 """
 from __future__ import annotations
 
@@ -211,6 +215,24 @@ def _at(points: list[tuple[float, int, int]], when: float) -> int:
     return found
 
 
+def next_rate(rungs: list[dict[str, Any]], side: str, step: int) -> int | None:
+    """The rate to try next to find `side`'s sustained rate more finely than the ladder's rungs: the
+    middle between its highest sustained rate and the lowest rate above it that it did not sustain,
+    or 1.25x its highest when it sustained the highest rate tried; None when they are `step` or less
+    apart, or it sustained no rate. Targets only (rungs at full speed, "max", are left out)."""
+    tried = [(r["target_rate"], r[side]["sustained"]) for r in rungs
+             if side in r and isinstance(r.get("target_rate"), int) and r["target_rate"] > 0]
+    held = [rate for rate, sustained in tried if sustained]
+    if not held:
+        return None
+    low = max(held)
+    missed = [rate for rate, sustained in tried if rate > low and not sustained]
+    if not missed:
+        return round(low * 1.25)
+    high = min(missed)
+    return (low + high) // 2 if high - low > step else None
+
+
 def measure(run: Run) -> dict[str, Any]:
     """The same floods watched by our listener and Flower together (as they run in production), then
     by each alone (Flower on another Redis database), so that neither takes CPU from the other."""
@@ -221,7 +243,9 @@ def measure(run: Run) -> dict[str, Any]:
     reset_history(redis.Redis.from_url(run.stack.redis_url))
     run.restart_web(EVENTS_ONLY)
 
-    def ladder(rates: list[int], sides: dict[str, bool], db: int, flower: tuple[Any, str] | None) -> list[dict]:
+    def ladder(rates: list[int], sides: dict[str, bool], db: int, flowers: list[tuple[Any, str]] | None) -> list[dict]:
+        """The rungs at `rates`, then the finer ones. `flowers` holds the Flower watching (one; it is
+        started again for the finer rungs, and the caller stops the last one)."""
         rungs: list[dict[str, Any]] = []
         for rate in rates:
             if run.remaining() < cfg["reserve_s"]:
@@ -232,34 +256,57 @@ def measure(run: Run) -> dict[str, Any]:
                             for name, on in sides.items() if on):
                 rungs.append({"target_rate": rate or "max", "skipped": "every side lost events at a lower rate"})
                 continue
-            n_events = min(cfg["max_events"], rate * cfg["seconds"]) if rate else cfg["max_events"]
-            who = " + ".join(name for name, on in sides.items() if on)
-            log(f"  ingest at {rate or 'max'} events/s: {n_events} events ({who})")
-            r = rung(run, rate, n_events, cfg["progress"], sides, db, flower[1] if flower else None,
-                     flower[0].pid if flower else None)
-            rungs.append(r)
-            log("    achieved {}/s; {}".format(r["achieved_rate"], "; ".join(
-                f"{side} lost {r[side]['lost_before_reconciliation']} applied {r[side]['applied_per_s']}/s"
-                for side in ("web", "flower") if side in r)))
-            if "web" in r:
-                wait_idle(run.web_pid, timeout=15)
-            if flower:
-                wait_idle(flower[0].pid, timeout=15)
-        return rungs
+            climb(rungs, rate, sides, db, flowers[0] if flowers else None)
+        # The same finer rungs for every side: each side's edge, tried by all sides watching. They come
+        # after the ladder's heaviest floods: both sides start them afresh (an empty history, Flower's
+        # in-memory state too), as the ladder's first rungs did.
+        for round_ in range(cfg.get("refine", 0)):
+            extra = sorted({rate for name, on in sides.items() if on
+                            if (rate := next_rate(rungs, name, cfg.get("refine_step", 1000))) is not None})
+            if not extra or run.remaining() < cfg["reserve_s"]:
+                break
+            if round_ == 0:
+                reset_history(redis.Redis.from_url(db_url(run.stack.redis_url, db)))
+                if sides.get("web"):
+                    run.restart_web(EVENTS_ONLY)
+                if flowers:
+                    flowers[0][0].stop()
+                    flowers[0] = run.start_flower(f"flower-refine-{db}", db=db)
+            for rate in extra:
+                climb(rungs, rate, sides, db, flowers[0] if flowers else None)
+        return sorted(rungs, key=lambda r: (r["target_rate"] == "max",
+                                            0 if r["target_rate"] == "max" else r["target_rate"]))
 
-    flower = run.start_flower("flower-ingest")
+    def climb(rungs: list[dict[str, Any]], rate: int, sides: dict[str, bool], db: int,
+              flower: tuple[Any, str] | None) -> None:
+        """One rung at `rate` (0: flat out), appended to `rungs`."""
+        n_events = min(cfg["max_events"], rate * cfg["seconds"]) if rate else cfg["max_events"]
+        who = " + ".join(name for name, on in sides.items() if on)
+        log(f"  ingest at {rate or 'max'} events/s: {n_events} events ({who})")
+        r = rung(run, rate, n_events, cfg["progress"], sides, db, flower[1] if flower else None,
+                 flower[0].pid if flower else None)
+        rungs.append(r)
+        log("    achieved {}/s; {}".format(r["achieved_rate"], "; ".join(
+            f"{side} lost {r[side]['lost_before_reconciliation']} applied {r[side]['applied_per_s']}/s"
+            for side in ("web", "flower") if side in r)))
+        if "web" in r:
+            wait_idle(run.web_pid, timeout=15)
+        if flower:
+            wait_idle(flower[0].pid, timeout=15)
+
+    flowers = [run.start_flower("flower-ingest")]
     try:
-        together = ladder(cfg["rates"], {"web": True, "flower": True}, 0, flower)
+        together = ladder(cfg["rates"], {"web": True, "flower": True}, 0, flowers)
     finally:
-        flower[0].stop()
+        flowers[0][0].stop()
     web_alone = ladder(cfg["web_alone"], {"web": True}, 0, None)
     flower_alone: list[dict[str, Any]] = []
     if run.remaining() > cfg["reserve_s"] + 15:
-        flower = run.start_flower("flower-alone", db=3)
+        flowers = [run.start_flower("flower-alone", db=3)]
         try:
-            flower_alone = ladder(cfg["flower_alone"], {"flower": True}, 3, flower)
+            flower_alone = ladder(cfg["flower_alone"], {"flower": True}, 3, flowers)
         finally:
-            flower[0].stop()
+            flowers[0][0].stop()
     run.restart_web()  # the production settings again
 
     def best(rungs: list[dict[str, Any]], side: str) -> float | None:

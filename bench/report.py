@@ -305,7 +305,10 @@ def _ingest(results: dict[str, Any]) -> list[str]:
            "Lost before reconciliation: events the listener never decoded. After reconciliation: our listener's "
            "connection is cut as Redis cuts a slow subscriber (CLIENT KILL), it reconciles from the result "
            "backend, and GET /api/tasks is read; Flower has no reconciliation. Sustained = 0 lost before "
-           "reconciliation and everything applied within max(0.5 s, 10% of the publish time) after the flood.", ""]
+           "reconciliation and everything applied within max(0.5 s, 10% of the publish time) after the flood. "
+           "After the ladder's rungs, finer ones between each side's highest sustained rung and the next it "
+           "missed (or above its highest), every side watching each, both started afresh for them (an empty "
+           "history, a new Flower) as for the ladder's first rungs (bench.ingest.next_rate).", ""]
 
     def side(r: dict[str, Any], name: str) -> list[str]:
         v = r.get(name)

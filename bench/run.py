@@ -36,11 +36,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "launch": {"concurrency": [1, 8], "requests": 1500, "deadline_s": 20, "rounds": 3},
         # Each ladder stops climbing after a rung where every side lost events.
         # Rungs 2,500 apart up to 15,000: "sustained" is the highest rung with nothing lost or late, and
-        # with rungs a factor of 2 apart a ratio of two sides' rungs could only be 1x or 2x.
+        # with rungs a factor of 2 apart a ratio of two sides' rungs could only be 1x or 2x. Then `refine`
+        # rounds of rungs between each side's highest sustained rate and the next rung it missed (or 1.25x
+        # above its highest, when it missed none), down to `refine_step` apart (bench.ingest.next_rate).
         "ingest": {"rates": [2500, 5000, 7500, 10000, 12500, 15000, 20000, 30000, 0],
                    "web_alone": [5000, 7500, 10000, 12500, 15000, 20000],
                    "flower_alone": [2500, 5000, 7500, 10000, 12500, 15000], "seconds": 4, "max_events": 160_000,
-                   "progress": 10, "reserve_s": 150, "profile_rate": 10000},
+                   "progress": 10, "reserve_s": 150, "profile_rate": 10000, "refine": 2, "refine_step": 1000},
         "memory": {"tasks": 100_000, "rate": 4_000, "settle_s": 120},
     },
     "quick": {

@@ -1,0 +1,29 @@
+"""The ingest benchmark's finer rungs: where each side's sustained rate is looked for next."""
+from __future__ import annotations
+
+from typing import Any
+
+from bench.ingest import next_rate
+
+
+def rung(rate: int | str, **sustained: bool) -> dict[str, Any]:
+    return {"target_rate": rate, **{side: {"sustained": held} for side, held in sustained.items()}}
+
+
+def test_the_next_rate_is_between_the_highest_sustained_and_the_lowest_missed_above_it() -> None:
+    rungs = [rung(10_000, web=True, flower=True), rung(12_500, web=True, flower=False),
+             rung(15_000, web=True, flower=False), rung(20_000, web=False, flower=False), rung("max", web=False)]
+    assert next_rate(rungs, "web", 1000) == 17_500
+    assert next_rate(rungs, "flower", 1000) == 11_250
+    rungs.append(rung(11_250, web=True, flower=True))
+    assert next_rate(rungs, "flower", 1000) == 11_875
+    assert next_rate(rungs, "flower", 1250) is None  # close enough
+
+
+def test_a_side_that_sustained_every_rate_is_tried_higher_and_one_that_sustained_none_is_not() -> None:
+    rungs = [rung(5_000, web=True, flower=False), rung(20_000, web=True, flower=False)]
+    assert next_rate(rungs, "web", 1000) == 25_000
+    assert next_rate(rungs, "flower", 1000) is None
+    # A missed rung below a sustained one (noise) does not pull the search down.
+    rungs = [rung(10_000, web=False), rung(12_500, web=True), rung(15_000, web=False)]
+    assert next_rate(rungs, "web", 1000) == 13_750
