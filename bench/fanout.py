@@ -6,7 +6,9 @@
 
 The clients are python-socketio AsyncClients on the websocket transport, all in this one process,
 signed in through the web's local access, or with the `cookies` given. The last of them
-connects after all the others (python-socketio sends to a room in join order: it is served last).
+connects after all the others (python-socketio's stock manager sends to a room in join order, so
+there it is served last; ours takes turns, web.sockets.TakingTurns, and the client's own process
+still reads it among 500 others).
 Then the storm: `tasks` `steps` tasks of `steps` steps and no delay, launched by as many sequential
 POST /api/tasks. A task's lag, for each client, is the moment that client receives the task's
 terminal state minus the task's `finished` time (one machine, one clock).

@@ -69,7 +69,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config["RATELIMIT_STORAGE_OPTIONS"] = {"connection_pool": connections.pool(storage)}
     limiter.init_app(app)
     # None = only the page's own origin may open a Socket.IO connection.
-    socketio.init_app(app, async_mode=app.config["ASYNC_MODE"],
+    socketio.init_app(app, async_mode=app.config["ASYNC_MODE"], client_manager=sockets.TakingTurns(),
                       ping_interval=app.config["PING_INTERVAL"], ping_timeout=20,
                       cors_allowed_origins=app.config.get("ALLOWED_ORIGINS") or None)
     # The store, accounts, index, revocations and result reads share one bounded pool per Redis

@@ -200,3 +200,25 @@ def test_a_delta_is_only_offered_against_an_older_version_with_the_same_fields()
     assert delta(after, before) is None  # not older
     assert delta(before, {k: v for k, v in after.items() if k != "name"}) is None  # a field went away
     assert delta(before, dict(after, name="y" * 200)) is None  # no smaller than the whole object
+
+
+def test_each_emit_to_a_room_serves_its_clients_starting_one_further_along() -> None:
+    """python-socketio sends to a room in join order: the client that joined last waited for all
+    the others on every batch. The web's client manager (web.sockets.TakingTurns) takes turns."""
+    import socketio as python_socketio
+
+    from web.sockets import TakingTurns
+
+    server = python_socketio.Server(client_manager=TakingTurns())
+    joined = []
+    for n in range(4):
+        sid = server.manager.connect(f"eio{n}", "/")
+        server.manager.enter_room(sid, "/", "admins")
+        joined.append(sid)
+    firsts = []
+    for _ in range(8):
+        served = [sid for sid, _ in server.manager.get_participants("/", "admins")]
+        assert sorted(served) == sorted(joined)  # every client, once
+        firsts.append(served[0])
+    assert all(firsts.count(sid) == 2 for sid in joined)  # each one first as often as the others
+    assert [sid for sid, _ in server.manager.get_participants("/", joined[0])] == [joined[0]]
