@@ -8,8 +8,9 @@ one per PROGRESS_STORE_INTERVAL).
 
     python -m bench.progress_cost --calls 1000000 [--repeats 3]   # what the benchmark's step runs
 
-Loops, each timed with and without its progress call (runs alternate; the best of each is kept; CPU
-time of this process, so that time spent waiting for a CPU on a shared machine is not counted):
+Loops, each timed with and without its progress call in pairs of runs back to back (the overhead is
+the median over the pairs, see `paired`; CPU time of this process, so that time spent waiting for a
+CPU on a shared machine is not counted):
 - `demo primes`: the demo task's own body, run as written in tasks/demo.py (whatever progress API
   it uses), against the same loop with the progress line removed;
 - `progress() in a light loop`: `celery_dashboard.reporting.progress` after an add and a multiply: the cost
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -196,23 +198,44 @@ def reports_sent(body: Callable[[Any, int], Any], calls: int) -> tuple[int, int,
     return len(costs), stored, (round(sum(costs[1:]) / len(costs[1:]), 2) if len(costs) > 1 else None)
 
 
+def paired(pairs: list[tuple[float, float]], calls: int) -> dict[str, Any]:
+    """The overhead from (without_s, with_s) pairs timed back to back: the median over the pairs of
+    (with - without) / without, and of (with - without) / calls in ns; with the pairs' range.
+
+    Each pair's two runs are seconds apart, so a machine that slows down or speeds up for a while (a
+    shared virtual machine) changes both alike; the best run of each side, as this module took before,
+    compared runs timed up to a minute apart (one run gave an empty call +5.9% on the 2 us body, against
+    +1% in the runs before and after it)."""
+    overheads = sorted(100 * (with_s - without_s) / without_s for without_s, with_s in pairs)
+    extra_ns = sorted(1e9 * (with_s - without_s) / calls for without_s, with_s in pairs)
+    return {"overhead_percent": round(statistics.median(overheads), 1),
+            "ns_per_call": round(statistics.median(extra_ns), 1),
+            "overhead_range_percent": [round(overheads[0], 1), round(overheads[-1], 1)],
+            "without_s": round(statistics.median(p[0] for p in pairs), 3),
+            "with_s": round(statistics.median(p[1] for p in pairs), 3)}
+
+
 def measure(with_progress: Callable[[Any, int], Any], without: Callable[[Any, int], Any], calls: int,
             repeats: int) -> dict[str, Any]:
-    runs_without, runs_with = [], []
+    """`repeats` pairs of runs, the loop without its progress call and with it, back to back; the
+    first of each pair alternates (without first, then with first), so that neither side always
+    runs on a CPU the other has just warmed. The figures are `paired`'s."""
+    pairs: list[tuple[float, float]] = []
     final = True
-    for _ in range(repeats):
-        runs_without.append(timed(without, calls)["seconds"])
-        run = timed(with_progress, calls)
-        runs_with.append(run["seconds"])
+    for n in range(repeats):
+        if n % 2 == 0:
+            without_s = timed(without, calls)["seconds"]
+            run = timed(with_progress, calls)
+        else:
+            run = timed(with_progress, calls)
+            without_s = timed(without, calls)["seconds"]
+        pairs.append((without_s, run["seconds"]))
         final = final and run["final_stored"]
-    best_without, best_with = min(runs_without), min(runs_with)
     sent, stored, per_report = reports_sent(with_progress, calls)
-    return {"calls": calls, "without_s": round(best_without, 3), "with_s": round(best_with, 3),
-            "overhead_percent": round(100 * (best_with - best_without) / best_without, 1),
-            "ns_per_call": round(1e9 * (best_with - best_without) / calls, 1),
+    return {"calls": calls, "pairs": repeats, **paired(pairs, calls),
             "reports_sent": sent, "reports_stored": stored, "cpu_ms_per_report": per_report,
             "final_value_stored": final,
-            "runs_without_s": [round(s, 3) for s in runs_without], "runs_with_s": [round(s, 3) for s in runs_with]}
+            "runs_without_s": [round(p[0], 3) for p in pairs], "runs_with_s": [round(p[1], 3) for p in pairs]}
 
 
 def main() -> None:
@@ -235,9 +258,10 @@ def main() -> None:
     body_calls = max(1000, args.calls // 2)  # about a second per run: reports at their steady rate
     result["body_ns"] = round(calibrate(), 1)
     result["body_inner_iterations"] = _inner
-    result["body_2us"] = measure(body_2us_function, body_2us_bare, body_calls, max(5, args.repeats))
-    result["body_2us_reporter"] = measure(body_2us_reporter, body_2us_bare, body_calls, max(5, args.repeats))
-    result["body_2us_floor"] = measure(body_2us_floor, body_2us_bare, body_calls, max(5, args.repeats))
+    pairs = max(7, 2 * args.repeats + 1)  # the goal is on this body: more pairs, an odd number for the median
+    result["body_2us"] = measure(body_2us_function, body_2us_bare, body_calls, pairs)
+    result["body_2us_reporter"] = measure(body_2us_reporter, body_2us_bare, body_calls, pairs)
+    result["body_2us_floor"] = measure(body_2us_floor, body_2us_bare, body_calls, pairs)
     print(json.dumps(result), flush=True)
 
 

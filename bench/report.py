@@ -20,6 +20,13 @@ def _get(data: Any, *path: Any) -> Any:
     return data
 
 
+def _span(bounds: Any) -> str:
+    """'a% to b%' for a [low, high] pair of percentages; 'n/a' without one."""
+    if not bounds:
+        return "n/a"
+    return f"{_fmt(bounds[0], '%')} to {_fmt(bounds[1], '%')}"
+
+
 def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     if value is None:
         return "n/a"
@@ -192,7 +199,8 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
             continue
         light = cost.get("light" if key == "body_2us" else "light_reporter") or {}
         add(f"Progress call cost, {label}: overhead on a {_fmt(cost.get('body_ns'), ' ns')} loop body",
-            "< 5%", f"+{_fmt(v.get('overhead_percent'), '%')} ({_fmt(v.get('ns_per_call'), ' ns')} per call)",
+            "< 5%", f"+{_fmt(v.get('overhead_percent'), '%')} ({_fmt(v.get('ns_per_call'), ' ns')} per call; "
+            f"median of {v.get('pairs')} pairs of runs, from {_span(v.get('overhead_range_percent'))})",
             f"in a light loop (add + multiply): {_fmt(light.get('ns_per_call'), ' ns')} per call",
             f"an empty Python call costs {_fmt(_get(cost, 'light_floor', 'ns_per_call'), ' ns')} in the light loop, "
             f"+{_fmt(_get(cost, 'body_2us_floor', 'overhead_percent'), '%')} on this body",
@@ -432,7 +440,9 @@ def markdown(results: dict[str, Any]) -> str:
         out += ["", "## Progress call cost", "",
                 "Progress reported on every iteration, on the real bound task object (`tasks.demo.primes` with a "
                 f"request pushed, as in a worker); PROGRESS_INTERVAL {cost.get('progress_interval_s')} s. `without` "
-                "is the same loop with the progress call removed; best of the runs (CPU time of the loop). The 2 µs "
+                "is the same loop with the progress call removed, timed in pairs of runs back to back (each "
+                "pair's first run alternates); the overhead and ns per call are the median over the pairs, "
+                "`without` and `with` the medians of each side (CPU time of the loop). The 2 µs "
                 f"body is an inner loop calibrated on this machine ({_fmt(cost.get('body_ns'), ' ns')} measured).", ""]
         bodies = (("demo `primes` task as written in tasks/demo.py", "primes"),
                   ("`progress(self, n, total, msg)` after an add and a multiply", "light"),
