@@ -11,8 +11,9 @@ seconds, to every client, each with the time it was emitted. The clients (bench/
 classes, websocket, the standard json module) note each message's receive time.
 
 Lag here = receive time minus emit time: the fan-out's lag (bench/fanout.py) without the tick's wait,
-the Celery events and the store. It is a floor, not a figure to subtract: at the same message size
-and rate, no server's lag over these clients can be lower. The fan-out table reports it beside ours.
+the Celery events and the store. It is a reference, not a figure to subtract: what the client
+process alone adds at that message size and rate, measured in runs of its own, so not a strict lower
+bound (ours at one client has measured below it). The fan-out table reports it beside ours.
 """
 from __future__ import annotations
 

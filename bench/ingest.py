@@ -6,10 +6,14 @@ listener and Flower, each side counted the same way: events FULLY APPLIED per se
 - Ours: a task's events are applied when its final state is stored in Redis, where the API and the
   snapshots read it (`dashboard:recent` minus `dashboard:active`: a task leaves the active set when
   its terminal state is stored). For this step the web process runs with its backend poll and its
-  periodic reconciliation turned off (POLL_INTERVAL, RECONCILE_INTERVAL = 1 hour), so that only
-  events reach the store; after a rung that left tasks unfinished in the store, the web process is
-  restarted with the production settings (it reconciles every unsettled task from the result
-  backend when its listener connects, as after any cut) and the API is read.
+  periodic reconciliation turned off (POLL_INTERVAL, RECONCILE_INTERVAL = 1 hour). That is not all
+  of it: a listener whose connection was cut reconciles as it reconnects, so in a rung where ours
+  lost events the store also holds endings read from the result backend. Ours is therefore counted
+  as applied only up to the events it decoded (min(stored endings x events per task, decoded)): in a
+  rung with events lost, neither side ever applied all of them. After a rung that left tasks
+  unfinished in the store, the web process is restarted with the production settings (it reconciles
+  every unsettled task from the result backend when its listener connects, as after any cut) and the
+  API is read.
 
 Loss is reported before reconciliation (events the listener never decoded; tasks not stored as
 ended) and after it (tasks not SUCCESS in GET /api/tasks; Flower has no reconciliation: the tasks
@@ -92,6 +96,9 @@ class Side:
         return bool(self.points) and time.time() - self.points[-1][0] < 1.0 and time.time() - self.changed_at > 3
 
 
+POLL_S = 0.2  # seconds between two probes of a side's counts (Flower's /metrics runs on its event loop)
+
+
 def rung(run: Run, rate: int, n_events: int, progress: int, sides: dict[str, bool], db: int,
          flower_url: str | None, flower_pid: int | None) -> dict[str, Any]:
     """One flood at `rate` events/s (0: flat out) to database `db`, watched by our listener and/or Flower."""
@@ -127,8 +134,8 @@ def rung(run: Run, rate: int, n_events: int, progress: int, sides: dict[str, boo
         stop_child(proc)
         raise RuntimeError("flood did not get ready")
     stop = threading.Event()
-    pollers = [threading.Thread(target=side.poll, args=(stop, 0.1 if name == "web" else 0.2, n_events))
-               for name, side in watching.items()]
+    # The same poll interval for both sides: a side's caught-up time is only as fine as its polls.
+    pollers = [threading.Thread(target=side.poll, args=(stop, POLL_S, n_events)) for side in watching.values()]
     profile = None
     if run.profile and "web" in watching and rate == run.p["ingest"].get("profile_rate"):
         profile = Profile(run.web_pid, n_events / max(rate, 1) + 1, f"web-ingest-{rate}", run.out)
@@ -162,8 +169,9 @@ def rung(run: Run, rate: int, n_events: int, progress: int, sides: dict[str, boo
         side = watching[name]
         points = side.points
         decoded = points[-1][1] if points else 0
-        applied = min(n_events, points[-1][2]) if points else 0
-        caught = next((t for t, _, a in points if a >= n_events), None)
+        # Never more than it decoded: ours may also end tasks from the result backend (see above).
+        applied = min(n_events, points[-1][2], decoded) if points else 0
+        caught = next((t for t, d, a in points if min(a, d) >= n_events), None)
         decoded_all = next((t for t, d, _ in points if d >= n_events), None)
         cpu = samplers[name].window(started, caught or (points[-1][0] if points else time.time()))
         behind = round(caught - ended, 2) if caught else None
@@ -206,12 +214,12 @@ def rung(run: Run, rate: int, n_events: int, progress: int, sides: dict[str, boo
 
 
 def _at(points: list[tuple[float, int, int]], when: float) -> int:
-    """Events applied at the last sample before `when`."""
+    """Events applied (never more than decoded) at the last sample before `when`."""
     found = 0
-    for t, _, applied in points:
+    for t, decoded, applied in points:
         if t > when:
             break
-        found = applied
+        found = min(applied, decoded)
     return found
 
 

@@ -83,9 +83,10 @@ def delay_load(total: int, concurrency: int, deadline_s: float) -> dict[str, Any
 
 def measure(run: Run) -> dict[str, Any]:
     """{"levels": [{"concurrency", "post": ..., "delay": ..., "ratio": post/delay per second, "ratios": each
-    round's}]}. Each level runs `rounds` rounds, `.delay()` then POST in each, so that both sides see the
-    same drift of a shared machine; `ratio` is the median round's (its `post` and `delay` are shown), not the
-    best."""
+    round's}]}. Each level runs `rounds` rounds, `.delay()` then POST in even rounds and POST then `.delay()`
+    in odd ones (the side that goes second shares the machine with the worker still running what the first
+    sent), so that both sides see the same drift of a shared machine; `ratio` is the median round's (its
+    `post` and `delay` are shown), not the best."""
     import redis
 
     cfg = run.p["launch"]
@@ -95,8 +96,10 @@ def measure(run: Run) -> dict[str, Any]:
     for concurrency in cfg["concurrency"]:
         rounds = []
         for number in range(cfg.get("rounds", 1)):
-            delay = delay_load(cfg["requests"], concurrency, cfg["deadline_s"])
-            wait_idle(run.web_pid, timeout=10)
+            post_first = number % 2 == 1  # odd rounds: POST, then .delay()
+            if not post_first:
+                delay = delay_load(cfg["requests"], concurrency, cfg["deadline_s"])
+                wait_idle(run.web_pid, timeout=10)
             profile = (Profile(run.web_pid, 3, f"web-launch-{concurrency}", run.out)
                        if run.profile and number == 0 else None)
             with CpuSampler(run.web_pid) as sampler:
@@ -105,6 +108,9 @@ def measure(run: Run) -> dict[str, Any]:
                 post["web_cpu"] = sampler.window(t0, time.time())
             if profile:
                 run.profiles[profile.name] = profile.summary()
+            if post_first:
+                wait_idle(run.web_pid, timeout=10)
+                delay = delay_load(cfg["requests"], concurrency, cfg["deadline_s"])
             ratio = round(post["per_second"] / delay["per_second"], 3) if delay["per_second"] else None
             rounds.append({"post": post, "delay": delay, "ratio": ratio})
             wait_idle(run.web_pid, timeout=10)

@@ -27,3 +27,15 @@ def test_a_side_that_sustained_every_rate_is_tried_higher_and_one_that_sustained
     # A missed rung below a sustained one (noise) does not pull the search down.
     rungs = [rung(10_000, web=False), rung(12_500, web=True), rung(15_000, web=False)]
     assert next_rate(rungs, "web", 1000) == 13_750
+
+
+def test_ours_counts_as_applied_no_more_events_than_it_decoded() -> None:
+    """A listener cut off reconciles as it reconnects: the store then holds endings read from the
+    result backend, which are not events applied (a rung with 52% of its events lost once showed
+    every task ended)."""
+    from bench.ingest import _at
+
+    points = [(1.0, 500, 560), (2.0, 900, 1400), (3.0, 900, 1400)]  # (time, decoded, stored endings x per task)
+    assert _at(points, 2.5) == 900
+    assert _at(points, 1.5) == 500
+    assert _at([(1.0, 800, 700)], 2.0) == 700
