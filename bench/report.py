@@ -365,7 +365,8 @@ def _ingest(results: dict[str, Any]) -> list[str]:
         waited = _fmt(_get(v, "cpu", "waiting_for_cpu_percent"), "%")
         return [cell, f"{_fmt(v.get('cpu_us_per_event'))} (waited {waited})"]
 
-    for title, key in (("Together (as in production)", "rungs"), ("Ours alone", "web_alone_rungs"),
+    together = "Together (both watch the same floods; ours with its backend poll and periodic reconciliation off)"
+    for title, key in ((together, "rungs"), ("Ours alone", "web_alone_rungs"),
                        ("Flower alone (another Redis database)", "flower_alone_rungs")):
         rungs = ingest.get(key) or []
         if not rungs:
