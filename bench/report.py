@@ -161,7 +161,9 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
                                                          for n, s, f in sent),
                 f"naive {_fmt(next((n for n in naive if n), None), ' B')}",
                 f"the full task object: {_fmt(full, ' B')}",
-                "met" if not whole else f"MISSED at {', '.join(whole)} clients (no smaller than the full object)")
+                "met" if not whole else
+                f"met at {', '.join(str(n) for n, s, f in sent if s < f) or 'no client count'}; at "
+                f"{', '.join(whole)} clients every sampled update went out whole")
         cpu = max((_get(r, "server_cpu", "percent_of_core") or 0) for r in ours_rounds)
         add("Web process CPU during the storm (highest)", "< 100% of one core", _fmt(cpu, "%"),
             "; ".join(f"{RELAY_NAMES[name]} {_fmt(_worst(results, name, 'server_cpu', 'percent_of_core'), '%')}"
