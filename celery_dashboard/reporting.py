@@ -132,6 +132,12 @@ def send_progress(task: Task, meta: dict[str, Any], store: bool = True) -> None:
         log.warning("progress report for %s not sent: %s", task.request.id, exc)
 
 
+def _report(task: Task, current: float, total: float, message: str, args: tuple[Any, ...],
+            throttle: Throttle) -> None:
+    """Send the report a throttle let through, its message formatted now, stored when the throttle says."""
+    send_progress(task, progress_meta(current, total, message.format(*args) if args else message), throttle.store)
+
+
 def _revoked(task: Task, task_id: str) -> bool:
     try:
         client = revocations.client_for(task.app)
@@ -163,7 +169,7 @@ def Progress(task: Task, total: float, interval: float | None = None) -> Callabl
         left = throttle.left
         if not due:
             return False
-        send_progress(task, progress_meta(current, total, message.format(*args) if args else message), throttle.store)
+        _report(task, current, total, message, args, throttle)
         return True
 
     report.task = task  # type: ignore[attr-defined]
@@ -265,7 +271,7 @@ def progress(task: Task, current: float, total: float, message: str = "", *args:
     lane.left = throttle.left
     if not due:
         return False
-    send_progress(task, progress_meta(current, total, message.format(*args) if args else message), throttle.store)
+    _report(task, current, total, message, args, throttle)
     return True
 
 
@@ -282,5 +288,5 @@ def _progress_shared(task: Task, current: float, total: float, message: str, arg
         return False
     if not throttle.due(current, total):
         return False
-    send_progress(task, progress_meta(current, total, message.format(*args) if args else message), throttle.store)
+    _report(task, current, total, message, args, throttle)
     return True
