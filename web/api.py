@@ -120,7 +120,7 @@ def send(entry: Entry, params: dict[str, Any], user: User, retry_of: str | None 
     Raises ApiError 429 (the user's MAX_ACTIVE_PER_USER unfinished tasks) or 503 (broker away)."""
     dash = services()
     cap = current_app.config["MAX_ACTIVE_PER_USER"]
-    if current_app.config["AUTH_REQUIRED"] and dash.store.active_count(user.name) >= cap:
+    if current_app.config["AUTH_REQUIRED"] and dash.store.active_count(user.name, cap) >= cap:
         raise ApiError(429, f"you already have {cap} unfinished tasks; wait for some to end or cancel them")
     task_id = str(uuid.uuid4())
     # The owner travels in the message headers, so the index records it from the first write;

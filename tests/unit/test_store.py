@@ -214,3 +214,32 @@ def test_a_task_sent_by_a_launched_task_belongs_to_its_launcher(monkeypatch: obj
     assert s.get("other")["owner"] is None
     assert {t["id"] for t in found(s, owner="op")["tasks"]} == {"p", "c1", "c2"}
     assert s.params("c1") is None  # only the launch's own params are kept
+
+
+class Redis62(fakeredis.FakeRedis):
+    """Redis 6.2 as it answers a command it does not have (ZINTERCARD came in 7.0)."""
+
+    def zintercard(self, *args: object, **kwargs: object) -> int:
+        import redis
+
+        raise redis.ResponseError("unknown command 'ZINTERCARD', with args beginning with: '2' ")
+
+
+def test_the_unfinished_count_works_on_a_redis_older_than_7() -> None:
+    client = Redis62()
+    client.zadd(index.owner_key("ada"), {f"t{i}": 1000.0 + i for i in range(10)})
+    client.sadd(index.ACTIVE_KEY, "t8", "t9", "t3", "someone-else")
+    s = TaskStore(client, 100)
+    assert s.active_count("ada", 20) == 3
+    assert s.active_count("ada", 2) == 2
+    assert s.active_count("nobody", 20) == 0
+
+
+def test_an_unfinished_count_error_other_than_a_missing_command_is_raised() -> None:
+    import pytest
+    import redis
+
+    client = fakeredis.FakeRedis()
+    client.set(index.owner_key("ada"), "not a sorted set")
+    with pytest.raises(redis.ResponseError):
+        TaskStore(client, 100).active_count("ada", 20)
