@@ -19,3 +19,18 @@ def test_one_run_in_a_fast_spell_does_not_move_the_overhead() -> None:
 def test_a_machine_that_slows_down_for_a_pair_slows_both_of_its_runs_alike() -> None:
     pairs = [(1.00, 1.03), (1.20, 1.236), (1.00, 1.03), (1.21, 1.2463), (1.00, 1.03)]
     assert paired(pairs, calls=500_000)["overhead_percent"] == 3.0
+
+
+def test_the_goal_s_verdict_is_the_less_flattering_of_cpu_and_wall_clock_time() -> None:
+    """A report blocks the task on Redis's replies: CPU time alone leaves those waits out, so the
+    verdict must not be "met" on CPU time when wall-clock time misses or cannot decide."""
+    from bench.report import _worse
+
+    assert _worse("met", "met") == "met"
+    assert _worse("met", None) == "met"
+    missed = "MISSED by 1.2 points (1.2x the target)"
+    assert _worse("met", missed) == f"{missed} (on wall clock; on CPU: met)"
+    undecided = "UNDECIDED: within this machine's noise (the pairs range from 3% to 8%)"
+    assert _worse(undecided, "met").startswith("UNDECIDED")
+    assert _worse(undecided, missed).startswith("MISSED")
+    assert _worse(missed, undecided) == f"{missed} (on CPU; on wall clock: {undecided})"
