@@ -299,14 +299,22 @@ class Run:
         base = listener_events(self.web_url)
         wait_subscribed(lambda: listener_events(self.web_url) > base, 30, "web listener")
 
-    def restart_web(self, env: dict[str, str] | None = None) -> None:
-        """Our web process again, fresh (and with `env` over the stack's), its listener subscribed."""
+    def stop_web(self) -> None:
+        """Our web process stopped (SIGTERM), until `start_web`."""
         import signal
 
         self.stack.kill_web(self.web_url, signal.SIGTERM)
+
+    def start_web(self, env: dict[str, str] | None = None) -> None:
+        """Our web process started (with `env` over the stack's), its listener subscribed."""
         self.stack.start_web(env=env)
         base = listener_events(self.web_url)
         wait_subscribed(lambda: listener_events(self.web_url) > base, 30, "web listener")
+
+    def restart_web(self, env: dict[str, str] | None = None) -> None:
+        """Our web process again, fresh (and with `env` over the stack's), its listener subscribed."""
+        self.stop_web()
+        self.start_web(env)
 
     def ensure_worker(self) -> None:
         """A real Celery worker (the fan-out's storm launches real tasks)."""

@@ -27,36 +27,51 @@ def measure(run: Run) -> dict[str, Any]:
     cfg = run.p["fanout"]
     run.ensure_worker()
     rounds: list[dict[str, Any]] = []
-    for relay_name in RELAYS:
-        counts = cfg["clients"] if relay_name == "ours" else cfg["baseline_clients"]
-        if run.remaining() < cfg["reserve_s"]:
-            rounds += [{"relay": relay_name, "clients": n, "skipped": "time budget"} for n in counts]
-            continue
-        relay = baselines.start(run, relay_name)
-        try:
-            # A short storm first, not counted: the worker's processes and the relay's first connections
-            # warm up (the message-queue worker imports Flask-SocketIO at its first emit).
-            fanout.measure(relay.url, 1, tasks=4, steps=5, timeout=15)
-            for clients in counts:
+    ours_stopped = False
+    try:
+        for relay_name in RELAYS:
+            if relay_name != "ours" and not ours_stopped:
+                # Our web would take in the baselines' storms' events beside them, on the same 2 cores:
+                # a load only the baselines would carry. It is stopped for their rounds.
+                run.stop_web()
+                ours_stopped = True
+            _relay_rounds(run, cfg, relay_name, rounds)
+    finally:
+        if ours_stopped:
+            run.start_web()
+    return {"settings": cfg, "rounds": rounds, "client_floor": floor(run, rounds)}
+
+
+def _relay_rounds(run: Run, cfg: dict[str, Any], relay_name: str, rounds: list[dict[str, Any]]) -> None:
+    """The rounds of one relay (each of its client counts), appended to `rounds`."""
+    counts = cfg["clients"] if relay_name == "ours" else cfg["baseline_clients"]
+    if run.remaining() < cfg["reserve_s"]:
+        rounds += [{"relay": relay_name, "clients": n, "skipped": "time budget"} for n in counts]
+        return
+    relay = baselines.start(run, relay_name)
+    try:
+        # A short storm first, not counted: the worker's processes and the relay's first connections
+        # warm up (the message-queue worker imports Flask-SocketIO at its first emit).
+        fanout.measure(relay.url, 1, tasks=4, steps=5, timeout=15)
+        for clients in counts:
+            if run.remaining() < cfg["reserve_s"]:
+                rounds.append({"relay": relay_name, "clients": clients, "skipped": "time budget"})
+                continue
+            log(f"  fan-out {relay_name} x {clients} clients")
+            rounds.append(one_round(run, relay, clients))
+            report(rounds[-1])
+            wait_idle(relay.pid, timeout=10)
+        if relay_name == "ours":  # the figure that does not flatter, beside: as Python runs by default
+            for clients in cfg.get("collector_on_clients") or []:
                 if run.remaining() < cfg["reserve_s"]:
-                    rounds.append({"relay": relay_name, "clients": clients, "skipped": "time budget"})
                     continue
-                log(f"  fan-out {relay_name} x {clients} clients")
-                rounds.append(one_round(run, relay, clients))
+                log(f"  fan-out ours x {clients} clients, the clients' garbage collector on")
+                rounds.append({**one_round(run, relay, clients, collector=True), "relay": "ours-collector"})
                 report(rounds[-1])
                 wait_idle(relay.pid, timeout=10)
-            if relay_name == "ours":  # the figure that does not flatter, beside: as Python runs by default
-                for clients in cfg.get("collector_on_clients") or []:
-                    if run.remaining() < cfg["reserve_s"]:
-                        continue
-                    log(f"  fan-out ours x {clients} clients, the clients' garbage collector on")
-                    rounds.append({**one_round(run, relay, clients, collector=True), "relay": "ours-collector"})
-                    report(rounds[-1])
-                    wait_idle(relay.pid, timeout=10)
-        finally:
-            if relay_name != "ours":
-                relay.stop()
-    return {"settings": cfg, "rounds": rounds, "client_floor": floor(run, rounds)}
+    finally:
+        if relay_name != "ours":
+            relay.stop()
 
 
 def floor(run: Run, rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
