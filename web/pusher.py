@@ -1,12 +1,13 @@
 """Pushes task updates to this process's browsers: stores each batch, then emits what changed."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
@@ -55,6 +56,11 @@ class Pusher:
         # Held while a batch is stored and emitted, and while a client gets its snapshot: a
         # client then never receives a batch older than its snapshot, nor misses one.
         self.lock = threading.Lock()
+        # Taken by a connecting client before `lock`, for as long as its snapshot: connecting
+        # clients wait their turn here, one at a time, so a flush waits for `lock` behind at most
+        # one snapshot, never behind a herd of them (1,000 clients connecting at once after a
+        # restart held every connected client's updates back for 13 s). See `snapshot_turn`.
+        self.connect_turn = threading.Lock()
         self.running = False
         self.emitted_at: float | None = None  # clock() when the last flush began its emit
         # Run at each flush, before the batch: writes this process batches per tick (the launches
@@ -97,6 +103,13 @@ class Pusher:
             if sent.get(record["id"]) != mark:
                 marked.append((record, mark))
         return marked
+
+    @contextlib.contextmanager
+    def snapshot_turn(self) -> Iterator[None]:
+        """Hold `lock` for a connecting client's join and snapshot, after the clients that came
+        first (in `connect_turn`); a flush waiting meanwhile goes next, before the other clients."""
+        with self.connect_turn, self.lock:
+            yield
 
     def flush(self) -> list[dict[str, Any]]:
         """Store what is pending and emit one batch; return the batch emitted."""

@@ -269,11 +269,12 @@ def on_connect(auth: Any = None, *_: Any) -> bool:
     if user is None:
         raise ConnectionRefusedError("unauthorized")
     # A reconnect is a new session: join again, and send the truth before any push. Under the
-    # pusher's lock, no batch is stored or sent between joining and the snapshot.
+    # pusher's lock, no batch is stored or sent between joining and the snapshot; clients take
+    # that lock one at a time, and a waiting flush goes before the next one (Pusher.snapshot_turn).
     CONNECTED[request.sid] = Access(user, method, credential())
     dash = services()
     room = ADMINS if user.is_admin else user_room(user.name)
-    with dash.pusher.lock:
+    with dash.pusher.snapshot_turn():
         join_room(DELTAS + room if isinstance(auth, dict) and auth.get("deltas") is True else room)
         try:
             found = snapshot(user, auth)

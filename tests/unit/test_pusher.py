@@ -357,3 +357,55 @@ def test_a_huge_backlog_goes_out_in_bounded_batches(relay: Relay, emits: Emits) 
     sizes = [len(relay.flush()) for _ in range(3)]
     assert sizes == [100, 100, 50]
     assert relay.flush() == [] and relay.store.count() == 250
+
+
+GREEN_HERD = r'''
+import eventlet
+eventlet.monkey_patch()
+import fakeredis
+from web.coalescer import Coalescer
+from web.pusher import Pusher
+from web.store import TaskStore
+
+order = []
+coalescer = Coalescer()
+pusher = Pusher(TaskStore(fakeredis.FakeRedis()), coalescer, lambda ids: {}, lambda batch: order.append("flush"))
+first_in = eventlet.event.Event()
+release = eventlet.event.Event()
+
+def connect(n):
+    with pusher.snapshot_turn():
+        order.append(f"connect {n}")
+        if n == 0:
+            first_in.send()
+            release.wait()
+        eventlet.sleep(0)  # a snapshot's round trips to Redis
+
+first = eventlet.spawn(connect, 0)
+first_in.wait()
+herd = [eventlet.spawn(connect, n) for n in range(1, 21)]  # they come while the first is served
+eventlet.sleep(0.05)
+coalescer.add({"id": "t1", "state": "STARTED", "updated": "2026-12-01T00:00:00.000000Z"})
+flushing = eventlet.spawn(pusher.flush)
+eventlet.sleep(0.05)
+release.send()
+for thread in [first, flushing, *herd]:
+    thread.wait()
+print(",".join(order))
+'''
+
+
+def test_a_flush_waits_for_at_most_one_snapshot_not_for_every_client_connecting() -> None:
+    """Under eventlet, as the server runs: 20 clients connect while one gets its snapshot, then a
+    batch is due. It must go out right after that one snapshot, not after all 20 (a herd of 1,000
+    reconnecting clients held every connected client's updates back for 13 s)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", GREEN_HERD], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    order = done.stdout.strip().splitlines()[-1].split(",")
+    assert order[:2] == ["connect 0", "flush"], order
+    assert sorted(order[2:], key=lambda s: int(s.split()[1])) == [f"connect {n}" for n in range(1, 21)]
