@@ -59,6 +59,15 @@ class _AllFound(Exception):
 STATE_AT = b'"state": "'  # how the task object's JSON text (json.dumps' separators) gives its state
 
 
+def _loads(raw: bytes) -> Any:
+    """A stored task object: orjson (a snapshot of 200 tasks decodes in about a third of the json
+    module's time), else the json module, for what orjson refuses (an integer past 64 bits)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 class Hit:
     """A task found by a scan: its id, its state and its object, decoded on first use."""
 
@@ -75,7 +84,7 @@ class Hit:
 
     def record(self) -> dict[str, Any]:
         if self._record is None:
-            self._record = orjson.loads(self.raw)
+            self._record = _loads(self.raw)
             self.state = self._record.get("state")
         return self._record
 
@@ -103,7 +112,7 @@ class TaskStore:
         if not ids:
             return {}
         return {
-            task_id: json.loads(raw)
+            task_id: _loads(raw)
             for task_id, raw in zip(ids, self.client.hmget(DATA_KEY, ids), strict=True)
             if raw is not None
         }

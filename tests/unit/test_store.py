@@ -243,3 +243,12 @@ def test_an_unfinished_count_error_other_than_a_missing_command_is_raised() -> N
     client.set(index.owner_key("ada"), "not a sorted set")
     with pytest.raises(redis.ResponseError):
         TaskStore(client, 100).active_count("ada", 20)
+
+
+def test_a_stored_object_orjson_refuses_is_still_read() -> None:
+    """Task objects are decoded with orjson, which refuses integers past 64 bits; the json module
+    writes them (a task's `retries` or a user's own field could be one): such an object still reads."""
+    client = fakeredis.FakeRedis()
+    client.hset(index.DATA_KEY, "big", '{"id": "big", "state": "SUCCESS", "retries": 18446744073709551616}')
+    s = TaskStore(client, 100)
+    assert s.get("big")["retries"] == 2 ** 64
