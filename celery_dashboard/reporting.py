@@ -33,7 +33,13 @@ MAX_STRIDE = 16  # calls between two clock reads at most (Throttle)
 
 
 class Throttle:
-    """Decides which progress calls are sent: at most one per interval, and always the last.
+    """Decides which progress calls are sent: at most one per interval, and the final value at once.
+
+    The final value (current >= total, total > 0) is sent at once when the last report sent was not
+    one: a loop that reaches its total shows 100% without waiting for the interval. Calls past it
+    (a total that was an underestimate: current 1,001 of 1,000, and on) and calls with no total (0)
+    are throttled like any other: before, each of them was sent and stored, so a loop that overshot
+    by 1,000 calls sent 1,000 events and wrote the result backend 1,000 times.
 
     A skipped call is meant to cost next to nothing, and reading the clock is the dearest part of
     it: in a fast loop the clock is read only every `stride`-th call (`left` counts down to it).
@@ -48,7 +54,7 @@ class Throttle:
     """
 
     __slots__ = ("interval", "clock", "next_at", "sent", "left", "stride", "read_at", "quick", "slow",
-                 "store_interval", "store_at", "store")
+                 "store_interval", "store_at", "store", "at_total")
 
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic,
                  store_interval: float | None = None) -> None:
@@ -59,6 +65,7 @@ class Throttle:
         self.store_interval = config.PROGRESS_STORE_INTERVAL if store_interval is None else store_interval
         self.store_at = -math.inf  # the clock from which the next report due is stored
         self.store = True
+        self.at_total = False  # the last report sent was a final value (current >= total > 0)
         self.left = 0       # calls still to skip without reading the clock
         self.stride = 1
         self.read_at = -math.inf  # the clock when last read
@@ -66,7 +73,8 @@ class Throttle:
         self.slow = interval / 10    # ... that took as long or longer: it falls back to 1
 
     def due(self, current: float, total: float) -> bool:
-        """True when this call should be sent; the final value (current >= total) always is."""
+        """True when this call should be sent: the first, then one per interval; a final value
+        (current >= total > 0) at once, unless the last report sent was one already."""
         now = self.clock()
         elapsed = now - self.read_at
         if elapsed < self.quick:
@@ -76,11 +84,14 @@ class Throttle:
             self.stride = 1
         self.read_at = now
         self.left = self.stride
-        if now < self.next_at and current < total:
+        at_total = current >= total > 0
+        final = at_total and not self.at_total
+        if now < self.next_at and not final:
             return False
         self.next_at = now + self.interval
         self.sent += 1
-        self.store = current >= total or now >= self.store_at
+        self.at_total = at_total
+        self.store = final or now >= self.store_at
         if self.store:
             self.store_at = now + self.store_interval
         return True
@@ -116,7 +127,7 @@ def send_progress(task: Task, meta: dict[str, Any], store: bool = True) -> None:
     A check that cannot reach Redis is logged and the task goes on.
     """
     request = task.request
-    if request.id is None:  # called directly, not as a Celery task
+    if request.id is None:  # called directly, not as a Celery task (the callers return False)
         return
     if getattr(request, revocations.FLAG, None) == revocations.STOPPED:
         raise Ignore()  # already ended as revoked: the body caught Ignore and went on
@@ -133,9 +144,14 @@ def send_progress(task: Task, meta: dict[str, Any], store: bool = True) -> None:
 
 
 def _report(task: Task, current: float, total: float, message: str, args: tuple[Any, ...],
-            throttle: Throttle) -> None:
-    """Send the report a throttle let through, its message formatted now, stored when the throttle says."""
+            throttle: Throttle) -> bool:
+    """Send the report a throttle let through, its message formatted now, stored when the throttle says.
+    False when there is nothing to send it for: the task was called directly, not run by a worker
+    (no request id), so progress() and Progress never say True for a report nobody got."""
+    if task.request.id is None:
+        return False
     send_progress(task, progress_meta(current, total, message.format(*args) if args else message), throttle.store)
+    return True
 
 
 def _revoked(task: Task, task_id: str) -> bool:
@@ -169,8 +185,7 @@ def Progress(task: Task, total: float, interval: float | None = None) -> Callabl
         left = throttle.left
         if not due:
             return False
-        _report(task, current, total, message, args, throttle)
-        return True
+        return _report(task, current, total, message, args, throttle)
 
     report.task = task  # type: ignore[attr-defined]
     report.total = total  # type: ignore[attr-defined]
@@ -254,7 +269,8 @@ def progress(task: Task, current: float, total: float, message: str = "", *args:
 
     `message` may hold `{}` fields filled from `args` only when the report is sent. Returns True
     when the report was sent, False when the throttle skipped it. A skipped call costs a countdown
-    kept on the task object (Lane); called outside a worker (no request id) it sends nothing.
+    kept on the task object (Lane); called outside a worker (no request id) it sends nothing and
+    returns False.
     """
     try:
         lane = task._celery_dashboard_progress
@@ -271,8 +287,7 @@ def progress(task: Task, current: float, total: float, message: str = "", *args:
     lane.left = throttle.left
     if not due:
         return False
-    _report(task, current, total, message, args, throttle)
-    return True
+    return _report(task, current, total, message, args, throttle)
 
 
 def _progress_shared(task: Task, current: float, total: float, message: str, args: tuple[Any, ...]) -> bool:
@@ -288,5 +303,4 @@ def _progress_shared(task: Task, current: float, total: float, message: str, arg
         return False
     if not throttle.due(current, total):
         return False
-    _report(task, current, total, message, args, throttle)
-    return True
+    return _report(task, current, total, message, args, throttle)

@@ -281,3 +281,45 @@ def test_overlapping_runs_of_one_task_object_each_keep_their_own_pace(clock: Fak
     of_b = [c for t, c in sent if t == b]
     assert of_a == [1, 5, 9, 13, 17] + list(range(21, 100, 2))  # 0.12 s apart alone, then every other call
     assert of_b == list(range(1, 80, 2)) + [82, 86, 90, 94, 98, 99]  # every other call, then 0.12 s apart alone
+
+
+def test_calls_past_the_total_are_throttled_after_the_final_value() -> None:
+    """A total that was an underestimate: the final value goes out at once, the calls past it one
+    per interval (each of them used to send an event and write the result backend)."""
+    clock = FakeClock()
+    throttle = Throttle(0.1, clock)
+    sent = []
+    for i in range(1, 3001):
+        if throttle.due(i, 1000):
+            sent.append((i, throttle.store))
+        clock.now += 0.0001  # 3,000 calls in 0.3 s
+    assert sent[:2] == [(1, True), (1000, True)]  # the first, and the final value at once, stored
+    later = sent[2:]  # then one per 0.1 s at most, the next one 0.1 s after the final value
+    assert 1 <= len(later) <= 2 and all(i >= 1999 for i, _ in later), later
+    assert not any(stored for _, stored in later)  # within PROGRESS_STORE_INTERVAL (1 s): events only
+
+
+def test_calls_without_a_total_are_throttled() -> None:
+    clock = FakeClock()
+    throttle = Throttle(0.1, clock)
+    assert sum(throttle.due(i, 0) for i in range(1, 2001)) == 1  # the first; no time passed
+
+
+def test_a_second_phase_that_reaches_its_total_again_shows_it_at_once() -> None:
+    clock = FakeClock()
+    throttle = Throttle(10.0, clock)
+    assert throttle.due(10, 10)  # phase one ends
+    clock.now += 11
+    assert throttle.due(1, 10)  # phase two starts (a report below the total goes out)
+    assert not throttle.due(5, 10)
+    assert throttle.due(10, 10)  # and its end is shown at once
+    assert not throttle.due(10, 10)  # told once
+
+
+def test_progress_outside_a_worker_says_nothing_was_sent() -> None:
+    from celery_dashboard.reporting import Progress
+
+    task = FakeTask(task_id=None)
+    assert progress(task, 1, 1) is False
+    assert Progress(task, 5)(1) is False and Progress(task, 5)(5) is False
+    assert task.events == [] and task.states == []
