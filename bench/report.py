@@ -285,8 +285,10 @@ def _fanout(results: dict[str, Any]) -> list[str]:
            "The clients' process has its garbage collector paused during each storm (bench.common.collector_paused: "
            "a full collection walks every client's objects, up to 465 ms at a time at 1,000 clients); the rows "
            "'ours, the clients' garbage collector on' measure ours again as Python runs by default. "
-           "One relay runs at a time (our web process is stopped during the baselines' rounds, so that it takes in none of their events beside them), each with the same real worker (4 processes); the message-queue baseline "
-           "has a worker of its own of the same size. Server CPU: the process serving the clients, over the storm.",
+           "One relay runs at a time (our web process is stopped during the baselines' rounds, so that it "
+           "takes in none of their events beside them), each with the same real worker (4 processes); the "
+           "message-queue baseline has a worker of its own of the same size. Server CPU: the process serving "
+           "the clients, over the storm.",
            ""]
     rows = []
     for r in fanout.get("rounds") or []:

@@ -39,3 +39,18 @@ def test_ours_counts_as_applied_no_more_events_than_it_decoded() -> None:
     assert _at(points, 2.5) == 900
     assert _at(points, 1.5) == 500
     assert _at([(1.0, 800, 700)], 2.0) == 700
+
+
+def test_the_sustained_figure_is_the_rate_applied_not_the_rate_published() -> None:
+    from bench.ingest import sustained_applied
+
+    rungs = [
+        {"achieved_rate": 10_000.0, "web": {"sustained": True, "applied_per_s": 9_800.0},
+         "flower": {"sustained": True, "applied_per_s": 7_000.0}},
+        {"achieved_rate": 17_579.1, "web": {"sustained": True, "applied_per_s": 16_427.1},
+         "flower": {"sustained": False, "applied_per_s": 8_100.0}},
+        {"achieved_rate": 20_000.0, "web": {"sustained": False, "applied_per_s": 18_000.0}},
+    ]
+    assert sustained_applied(rungs, "web") == 16_427.1  # not 17,579.1 (published), not 18,000 (not sustained)
+    assert sustained_applied(rungs, "flower") == 7_000.0
+    assert sustained_applied(rungs[2:], "web") is None
