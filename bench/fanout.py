@@ -365,7 +365,7 @@ def main() -> None:
     stack = None
     url, pid = args.url, args.pid
     if url is None:
-        from tests.support import Stack
+        from devstack import Stack
 
         stack = Stack(env={"MAX_CONNECTIONS": str(max(args.clients) + 100)})
         stack.start_redis()

@@ -20,7 +20,7 @@ import socketio
 from playwright.sync_api import sync_playwright
 
 from bench import render
-from tests.support import CHROMIUM, CHROMIUM_ARGS, Stack, wait_for
+from devstack import CHROMIUM, CHROMIUM_ARGS, Stack, wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from bench import render
 from bench.latency import RESULTS
-from tests.support import CHROMIUM, CHROMIUM_ARGS, Stack, wait_for
+from devstack import CHROMIUM, CHROMIUM_ARGS, Stack, wait_for
 
 CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "v8.execute", "blink.user_timing"]
 

@@ -25,7 +25,7 @@ import redis
 from playwright.sync_api import Page
 
 from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, RECENT_KEY, VERSION_KEY, pending_record
-from tests.support import Stack, wait_for
+from devstack import Stack, wait_for
 
 # When each task's row first shows, when its bar first moves, and each Launch click (ms, the
 # page's clock): shared by every browser probe. It looks only at what each mutation touched (a

@@ -27,7 +27,7 @@ from typing import Any
 import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.support import BIN, CHROMIUM, CHROMIUM_ARGS, Process, Stack, free_port, wait_for
+from devstack import BIN, CHROMIUM, CHROMIUM_ARGS, Process, Stack, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
