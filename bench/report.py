@@ -512,12 +512,15 @@ def markdown(results: dict[str, Any]) -> str:
                 "the same medians on wall-clock time, which counts the task's waits for Redis too). The 2 µs "
                 f"body is an inner loop calibrated on this machine ({_fmt(cost.get('body_ns'), ' ns')} measured).", ""]
         bodies = (("demo `primes` task as written in tasks/demo.py", "primes"),
-                  ("`progress(self, n, total, msg)` after an add and a multiply", "light"),
-                  ("`Progress(self, total)` reporter after an add and a multiply", "light_reporter"),
+                  ("`progress(self, n, total, \"{} of {} rows\", n, total)` after an add and a multiply", "light"),
+                  ("`report = Progress(self, total)`, then `report(n, \"{} of {} rows\", n, total)`, after an add "
+                   "and a multiply", "light_reporter"),
                   ("the floor: an empty function with progress()'s arguments, same loop", "light_floor"),
                   ("`progress(...)` on the ~2 µs body", "body_2us"),
                   ("`Progress` reporter on the ~2 µs body", "body_2us_reporter"),
-                  ("the floor on the ~2 µs body: the empty function", "body_2us_floor"))
+                  ("the floor on the ~2 µs body: the empty function", "body_2us_floor"),
+                  ("`progress(...)` on the ~2 µs body with an f-string message, as the README's first example "
+                   "(the caller formats it on every call)", "body_2us_fstring"))
         out += _table(["loop", "calls", "without (s)", "with (s)", "overhead", "ns per call", "reports sent",
                        "of them stored", "CPU ms per report sent", "final value stored"],
                       [[label, _fmt(v.get("calls")), v.get("without_s"), v.get("with_s"),
