@@ -281,6 +281,8 @@ def _fanout(results: dict[str, Any]) -> list[str]:
            f"{cfg.get('tasks')} real `steps` tasks of {cfg.get('steps')} steps and no delay, launched by as many "
            "sequential POST /api/tasks while N python-socketio clients (websocket, all in the benchmark's one "
            "process, sharing the 2 cores with the server) watch; the last client connects after all the others. "
+           f"Before each of our rounds the history is topped up to {cfg.get('history', 200)} ended tasks (real "
+           "launches), so that every client gets a full snapshot, as on a dashboard in use. "
            "Lag = a client's receive time of a task's terminal state minus the task's `finished` (bench/fanout.py). "
            "The clients' process has its garbage collector paused during each storm (bench.common.collector_paused: "
            "a full collection walks every client's objects, up to 465 ms at a time at 1,000 clients); the rows "
