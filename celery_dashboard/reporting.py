@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from threading import get_ident
 from typing import Any
@@ -45,8 +48,11 @@ class Throttle:
     it: in a fast loop the clock is read only every `stride`-th call (`left` counts down to it).
     The stride doubles, up to MAX_STRIDE, while `stride` calls take under 1% of the interval, and
     falls back to 1 as soon as they take 10% of it; a clock that did not move (a test's) tells
-    nothing and changes nothing. A report is so at most MAX_STRIDE calls late, calls that took
-    under 1% of the interval at the loop's pace (bench/progress_cost.py measures the saving).
+    nothing and changes nothing (bench/progress_cost.py measures the saving). A loop that keeps its
+    pace is so at most MAX_STRIDE calls late, calls that took under 1% of the interval. A loop that
+    slows down after a fast phase (100,000 quick items, then 10 s each) would wait out the stride,
+    MAX_STRIDE slow calls, before it read the clock again: the ticker (`_tick`) cuts every
+    countdown short once per PROGRESS_INTERVAL, so its next call reads the clock.
 
     After a call that is due, `store` says whether its report is also stored in the result backend:
     the first, the final value, and then the first due once `store_interval` seconds have passed
@@ -54,7 +60,7 @@ class Throttle:
     """
 
     __slots__ = ("interval", "clock", "next_at", "sent", "left", "stride", "read_at", "quick", "slow",
-                 "store_interval", "store_at", "store", "at_total")
+                 "store_interval", "store_at", "store", "at_total", "__weakref__")
 
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic,
                  store_interval: float | None = None) -> None:
@@ -174,16 +180,14 @@ def Progress(task: Task, total: float, interval: float | None = None) -> Callabl
     attributes `task`, `total` and `throttle` say what it reports on.
     """
     throttle = Throttle(config.PROGRESS_INTERVAL if interval is None else interval)
-    left = 0
+    _watch(throttle)
 
     def report(current: float, message: str = "", *args: Any) -> bool:
-        nonlocal left
-        left -= 1
+        left = throttle.left - 1
+        throttle.left = left
         if left > 0 and current < total:
             return False  # the fast path: the call that sits in the loop
-        due = throttle.due(current, total)
-        left = throttle.left
-        if not due:
+        if not throttle.due(current, total):
             return False
         return _report(task, current, total, message, args, throttle)
 
@@ -206,7 +210,7 @@ class Lane:
     call then finds its own thread's throttle (the dearer path, ~80 ns more per call).
     """
 
-    __slots__ = ("left", "throttle", "running", "shared")
+    __slots__ = ("left", "throttle", "running", "shared", "__weakref__")
 
     def __init__(self) -> None:
         self.left = 0  # calls still to skip without a look at the throttle; 0: look at the next call
@@ -220,7 +224,67 @@ def _lane_of(task: Task) -> Lane:
     if lane is None:
         lane = Lane()
         setattr(task, LANE, lane)
+        _watch(lane)
     return lane
+
+
+# The countdowns the ticker cuts short (Lane, and the Throttle of a Progress reporter or of a thread
+# of a shared lane), held weakly: a reporter that is gone is forgotten.
+_watched: weakref.WeakSet[Any] = weakref.WeakSet()
+_ticking_in: list[int] = []  # the pid of the process whose ticker runs (one per process: prefork forks)
+
+
+def _watch(holder: Any) -> None:
+    """Let the ticker cut `holder.left` short; start this process's ticker if it has none."""
+    _watched.add(holder)
+    if _ticking_in[-1:] != [os.getpid()]:
+        _ticking_in[:] = [os.getpid()]
+        try:
+            _start_os_thread(_tick)
+        except Exception as exc:  # noqa: BLE001 - without it, a slowed loop is only late as before
+            log.warning("progress ticker not started: %r", exc)
+
+
+def _originals() -> tuple[Callable[..., Any], Callable[[float], None]]:
+    """The OS thread start and the blocking sleep, not the green ones of a monkey-patched process:
+    the ticker must run while a task holds the CPU, which no greenlet of a gevent or eventlet
+    worker does (its hub waits for the task to yield)."""
+    import _thread
+
+    if "gevent" in sys.modules:
+        from gevent import monkey
+
+        if monkey.is_module_patched("threading"):
+            return monkey.get_original("_thread", "start_new_thread"), monkey.get_original("time", "sleep")
+    if "eventlet" in sys.modules:
+        from eventlet import patcher
+
+        if patcher.is_monkey_patched("thread"):
+            return patcher.original("_thread").start_new_thread, patcher.original("time").sleep
+    return _thread.start_new_thread, time.sleep
+
+
+def _start_os_thread(target: Callable[[], None]) -> None:
+    start, _ = _originals()
+    start(target, ())
+
+
+def _tick() -> None:
+    """This process's ticker, an OS thread that only sleeps: once per PROGRESS_INTERVAL it sets the
+    countdown of every watched reporter that would still skip calls to 1, so that its next call
+    reads the clock. A loop that slowed down is then late by at most about one interval and one of
+    its calls, not by MAX_STRIDE of them. (A write of the countdown by the loop at the same moment
+    may undo one cut; the next comes an interval later.)"""
+    _, sleep = _originals()
+    while True:
+        sleep(config.PROGRESS_INTERVAL)
+        try:
+            holders = list(_watched)
+        except RuntimeError:  # the set changed while it was read (another thread added one)
+            continue
+        for holder in holders:
+            if holder.left > 1:
+                holder.left = 1
 
 
 # Per-thread throttles, for a task object whose runs overlap (Lane.shared). Each thread also keeps
@@ -242,6 +306,7 @@ def _new_run(sender: Task | None = None, **_: Any) -> None:
     if lane.running is not None and lane.running != me and not lane.shared:
         lane.shared = True  # two runs at once: the one under way keeps its throttle, as its thread's
         _throttles[(id(sender), lane.running)] = lane.throttle
+        _watch(lane.throttle)
     lane.running = me
     lane.throttle = Throttle(config.PROGRESS_INTERVAL)
     lane.left = 0
@@ -260,6 +325,7 @@ def _throttle_for(task: Task) -> Throttle:
     throttle = _throttles.get(key)
     if throttle is None:
         throttle = _throttles[key] = Throttle(config.PROGRESS_INTERVAL)
+        _watch(throttle)
     _last.entry = (task, throttle)
     return throttle
 

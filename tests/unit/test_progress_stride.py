@@ -101,3 +101,41 @@ def test_a_clock_that_does_not_move_is_read_on_every_call(clock: CountingClock) 
     for n in range(1, 1001):
         report(n)
     assert clock.reads == 1000 and [c for c, _ in task.sent] == [1, 1000]
+
+
+class RealClock:
+    """What FakeTask records as a report's time: the real monotonic clock."""
+
+    reads = 0
+
+    @property
+    def now(self) -> float:
+        import time
+
+        return time.monotonic()
+
+
+@pytest.mark.parametrize("api", ["reporter", "function"])
+def test_a_loop_that_slows_down_after_a_fast_phase_reports_within_an_interval(api: str) -> None:
+    """100,000 quick calls grow the stride to MAX_STRIDE; then each call takes 0.2 s (twice the
+    interval). The process's ticker makes the next call read the clock: the first slow report comes
+    at the first or second slow call, not after MAX_STRIDE of them (16 calls, 3.2 s here; 160 s for
+    a loop of 10 s items)."""
+    import time
+
+    task = FakeTask()
+    task.clock = RealClock()  # type: ignore[assignment]
+    total = 1_000_000
+    report = reporting.Progress(task, total)
+    call = report if api == "reporter" else (lambda n: reporting.progress(task, n, total))
+    for n in range(1, 100_001):
+        call(n)
+    before = len(task.sent)
+    slow_calls = 0
+    for n in range(100_001, 100_001 + MAX_STRIDE + 4):
+        time.sleep(0.2)
+        slow_calls += 1
+        call(n)
+        if len(task.sent) > before:
+            break
+    assert len(task.sent) > before and slow_calls <= 3, (slow_calls, MAX_STRIDE)

@@ -56,6 +56,29 @@ def reporting_then_waiting(self, steps, delay, wait):
 
 
 @app.task(bind=True)
+def fast_then_slow(self, fast, slow, seconds):
+    """`fast` quick progress calls, then `slow` calls that each hold the CPU `seconds` (a busy loop:
+    no green thread of the pool runs meanwhile); the numbers of the slow calls progress() sent."""
+    from celery_dashboard import reporting
+
+    total = fast * 2 + slow + 1  # never reached: only the throttle decides what is sent
+    for n in range(1, fast + 1):
+        progress(self, n, total)
+    lane = getattr(self, reporting.LANE)
+    while lane.left < reporting.MAX_STRIDE // 2:  # end the fast phase with most of a stride to skip
+        n += 1
+        progress(self, n, total)
+    sent = []
+    for k in range(1, slow + 1):
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            pass
+        if progress(self, n + k, total):
+            sent.append(k)
+    return sent
+
+
+@app.task(bind=True)
 def tutorial_progress(self, total, delay):
     for i in range(1, total + 1):
         time.sleep(delay)
