@@ -222,3 +222,30 @@ def test_each_emit_to_a_room_serves_its_clients_starting_one_further_along() -> 
         firsts.append(served[0])
     assert all(firsts.count(sid) == 2 for sid in joined)  # each one first as often as the others
     assert [sid for sid, _ in server.manager.get_participants("/", joined[0])] == [joined[0]]
+
+
+def test_a_client_whose_snapshot_left_unfinished_tasks_out_gets_whole_objects(redis_server: Any, results: Any,
+                                                                               sent: list) -> None:
+    """More unfinished tasks than SNAPSHOT_ACTIVE_LIMIT: the snapshot leaves some out, and changes to
+    those would send every open page to read each of them again. That client gets whole objects."""
+    from tests.unit.conftest import make_app
+
+    app = make_app(redis_server, results, SNAPSHOT_LIMIT=1, SNAPSHOT_ACTIVE_LIMIT=2)
+    dash = app.extensions["dashboard"]
+    for i in range(4):  # four tasks running: the snapshot holds the newest two (SNAPSHOT_ACTIVE_LIMIT)
+        dash.coalescer.add({"id": f"t{i}", "state": "STARTED", "name": "tasks.demo.steps",
+                            "created": records.iso(1000.0 + i), "updated": records.iso(1000.0 + i)})
+    dash.pusher.flush()
+    truncated = socketio.test_client(app, auth={"deltas": True})
+    snapshot = received(truncated, "snapshot")[0]
+    held = {t["id"] for t in snapshot["tasks"]}
+    assert snapshot["unfinished_truncated"] is True and snapshot["deltas"] is False and held == {"t2", "t3"}
+    left_out = "t0"
+    dash.coalescer.add({**progress_update(1), "id": left_out, "updated": records.iso(2000.0)})
+    dash.pusher.flush()
+    [batch] = received(truncated, "tasks")
+    assert [t["id"] for t in batch["tasks"]] == [left_out] and not batch.get("changes")  # whole: nothing to read
+
+    app2 = make_app(redis_server, results, SNAPSHOT_LIMIT=1, SNAPSHOT_ACTIVE_LIMIT=10)
+    whole = socketio.test_client(app2, auth={"deltas": True})
+    assert received(whole, "snapshot")[0]["deltas"] is True  # all of them held: deltas as asked
