@@ -103,8 +103,9 @@ def report(r: dict[str, Any]) -> None:
 HISTORY = 200  # tasks of history before each of our rounds: the web's SNAPSHOT_LIMIT, a full snapshot
 
 
-def top_up_history(run: Run, url: str, tasks: int = HISTORY, timeout: float = 120.0) -> int:
-    """Launch real `steps` tasks (one step, no delay) through `url` until the history holds `tasks`,
+def top_up_history(redis_url: str, url: str, tasks: int = HISTORY, timeout: float = 120.0) -> int:
+    """Launch real `steps` tasks (one step, no delay) through the web at `url` until the history in
+    the Redis at `redis_url` holds `tasks`,
     and wait until none is unfinished: every client of the next round then gets a full snapshot, as
     on any dashboard in use (the rounds used to start from whatever earlier steps had left: a
     1,000-client round took 4.5 s to connect on an empty history and 14 s on 200-300 tasks, the
@@ -114,7 +115,7 @@ def top_up_history(run: Run, url: str, tasks: int = HISTORY, timeout: float = 12
 
     from celery_dashboard.index import ACTIVE_KEY, RECENT_KEY
 
-    client = redis.Redis.from_url(run.stack.redis_url)
+    client = redis.Redis.from_url(redis_url)
     launched = 0
     body = {"task": "steps", "params": {"steps": 1, "delay": 0}, "duplicate": True}
     with requests.Session() as http:
@@ -132,7 +133,7 @@ def top_up_history(run: Run, url: str, tasks: int = HISTORY, timeout: float = 12
 def one_round(run: Run, relay: baselines.Relay, clients: int, collector: bool = False) -> dict[str, Any]:
     cfg = run.p["fanout"]
     if relay.name == "ours":
-        top_up_history(run, relay.url, cfg.get("history", HISTORY))
+        top_up_history(run.stack.redis_url, relay.url, cfg.get("history", HISTORY))
         wait_idle(relay.pid, timeout=10)
     profile = None
     if run.profile and relay.name == "ours" and clients == max(cfg["clients"]):
