@@ -229,6 +229,7 @@ def paired(pairs: list[tuple[float, float]], calls: int) -> dict[str, Any]:
     return {"overhead_percent": round(statistics.median(overheads), 1),
             "ns_per_call": round(statistics.median(extra_ns), 1),
             "overhead_range_percent": [round(overheads[0], 1), round(overheads[-1], 1)],
+            "overheads_percent": [round(o, 1) for o in overheads],
             "without_s": round(statistics.median(p[0] for p in pairs), 3),
             "with_s": round(statistics.median(p[1] for p in pairs), 3)}
 

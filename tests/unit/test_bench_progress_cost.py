@@ -34,3 +34,18 @@ def test_the_goal_s_verdict_is_the_less_flattering_of_cpu_and_wall_clock_time() 
     assert _worse(undecided, "met").startswith("UNDECIDED")
     assert _worse(undecided, missed).startswith("MISSED")
     assert _worse(missed, undecided) == f"{missed} (on CPU; on wall clock: {undecided})"
+
+
+def test_one_odd_pair_does_not_make_a_clear_miss_undecided() -> None:
+    """Run F: a median of +18.1% over seven pairs, one of them at +0.6%. The whole range straddles
+    5%; the middle pairs (quartiles) do not, so the median decides: missed."""
+    from bench.report import _noise_bound, _quartiles
+
+    figure = {"overhead_percent": 18.1, "overheads_percent": [0.6, 12.0, 15.0, 18.1, 20.0, 22.0, 24.8],
+              "overhead_range_percent": [0.6, 24.8]}
+    assert _quartiles(figure) == [12.0, 22.0]
+    assert _noise_bound(_quartiles(figure), 5.0) is None
+    straddling = {"overheads_percent": [-9.0, 2.0, 4.0, 6.0, 7.0, 9.0, 30.0]}
+    assert _noise_bound(_quartiles(straddling), 5.0).startswith("UNDECIDED")
+    older = {"runs_without_s": [1.0, 1.0, 1.0, 1.0], "runs_with_s": [1.01, 1.2, 1.2, 1.3]}  # no per-pair list
+    assert _quartiles(older) == [20.0, 30.0]
