@@ -143,7 +143,8 @@ def measure(run: Run) -> dict[str, Any]:
         run.restart_web(SIGNED_ENV)
         try:
             token = add_users(run.stack, {"launcher": "operator"}, "launch-bench-password", tokens=True)["launcher"]
-            signed = _levels(run, cfg, token, "-signed")
+            signed = _levels(run, {**cfg, "concurrency": cfg.get("signed_concurrency", cfg["concurrency"])},
+                             token, "-signed")
         finally:
             run.restart_web()
     reset_history(client)

@@ -495,7 +495,8 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_fmt(_get(post, 'latency_ms', 'p50'))} / {_fmt(_get(post, 'latency_ms', 'p99'))}",
                          _fmt(_get(post, "web_cpu", "percent_of_core"), "%"), _fmt(delay.get("per_second"), "/s"),
                          f"{_fmt(_get(delay, 'latency_ms', 'p50'))} / {_fmt(_get(delay, 'latency_ms', 'p99'))}",
-                         _fmt(level.get("ratio"), "x", 3) + _rounds(level), str(post.get("statuses"))])
+                         _fmt(level.get("ratio"), "x", 3) + _rounds(level),
+                         ", ".join(f"{code}: {count}" for code, count in (post.get("statuses") or {}).items())])
         out += _table(["web", "C", "POST /api/tasks", "p50 / p99 ms", "web CPU", "`.delay()`", "p50 / p99 ms", "ratio",
                        "statuses"], rows)
 

@@ -52,7 +52,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                    "history": 30,
                    "timeout_s": 15, "reserve_s": 60},
         "progress_cost": {"calls": 100_000, "repeats": 1},
-        "launch": {"concurrency": [1, 4], "requests": 60, "deadline_s": 8},
+        "launch": {"concurrency": [1, 4], "signed_concurrency": [1], "requests": 60, "deadline_s": 8},
         "ingest": {"rates": [5000], "web_alone": [5000], "flower_alone": [2500], "seconds": 1,
                    "max_events": 10_000, "progress": 10, "reserve_s": 25},
         "memory": {"tasks": 1_000, "rate": 10_000, "settle_s": 30},
