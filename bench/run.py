@@ -49,7 +49,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "budget_s": 150,
         "latency": [{"name": "at the throttle's top rate", "tasks": 1, "steps": 5, "delay": 0.1}],
         "fanout": {"clients": [20], "baseline_clients": [20], "collector_on_clients": [20], "tasks": 4, "steps": 20,
-                   "history": 30,
+                   "history": 20,
                    "timeout_s": 15, "reserve_s": 60},
         "progress_cost": {"calls": 100_000, "repeats": 1},
         "launch": {"concurrency": [1, 4], "signed_concurrency": [1], "requests": 60, "deadline_s": 8},
