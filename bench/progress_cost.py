@@ -15,11 +15,14 @@ CPU on a shared machine is not counted):
   it uses), against the same loop with the progress line removed;
 - `progress() in a light loop`: `celery_dashboard.reporting.progress` after an add and a multiply: the cost
   per call of the function API;
-- `Progress reporter in a light loop`: the same with `celery_dashboard.reporting.Progress`;
+- `Progress reporter in a light loop`: the same with `celery_dashboard.reporting.Progress` as the
+  README's tight loop calls it, `report(n)` (its message given once, to Progress), and with a
+  message and arguments on every call (`report(n, "{} of {} rows", n, total)`);
 - `an empty function in a light loop`: the floor, what any Python call with progress()'s arguments costs;
-- `... on a 2 us body`: both again around a loop body calibrated to take about 2 microseconds (the
-  overhead a task author would see on a short but real loop body; the goal is under 5%), and the
-  empty function there too (what any call costs on that body).
+- `... on a 2 us body`: all of them again around a loop body calibrated to take about 2 microseconds
+  (the overhead a task author would see on a short but real loop body; the goal is under 5%), and
+  the empty functions there too (what any call costs on that body: with progress()'s arguments,
+  and with the reporter's one).
 Prints one JSON line. `measure(run)` is the benchmark's step: it runs this in a process of its own,
 on a Redis database of its own (the reports it lets through must not reach the relays).
 """
@@ -58,10 +61,10 @@ def light_bare(_: Any, calls: int) -> int:
     return total
 
 
-# Every progress call below is written as the README's tight loop writes it, a literal message with
-# fields filled from its arguments only when a report is sent (`report(n + 1, "{} of {} rows", n + 1,
-# total)`); the floor's empty function gets the same arguments. The bench used to time a shorter
-# call ("working", no arguments): 76 ns a call where the README's measured 118-124 ns.
+# progress() is called with a literal message whose fields are filled from its arguments only when a
+# report is sent (`progress(self, n, total, "{} of {} rows", n, total)`); the floor's empty function
+# gets the same arguments. The reporter is timed as the README's tight loop calls it (`report(n)`,
+# the message given once to Progress) and with that message and its arguments on every call.
 
 
 def light_function(task: Any, calls: int) -> int:
@@ -90,11 +93,35 @@ def light_floor(task: Any, calls: int) -> int:
 def light_reporter(task: Any, calls: int) -> int:
     from celery_dashboard.reporting import Progress
 
+    report = Progress(task, calls, message="{} of {} rows")
+    total = 0
+    for n in range(1, calls + 1):
+        total += n * n
+        report(n)
+    return total
+
+
+def light_reporter_args(task: Any, calls: int) -> int:
+    from celery_dashboard.reporting import Progress
+
     report = Progress(task, calls)
     total = 0
     for n in range(1, calls + 1):
         total += n * n
         report(n, "{} of {} rows", n, calls)
+    return total
+
+
+def _no_op1(current: float) -> bool:
+    return False
+
+
+def light_floor1(task: Any, calls: int) -> int:
+    """The reporter's floor: an empty function with one argument, called the same way."""
+    total = 0
+    for n in range(1, calls + 1):
+        total += n * n
+        _no_op1(n)
     return total
 
 
@@ -105,14 +132,14 @@ _inner = 40
 def calibrate(target_ns: float = 2000.0) -> float:
     """Choose the inner loop's length so that one body takes about `target_ns`; its measured ns."""
     global _inner
-    body_2us_bare(None, 200_000)  # warm up first: the interpreter specialises the loop, the CPU clocks up
+    body_2us_bare(None, 1, 200_000)  # warm up first: the interpreter specialises the loop, the CPU clocks up
     for _ in range(3):
         start = time.process_time()
-        body_2us_bare(None, 50_000)
+        body_2us_bare(None, 1, 50_000)
         per_body = (time.process_time() - start) * 1e9 / 50_000
         _inner = max(1, round(_inner * target_ns / per_body))
     start = time.process_time()
-    body_2us_bare(None, 50_000)
+    body_2us_bare(None, 1, 50_000)
     return (time.process_time() - start) * 1e9 / 50_000
 
 
@@ -123,53 +150,139 @@ def _body(n: int) -> int:
     return total
 
 
-def body_2us_bare(_: Any, calls: int) -> int:
+# On the 2 us body the loop is one long task loop cut in slices (`sliced`): `first` is the slice's
+# first value of `n`, the total is never reached, and each reporter is made once and kept across the
+# slices, as one reporter serves a whole loop. Only the throttle decides what is sent.
+_BIG = 10 ** 12
+_held: dict[str, Any] = {}
+
+
+def _reporter(task: Any, key: str, **kwargs: Any) -> Any:
+    from celery_dashboard.reporting import Progress
+
+    if key not in _held:
+        _held[key] = Progress(task, _BIG, **kwargs)
+    return _held[key]
+
+
+def body_2us_bare(_: Any, first: int, calls: int) -> int:
     total = 0
-    for n in range(1, calls + 1):
+    for n in range(first, first + calls):
         total += _body(n)
     return total
 
 
-def body_2us_floor(task: Any, calls: int) -> int:
+def body_2us_floor(task: Any, first: int, calls: int) -> int:
     """The floor on the 2 us body: the empty function with progress()'s signature."""
     total = 0
-    for n in range(1, calls + 1):
+    for n in range(first, first + calls):
         total += _body(n)
-        _no_op(task, n, calls, "{} of {} rows", n, calls)
+        _no_op(task, n, _BIG, "{} of {} rows", n, _BIG)
     return total
 
 
-def body_2us_function(task: Any, calls: int) -> int:
+def body_2us_function(task: Any, first: int, calls: int) -> int:
     from celery_dashboard.reporting import progress
 
     total = 0
-    for n in range(1, calls + 1):
+    for n in range(first, first + calls):
         total += _body(n)
-        progress(task, n, calls, "{} of {} rows", n, calls)
+        progress(task, n, _BIG, "{} of {} rows", n, _BIG)
     return total
 
 
-def body_2us_fstring(task: Any, calls: int) -> int:
+def body_2us_fstring(task: Any, first: int, calls: int) -> int:
     """progress() as the README's first example calls it: its message an f-string, formatted by the
     caller on every call (reported beside the goal's rows, not in them: the formatting is the caller's)."""
     from celery_dashboard.reporting import progress
 
     total = 0
-    for n in range(1, calls + 1):
+    for n in range(first, first + calls):
         total += _body(n)
-        progress(task, n, calls, f"{n} of {calls} rows")
+        progress(task, n, _BIG, f"{n} of {_BIG} rows")
     return total
 
 
-def body_2us_reporter(task: Any, calls: int) -> int:
-    from celery_dashboard.reporting import Progress
-
-    report = Progress(task, calls)
+def body_2us_reporter(task: Any, first: int, calls: int) -> int:
+    """The reporter as the README's tight loop calls it: `report(n)`, its message given once."""
+    report = _reporter(task, "reporter", message="{} of {} rows")
     total = 0
-    for n in range(1, calls + 1):
+    for n in range(first, first + calls):
         total += _body(n)
-        report(n, "{} of {} rows", n, calls)
+        report(n)
     return total
+
+
+def body_2us_reporter_args(task: Any, first: int, calls: int) -> int:
+    """The reporter with a message and its arguments on every call."""
+    report = _reporter(task, "reporter_args")
+    total = 0
+    for n in range(first, first + calls):
+        total += _body(n)
+        report(n, "{} of {} rows", n, _BIG)
+    return total
+
+
+def body_2us_floor1(task: Any, first: int, calls: int) -> int:
+    """The reporter's floor on the 2 us body: the empty function with one argument."""
+    total = 0
+    for n in range(first, first + calls):
+        total += _body(n)
+        _no_op1(n)
+    return total
+
+
+def sliced(with_progress: Callable[[Any, int, int], Any], without: Callable[[Any, int, int], Any], calls: int,
+           pairs: int) -> dict[str, Any]:
+    """One long loop of the 2 us body with its progress call, `pairs` slices of `calls` iterations,
+    each timed back to back with a slice of the same loop without the call (the first of each pair
+    alternates). A slice is about one PROGRESS_INTERVAL long, so the reports go out at their steady
+    rate (one per interval of the loop's own time, about; a little more, as the slices without the
+    call let the interval pass too), and it is short: this shared machine's speed drifts by several
+    per cent from one second to the next, and two slices 0.1 s apart drift alike (one-second runs,
+    as this module took before, gave overheads from -9% to +48% for the same call). The figures are
+    `paired`'s, on CPU time and (under "wall") wall-clock time; `reports_sent` counts the loop's
+    reports, `cpu_ms_per_report` their mean cost (the first apart), `reports_per_s` their rate over
+    the loop's time with the call."""
+    from celery_dashboard import reporting as module
+    from tasks import demo  # noqa: F401 - registers the task
+    from tasks.celery_app import celery_app
+
+    task = celery_app.tasks["tasks.demo.primes"]
+    task.push_request(id=str(uuid.uuid4()), retries=0, hostname="bench@throttle",
+                      delivery_info={"routing_key": "celery"})
+    costs: list[float] = []
+    real = module.send_progress
+
+    def counting(task: Any, meta: dict[str, Any], store: bool = True) -> None:
+        start = time.process_time()
+        real(task, meta, store)
+        costs.append((time.process_time() - start) * 1000)
+
+    module.send_progress = counting
+    cpu: list[tuple[float, float]] = []
+    walls: list[tuple[float, float]] = []
+    first = 1
+    try:
+        for n in range(pairs):
+            sides = {}
+            for side, body in ((("without", without), ("with", with_progress)) if n % 2 == 0
+                               else (("with", with_progress), ("without", without))):
+                start, wall = time.process_time(), time.perf_counter()
+                body(task, first, calls)
+                sides[side] = (time.process_time() - start, time.perf_counter() - wall)
+                first += calls
+            cpu.append((sides["without"][0], sides["with"][0]))
+            walls.append((sides["without"][1], sides["with"][1]))
+    finally:
+        module.send_progress = real
+        task.pop_request()
+    with_s = sum(w for _, w in walls)
+    return {"calls": calls, "pairs": pairs, **paired(cpu, calls), "wall": paired(walls, calls),
+            "reports_sent": len(costs), "reports_stored": None,
+            "reports_per_s": round(len(costs) / with_s, 1) if with_s else None,
+            "cpu_ms_per_report": round(sum(costs[1:]) / len(costs[1:]), 2) if len(costs) > 1 else None,
+            "final_value_stored": None}
 
 
 def timed(body: Callable[[Any, int], Any], calls: int) -> dict[str, Any]:
@@ -277,15 +390,17 @@ def main() -> None:
         "light": measure(light_function, light_bare, args.calls, args.repeats),
     }
     result["light_reporter"] = measure(light_reporter, light_bare, args.calls, args.repeats)
+    result["light_reporter_args"] = measure(light_reporter_args, light_bare, args.calls, args.repeats)
     result["light_floor"] = measure(light_floor, light_bare, args.calls, args.repeats)
-    body_calls = max(1000, args.calls // 2)  # about a second per run: reports at their steady rate
+    result["light_floor1"] = measure(light_floor1, light_bare, args.calls, args.repeats)
+    body_calls = 50_000  # a slice of about 0.1 s (PROGRESS_INTERVAL): see sliced
     result["body_ns"] = round(calibrate(), 1)
     result["body_inner_iterations"] = _inner
-    pairs = max(7, 2 * args.repeats + 1)  # the goal is on this body: more pairs, an odd number for the median
-    result["body_2us"] = measure(body_2us_function, body_2us_bare, body_calls, pairs)
-    result["body_2us_reporter"] = measure(body_2us_reporter, body_2us_bare, body_calls, pairs)
-    result["body_2us_floor"] = measure(body_2us_floor, body_2us_bare, body_calls, pairs)
-    result["body_2us_fstring"] = measure(body_2us_fstring, body_2us_bare, body_calls, pairs)
+    pairs = max(21, 20 * args.repeats + 1)  # the goal is on this body: many short pairs, an odd number
+    for key, body in (("body_2us", body_2us_function), ("body_2us_reporter", body_2us_reporter),
+                      ("body_2us_reporter_args", body_2us_reporter_args), ("body_2us_floor", body_2us_floor),
+                      ("body_2us_floor1", body_2us_floor1), ("body_2us_fstring", body_2us_fstring)):
+        result[key] = sliced(body, body_2us_bare, body_calls, pairs)
     print(json.dumps(result), flush=True)
 
 

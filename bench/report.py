@@ -264,11 +264,15 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
 
     # -- progress cost
     cost = results.get("progress_cost") or {}
-    for key, label in (("body_2us", "progress()"), ("body_2us_reporter", "Progress reporter")):
+    for key, label, floor in (("body_2us", "progress()", "floor"),
+                              ("body_2us_reporter", "Progress reporter, `report(n)` as the README's tight loop",
+                               "floor1"),
+                              ("body_2us_reporter_args", "Progress reporter, a message and its arguments each call",
+                               "floor")):
         v = cost.get(key)
         if not v:
             continue
-        light = cost.get("light" if key == "body_2us" else "light_reporter") or {}
+        light = cost.get("light" + key[len("body_2us"):]) or {}
         wall = v.get("wall") or {}
         add(f"Progress call cost, {label}: overhead on a {_fmt(cost.get('body_ns'), ' ns')} loop body",
             "< 5%", f"CPU +{_fmt(v.get('overhead_percent'), '%')} ({_fmt(v.get('ns_per_call'), ' ns')} per call; "
@@ -276,8 +280,9 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
             f"wall clock +{_fmt(wall.get('overhead_percent'), '%')} ({_fmt(wall.get('ns_per_call'), ' ns')} per "
             f"call, from {_span(wall.get('overhead_range_percent'))})",
             f"in a light loop (add + multiply): {_fmt(light.get('ns_per_call'), ' ns')} per call",
-            f"an empty Python call costs {_fmt(_get(cost, 'light_floor', 'ns_per_call'), ' ns')} in the light loop, "
-            f"+{_fmt(_get(cost, 'body_2us_floor', 'overhead_percent'), '%')} on this body",
+            "an empty Python call with the same arguments costs "
+            f"{_fmt(_get(cost, 'light_' + floor, 'ns_per_call'), ' ns')} in the light loop, "
+            f"+{_fmt(_get(cost, 'body_2us_' + floor, 'overhead_percent'), '%')} on this body",
             _worse(_noise_bound(_quartiles(v) or v.get("overhead_range_percent"), 5.0)
                    or _at_most(v.get("overhead_percent"), 4.99, " points"),
                    _noise_bound(_quartiles(wall) or wall.get("overhead_range_percent"), 5.0)
@@ -545,12 +550,18 @@ def markdown(results: dict[str, Any]) -> str:
                 f"body is an inner loop calibrated on this machine ({_fmt(cost.get('body_ns'), ' ns')} measured).", ""]
         bodies = (("demo `primes` task as written in tasks/demo.py", "primes"),
                   ("`progress(self, n, total, \"{} of {} rows\", n, total)` after an add and a multiply", "light"),
+                  ("`report = Progress(self, total, message=\"{} of {} rows\")`, then `report(n)` (the README's "
+                   "tight loop), after an add and a multiply", "light_reporter"),
                   ("`report = Progress(self, total)`, then `report(n, \"{} of {} rows\", n, total)`, after an add "
-                   "and a multiply", "light_reporter"),
+                   "and a multiply", "light_reporter_args"),
                   ("the floor: an empty function with progress()'s arguments, same loop", "light_floor"),
+                  ("the reporter's floor: an empty function with one argument, same loop", "light_floor1"),
                   ("`progress(...)` on the ~2 µs body", "body_2us"),
-                  ("`Progress` reporter on the ~2 µs body", "body_2us_reporter"),
+                  ("`Progress` reporter, `report(n)`, on the ~2 µs body", "body_2us_reporter"),
+                  ("`Progress` reporter, `report(n, \"{} of {} rows\", n, total)`, on the ~2 µs body",
+                   "body_2us_reporter_args"),
                   ("the floor on the ~2 µs body: the empty function", "body_2us_floor"),
+                  ("the reporter's floor on the ~2 µs body: the empty function with one argument", "body_2us_floor1"),
                   ("`progress(...)` on the ~2 µs body with an f-string message, as the README's first example "
                    "(the caller formats it on every call)", "body_2us_fstring"))
         out += _table(["loop", "calls", "without (s)", "with (s)", "overhead", "ns per call", "reports sent",

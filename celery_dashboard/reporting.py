@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 PROGRESS = "PROGRESS"
 MAX_MESSAGE = 500
-MAX_STRIDE = 16  # calls between two clock reads at most (Throttle)
+TICKS_PER_INTERVAL = 4  # the ticker's rate: a report due is late by at most a quarter of PROGRESS_INTERVAL
+NEVER = math.inf
+NOW = -math.inf
 
 
 class Throttle:
@@ -44,23 +46,22 @@ class Throttle:
     are throttled like any other: before, each of them was sent and stored, so a loop that overshot
     by 1,000 calls sent 1,000 events and wrote the result backend 1,000 times.
 
-    A skipped call is meant to cost next to nothing, and reading the clock is the dearest part of
-    it: in a fast loop the clock is read only every `stride`-th call (`left` counts down to it).
-    The stride doubles, up to MAX_STRIDE, while `stride` calls take under 1% of the interval, and
-    falls back to 1 as soon as they take 10% of it; a clock that did not move (a test's) tells
-    nothing and changes nothing (bench/progress_cost.py measures the saving). A loop that keeps its
-    pace is so at most MAX_STRIDE calls late, calls that took under 1% of the interval. A loop that
-    slows down after a fast phase (100,000 quick items, then 10 s each) would wait out the stride,
-    MAX_STRIDE slow calls, before it read the clock again: the ticker (`_tick`) cuts every
-    countdown short once per PROGRESS_INTERVAL, so its next call reads the clock.
+    A skipped call is meant to cost next to nothing: one comparison, `current < check_at`, made by
+    the caller (Progress, progress) before it calls `due`. After each look, `check_at` is the total
+    (the final value is then looked at at once) or NEVER (no total, or the final value was sent);
+    the process's ticker (`_tick`, an OS thread) sets it to NOW TICKS_PER_INTERVAL times per
+    PROGRESS_INTERVAL, so that the next call reads the clock. A report due is thus sent at the first
+    call after the first tick once its interval has passed: late by at most a quarter of the
+    interval and one call, however fast or slow the loop is, and the clock is read at most once per
+    tick. Where the ticker could not be started, every call reads the clock (`check_at` stays NOW).
 
     After a call that is due, `store` says whether its report is also stored in the result backend:
     the first, the final value, and then the first due once `store_interval` seconds have passed
     since the last stored (see send_progress).
     """
 
-    __slots__ = ("interval", "clock", "next_at", "sent", "left", "stride", "read_at", "quick", "slow",
-                 "store_interval", "store_at", "store", "at_total", "__weakref__")
+    __slots__ = ("interval", "clock", "next_at", "sent", "check_at", "store_interval", "store_at", "store",
+                 "at_total", "__weakref__")
 
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic,
                  store_interval: float | None = None) -> None:
@@ -72,27 +73,17 @@ class Throttle:
         self.store_at = -math.inf  # the clock from which the next report due is stored
         self.store = True
         self.at_total = False  # the last report sent was a final value (current >= total > 0)
-        self.left = 0       # calls still to skip without reading the clock
-        self.stride = 1
-        self.read_at = -math.inf  # the clock when last read
-        self.quick = interval / 100  # `stride` calls that took less: the stride doubles
-        self.slow = interval / 10    # ... that took as long or longer: it falls back to 1
+        self.check_at = NOW  # calls with a smaller current are skipped without a look (the first looks)
 
     def due(self, current: float, total: float) -> bool:
         """True when this call should be sent: the first, then one per interval; a final value
-        (current >= total > 0) at once, unless the last report sent was one already."""
+        (current >= total > 0) at once, unless the last report sent was one already. Sets
+        `check_at` for the calls after it."""
         now = self.clock()
-        elapsed = now - self.read_at
-        if elapsed < self.quick:
-            if elapsed > 0 and self.stride < MAX_STRIDE:
-                self.stride *= 2
-        elif elapsed >= self.slow:
-            self.stride = 1
-        self.read_at = now
-        self.left = self.stride
         at_total = current >= total > 0
         final = at_total and not self.at_total
         if now < self.next_at and not final:
+            self.check_at = _check_at(self, total, self.at_total)
             return False
         self.next_at = now + self.interval
         self.sent += 1
@@ -100,7 +91,19 @@ class Throttle:
         self.store = final or now >= self.store_at
         if self.store:
             self.store_at = now + self.store_interval
+        self.check_at = _check_at(self, total, at_total)
         return True
+
+
+def _check_at(holder: Any, total: float, at_total: bool) -> float:
+    """Until which current value calls are skipped: the total while the final value is still to
+    come, else NEVER; NOW (every call looks) where this process has no ticker to cut it short."""
+    if _ticking_in[-1:] != [os.getpid()] and not _watch(holder):
+        return NOW
+    try:
+        return total if total > 0 and not at_total else NEVER
+    except TypeError:  # a total that is not a number: every call looks, as before
+        return NOW
 
 
 def progress_meta(current: float, total: float, message: str = "") -> dict[str, Any]:
@@ -160,6 +163,15 @@ def _report(task: Task, current: float, total: float, message: str, args: tuple[
     return True
 
 
+def _template(template: str, current: float, total: float) -> str:
+    """A Progress reporter's own message, filled at a report: "{} of {} rows" or "{current} of
+    {total} rows". A template that does not fit is sent as written (a report never fails the task)."""
+    try:
+        return template.format(current, total, current=current, total=total)
+    except (IndexError, KeyError, ValueError, AttributeError):
+        return template
+
+
 def _revoked(task: Task, task_id: str) -> bool:
     try:
         client = revocations.client_for(task.app)
@@ -169,26 +181,31 @@ def _revoked(task: Task, task_id: str) -> bool:
         return False
 
 
-def Progress(task: Task, total: float, interval: float | None = None) -> Callable[..., bool]:
-    """A progress reporter for one run of a task: `report = Progress(self, total)`, then
-    `report(current, "page {} of {}", current, total)` as often as you like; each call returns True
-    when its report was sent. The message is formatted only when a report is sent.
+def Progress(task: Task, total: float, interval: float | None = None, *, message: str = "") -> Callable[..., bool]:
+    """A progress reporter for one run of a task, the cheapest way to report from a tight loop:
+    `report = Progress(self, total, message="{} of {} rows")`, then `report(current)` as often as
+    you like (about 30 ns a skipped call in CPython 3.11; bench/progress_cost.py). `message` is
+    filled with the current value and the total (positionally, or as {current} and {total}) only
+    when a report is sent. A call may also give its own: `report(current, "page {} of {}", current,
+    total)`, formatted from its arguments only when sent. Each call returns True when its report
+    was sent; `interval` is seconds between reports (default PROGRESS_INTERVAL).
 
     The reporter is a plain function (a closure), not an object with `__call__`: in CPython 3.11
     calling an instance costs ~80 ns more than calling a function, and a skipped call is meant to
-    cost little more than the call itself (a countdown, see Throttle; bench/progress_cost.py). Its
-    attributes `task`, `total` and `throttle` say what it reports on.
+    cost little more than the call itself (one comparison, see Throttle). Its attributes `task`,
+    `total` and `throttle` say what it reports on.
     """
     throttle = Throttle(config.PROGRESS_INTERVAL if interval is None else interval)
     _watch(throttle)
+    template = str(message)
 
-    def report(current: float, message: str = "", *args: Any) -> bool:
-        left = throttle.left - 1
-        throttle.left = left
-        if left > 0 and current < total:
+    def report(current: float, message: str | None = None, *args: Any) -> bool:
+        if current < throttle.check_at:
             return False  # the fast path: the call that sits in the loop
         if not throttle.due(current, total):
             return False
+        if message is None:
+            return _report(task, current, total, _template(template, current, total), (), throttle)
         return _report(task, current, total, message, args, throttle)
 
     report.task = task  # type: ignore[attr-defined]
@@ -201,19 +218,20 @@ LANE = "_celery_dashboard_progress"  # the attribute progress() keeps its state 
 
 
 class Lane:
-    """progress()'s state for one task object in this process: the countdown of its fast path.
+    """progress()'s state for one task object in this process: its fast path's `check_at` (a copy
+    of its throttle's, on an object the ticker also cuts short; see Throttle).
 
     While one run of the task object at a time reports (prefork, solo, or one run at a time on a
-    thread, gevent or eventlet pool), the lane's own countdown and throttle serve it. When a run
+    thread, gevent or eventlet pool), the lane's own `check_at` and throttle serve it. When a run
     starts while another run of the same task object has not ended (task_prerun in another thread
     or green thread before the first one's task_postrun), the lane becomes `shared` for good: every
     call then finds its own thread's throttle (the dearer path, ~80 ns more per call).
     """
 
-    __slots__ = ("left", "throttle", "running", "shared", "__weakref__")
+    __slots__ = ("check_at", "throttle", "running", "shared", "__weakref__")
 
     def __init__(self) -> None:
-        self.left = 0  # calls still to skip without a look at the throttle; 0: look at the next call
+        self.check_at = NOW  # calls with a smaller current skip the throttle; NOW: the next call looks
         self.throttle = Throttle(config.PROGRESS_INTERVAL)
         self.running: int | None = None  # get_ident() of the thread whose run is under way
         self.shared = False
@@ -228,21 +246,30 @@ def _lane_of(task: Task) -> Lane:
     return lane
 
 
-# The countdowns the ticker cuts short (Lane, and the Throttle of a Progress reporter or of a thread
-# of a shared lane), held weakly: a reporter that is gone is forgotten.
+# What the ticker cuts short (the `check_at` of a Lane, and of the Throttle of a Progress reporter or
+# of a thread of a shared lane), held weakly: a reporter that is gone is forgotten.
 _watched: weakref.WeakSet[Any] = weakref.WeakSet()
 _ticking_in: list[int] = []  # the pid of the process whose ticker runs (one per process: prefork forks)
+_tried_in: list[int] = []  # the pid of the process that tried to start one
 
 
-def _watch(holder: Any) -> None:
-    """Let the ticker cut `holder.left` short; start this process's ticker if it has none."""
+def _watch(holder: Any) -> bool:
+    """Let the ticker cut `holder.check_at` short; start this process's ticker if it has none.
+    False when this process has no ticker (it could not be started: logged once)."""
     _watched.add(holder)
-    if _ticking_in[-1:] != [os.getpid()]:
-        _ticking_in[:] = [os.getpid()]
-        try:
-            _start_os_thread(_tick)
-        except Exception as exc:  # noqa: BLE001 - without it, a slowed loop is only late as before
-            log.warning("progress ticker not started: %r", exc)
+    pid = os.getpid()
+    if _ticking_in[-1:] == [pid]:
+        return True
+    if _tried_in[-1:] == [pid]:
+        return False
+    _tried_in[:] = [pid]
+    try:
+        _start_os_thread(_tick)
+    except Exception as exc:  # noqa: BLE001 - without it, every call reads the clock (slower, on time)
+        log.warning("progress ticker not started: %r", exc)
+        return False
+    _ticking_in[:] = [pid]
+    return True
 
 
 def _originals() -> tuple[Callable[..., Any], Callable[[float], None]]:
@@ -270,21 +297,25 @@ def _start_os_thread(target: Callable[[], None]) -> None:
 
 
 def _tick() -> None:
-    """This process's ticker, an OS thread that only sleeps: once per PROGRESS_INTERVAL it sets the
-    countdown of every watched reporter that would still skip calls to 1, so that its next call
-    reads the clock. A loop that slowed down is then late by at most about one interval and one of
-    its calls, not by MAX_STRIDE of them. (A write of the countdown by the loop at the same moment
-    may undo one cut; the next comes an interval later.)"""
+    """This process's ticker, an OS thread that only sleeps: TICKS_PER_INTERVAL times per
+    PROGRESS_INTERVAL it cuts every watched reporter short (`tick`)."""
     _, sleep = _originals()
     while True:
-        sleep(config.PROGRESS_INTERVAL)
-        try:
-            holders = list(_watched)
-        except RuntimeError:  # the set changed while it was read (another thread added one)
-            continue
-        for holder in holders:
-            if holder.left > 1:
-                holder.left = 1
+        sleep(config.PROGRESS_INTERVAL / TICKS_PER_INTERVAL)
+        tick()
+
+
+def tick() -> None:
+    """One tick of the ticker: set `check_at` of every watched reporter to NOW, so that its next
+    call reads the clock (Throttle). A loop's own write of `check_at` at the same moment may undo
+    one cut; the next comes a tick later."""
+    try:
+        holders = list(_watched)
+    except RuntimeError:  # the set changed while it was read (another thread added one)
+        return
+    for holder in holders:
+        if holder.check_at != NOW:
+            holder.check_at = NOW
 
 
 # Per-thread throttles, for a task object whose runs overlap (Lane.shared). Each thread also keeps
@@ -303,13 +334,14 @@ def _new_run(sender: Task | None = None, **_: Any) -> None:
     _throttles.pop((id(sender), me), None)
     _last.__dict__.pop("entry", None)
     lane = _lane_of(sender)
+    _watch(lane)  # (a lane made before this process was forked: its ticker starts here)
     if lane.running is not None and lane.running != me and not lane.shared:
         lane.shared = True  # two runs at once: the one under way keeps its throttle, as its thread's
         _throttles[(id(sender), lane.running)] = lane.throttle
         _watch(lane.throttle)
     lane.running = me
     lane.throttle = Throttle(config.PROGRESS_INTERVAL)
-    lane.left = 0
+    lane.check_at = NOW
 
 
 @task_postrun.connect
@@ -334,23 +366,22 @@ def progress(task: Task, current: float, total: float, message: str = "", *args:
     """Report `current` of `total` from inside a bound task; cheap enough for a tight loop.
 
     `message` may hold `{}` fields filled from `args` only when the report is sent. Returns True
-    when the report was sent, False when the throttle skipped it. A skipped call costs a countdown
-    kept on the task object (Lane); called outside a worker (no request id) it sends nothing and
-    returns False.
+    when the report was sent, False when the throttle skipped it. A skipped call costs one comparison
+    with a value kept on the task object (Lane). Called outside a worker (no request id) it
+    sends nothing and returns False. In a tight loop a Progress reporter costs less (one argument).
     """
     try:
         lane = task._celery_dashboard_progress
     except AttributeError:
         lane = _lane_of(task)
-    left = lane.left - 1  # a local: one read of the slot, not two
-    lane.left = left
-    if left > 0 and current < total:
+    if current < lane.check_at:
         return False  # the fast path
-    if lane.shared:
+    if lane.shared:  # (a shared lane's check_at stays NOW: each thread's throttle decides)
         return _progress_shared(task, current, total, message, args)
     throttle = lane.throttle
     due = throttle.due(current, total)
-    lane.left = throttle.left
+    if not lane.shared:
+        lane.check_at = throttle.check_at
     if not due:
         return False
     return _report(task, current, total, message, args, throttle)
@@ -364,8 +395,7 @@ def _progress_shared(task: Task, current: float, total: float, message: str, arg
             throttle = _throttle_for(task)
     except AttributeError:
         throttle = _throttle_for(task)
-    throttle.left -= 1
-    if throttle.left > 0 and current < total:
+    if current < throttle.check_at:
         return False
     if not throttle.due(current, total):
         return False

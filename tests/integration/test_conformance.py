@@ -214,9 +214,9 @@ def test_the_user_s_async_result_holds_the_first_report_at_once_and_then_the_fin
 
 def test_a_loop_that_slows_down_after_a_fast_phase_reports_again_at_once(app: Any, api: Api, pool: str) -> None:
     """100,000 quick progress calls, then calls that each hold the CPU 0.25 s (PROGRESS_INTERVAL is
-    0.1 s): the throttle reads the clock every 16 calls in the fast phase (the task ends it with at
-    least 8 still to skip), and without this process's ticker (an OS thread, in gevent and eventlet
-    workers too) none of the 6 slow calls was sent. Each is due; the task returns which ones were."""
+    0.1 s): a skipped call reads no clock, so only this process's ticker (an OS thread, in gevent and
+    eventlet workers too) makes a slow call look at the time; without it none of the 6 slow calls
+    would be sent. Each is due; the task returns which ones were."""
     task = ended(api, send(app, "fast_then_slow", pool, 100_000, 6, 0.25))
     assert task["state"] == "SUCCESS", task
     sent = app.AsyncResult(task["id"]).get(timeout=TIMEOUT)

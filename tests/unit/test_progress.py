@@ -14,11 +14,27 @@ from celery_dashboard.reporting import SENT_KEY, Throttle, progress, progress_me
 
 
 class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
+    """A clock the test moves on. Time passing is also the process's ticker ticking: moving the
+    clock past a tick's boundary (a quarter of PROGRESS_INTERVAL) ticks (reporting.tick), as the
+    ticker thread would have meanwhile."""
+
+    def __init__(self, ticks: bool = True) -> None:
+        self._now = 100.0
+        self.ticks = ticks
+
+    @property
+    def now(self) -> float:
+        return self._now
+
+    @now.setter
+    def now(self, value: float) -> None:
+        step = progress_module.config.PROGRESS_INTERVAL / progress_module.TICKS_PER_INTERVAL
+        if self.ticks and value // step > self._now // step:
+            progress_module.tick()
+        self._now = value
 
     def __call__(self) -> float:
-        return self.now
+        return self._now
 
 
 class FakeTask:
@@ -323,3 +339,22 @@ def test_progress_outside_a_worker_says_nothing_was_sent() -> None:
     assert progress(task, 1, 1) is False
     assert Progress(task, 5)(1) is False and Progress(task, 5)(5) is False
     assert task.events == [] and task.states == []
+
+
+def test_a_reporter_s_own_message_is_filled_with_current_and_total_when_it_sends(clock: FakeClock) -> None:
+    """`Progress(self, total, message=...)` then `report(n)`: the README's tight loop, one argument a
+    call; the message is filled positionally or by name, and one that does not fit is sent as written."""
+    task = FakeTask()
+    report = progress_module.Progress(task, 40, message="{} of {} rows")
+    for n in range(1, 41):
+        report(n)
+    assert [e["progress"]["message"] for e in task.events] == ["1 of 40 rows", "40 of 40 rows"]
+    named = progress_module.Progress(FakeTask(), 8, message="{current}/{total} pages")
+    broken = progress_module.Progress(FakeTask(), 8, message="{} of {} of {} rows")
+    assert named(3) and broken(3)
+    assert named.task.events[-1]["progress"]["message"] == "3/8 pages"
+    assert broken.task.events[-1]["progress"]["message"] == "{} of {} of {} rows"
+    assert report(40, "a call's own {}", "message") is False  # the final value was told: skipped
+    clock.now += 1
+    assert report(41, "a call's own {}", "message")
+    assert task.events[-1]["progress"]["message"] == "a call's own message"

@@ -59,14 +59,8 @@ def reporting_then_waiting(self, steps, delay, wait):
 def fast_then_slow(self, fast, slow, seconds):
     """`fast` quick progress calls, then `slow` calls that each hold the CPU `seconds` (a busy loop:
     no green thread of the pool runs meanwhile); the numbers of the slow calls progress() sent."""
-    from celery_dashboard import reporting
-
     total = fast * 2 + slow + 1  # never reached: only the throttle decides what is sent
     for n in range(1, fast + 1):
-        progress(self, n, total)
-    lane = getattr(self, reporting.LANE)
-    while lane.left < reporting.MAX_STRIDE // 2:  # end the fast phase with most of a stride to skip
-        n += 1
         progress(self, n, total)
     sent = []
     for k in range(1, slow + 1):

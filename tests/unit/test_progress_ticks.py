@@ -1,0 +1,167 @@
+"""A skipped progress call reads no clock: the throttle looks at the time once per tick of the
+process's ticker (a quarter of the interval), so a report due is late by at most a tick and one
+call, in a fast loop or a slow one (celery_dashboard.reporting.Throttle)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import fakeredis
+import pytest
+
+from celery_dashboard import reporting, revocations
+from celery_dashboard.reporting import TICKS_PER_INTERVAL, Throttle
+from tests.unit.test_progress import FakeClock
+
+TICK = 0.1 / TICKS_PER_INTERVAL  # at PROGRESS_INTERVAL 0.1 s
+
+
+class CountingClock(FakeClock):
+    """test_progress's clock (moving it past a tick's boundary is the ticker ticking meanwhile, as
+    the ticker thread does in real time), counting how often it is read."""
+
+    reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+class FakeTask:
+    name = "tests.fake"
+    app = None
+
+    def __init__(self) -> None:
+        self.request = SimpleNamespace(id="t1", retries=0, is_eager=False)
+        self.sent: list[tuple[float, float]] = []  # (progress current, clock time when sent)
+        self.clock: CountingClock | None = None
+
+    def send_event(self, kind: str, **fields: Any) -> None:
+        assert self.clock is not None
+        self.sent.append((fields["progress"]["current"], self.clock.now))
+
+    def update_state(self, state: str, meta: dict[str, Any]) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def in_memory_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(revocations, "_client", fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> CountingClock:
+    clock = CountingClock()
+    monkeypatch.setattr(reporting, "Throttle", lambda interval: Throttle(interval, clock))
+    monkeypatch.setattr(reporting, "_throttles", {})
+    return clock
+
+
+@pytest.mark.parametrize("api", ["reporter", "function"])
+def test_a_fast_loop_reads_the_clock_once_a_tick_and_reports_on_time(clock: CountingClock, api: str) -> None:
+    task = FakeTask()
+    task.clock = clock
+    calls, step = 50_000, 10e-6  # 10 us per iteration: 0.5 s in all, a report due every 0.1 s
+    report = reporting.Progress(task, calls, interval=0.1)
+    for n in range(1, calls + 1):
+        clock.now += step
+        if api == "reporter":
+            report(n)
+        else:
+            reporting.progress(task, n, calls)
+    assert clock.reads <= 0.5 / TICK + 3  # a tick's look, the first call and the final value
+    times = [when for _, when in task.sent]
+    assert task.sent[-1][0] == calls and len(times) == 6  # the first, one per interval, the last
+    for earlier, later in zip(times[:-2], times[1:-1], strict=True):
+        assert 0.1 - 1e-9 <= later - earlier <= 0.1 + TICK + step + 1e-9
+
+
+def test_a_loop_that_slows_down_reports_within_a_tick_of_each_interval(clock: CountingClock) -> None:
+    task = FakeTask()
+    task.clock = clock
+    report = reporting.Progress(task, 10_000, interval=0.1)
+    for n in range(1, 2001):  # fast
+        clock.now += 1e-6
+        report(n)
+    sent_fast = len(task.sent)
+    for n in range(2001, 2041):  # then 50 ms per iteration: a report every second call
+        clock.now += 0.05
+        report(n)
+    times = [when for _, when in task.sent[sent_fast - 1:]]
+    assert len(times) >= 20
+    for earlier, later in zip(times, times[1:], strict=False):
+        assert 0.1 - 1e-9 <= later - earlier <= 0.1 + TICK + 0.05 + 1e-9
+
+
+def test_between_ticks_a_skipped_call_reads_no_clock() -> None:
+    """No tick at all (the clock does not move): the first call and the final value are the only looks."""
+    clock = CountingClock(ticks=False)
+    task = FakeTask()
+    task.clock = clock
+    original = reporting.Throttle
+    reporting.Throttle = lambda interval: original(interval, clock)  # type: ignore[assignment,misc]
+    try:
+        report = reporting.Progress(task, 1000, interval=0.1)
+        for n in range(1, 1001):
+            report(n)
+    finally:
+        reporting.Throttle = original  # type: ignore[misc]
+    assert clock.reads == 2 and [c for c, _ in task.sent] == [1, 1000]
+
+
+def test_without_a_ticker_every_call_reads_the_clock_and_reports_stay_on_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process where the ticker thread cannot be started: nothing cuts the skipping short, so the
+    throttle does not skip; reports go out on time at the dearer price (and a warning says why)."""
+    clock = CountingClock(ticks=False)
+    monkeypatch.setattr(reporting, "Throttle", lambda interval: Throttle(interval, clock))
+    monkeypatch.setattr(reporting, "_ticking_in", [])
+    monkeypatch.setattr(reporting, "_tried_in", [])
+
+    def refuse(target: Any) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(reporting, "_start_os_thread", refuse)
+    task = FakeTask()
+    task.clock = clock
+    report = reporting.Progress(task, 1000, interval=0.1)
+    for n in range(1, 101):
+        clock.now += 0.01
+        report(n)
+    assert clock.reads == 100
+    assert [c for c, _ in task.sent] == [1, 11, 21, 31, 41, 51, 61, 71, 81, 91]
+
+
+class RealClock:
+    """What FakeTask records as a report's time: the real monotonic clock."""
+
+    reads = 0
+
+    @property
+    def now(self) -> float:
+        import time
+
+        return time.monotonic()
+
+
+@pytest.mark.parametrize("api", ["reporter", "function"])
+def test_a_loop_that_slows_down_after_a_fast_phase_reports_within_an_interval(api: str) -> None:
+    """100,000 quick calls, then each call takes 0.2 s (twice the interval), on the real clock with
+    the real ticker thread: the first slow report comes at the first or second slow call."""
+    import time
+
+    task = FakeTask()
+    task.clock = RealClock()  # type: ignore[assignment]
+    total = 1_000_000
+    report = reporting.Progress(task, total)
+    call = report if api == "reporter" else (lambda n: reporting.progress(task, n, total))
+    for n in range(1, 100_001):
+        call(n)
+    before = len(task.sent)
+    slow_calls = 0
+    for n in range(100_001, 100_021):
+        time.sleep(0.2)
+        slow_calls += 1
+        call(n)
+        if len(task.sent) > before:
+            break
+    assert len(task.sent) > before and slow_calls <= 2, slow_calls
