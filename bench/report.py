@@ -2,6 +2,7 @@
 Flower, the baselines; the figure that does not flatter us beside the one that does) and report.png."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,22 @@ def _quartiles(figure: dict[str, Any]) -> list[float] | None:
     return [round(ordered[len(ordered) // 4], 1), round(ordered[(3 * len(ordered)) // 4], 1)]
 
 
+def _median_ci(figure: dict[str, Any]) -> list[float] | None:
+    """The 95% confidence interval of a progress-cost figure's median overhead, from its pairs' order
+    statistics (ranks n/2 -+ 0.98 sqrt(n), the usual distribution-free interval for a median); None
+    under 20 pairs, where `_quartiles` stands in. Where the pairs are many (the 2 us body's 0.1 s
+    slices), this is what says whether the median is above or below the goal's line; the spread of
+    single pairs (a slice holds one report or two) is wider than the median's uncertainty."""
+    overheads = figure.get("overheads_percent")
+    if not overheads or len(overheads) < 20:
+        return None
+    ordered = sorted(overheads)
+    n = len(ordered)
+    low = max(0, math.floor(n / 2 - 0.98 * math.sqrt(n)))
+    high = min(n - 1, math.ceil(n / 2 + 0.98 * math.sqrt(n)))
+    return [round(ordered[low], 1), round(ordered[high], 1)]
+
+
 def _noise_bound(bounds: Any, line: float) -> str | None:
     """A verdict for a median whose middle pairs (`bounds`: the first and third quartiles, or the
     whole range where there are too few pairs) fall on both sides of the goal's line: neither met
@@ -47,8 +64,8 @@ def _noise_bound(bounds: Any, line: float) -> str | None:
     odd pair among seven no longer makes a +18% median "undecided".)"""
     if not bounds or not bounds[0] < line < bounds[1]:
         return None
-    return ("UNDECIDED: within this machine's noise (the pairs, their middle half where known, range from "
-            f"{_span(bounds)})")
+    return ("UNDECIDED: within this machine's noise (the median's 95% confidence interval where the pairs "
+            f"are many, else the pairs' middle half or range: {_span(bounds)})")
 
 
 def _collector_verdict(verdict: str, collector_on: Any, target: float) -> str:
@@ -276,16 +293,17 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
         wall = v.get("wall") or {}
         add(f"Progress call cost, {label}: overhead on a {_fmt(cost.get('body_ns'), ' ns')} loop body",
             "< 5%", f"CPU +{_fmt(v.get('overhead_percent'), '%')} ({_fmt(v.get('ns_per_call'), ' ns')} per call; "
-            f"median of {v.get('pairs')} pairs of runs, from {_span(v.get('overhead_range_percent'))}); "
+            f"median of {v.get('pairs')} pairs of runs, from {_span(v.get('overhead_range_percent'))}"
+            + (f"; the median's 95% interval {_span(_median_ci(v))}" if _median_ci(v) else "") + "); "
             f"wall clock +{_fmt(wall.get('overhead_percent'), '%')} ({_fmt(wall.get('ns_per_call'), ' ns')} per "
             f"call, from {_span(wall.get('overhead_range_percent'))})",
             f"in a light loop (add + multiply): {_fmt(light.get('ns_per_call'), ' ns')} per call",
             "an empty Python call with the same arguments costs "
             f"{_fmt(_get(cost, 'light_' + floor, 'ns_per_call'), ' ns')} in the light loop, "
             f"+{_fmt(_get(cost, 'body_2us_' + floor, 'overhead_percent'), '%')} on this body",
-            _worse(_noise_bound(_quartiles(v) or v.get("overhead_range_percent"), 5.0)
+            _worse(_noise_bound(_median_ci(v) or _quartiles(v) or v.get("overhead_range_percent"), 5.0)
                    or _at_most(v.get("overhead_percent"), 4.99, " points"),
-                   _noise_bound(_quartiles(wall) or wall.get("overhead_range_percent"), 5.0)
+                   _noise_bound(_median_ci(wall) or _quartiles(wall) or wall.get("overhead_range_percent"), 5.0)
                    or _at_most(wall.get("overhead_percent"), 4.99, " points") if wall else None))
 
     # -- idle latency

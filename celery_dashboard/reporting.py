@@ -35,6 +35,12 @@ MAX_MESSAGE = 500
 TICKS_PER_INTERVAL = 4  # the ticker's rate: a report due is late by at most a quarter of PROGRESS_INTERVAL
 NEVER = math.inf
 NOW = -math.inf
+# The same for an integer total. A skipped call's comparison stays CPython's specialised one for
+# two small ints only while `check_at` stays a small int: a tick that set -inf (a float) to an int
+# total's check_at cost ~23 ns a call in a tight loop (deoptimised each tick), a third of the call.
+NEVER_INT = 2 ** 62
+NOW_INT = -(2 ** 30 - 1)  # the smallest int CPython 3.11 compares on its fast path (a current below
+#                           it, never a progress, would be skipped up to its total)
 
 
 class Throttle:
@@ -49,7 +55,8 @@ class Throttle:
     A skipped call is meant to cost next to nothing: one comparison, `current < check_at`, made by
     the caller (Progress, progress) before it calls `due`. After each look, `check_at` is the total
     (the final value is then looked at at once) or NEVER (no total, or the final value was sent);
-    the process's ticker (`_tick`, an OS thread) sets it to NOW TICKS_PER_INTERVAL times per
+    the process's ticker (`_tick`, an OS thread) sets it to NOW (`look_at`: NOW_INT and NEVER_INT
+    for an integer total, so that it stays an int) TICKS_PER_INTERVAL times per
     PROGRESS_INTERVAL, so that the next call reads the clock. A report due is thus sent at the first
     call after the first tick once its interval has passed: late by at most a quarter of the
     interval and one call, however fast or slow the loop is, and the clock is read at most once per
@@ -60,8 +67,8 @@ class Throttle:
     since the last stored (see send_progress).
     """
 
-    __slots__ = ("interval", "clock", "next_at", "sent", "check_at", "store_interval", "store_at", "store",
-                 "at_total", "__weakref__")
+    __slots__ = ("interval", "clock", "next_at", "sent", "check_at", "look_at", "store_interval", "store_at",
+                 "store", "at_total", "__weakref__")
 
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic,
                  store_interval: float | None = None) -> None:
@@ -74,6 +81,7 @@ class Throttle:
         self.store = True
         self.at_total = False  # the last report sent was a final value (current >= total > 0)
         self.check_at = NOW  # calls with a smaller current are skipped without a look (the first looks)
+        self.look_at = NOW  # what the ticker sets check_at to: the next call looks
 
     def due(self, current: float, total: float) -> bool:
         """True when this call should be sent: the first, then one per interval; a final value
@@ -97,13 +105,16 @@ class Throttle:
 
 def _check_at(holder: Any, total: float, at_total: bool) -> float:
     """Until which current value calls are skipped: the total while the final value is still to
-    come, else NEVER; NOW (every call looks) where this process has no ticker to cut it short."""
+    come, else NEVER; NOW (every call looks) where this process has no ticker to cut it short.
+    Sets `holder.look_at`, the NOW of the total's type."""
+    now, never = (NOW_INT, NEVER_INT) if type(total) is int else (NOW, NEVER)
+    holder.look_at = now
     if _ticking_in[-1:] != [os.getpid()] and not _watch(holder):
-        return NOW
+        return now
     try:
-        return total if total > 0 and not at_total else NEVER
+        return total if total > 0 and not at_total else never
     except TypeError:  # a total that is not a number: every call looks, as before
-        return NOW
+        return now
 
 
 def progress_meta(current: float, total: float, message: str = "") -> dict[str, Any]:
@@ -228,10 +239,11 @@ class Lane:
     call then finds its own thread's throttle (the dearer path, ~80 ns more per call).
     """
 
-    __slots__ = ("check_at", "throttle", "running", "shared", "__weakref__")
+    __slots__ = ("check_at", "look_at", "throttle", "running", "shared", "__weakref__")
 
     def __init__(self) -> None:
         self.check_at = NOW  # calls with a smaller current skip the throttle; NOW: the next call looks
+        self.look_at = NOW  # what the ticker sets check_at to (the throttle's)
         self.throttle = Throttle(config.PROGRESS_INTERVAL)
         self.running: int | None = None  # get_ident() of the thread whose run is under way
         self.shared = False
@@ -306,16 +318,17 @@ def _tick() -> None:
 
 
 def tick() -> None:
-    """One tick of the ticker: set `check_at` of every watched reporter to NOW, so that its next
-    call reads the clock (Throttle). A loop's own write of `check_at` at the same moment may undo
-    one cut; the next comes a tick later."""
+    """One tick of the ticker: set `check_at` of every watched reporter to its `look_at` (NOW), so
+    that its next call reads the clock (Throttle). A loop's own write of `check_at` at the same
+    moment may undo one cut; the next comes a tick later."""
     try:
         holders = list(_watched)
     except RuntimeError:  # the set changed while it was read (another thread added one)
         return
     for holder in holders:
-        if holder.check_at != NOW:
-            holder.check_at = NOW
+        look_at = holder.look_at
+        if holder.check_at != look_at:
+            holder.check_at = look_at
 
 
 # Per-thread throttles, for a task object whose runs overlap (Lane.shared). Each thread also keeps
@@ -341,7 +354,7 @@ def _new_run(sender: Task | None = None, **_: Any) -> None:
         _watch(lane.throttle)
     lane.running = me
     lane.throttle = Throttle(config.PROGRESS_INTERVAL)
-    lane.check_at = NOW
+    lane.check_at = lane.look_at = NOW
 
 
 @task_postrun.connect
@@ -381,7 +394,7 @@ def progress(task: Task, current: float, total: float, message: str = "", *args:
     throttle = lane.throttle
     due = throttle.due(current, total)
     if not lane.shared:
-        lane.check_at = throttle.check_at
+        lane.look_at, lane.check_at = throttle.look_at, throttle.check_at
     if not due:
         return False
     return _report(task, current, total, message, args, throttle)

@@ -49,3 +49,20 @@ def test_one_odd_pair_does_not_make_a_clear_miss_undecided() -> None:
     assert _noise_bound(_quartiles(straddling), 5.0).startswith("UNDECIDED")
     older = {"runs_without_s": [1.0, 1.0, 1.0, 1.0], "runs_with_s": [1.01, 1.2, 1.2, 1.3]}  # no per-pair list
     assert _quartiles(older) == [20.0, 30.0]
+
+
+def test_with_many_pairs_the_median_s_confidence_interval_decides() -> None:
+    """61 slices whose single pairs spread from 1% to 7% (a slice holds one report or two) around a
+    median of 4%: the quartiles straddle 5%, the median's 95% interval does not: met. The same
+    spread around a median of 5% is undecided; under 20 pairs the quartiles stand in."""
+    from bench.report import _median_ci, _noise_bound, _quartiles
+
+    spread = [1.0 + 6.0 * i / 60 for i in range(61)]  # 1.0 .. 7.0, median 4.0
+    figure = {"overheads_percent": spread}
+    assert _quartiles(figure)[0] < 5.0 < _quartiles(figure)[1]
+    low, high = _median_ci(figure)
+    assert 3.0 < low < 4.0 < high < 5.0
+    assert _noise_bound(_median_ci(figure), 5.0) is None
+    centred = {"overheads_percent": [x + 1.0 for x in spread]}
+    assert _noise_bound(_median_ci(centred), 5.0).startswith("UNDECIDED")
+    assert _median_ci({"overheads_percent": spread[:19]}) is None

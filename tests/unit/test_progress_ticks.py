@@ -165,3 +165,16 @@ def test_a_loop_that_slows_down_after_a_fast_phase_reports_within_an_interval(ap
         if len(task.sent) > before:
             break
     assert len(task.sent) > before and slow_calls <= 2, slow_calls
+
+
+def test_a_tick_keeps_an_int_total_s_check_an_int_and_a_float_total_s_a_float(clock: CountingClock) -> None:
+    """The skipped call's comparison is CPython's fast one for two small ints only while both stay
+    ints: a tick that set a float (-inf) cost a third of the call in a tight loop (deoptimised)."""
+    ints = reporting.Progress(FakeTask(), 1000)
+    floats = reporting.Progress(FakeTask(), 1.0)
+    ints(1), floats(0.001)
+    reporting.tick()
+    assert type(ints.throttle.check_at) is int and ints.throttle.check_at < 0
+    assert floats.throttle.check_at == float("-inf")
+    assert ints(2) is False and floats(0.002) is False  # looked (not yet due) and skips again
+    assert (ints.throttle.check_at, floats.throttle.check_at) == (1000, 1.0)
