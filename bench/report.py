@@ -41,6 +41,10 @@ def _quartiles(figure: dict[str, Any]) -> list[float] | None:
     return [round(ordered[len(ordered) // 4], 1), round(ordered[(3 * len(ordered)) // 4], 1)]
 
 
+def _or_na(value: Any) -> Any:
+    return "n/a" if value is None else value
+
+
 def _median_ci(figure: dict[str, Any]) -> list[float] | None:
     """The 95% confidence interval of a progress-cost figure's median overhead, from its pairs' order
     statistics (ranks n/2 -+ 0.98 sqrt(n), the usual distribution-free interval for a median); None
@@ -584,12 +588,19 @@ def markdown(results: dict[str, Any]) -> str:
                    "(the caller formats it on every call)", "body_2us_fstring"))
         out += _table(["loop", "calls", "without (s)", "with (s)", "overhead", "ns per call", "reports sent",
                        "of them stored", "CPU ms per report sent", "final value stored"],
-                      [[label, _fmt(v.get("calls")), v.get("without_s"), v.get("with_s"),
+                      [[label,
+                        _fmt(v.get("calls")) + (f" x {v.get('pairs')} slices" if key.startswith("body_2us") else ""),
+                        v.get("without_s"), v.get("with_s"),
                         _fmt(v.get("overhead_percent"), "%"), v.get("ns_per_call"), v.get("reports_sent"),
-                        v.get("reports_stored", "n/a"), _fmt(v.get("cpu_ms_per_report"), "", 2),
-                        v.get("final_value_stored")]
+                        _or_na(v.get("reports_stored")), _fmt(v.get("cpu_ms_per_report"), "", 2),
+                        _or_na(v.get("final_value_stored"))]
                        for label, key in bodies if (v := cost.get(key))])
-        out += ["", "ns per call = (with - without) / calls: the skipped calls and the reports sent together. A sent "
+        out += ["", "On the ~2 µs body the loop is one long loop cut in slices of about one PROGRESS_INTERVAL, each "
+                "timed back to back with a slice of the loop without the call (this machine's speed drifts by "
+                "several per cent from one second to the next; one-second runs gave -9% to +48% for one call); "
+                "`without` and `with` are then one slice's seconds, and the reporters are kept across the slices as "
+                "one reporter serves a whole loop (the final value is checked in the light loops).", "",
+                "ns per call = (with - without) / calls: the skipped calls and the reports sent together. A sent "
                 "report (a `task-progress` event and the revocation check; the PROGRESS state stored for the first, "
                 "the final value and one per PROGRESS_STORE_INTERVAL in between) costs the CPU ms shown on average; "
                 "at most one per PROGRESS_INTERVAL. The runs are CPU time on a shared virtual machine: the "
