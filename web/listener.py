@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 # Messages read between two yields to the rest of the process (eventlet switches only on I/O
 # that would block, and a busy subscription never blocks).
 YIELD_EVERY = 100
+# While connected, a listener writes the time (epoch seconds) to this key every BEAT_EVERY s: a web
+# process that starts reads it, and looks in the result backend for the tasks that ran since (see
+# `Listener.run`). Any web process's listener keeps it: the gap is the time none listened.
+HEARTBEAT_KEY = "dashboard:listened"
+BEAT_EVERY = 5.0
 
 
 def _loads(text: bytes | str) -> Any:
@@ -71,6 +76,8 @@ class Listener:
         self.connected = False
         self.events = 0
         self.client: redis.Redis | None = None
+        self.cut_at: float | None = None  # when the connection was lost (epoch seconds), until reconnected
+        self.beaten = 0.0
 
     def handle(self, event: dict[str, Any]) -> None:
         self.events += 1
@@ -100,7 +107,27 @@ class Listener:
         log.info("listening for Celery events on %s:%s/%s", kwargs.get("host"), kwargs.get("port"), db)
         return pubsub
 
+    def gap_start(self) -> float | None:
+        """Since when events may have been missed (epoch seconds, the web's clock), or None: when
+        this listener lost its connection; at its first connect, the last heartbeat any listener of
+        this dashboard wrote (HEARTBEAT_KEY; none: a new dashboard, nothing was missed)."""
+        if self.cut_at is not None:
+            return self.cut_at
+        try:
+            beat = self.client.get(HEARTBEAT_KEY) if self.client is not None else None
+            return float(beat) if beat else None
+        except (ValueError, redis.RedisError):
+            return None
+
+    def beat(self) -> None:
+        self.beaten = time.time()
+        if self.client is not None:
+            self.client.set(HEARTBEAT_KEY, repr(self.beaten), ex=30 * 86400)
+
     def run(self) -> None:
+        """Read events until `stop`, reconnecting with a backoff. Each (re)connect calls
+        `on_connect(since)` with `gap_start()`: what the gap may have missed is reconciled from the
+        result backend, tasks the dashboard never heard of included (web.reconciler.Reconciler.recover)."""
         self.running = True
         backoff = 0.5
         while self.running:
@@ -108,11 +135,15 @@ class Listener:
             try:
                 pubsub = self.subscribe()
                 if self.on_connect:
-                    self.on_connect()
+                    self.on_connect(self.gap_start())
+                self.cut_at = None
+                self.beat()
                 backoff = 0.5
                 self.connected = True
                 since_yield = 0
                 while self.running:
+                    if time.time() - self.beaten >= BEAT_EVERY:
+                        self.beat()
                     message = pubsub.get_message(timeout=1.0)
                     if message is None or message["type"] != "pmessage":
                         continue
@@ -126,6 +157,8 @@ class Listener:
                     except Exception as exc:  # one malformed message must not cut the stream
                         log.warning("ignored a malformed event: %r", exc)
             except Exception as exc:  # the loop must survive Redis going away
+                if self.connected and self.cut_at is None:
+                    self.cut_at = time.time()
                 self.connected = False
                 log.warning("event listener disconnected (%s); reconnecting in %.1f s", exc, backoff)
                 self.sleep(backoff)

@@ -3,6 +3,7 @@ and the workers themselves, and gives the verdicts nobody reports (lost, outcome
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import threading
@@ -22,6 +23,13 @@ ReadResults = Callable[[list[str]], dict[str, dict[str, Any]]]
 CHUNK = 500
 # Seconds the backend of a task ended by an event, without an ending in the backend, is read again.
 CONFIRM_WINDOW = 10.0
+# Recovering a gap (`recover`): the result backend's keys read per SCAN, at most this many keys in
+# all, and at most RECOVER_LIMIT tasks (the newest) added; entries stored up to RECOVER_SLACK s
+# before the gap began count too (the workers' clocks, a heartbeat's age).
+RECOVER_SCAN = 1000
+RECOVER_KEYS = 1_000_000
+RECOVER_LIMIT = 10_000
+RECOVER_SLACK = 10.0
 # Seconds a worker that went offline has to come back before its running tasks are shown lost.
 # When a worker loses its broker connection (a Redis outage) Celery restarts its consumer: it sends
 # worker-offline, then worker-online from the same main process once reconnected, and its pool
@@ -116,6 +124,7 @@ class Reconciler:
         self.next_queues = 0.0
         self.consumers_every = 5.0  # seconds between two `active_queues` questions (CONSUMERS_INTERVAL)
         self.connected_at: float | None = None
+        self.recover_since: float | None = None  # a gap to look for unheard-of tasks in (epoch seconds)
         self.last_active_check = -1e9
         self.held: list[tuple[str, int | None]] = []  # worker-offline not yet confirmed (OFFLINE_SETTLE)
         self.fresh: Bounded = Bounded(10_000)  # workers whose last worker-online came from a new process
@@ -158,10 +167,14 @@ class Reconciler:
                 self.fresh.pop(event.get("hostname"), None)
         return event
 
-    def listener_connected(self) -> None:
+    def listener_connected(self, since: float | None = None) -> None:
         """The listener (re)connected: events may have been missed, and workers' own connections
-        come back on Celery's retry schedule, seconds after ours (after a Redis outage)."""
+        come back on Celery's retry schedule, seconds after ours (after a Redis outage). `since`:
+        when the gap began (epoch seconds; web.listener.Listener.gap_start), or None: the next
+        full pass also looks in the result backend for tasks of the gap nobody heard of (`recover`)."""
         self.connected_at = self.clock()
+        if since is not None:
+            self.recover_since = since if self.recover_since is None else min(self.recover_since, since)
         self.soon()
 
     def confirm(self, ids: list[str]) -> None:
@@ -267,6 +280,46 @@ class Reconciler:
             if task_id in stored and lifecycle.is_settled(stored[task_id]):
                 self.ran_on.pop(task_id, None)
         return verdicts
+
+    def recover(self, since: float) -> int:
+        """Queue the tasks the result backend holds an entry for, stored from `since` on (epoch
+        seconds, less RECOVER_SLACK), that the dashboard never heard of: every event of them was
+        lost while no listener was connected (a listener cut off at Redis's pub/sub output buffer
+        limit, web processes down) and no sender registered them (an app without celery_dashboard,
+        which only events tell about). Return how many were queued.
+
+        Reads the backend's keys with SCAN (`read_results.scan`: Celery's Redis backend only; other
+        readers have none, and nothing is recovered), RECOVER_SCAN a call and RECOVER_KEYS at most;
+        queues the newest RECOVER_LIMIT. A Redis error propagates (the pass is retried, the gap kept)."""
+        scan = getattr(self.read_results, "scan", None)
+        if scan is None:
+            return 0
+        since -= RECOVER_SLACK
+        newest: list[tuple[float, str, dict[str, Any]]] = []  # a heap: the oldest of the kept first
+        cursor, read = 0, 0
+        while True:
+            cursor, ids = scan(cursor, RECOVER_SCAN)
+            read += len(ids)
+            unknown = self.store.unknown(ids)
+            for task_id, meta in (self.read_results(unknown) if unknown else {}).items():
+                worker = meta.get("worker") if isinstance(meta.get("worker"), str) else None
+                update = records.from_meta(task_id, meta, self.workers.offset(worker))
+                done = records.backend_epoch(meta.get("date_done"), self.workers.offset(worker))
+                if update is None or done < since:
+                    continue
+                update.setdefault("updated", records.iso(done))
+                entry = (done, task_id, update)
+                if len(newest) < RECOVER_LIMIT:
+                    heapq.heappush(newest, entry)
+                elif entry > newest[0]:
+                    heapq.heapreplace(newest, entry)
+            if not cursor or read >= RECOVER_KEYS:
+                break
+        for _, _, update in sorted(newest, key=lambda e: (e[0], e[1])):
+            self.coalescer.add(update)
+        if newest:
+            log.info("recovered %d task(s) the dashboard never heard of from the result backend", len(newest))
+        return len(newest)
 
     def _forget_ended(self, stored: dict[str, dict[str, Any]]) -> None:
         """Stop polling the tasks that ended. Only an ending drops a task: its task-started may be
@@ -519,6 +572,15 @@ class Reconciler:
             self.ask_queues()
         if now >= self.next_reconcile:
             self.next_reconcile = now + self.reconcile_every
+            if self.recover_since is not None:
+                since, self.recover_since = self.recover_since, None
+                try:
+                    self.recover(since)
+                except Exception as exc:
+                    if _redis_error(exc):  # Redis away: the gap is looked at again at the next pass
+                        self.recover_since = since if self.recover_since is None else min(since, self.recover_since)
+                        raise
+                    log.warning("gap not recovered from the result backend: %r", exc)  # never stops the pass
             self.reconcile()
             self.store.trim()
         if self.control is None:
@@ -569,6 +631,12 @@ class Reconciler:
     def stop(self) -> None:
         self.running = False
 
+
+
+def _redis_error(exc: BaseException) -> bool:
+    import redis
+
+    return isinstance(exc, (redis.RedisError, ConnectionError, OSError))
 
 
 def run_started(record: dict[str, Any]) -> float | None:

@@ -370,6 +370,12 @@ def unknown(task_id: str) -> dict[str, Any]:
             "error": _error("Unknown", "no worker, queue or result backend knows how this task ended", None)}
 
 
+def backend_epoch(value: Any, shift: float = 0.0) -> float:
+    """A result-backend entry's `date_done` (ISO 8601, naive is UTC) as epoch seconds on the web's
+    clock (`shift`: the writing worker's offset), or 0.0 when it has none or cannot be read."""
+    return epoch(_backend_time(value, shift))
+
+
 def _backend_time(value: Any, shift: float = 0.0) -> str | None:
     if not value:
         return None

@@ -102,6 +102,20 @@ class BackendReader:
                 found[task_id] = self.decode(raw)
         return found
 
+    def scan(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One SCAN step over the backend's task entries (MATCH its key prefix, `count` a call):
+        (the next cursor, 0 when done; the task ids of the keys read). Raises redis errors."""
+        key = self.backend.get_key_for_task("x")  # Celery refuses an empty id: the prefix is all but its end
+        prefix = (key if isinstance(key, bytes) else str(key).encode())[:-1]
+        pattern = b"".join(b"\\" + bytes([c]) if c in b"\\*?[]" else bytes([c]) for c in prefix) + b"*"
+        cursor, keys = self.backend.client.scan(cursor=cursor, match=pattern, count=count)
+        ids = []
+        for key in keys:
+            key = key if isinstance(key, bytes) else str(key).encode()
+            if key.startswith(prefix):
+                ids.append(key[len(prefix):].decode(errors="replace"))
+        return int(cursor), ids
+
     def decode(self, raw: bytes) -> dict[str, Any]:
         try:
             meta = self.backend.decode(raw)

@@ -140,6 +140,13 @@ class TaskStore:
     def active_ids(self) -> list[str]:
         return [_text(i) for i in self.client.smembers(ACTIVE_KEY)]
 
+    def unknown(self, task_ids: list[str]) -> list[str]:
+        """The ids of `task_ids` this store holds no task object for (one HMGET of the versions)."""
+        if not task_ids:
+            return []
+        versions = self.client.hmget(VERSION_KEY, task_ids)
+        return [task_id for task_id, version in zip(task_ids, versions, strict=True) if version is None]
+
     def active_count(self, owner: str, limit: int) -> int:
         """How many of `owner`'s tasks have not ended yet, counted up to `limit` (a count of `limit`
         means "at least that many"). One command, computed in Redis: ZINTERCARD of the owner's set

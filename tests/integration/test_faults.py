@@ -93,6 +93,30 @@ def test_200_tasks_with_the_web_process_killed_in_the_middle(private_stack: Stac
     assert waited < TIMEOUT
 
 
+def test_an_uninstrumented_app_s_tasks_that_ran_while_no_web_listened_are_shown_after_restart(
+        private_stack: Stack, recovery: dict) -> None:
+    """The Celery tutorial's app (tests/userapp/mytasks.py: no celery_dashboard, events off) runs 20
+    tasks while the only web process is down: no event, no registration, only the result backend
+    knows them. The web that starts next looks in the backend for what ran since the last
+    listener's heartbeat (web.reconciler.Reconciler.recover) and shows them, results included."""
+    import redis
+
+    stack = private_stack
+    port = int(stack.start_web().rsplit(":", 1)[1])
+    wait_for(lambda: redis.Redis.from_url(stack.redis_url).get("dashboard:listened"), 10, what="a heartbeat")
+    stack.kill_web(stack.url)
+    stack.start_worker(name="tutorial", app="mytasks", events=False)
+    code = ("import json; from mytasks import add; sent = [add.delay(n, n) for n in range(20)]; "
+            "[r.get(timeout=30) for r in sent]; print(json.dumps([r.id for r in sent]))")
+    ids = json.loads(stack.python(code).stdout.strip().splitlines()[-1])
+    restarted = time.monotonic()
+    api = Api(stack.start_web(port=port))
+    expected = {task_id: {"state": "SUCCESS", "result": 2 * n} for n, task_id in enumerate(ids)}
+    waited = wait_all_right(api, expected)
+    recovery["an uninstrumented app's 20 tasks, run while no web listened"] = time.monotonic() - restarted
+    assert shown_right(api, expected) == [] and waited < TIMEOUT
+
+
 def test_a_killed_worker_s_running_tasks_are_shown_lost(private_stack: Stack, recovery: dict) -> None:
     stack = private_stack
     # The verdict waits for the listener to have been connected 3 * WORKER_TIMEOUT (10 s by default,

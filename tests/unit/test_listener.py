@@ -98,7 +98,7 @@ def test_the_listener_reads_the_real_channels_and_survives_junk() -> None:
     pubsub = fakeredis.FakeRedis(server=server).pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe("/0.celeryev/*")
     listener.subscribe = lambda: pubsub  # type: ignore[method-assign]
-    listener.on_connect = lambda: [
+    listener.on_connect = lambda since: [
         publisher.publish("/0.celeryev/task.progress", "not json"),
         publisher.publish("/0.celeryev/task.progress", envelope({"type": 7, "uuid": "t0"})),
         publisher.publish("/0.celeryev/task.started", envelope({"type": "task-started", "uuid": "t1",
@@ -122,3 +122,34 @@ def test_the_listener_reads_the_real_channels_and_survives_junk() -> None:
     thread.join(5)
     assert [u["state"] for u in updates] == ["STARTED"]
     assert listener.events == 2 and sleeps == []  # junk was skipped, the stream never cut
+
+
+def test_each_connect_names_when_the_gap_began_the_first_one_the_last_heartbeat() -> None:
+    """The first connect of a web process: since the last heartbeat any listener wrote (the time no
+    web listened); a reconnect: since this listener lost its connection. Once connected it beats."""
+    import redis
+
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    client.set("dashboard:listened", "1000.5")
+    gaps: list[float | None] = []
+    listener = Listener(celery_app, lambda update: None, on_connect=gaps.append, sleep=lambda seconds: None)
+
+    class CutAtOnce:
+        def get_message(self, timeout: float) -> None:
+            raise redis.ConnectionError("Redis closed the connection")
+
+        def close(self) -> None:
+            pass
+
+    def subscribe() -> CutAtOnce:
+        listener.client = client
+        if len(gaps) == 2:
+            listener.stop()
+        return CutAtOnce()
+
+    listener.subscribe = subscribe  # type: ignore[method-assign]
+    before = time.time()
+    listener.run()
+    assert gaps[0] == 1000.5
+    assert gaps[1] is not None and before <= gaps[1] <= time.time()
+    assert float(client.get("dashboard:listened")) >= before

@@ -505,3 +505,74 @@ def test_a_cancelled_task_is_never_ended_while_a_worker_holds_it(parts: Parts) -
     parts.later(31)
     parts.settle()
     assert parts.state("a") == "STARTED"
+
+
+def test_a_gap_s_tasks_nobody_heard_of_are_recovered_from_the_backend_newest_first(
+        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every event of them was lost while no listener was connected, and no sender registered
+    them (an app without celery_dashboard): the result backend is the only one that knows. The
+    listener's reconnect names when the gap began; the next pass queues the entries stored since
+    (less RECOVER_SLACK) of tasks the store does not hold, the newest RECOVER_LIMIT of them."""
+    from datetime import UTC, datetime
+
+    from web import reconciler as module
+
+    def done(seconds_ago: float) -> str:
+        return datetime.fromtimestamp(parts.wall.now - seconds_ago, UTC).isoformat()
+
+    metas = {
+        "known": {"status": "SUCCESS", "result": 1, "date_done": done(5)},
+        "before-the-gap": {"status": "SUCCESS", "result": 2, "date_done": done(100)},
+        "running": {"status": "STARTED", "result": None, "date_done": None},
+        **{f"gap-{n}": {"status": "SUCCESS" if n % 2 else "FAILURE", "date_done": done(50 - n),
+                        "result": n if n % 2 else {"exc_type": "ValueError", "exc_message": ["bad"]},
+                        "traceback": None if n % 2 else "Traceback ..."} for n in range(5)},
+    }
+
+    class Backend:
+        """The reader's interface (web.results.BackendReader): entries by id, and a SCAN of their ids."""
+
+        def __call__(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+            return {i: metas[i] for i in ids if i in metas}
+
+        def scan(self, cursor: int, count: int) -> tuple[int, list[str]]:
+            ids = sorted(metas)
+            return (cursor + 2 if cursor + 2 < len(ids) else 0), ids[cursor:cursor + 2]
+
+    parts.store.merge({"known": {"id": "known", "state": "STARTED", "source": "event", "updated": done(6)}})
+    monkeypatch.setattr(module, "RECOVER_LIMIT", 3)
+    parts.reconciler.read_results = Backend()
+    parts.reconciler.listener_connected(since=parts.wall.now - 55)  # gap-0 ended 50 s ago, before-the-gap 100
+    parts.reconciler.step()
+    parts.pusher.flush()
+    shown = {i: (t or {}).get("state") for i, t in parts.store.get_many(list(metas)).items()}
+    # "known" is the store's: the pass's usual read of the backend ends it.
+    assert shown == {"known": "SUCCESS", "gap-2": "FAILURE", "gap-3": "SUCCESS", "gap-4": "FAILURE"}
+    assert parts.store.get("gap-3")["result"] == 3
+    assert parts.reconciler.recover_since is None  # done: the next pass does not scan again
+
+
+def test_a_gap_that_cannot_be_read_never_stops_the_pass_and_is_kept_while_redis_is_away(parts: Parts) -> None:
+    import redis
+
+    class Broken:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def __call__(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+            return {}
+
+        def scan(self, cursor: int, count: int) -> tuple[int, list[str]]:
+            raise self.error
+
+    start(parts, "t1")
+    parts.reconciler.read_results = Broken(ValueError("task_id must not be empty"))
+    parts.reconciler.listener_connected(since=parts.wall.now - 60)
+    parts.reconciler.step()  # the rest of the pass ran: the running task is polled
+    assert parts.reconciler.recover_since is None and "t1" in parts.reconciler.running_ids
+    parts.reconciler.read_results = Broken(redis.ConnectionError("Redis is away"))
+    parts.reconciler.listener_connected(since=parts.wall.now - 30)
+    parts.clock.now += 100
+    with pytest.raises(redis.ConnectionError):
+        parts.reconciler.step_control()
+    assert parts.reconciler.recover_since == parts.wall.now - 30  # looked at again at the next pass
