@@ -39,8 +39,8 @@ NOW = -math.inf
 # two small ints only while `check_at` stays a small int: a tick that set -inf (a float) to an int
 # total's check_at cost ~23 ns a call in a tight loop (deoptimised each tick), a third of the call.
 NEVER_INT = 2 ** 62
-NOW_INT = -(2 ** 30 - 1)  # the smallest int CPython 3.11 compares on its fast path (a current below
-#                           it, never a progress, would be skipped up to its total)
+NOW_INT = -(2 ** 30 - 1)  # the smallest int CPython 3.11 compares on its fast path (a reporter whose
+#                           current goes below it looks on the float path: -inf)
 
 
 class Throttle:
@@ -91,7 +91,7 @@ class Throttle:
         at_total = current >= total > 0
         final = at_total and not self.at_total
         if now < self.next_at and not final:
-            self.check_at = _check_at(self, total, self.at_total)
+            self.check_at = _check_at(self, total, self.at_total, current)
             return False
         self.next_at = now + self.interval
         self.sent += 1
@@ -99,15 +99,16 @@ class Throttle:
         self.store = final or now >= self.store_at
         if self.store:
             self.store_at = now + self.store_interval
-        self.check_at = _check_at(self, total, at_total)
+        self.check_at = _check_at(self, total, at_total, current)
         return True
 
 
-def _check_at(holder: Any, total: float, at_total: bool) -> float:
+def _check_at(holder: Any, total: float, at_total: bool, current: Any = 0) -> float:
     """Until which current value calls are skipped: the total while the final value is still to
     come, else NEVER; NOW (every call looks) where this process has no ticker to cut it short.
-    Sets `holder.look_at`, the NOW of the total's type."""
-    now, never = (NOW_INT, NEVER_INT) if type(total) is int else (NOW, NEVER)
+    Sets `holder.look_at`, the NOW of the total's type (the float one for a current below NOW_INT)."""
+    small = type(total) is int and not (type(current) is int and current < NOW_INT)
+    now, never = (NOW_INT, NEVER_INT) if small else (NOW, NEVER)
     holder.look_at = now
     if _ticking_in[-1:] != [os.getpid()] and not _watch(holder):
         return now
@@ -119,7 +120,10 @@ def _check_at(holder: Any, total: float, at_total: bool) -> float:
 
 def progress_meta(current: float, total: float, message: str = "") -> dict[str, Any]:
     """The progress object as the dashboard shows it."""
-    percent = round(100.0 * current / total, 1) if total else 0.0
+    try:
+        percent = round(100.0 * float(current) / float(total), 1) if total else 0.0
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+        percent = 0.0
     return {
         "current": current,
         "total": total,
@@ -170,7 +174,12 @@ def _report(task: Task, current: float, total: float, message: str, args: tuple[
     (no request id), so progress() and Progress never say True for a report nobody got."""
     if task.request.id is None:
         return False
-    send_progress(task, progress_meta(current, total, message.format(*args) if args else message), throttle.store)
+    if args:
+        try:
+            message = message.format(*args)
+        except (IndexError, KeyError, ValueError, AttributeError, TypeError):
+            pass  # a message that does not fit its arguments is sent as written: a report never fails the task
+    send_progress(task, progress_meta(current, total, message), throttle.store)
     return True
 
 
@@ -308,13 +317,43 @@ def _start_os_thread(target: Callable[[], None]) -> None:
     start(target, ())
 
 
+MIN_TICK = 0.005  # seconds: a PROGRESS_INTERVAL of 0 (every call reported) must not spin the ticker
+
+
 def _tick() -> None:
     """This process's ticker, an OS thread that only sleeps: TICKS_PER_INTERVAL times per
-    PROGRESS_INTERVAL it cuts every watched reporter short (`tick`)."""
+    PROGRESS_INTERVAL (MIN_TICK at least) it cuts every watched reporter short (`tick`). A tick
+    that fails is logged and the next one comes; should the thread end anyway, it says so first:
+    every reporter then looks at its next call and starts another ticker (`_ticker_gone`)."""
     _, sleep = _originals()
-    while True:
-        sleep(config.PROGRESS_INTERVAL / TICKS_PER_INTERVAL)
-        tick()
+    warned = False
+    try:
+        while True:
+            sleep(max(MIN_TICK, config.PROGRESS_INTERVAL / TICKS_PER_INTERVAL))
+            try:
+                tick()
+            except Exception as exc:  # noqa: BLE001 - a reporter's report must not hang on it
+                if not warned:
+                    log.warning("progress tick failed: %r", exc)
+                    warned = True
+    finally:
+        _ticker_gone()
+
+
+def _ticker_gone() -> None:
+    """No ticker runs in this process (it ended, or this is a forked child, which has none of its
+    parent's threads): forget it, and make every reporter look at its next call, which starts one."""
+    _ticking_in[:] = []
+    _tried_in[:] = []
+    try:
+        holders = list(_watched)
+    except RuntimeError:
+        holders = []
+    for holder in holders:
+        holder.check_at = NOW
+
+
+os.register_at_fork(after_in_child=_ticker_gone)
 
 
 def tick() -> None:
@@ -360,8 +399,17 @@ def _new_run(sender: Task | None = None, **_: Any) -> None:
 @task_postrun.connect
 def _run_ended(sender: Task | None = None, **_: Any) -> None:
     """A run ended (Celery's task_postrun, sent whether the task succeeded or raised)."""
-    lane = getattr(sender, LANE, None) if sender is not None else None
-    if lane is not None and lane.running == get_ident():
+    if sender is None:
+        return
+    me = get_ident()
+    # An overlapping run's own throttle goes with it: under gevent and eventlet each run is a new
+    # greenlet (a new ident), and 17,352 of them were kept, and ticked, after 23,000 runs.
+    _throttles.pop((id(sender), me), None)
+    entry = getattr(_last, "entry", None)
+    if entry is not None and entry[0] is sender:
+        _last.__dict__.pop("entry", None)
+    lane = getattr(sender, LANE, None)
+    if lane is not None and lane.running == me:
         lane.running = None
 
 
@@ -387,8 +435,8 @@ def progress(task: Task, current: float, total: float, message: str = "", *args:
         lane = task._celery_dashboard_progress
     except AttributeError:
         lane = _lane_of(task)
-    if current < lane.check_at:
-        return False  # the fast path
+    if current < lane.check_at and (current < total or total == 0):
+        return False  # the fast path (this call's total counts: it may have dropped, or become known)
     if lane.shared:  # (a shared lane's check_at stays NOW: each thread's throttle decides)
         return _progress_shared(task, current, total, message, args)
     throttle = lane.throttle
@@ -408,7 +456,7 @@ def _progress_shared(task: Task, current: float, total: float, message: str, arg
             throttle = _throttle_for(task)
     except AttributeError:
         throttle = _throttle_for(task)
-    if current < throttle.check_at:
+    if current < throttle.check_at and (current < total or total == 0):
         return False
     if not throttle.due(current, total):
         return False

@@ -4,19 +4,23 @@ from __future__ import annotations
 import os
 
 
-def number(name: str, default: float) -> float:
-    """The float in environment variable `name`, or `default` when unset; RuntimeError if not a number."""
+def number(name: str, default: float, minimum: float | None = None) -> float:
+    """The float in environment variable `name`, or `default` when unset; RuntimeError if not a
+    number, or below `minimum`."""
     value = os.environ.get(name, "").strip()
     if not value:
         return default
     try:
-        return float(value)
+        result = float(value)
     except ValueError as exc:
         raise RuntimeError(f"{name} must be a number, got {value!r}") from exc
+    if minimum is not None and not result >= minimum:
+        raise RuntimeError(f"{name} must be at least {minimum:g}, got {value!r}")
+    return result
 
 
-# Seconds between two progress reports of one task; the final value is always sent.
-PROGRESS_INTERVAL = number("PROGRESS_INTERVAL", 0.1)
+# Seconds between two progress reports of one task (0: every call); the final value is always sent.
+PROGRESS_INTERVAL = number("PROGRESS_INTERVAL", 0.1, minimum=0)
 # Seconds between two reports of one task stored in the result backend (every report's event is
 # sent); the first report and the final value are always stored (celery_dashboard.reporting).
 PROGRESS_STORE_INTERVAL = number("PROGRESS_STORE_INTERVAL", 1.0)

@@ -178,3 +178,59 @@ def test_a_tick_keeps_an_int_total_s_check_an_int_and_a_float_total_s_a_float(cl
     assert floats.throttle.check_at == float("-inf")
     assert ints(2) is False and floats(0.002) is False  # looked (not yet due) and skips again
     assert (ints.throttle.check_at, floats.throttle.check_at) == (1000, 1.0)
+
+
+def test_a_forked_child_reports_with_a_ticker_of_its_own() -> None:
+    """A child process has none of its parent's threads: it forgets the parent's ticker, its
+    reporters look at their next call, and that call starts the child's own (a review found a
+    forked child's 2,500 calls sent nothing)."""
+    import os
+    import time
+
+    task = FakeTask()
+    task.clock = RealClock()  # type: ignore[assignment]
+    report = reporting.Progress(task, 10 ** 9)
+    report(1)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: half a second of calls, then how many reports it sent
+        try:
+            sent_before = len(task.sent)
+            until, n = time.monotonic() + 0.5, 1
+            while time.monotonic() < until:
+                n += 1
+                report(n)
+                time.sleep(0.0005)
+            os.write(write, str(len(task.sent) - sent_before).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    sent_in_child = int(os.read(read, 100) or b"0")
+    os.waitpid(pid, 0)
+    assert sent_in_child >= 3  # about one per 0.1 s
+
+
+def test_a_ticker_that_is_gone_makes_every_reporter_look_and_the_next_call_starts_another() -> None:
+    task = FakeTask()
+    task.clock = RealClock()  # type: ignore[assignment]
+    report = reporting.Progress(task, 1000)
+    report(1)
+    assert report.throttle.check_at == 1000
+    reporting._ticker_gone()  # what the ticker thread does when it ends (or a fork's child)
+    assert report.throttle.check_at == reporting.NOW and reporting._ticking_in == []
+    report(2)  # looks: starts this process's ticker again
+    import os
+
+    assert reporting._ticking_in == [os.getpid()]
+
+
+def test_a_negative_progress_interval_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A negative interval made the ticker's sleep raise and the thread die: every report after a
+    run's first was lost. It is now refused when the settings are read."""
+    from celery_dashboard import settings
+
+    monkeypatch.setenv("PROGRESS_INTERVAL", "-1")
+    with pytest.raises(RuntimeError, match="PROGRESS_INTERVAL must be at least 0"):
+        settings.number("PROGRESS_INTERVAL", 0.1, minimum=0)
+    monkeypatch.setenv("PROGRESS_INTERVAL", "0")
+    assert settings.number("PROGRESS_INTERVAL", 0.1, minimum=0) == 0.0
