@@ -12,6 +12,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+import redis
+
 from web import lifecycle, records
 from web.coalescer import Coalescer
 from web.store import TaskStore
@@ -300,6 +302,8 @@ class Reconciler:
         while True:
             cursor, ids = scan(cursor, RECOVER_SCAN)
             read += len(ids)
+            # Each unknown entry is read for its date_done: an entry's time to live cannot say when it
+            # was stored, since the app that wrote it set its own result_expires.
             unknown = self.store.unknown(ids)
             for task_id, meta in (self.read_results(unknown) if unknown else {}).items():
                 worker = meta.get("worker") if isinstance(meta.get("worker"), str) else None
@@ -634,8 +638,6 @@ class Reconciler:
 
 
 def _redis_error(exc: BaseException) -> bool:
-    import redis
-
     return isinstance(exc, (redis.RedisError, ConnectionError, OSError))
 
 
