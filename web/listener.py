@@ -120,9 +120,15 @@ class Listener:
             return None
 
     def beat(self) -> None:
+        """Write the heartbeat. One that cannot be written (Redis out of memory) is logged, never
+        cuts the subscription: events are read on."""
         self.beaten = time.time()
-        if self.client is not None:
+        if self.client is None:
+            return
+        try:
             self.client.set(HEARTBEAT_KEY, repr(self.beaten), ex=30 * 86400)
+        except redis.ResponseError as exc:
+            log.warning("listener heartbeat not written: %s", exc)
 
     def run(self) -> None:
         """Read events until `stop`, reconnecting with a backoff. Each (re)connect calls

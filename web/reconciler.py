@@ -27,11 +27,12 @@ CHUNK = 500
 CONFIRM_WINDOW = 10.0
 # Recovering a gap (`recover`): the result backend's keys read per SCAN, at most this many keys in
 # all, and at most RECOVER_LIMIT tasks (the newest) added; entries stored up to RECOVER_SLACK s
-# before the gap began count too (the workers' clocks, a heartbeat's age).
+# before the gap began count too: a worker's clock may be behind (its offset is not known before it
+# sends an event), and an unheard-of entry from before the gap was missed all the same.
 RECOVER_SCAN = 1000
 RECOVER_KEYS = 1_000_000
 RECOVER_LIMIT = 10_000
-RECOVER_SLACK = 10.0
+RECOVER_SLACK = 300.0
 # Seconds a worker that went offline has to come back before its running tasks are shown lost.
 # When a worker loses its broker connection (a Redis outage) Celery restarts its consumer: it sends
 # worker-offline, then worker-online from the same main process once reconnected, and its pool
@@ -321,8 +322,8 @@ class Reconciler:
                 break
         for _, _, update in sorted(newest, key=lambda e: (e[0], e[1])):
             self.coalescer.add(update)
-        if newest:
-            log.info("recovered %d task(s) the dashboard never heard of from the result backend", len(newest))
+        log.info("looked for tasks nobody heard of, ended since %s: %d result-backend entries read, %d recovered",
+                 records.iso(since), read, len(newest))
         return len(newest)
 
     def _forget_ended(self, stored: dict[str, dict[str, Any]]) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 STATUS = re.compile(rb'"status": *"([A-Za-z0-9_.-]{1,64})"')
+DATE_DONE = re.compile(rb'"date_done": *"([0-9T:.+-]{10,40})"')
+TAIL_BYTES = 1024  # read from the end of an entry too large to read: Celery writes date_done near its end
 PREVIEW_BYTES = 4096  # the size of a result or error preview in a task object (JSON text)
 MAX_EXACT = 2**53  # the largest integer a JavaScript number holds exactly
 
@@ -96,6 +98,9 @@ class BackendReader:
                 start = head.find(b'"result": ')
                 found[task_id] = {"too_large": size, "status": match.group(1).decode() if match else None,
                                   "head": head[start + 10:].decode(errors="replace") if start >= 0 else ""}
+                done = DATE_DONE.search(client.getrange(key, -TAIL_BYTES, -1) or b"")
+                if done:  # when it ended (web.reconciler.recover reads it)
+                    found[task_id]["date_done"] = done.group(1).decode()
         values = client.mget([key for _, key in small]) if small else []
         for (task_id, _), raw in zip(small, values, strict=True):
             if raw is not None:

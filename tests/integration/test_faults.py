@@ -98,8 +98,9 @@ def test_an_uninstrumented_app_s_tasks_that_ran_while_no_web_listened_are_shown_
     """The Celery tutorial's app (tests/userapp/mytasks.py: no celery_dashboard, events off) runs 20
     tasks while the only web process is down: no event, no registration, only the result backend
     knows them. The web that starts next looks in the backend for what ran since the last
-    listener's heartbeat (web.reconciler.Reconciler.recover) and shows them, results included, and
-    not an entry stored an hour before."""
+    listener's heartbeat (web.reconciler.Reconciler.recover) and shows them, results included (one
+    of 1.5 MB, too large to read whole: its end says when it ended; one from a worker whose clock is
+    a minute behind), and not an entry stored an hour before."""
     from datetime import UTC, datetime
 
     import redis
@@ -109,21 +110,28 @@ def test_an_uninstrumented_app_s_tasks_that_ran_while_no_web_listened_are_shown_
     wait_for(lambda: redis.Redis.from_url(stack.redis_url).get("dashboard:listened"), 10, what="a heartbeat")
     stack.kill_web(stack.url)
     stack.start_worker(name="tutorial", app="mytasks", events=False)
-    code = ("import json; from mytasks import add; sent = [add.delay(n, n) for n in range(20)]; "
-            "[r.get(timeout=30) for r in sent]; print(json.dumps([r.id for r in sent]))")
-    ids = json.loads(stack.python(code).stdout.strip().splitlines()[-1])
+    code = ("import json; from mytasks import add, huge_result; sent = [add.delay(n, n) for n in range(20)]; "
+            "big = huge_result.delay(1.5); [r.get(timeout=30) for r in [*sent, big]]; "
+            "print(json.dumps([[r.id for r in sent], big.id]))")
+    ids, big = json.loads(stack.python(code).stdout.strip().splitlines()[-1])
+    # A worker whose clock is a minute behind stores its endings a minute early.
+    late = f"slow-clock-{os.getpid()}"
+    client = redis.Redis.from_url(stack.redis_url)
+    client.set(f"celery-task-meta-{late}", json.dumps({
+        "status": "SUCCESS", "result": 5, "traceback": None, "children": [], "task_id": late,
+        "date_done": datetime.fromtimestamp(time.time() - 60, UTC).isoformat()}), ex=86400)
     # An entry stored an hour before the gap, as its expiry says (result_expires, 1 day): not the gap's.
     old = f"before-the-gap-{os.getpid()}"
     hour_ago = datetime.fromtimestamp(time.time() - 3600, UTC).isoformat()
-    client = redis.Redis.from_url(stack.redis_url)
     client.set(f"celery-task-meta-{old}", json.dumps({"status": "SUCCESS", "result": 7, "traceback": None,
                                                       "children": [], "date_done": hour_ago, "task_id": old}),
                ex=86400 - 3600)
     restarted = time.monotonic()
     api = Api(stack.start_web(port=port))
     expected = {task_id: {"state": "SUCCESS", "result": 2 * n} for n, task_id in enumerate(ids)}
+    expected.update({big: {"state": "SUCCESS", "result_truncated": True}, late: {"state": "SUCCESS", "result": 5}})
     waited = wait_all_right(api, expected)
-    recovery["an uninstrumented app's 20 tasks, run while no web listened"] = time.monotonic() - restarted
+    recovery["an uninstrumented app's 22 tasks, run while no web listened"] = time.monotonic() - restarted
     assert shown_right(api, expected) == [] and waited < TIMEOUT
     assert old not in {task["id"] for task in api.tasks(limit=500)}
 

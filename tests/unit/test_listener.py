@@ -153,3 +153,19 @@ def test_each_connect_names_when_the_gap_began_the_first_one_the_last_heartbeat(
     assert gaps[0] == 1000.5
     assert gaps[1] is not None and before <= gaps[1] <= time.time()
     assert float(client.get("dashboard:listened")) >= before
+
+
+def test_a_heartbeat_redis_refuses_never_cuts_the_subscription(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis out of memory (maxmemory, noeviction) refuses the heartbeat's SET: logged, and the
+    events are read on (raised, it dropped and remade the subscription every 5 s)."""
+    import redis
+
+    class Refusing(fakeredis.FakeRedis):
+        def set(self, *args: Any, **kwargs: Any) -> Any:
+            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+
+    listener = Listener(celery_app, lambda update: None)
+    listener.client = Refusing(server=fakeredis.FakeServer())
+    with caplog.at_level("WARNING"):
+        listener.beat()
+    assert "heartbeat not written" in caplog.text and listener.beaten > 0

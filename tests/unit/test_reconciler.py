@@ -522,7 +522,7 @@ def test_a_gap_s_tasks_nobody_heard_of_are_recovered_from_the_backend_newest_fir
 
     metas = {
         "known": {"status": "SUCCESS", "result": 1, "date_done": done(5)},
-        "before-the-gap": {"status": "SUCCESS", "result": 2, "date_done": done(100)},
+        "before-the-gap": {"status": "SUCCESS", "result": 2, "date_done": done(1000)},  # past RECOVER_SLACK
         "running": {"status": "STARTED", "result": None, "date_done": None},
         **{f"gap-{n}": {"status": "SUCCESS" if n % 2 else "FAILURE", "date_done": done(50 - n),
                         "result": n if n % 2 else {"exc_type": "ValueError", "exc_message": ["bad"]},
@@ -542,7 +542,7 @@ def test_a_gap_s_tasks_nobody_heard_of_are_recovered_from_the_backend_newest_fir
     parts.store.merge({"known": {"id": "known", "state": "STARTED", "source": "event", "updated": done(6)}})
     monkeypatch.setattr(module, "RECOVER_LIMIT", 3)
     parts.reconciler.read_results = Backend()
-    parts.reconciler.listener_connected(since=parts.wall.now - 55)  # gap-0 ended 50 s ago, before-the-gap 100
+    parts.reconciler.listener_connected(since=parts.wall.now - 55)  # gap-0 ended 50 s ago, before-the-gap 1000
     parts.reconciler.step()
     parts.pusher.flush()
     shown = {i: (t or {}).get("state") for i, t in parts.store.get_many(list(metas)).items()}
