@@ -85,7 +85,7 @@ def main() -> None:
     with app.app_context():
         dash = services()
     listener = Listener(dash.celery_app, dash.coalescer.add, on_connect=dash.reconciler.listener_connected,
-                        on_worker=dash.reconciler.worker_event, sleep=socketio.sleep)
+                        on_worker=dash.reconciler.worker_event, sleep=socketio.sleep, commands=dash.store.client)
     dash.listener = listener
     host, port = app.config["HOST"], app.config["PORT"]
     task_config.check_port("web", host, port, "PORT", "HOST")  # before anything starts

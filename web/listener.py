@@ -65,7 +65,7 @@ class Listener:
                  on_connect: Callable[[], Any] | None = None,
                  on_worker: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 max_backoff: float = 10.0) -> None:
+                 max_backoff: float = 10.0, commands: redis.Redis | None = None) -> None:
         self.celery_app = celery_app
         self.on_update = on_update
         self.on_connect = on_connect
@@ -76,6 +76,10 @@ class Listener:
         self.connected = False
         self.events = 0
         self.client: redis.Redis | None = None
+        # The heartbeat's client: the process's shared one (serve.py: the store's), so that the beat
+        # opens no connection of its own (a Heroku mini Redis allows 20 clients in all); else the
+        # subscription's client, whose pool then opens a second connection.
+        self.commands = commands
         self.cut_at: float | None = None  # when the connection was lost (epoch seconds), until reconnected
         self.beaten = 0.0
 
@@ -113,8 +117,9 @@ class Listener:
         this dashboard wrote (HEARTBEAT_KEY; none: a new dashboard, nothing was missed)."""
         if self.cut_at is not None:
             return self.cut_at
+        client = self.commands or self.client
         try:
-            beat = self.client.get(HEARTBEAT_KEY) if self.client is not None else None
+            beat = client.get(HEARTBEAT_KEY) if client is not None else None
             return float(beat) if beat else None
         except (ValueError, redis.RedisError):
             return None
@@ -123,10 +128,11 @@ class Listener:
         """Write the heartbeat. One that cannot be written (Redis out of memory) is logged, never
         cuts the subscription: events are read on."""
         self.beaten = time.time()
-        if self.client is None:
+        client = self.commands or self.client
+        if client is None:
             return
         try:
-            self.client.set(HEARTBEAT_KEY, repr(self.beaten), ex=30 * 86400)
+            client.set(HEARTBEAT_KEY, repr(self.beaten), ex=30 * 86400)
         except redis.ResponseError as exc:
             log.warning("listener heartbeat not written: %s", exc)
 
