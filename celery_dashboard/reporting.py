@@ -112,10 +112,7 @@ def _check_at(holder: Any, total: float, at_total: bool, current: Any = 0) -> fl
     holder.look_at = now
     if _ticking_in[-1:] != [os.getpid()] and not _watch(holder):
         return now
-    try:
-        return total if total > 0 and not at_total else never
-    except TypeError:  # a total that is not a number: every call looks, as before
-        return now
+    return total if total > 0 and not at_total else never  # (due() compared total already: a number)
 
 
 def progress_meta(current: float, total: float, message: str = "") -> dict[str, Any]:
@@ -174,22 +171,22 @@ def _report(task: Task, current: float, total: float, message: str, args: tuple[
     (no request id), so progress() and Progress never say True for a report nobody got."""
     if task.request.id is None:
         return False
-    if args:
-        try:
-            message = message.format(*args)
-        except (IndexError, KeyError, ValueError, AttributeError, TypeError):
-            pass  # a message that does not fit its arguments is sent as written: a report never fails the task
-    send_progress(task, progress_meta(current, total, message), throttle.store)
+    send_progress(task, progress_meta(current, total, _filled(message, *args) if args else message), throttle.store)
     return True
 
 
-def _template(template: str, current: float, total: float) -> str:
-    """A Progress reporter's own message, filled at a report: "{} of {} rows" or "{current} of
-    {total} rows". A template that does not fit is sent as written (a report never fails the task)."""
+def _filled(message: str, *args: Any, **kwargs: Any) -> str:
+    """`message.format(*args, **kwargs)`; a message that does not fit its arguments is sent as
+    written (a report never fails the task)."""
     try:
-        return template.format(current, total, current=current, total=total)
-    except (IndexError, KeyError, ValueError, AttributeError):
-        return template
+        return message.format(*args, **kwargs)
+    except (IndexError, KeyError, ValueError, AttributeError, TypeError):
+        return message
+
+
+def _template(template: str, current: float, total: float) -> str:
+    """A Progress reporter's own message, filled at a report: "{} of {} rows" or "{current} of {total} rows"."""
+    return _filled(template, current, total, current=current, total=total)
 
 
 def _revoked(task: Task, task_id: str) -> bool:
