@@ -73,11 +73,33 @@ async def _herd(url: str, clients: int, after: float, out: dict[str, Any]) -> No
     await asyncio.gather(*(sio.disconnect() for sio in herd if sio.connected))
 
 
+def collections(url: str) -> dict[str, float]:
+    """The web's full (generation 2) collections so far, from its /metrics (web.pauses): {"count",
+    "seconds" in all, "longest" since start}. A loopback run: the local admin may read it."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {"count": 0.0, "seconds": 0.0, "longest": 0.0}
+    names = {"dashboard_gc_pause_seconds_count": "count", "dashboard_gc_pause_seconds_sum": "seconds",
+             "dashboard_gc_longest_pause_seconds": "longest"}
+    for family in text_string_to_metric_families(requests.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name in names and sample.labels.get("generation") == "2":
+                found[names[sample.name]] = sample.value
+    return found
+
+
 async def measure(url: str, clients: int, seconds: float = 25.0) -> dict[str, Any]:
     """One herd of `clients` against the web at `url` while a watcher watches: {"clients",
-    "watcher_batches", "watcher_longest_gaps_ms", "snapshots", "snapshots_s"}."""
+    "watcher_batches", "watcher_longest_gaps_ms", "snapshots", "snapshots_s", "web_full_collections":
+    the web's generation-2 collections meanwhile {"count", "ms" in all, "longest_ms_since_start"}}."""
     out: dict[str, Any] = {"clients": clients}
+    before = collections(url)
     await asyncio.gather(_watch(url, seconds, out), _herd(url, clients, 4.0, out))
+    after = collections(url)
+    out["web_full_collections"] = {"count": int(after["count"] - before["count"]),
+                                   "ms": round((after["seconds"] - before["seconds"]) * 1000),
+                                   "longest_ms_since_start": round(after["longest"] * 1000)}
     return out
 
 

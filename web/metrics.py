@@ -2,6 +2,7 @@
 for admins or a scraper holding METRICS_TOKEN."""
 from __future__ import annotations
 
+import gc
 import hmac
 from collections import Counter
 from collections.abc import Iterator
@@ -9,8 +10,9 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from web import pauses
 from web.auth import identify
 from web.errors import ApiError
 
@@ -97,6 +99,28 @@ class Snapshot:
         yield consumers
         yield GaugeMetricFamily("dashboard_socketio_clients", "Socket.IO clients connected to this web process",
                                 value=self.clients)
+        yield from gc_families(pauses.PAUSES)
+
+
+def gc_families(recorded: pauses.Pauses) -> Iterator[Metric]:
+    """This web process's garbage-collection pauses since it started, by generation (web.pauses):
+    every client, launch and event read waits while one runs."""
+    histogram = HistogramMetricFamily(
+        "dashboard_gc_pause_seconds", "Pauses of this web process's cyclic garbage collector, by generation",
+        labels=["generation"])
+    longest = GaugeMetricFamily("dashboard_gc_longest_pause_seconds",
+                                "The longest pause of this web process's garbage collector since it started",
+                                labels=["generation"])
+    for generation in pauses.GENERATIONS:
+        buckets = [(str(bound), n) for bound, n in zip(pauses.BUCKETS, recorded.buckets[generation], strict=True)]
+        buckets.append(("+Inf", recorded.count[generation]))
+        histogram.add_metric([str(generation)], buckets, sum_value=recorded.total[generation])
+        longest.add_metric([str(generation)], recorded.longest[generation])
+    yield histogram
+    yield longest
+    yield GaugeMetricFamily("dashboard_gc_frozen_objects",
+                            "Objects kept out of every collection (CPython's gc.freeze at start)",
+                            value=gc.get_freeze_count())
 
 
 @bp.get("/metrics")

@@ -65,6 +65,24 @@ def test_metrics_parse_as_prometheus_text_with_every_family(stack: Stack, api: A
     assert any(s.labels.get("queue") == DEMO_QUEUE for s in families["dashboard_queue_depth"].samples)
 
 
+def test_the_served_web_froze_its_startup_objects_and_times_its_collections(stack: Stack, api: Api) -> None:
+    """serve.py keeps what it built at start out of the collector (a full collection walked it all,
+    pausing every client), and /metrics shows the collections it still runs, by generation."""
+    def samples() -> dict[tuple[str, str], float]:
+        families = text_string_to_metric_families(api.get("/metrics").text)
+        return {(s.name, s.labels.get("generation", "")): s.value for f in families for s in f.samples}
+
+    first = samples()
+    assert first[("dashboard_gc_frozen_objects", "")] > 50_000  # modules, Flask, Celery, kombu: ~110,000
+    for _ in range(3):  # each launch allocates: young collections follow
+        api.wait(api.launch("steps", steps=1, delay=0)["id"])
+    later = wait_for(lambda: (s := samples())[("dashboard_gc_pause_seconds_count", "0")]
+                     > first[("dashboard_gc_pause_seconds_count", "0")] and s, 30, what="a young collection timed")
+    assert later[("dashboard_gc_pause_seconds_sum", "0")] > first[("dashboard_gc_pause_seconds_sum", "0")]
+    assert 0 < later[("dashboard_gc_longest_pause_seconds", "0")] < 10
+    assert later[("dashboard_gc_frozen_objects", "")] == first[("dashboard_gc_frozen_objects", "")]
+
+
 def test_every_client_gets_the_workers_push(stack: Stack, api: Api) -> None:
     pushed: list[dict[str, Any]] = []
     client = socketio.Client(reconnection=False)
