@@ -27,10 +27,10 @@ NOT_FROM_CATALOG = ("this task was not launched from the dashboard (it was sent 
 
 
 def limited(view: Any) -> Any:
-    """The launch rate limits (LAUNCH_LIMIT per user, LAUNCH_LIMIT_PER_ADDRESS per address) on `view`."""
-    view = limiter.limit(lambda: current_app.config["LAUNCH_LIMIT_PER_ADDRESS"], exempt_when=api._limits_off)(view)
-    return limiter.limit(lambda: current_app.config["LAUNCH_LIMIT"], key_func=api._user_key,
-                         exempt_when=api._limits_off)(view)
+    """The launch rate limits (LAUNCH_LIMIT per user, LAUNCH_LIMIT_PER_ADDRESS per address) on `view`;
+    none without sign-in (web.extensions.limits_off)."""
+    view = limiter.limit(lambda: current_app.config["LAUNCH_LIMIT_PER_ADDRESS"])(view)
+    return limiter.limit(lambda: current_app.config["LAUNCH_LIMIT"], key_func=api._user_key)(view)
 
 
 def entry_of(record: dict[str, Any]) -> Entry | None:

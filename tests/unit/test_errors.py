@@ -56,3 +56,22 @@ def test_a_launch_with_bad_parameters_names_each_field_by_its_label(client: Any,
         {"field": "params.steps", "param": "steps", "label": "Steps", "message": "Enter a whole number from 1 to 1000"},
     ]
     assert sent == []
+
+
+def test_a_loopback_run_counts_no_limit_while_a_signed_in_app_beside_it_still_does(
+        redis_server: Any, results: Any, sent: list, limited: Any) -> None:
+    """Without sign-in every request is the local admin: the launch limits are not counted (one
+    Flask-Limiter serves every app of the process, so the choice is made per request)."""
+    loopback = make_app(redis_server, results, AUTH_REQUIRED=False, LAUNCH_LIMIT="2/minute",
+                        LAUNCH_LIMIT_PER_ADDRESS="2/minute", MAX_ACTIVE_PER_USER=100)
+    open_client = loopback.test_client()
+    statuses = [open_client.post("/api/tasks", json={"task": "steps", "params": {"steps": n}},
+                                 headers={"Origin": "http://localhost"}).status_code for n in range(1, 6)]
+    assert statuses == [202] * 5
+    assert "X-RateLimit-Limit" not in open_client.post(
+        "/api/tasks", json={"task": "steps", "params": {"steps": 9}}, headers={"Origin": "http://localhost"}).headers
+    signed = limited.test_client()
+    headers = {"Authorization": f"Bearer {limited.token}"}
+    statuses = [signed.post("/api/tasks", json={"task": "steps", "params": {"steps": n}}, headers=headers).status_code
+                for n in range(1, 5)]
+    assert statuses == [202] * 3 + [429]
