@@ -126,15 +126,17 @@ def merge_histograms(histograms: Iterable[Mapping[Any, int]]) -> dict[int, int]:
     return merged
 
 
-def histogram_percentiles(histogram: Mapping[int, int]) -> dict[str, float]:
-    """Percentiles of millisecond samples kept as {ms: count}."""
+def histogram_percentiles(histogram: Mapping[int, int], names: tuple[str, ...] = ("p50", "p95", "p99")
+                          ) -> dict[str, float]:
+    """Percentiles of millisecond samples kept as {ms: count}: each of `names` ("p1" .. "p99"),
+    with "n", "mean" and "max"."""
     total = sum(histogram.values())
     if not total:
         return {"n": 0}
     keys = sorted(histogram)
     result: dict[str, float] = {"n": total}
-    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-        rank, seen = min(total - 1, int(q * total)), 0
+    for name in names:
+        rank, seen = min(total - 1, int(int(name[1:]) / 100 * total)), 0
         for key in keys:
             seen += histogram[key]
             if seen > rank:

@@ -18,7 +18,11 @@ clients and for the last joiner alone, "tasks" messages per client per push tick
 counted in fixed windows of one tick from the first launch on; receive-side jitter can put two
 batches sent one tick apart into one window; and exactly, per batch, where the server numbers its
 batches as ours does: a batch is at most one per tick), and the bytes of a progress update as sent (a delta
-where the server sent one) beside the bytes of the full task object it stands for.
+where the server sent one) beside the bytes of the full task object it stands for. Where the lag goes
+(`lag_split`): each task's `finished` to the first client that had its end (the server's part: the
+event's way in, the wait for the tick, the store, the emit), then that first receipt to every other
+client's (the sends, and this one process reading 500 sockets); and the gaps between two messages
+to one client as received (under a tick: jitter, which the per-tick window count counts twice).
 
 The clients' process runs each storm with Python's cyclic garbage collector off
 (bench.common.collector_paused): a full collection walks every client's objects, and its pauses
@@ -88,6 +92,7 @@ class Watcher:
         self.sio = _Client(reconnection=True, reconnection_delay=0.5, reconnection_delay_max=2, json=json)
         self.tasks: dict[str, dict[str, Any]] = {}
         self.ended: dict[str, float] = {}  # task id -> ms from its `finished` to its terminal state here
+        self.ended_at: dict[str, float] = {}  # task id -> when (epoch s) its terminal state came here
         self.done = 0  # expected tasks among them
         self.message_times: list[float] = []
         self.batch_numbers: list[int] = []  # the server's number of each batch received (ours sends one)
@@ -147,6 +152,7 @@ class Watcher:
             return
         finished = task.get("finished")
         self.ended[task_id] = max(0.0, (now - _epoch(finished)) * 1000) if finished else 0.0
+        self.ended_at[task_id] = now
         if task_id in self.run.expected:
             self.done += 1
             self.run.got_terminal(self)
@@ -185,12 +191,26 @@ class Run:
         self.update_full_bytes.append(len(json.dumps(full, separators=(",", ":"))))
 
 
-def _ms_percentiles(values: list[float]) -> dict[str, Any]:
+def _ms_percentiles(values: list[float], keys: tuple[str, ...] = ("p50", "p95", "p99", "max")) -> dict[str, Any]:
     histogram: dict[int, int] = {}
     for value in values:
         histogram[int(value)] = histogram.get(int(value), 0) + 1
-    found = histogram_percentiles(histogram)
-    return {k: found.get(k) for k in ("p50", "p95", "p99", "max")} | {"n": found.get("n", 0)}
+    found = histogram_percentiles(histogram, tuple(k for k in keys if k != "max"))
+    return {k: found.get(k) for k in keys} | {"max": found.get("max"), "n": found.get("n", 0)}
+
+
+def lag_split(watchers: list[Watcher], expected: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The lag of every (client, task) in two parts, as ms percentiles: ({"p50", "p95", "p99", "max", "n"}
+    of each task's `finished` to the first client that had its terminal state, one value per task;
+    the same of each client's receipt after that first one, one value per client and task)."""
+    first: dict[str, tuple[float, float]] = {}  # task id -> (first receipt, its lag ms)
+    for watcher in watchers:
+        for task_id, at in watcher.ended_at.items():
+            if task_id in expected and watcher.ended.get(task_id, -1.0) >= 0 and at < first.get(task_id, (1e18, 0))[0]:
+                first[task_id] = (at, watcher.ended[task_id])
+    after = [(at - first[task_id][0]) * 1000 for watcher in watchers for task_id, at in watcher.ended_at.items()
+             if task_id in first and watcher.ended.get(task_id, -1.0) >= 0]
+    return _ms_percentiles([lag for _, lag in first.values()]), _ms_percentiles(after)
 
 
 async def _csrf(http: aiohttp.ClientSession, base_url: str) -> str | None:
@@ -277,6 +297,8 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
         for count in windows.values():
             per_tick[count] = per_tick.get(count, 0) + 1
     tick_stats = histogram_percentiles(per_tick)
+    split = lag_split(run.watchers, run.expected)
+    gaps = [(b - a) * 1000 for w in run.watchers for a, b in zip(w.message_times, w.message_times[1:], strict=False)]
     # Exactly, where the server numbers its batches (ours): messages per client per server batch.
     per_batch = [max(Counter(w.batch_numbers).values()) for w in run.watchers if w.batch_numbers]
     messages = sum(len(w.message_times) for w in run.watchers)
@@ -294,6 +316,14 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
         "delivered_pct": round(100 * delivered / (clients * len(ids)), 2) if ids else 0.0,
         "lag_ms": _ms_percentiles(lags),
         "last_joiner_lag_ms": _ms_percentiles(last.lags()),
+        # Where the lag is spent: from `finished` until the first client had the terminal state (the
+        # event's way in, the wait for the tick, the store, the emit), then from the first client to
+        # each other one (the sends to every client, and this one client process reading them all).
+        "lag_to_first_client_ms": split[0],
+        "lag_after_first_client_ms": split[1],
+        # The time between two messages to one client, as received: the server sends a batch per tick at
+        # most, so gaps under one tick are jitter (of the sends, or of this process's reading).
+        "message_gap_ms": {k: v for k, v in _ms_percentiles(gaps, ("p1", "p10", "p50")).items() if k != "max"},
         "messages_per_client_per_tick": {"p99": tick_stats.get("p99"), "max": tick_stats.get("max"),
                                          "tick_s": TICK},
         "messages_per_client_per_batch_max": max(per_batch) if per_batch else None,
@@ -333,7 +363,9 @@ def measure(base_url: str, clients: int, *, tasks: int = 40, steps: int = 250, c
 
     Returns {"clients", "delivered_pct" (terminal states received over clients x tasks, %),
     "lag_ms" and "last_joiner_lag_ms" ({"p50", "p95", "p99", "max", "n"}: ms from a task's
-    `finished` to a client receiving its terminal state), "messages_per_client_per_tick" ({"p99",
+    `finished` to a client receiving its terminal state), "lag_to_first_client_ms" and
+    "lag_after_first_client_ms" (the same shape: see `lag_split`), "message_gap_ms" ({"p1", "p10",
+    "p50", "max", "n"}: between two messages to one client), "messages_per_client_per_tick" ({"p99",
     "max", "tick_s"}), "bytes_per_progress_update" ({"mean": as sent, "full_mean": the full task
     object}, bytes of compact JSON), "tasks" ({"launched", "steps", "storm_s", "stopped_by", ...}),
     and a few counters (connected, reconnects, deltas_unapplied, ...)}. `timeout`: seconds after

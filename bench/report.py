@@ -376,6 +376,24 @@ def _fanout(results: dict[str, Any]) -> list[str]:
                    "bytes per progress update: as sent / full object", "server CPU (waiting for a CPU)",
                    "client process CPU (near 100%: the clients are the bottleneck)",
                    "machine busy", "connected; reconnects; storm"], rows)
+    split = [r for r in fanout.get("rounds") or [] if r.get("lag_to_first_client_ms")]
+    if split:
+        out += ["", "### Where the lag goes", "",
+                "Each lag in two parts: from the task's `finished` until the FIRST client had its terminal state "
+                "(the event's way to the server, the wait for the next push tick, the store, the emit: one value "
+                "per task), then from that first client to each other one (the sends to every client, and the one "
+                "client process reading them all: one value per client and task). And the time between two "
+                f"messages to one client as received: the server sends at most one batch per tick "
+                f"({_fmt(_get(split[0], 'messages_per_client_per_tick', 'tick_s'), ' s')}), so a gap under a tick "
+                "is jitter, which is what puts two messages in one tick window of the per-tick count.", ""]
+        out += _table(["clients", "relay", "finished to the first client p50 / p99 / max ms",
+                       "first client to each other p50 / p99 / max ms",
+                       "gap between two messages to one client p1 / p10 / p50 ms", "messages per tick window max"],
+                      [[r["clients"], RELAY_NAMES.get(r["relay"], r["relay"]),
+                        " / ".join(_fmt(_get(r, "lag_to_first_client_ms", k)) for k in ("p50", "p99", "max")),
+                        " / ".join(_fmt(_get(r, "lag_after_first_client_ms", k)) for k in ("p50", "p99", "max")),
+                        " / ".join(_fmt(_get(r, "message_gap_ms", k)) for k in ("p1", "p10", "p50")),
+                        _fmt(_get(r, "messages_per_client_per_tick", "max"))] for r in split])
     floors = [f for f in fanout.get("client_floor") or [] if "lag_ms" in f]
     if floors:
         out += ["", "### The measuring client's floor", "",

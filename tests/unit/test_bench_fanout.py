@@ -1,0 +1,36 @@
+"""The fan-out benchmark's split of each lag (bench.fanout.lag_split) and its percentiles."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from bench.common import histogram_percentiles
+from bench.fanout import lag_split
+
+
+def watcher(ended: dict[str, tuple[float, float]]) -> SimpleNamespace:
+    """A client that got each task's terminal state at (epoch s, lag ms)."""
+    return SimpleNamespace(ended={k: lag for k, (_, lag) in ended.items()},
+                           ended_at={k: at for k, (at, _) in ended.items()})
+
+
+def test_a_lag_splits_at_the_first_client_that_had_the_task_s_end() -> None:
+    # Task a: client 1 had its end first (lag 50 ms), client 2 0.125 s later; task b: client 2 first.
+    one = watcher({"a": (100.0, 50.0), "b": (200.25, 350.0)})
+    two = watcher({"a": (100.125, 175.0), "b": (200.0, 100.0), "other": (300.0, 5.0)})
+    first, after = lag_split([one, two], {"a", "b"})
+    assert (first["n"], first["p50"], first["max"]) == (2, 100, 100)  # a: 50 ms, b: 100 ms
+    assert after["n"] == 4  # one value per client and expected task: 0, 125 (a), 0, 250 (b)
+    assert (after["p50"], after["max"]) == (125, 250)
+
+
+def test_a_task_no_client_got_is_left_out_and_a_snapshot_end_counts_as_none() -> None:
+    early = watcher({"a": (10.0, -1.0)})  # ended before the storm (seen in a snapshot): lag -1
+    late = watcher({"a": (10.5, 40.0)})
+    first, after = lag_split([early, late], {"a", "never"})
+    assert (first["n"], first["max"]) == (1, 40)  # the snapshot's receipt is no earlier "first"
+    assert (after["n"], after["max"]) == (1, 0)
+
+
+def test_percentiles_by_name() -> None:
+    found = histogram_percentiles({10: 1, 20: 8, 95: 1}, ("p1", "p10", "p50", "p99"))
+    assert (found["p1"], found["p10"], found["p50"], found["p99"], found["max"]) == (10, 20, 20, 95, 95)
