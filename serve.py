@@ -79,7 +79,9 @@ def freeze_startup_objects() -> int:
     `gc.freeze`, docs.python.org/3/library/gc.html). They live as long as the process, yet each
     full (generation 2) collection walked them all, a pause of every push, launch and event read
     in this one-threaded server: while 1,000 clients connected, 126-147 ms a collection on average,
-    82-100 ms frozen (`python -m bench.herd 1000`; /metrics: dashboard_gc_pause_seconds)."""
+    82-100 ms frozen (`python -m bench.herd 1000`; /metrics: dashboard_gc_pause_seconds). A frozen
+    object freed by its reference count is freed as before; a reference cycle among frozen objects
+    that later becomes garbage is kept, at most what was frozen here, never growing."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
@@ -111,7 +113,7 @@ def main() -> None:
     socketio.start_background_task(sockets.watch_access, dash.users, recheck=app.config["SESSION_RECHECK"])
     # Workers and queues to every tab of the workers page (web.monitor), when they change.
     socketio.start_background_task(monitor.push_workers, app)
-    freeze_startup_objects()
+    log.info("%d objects built at start frozen out of the garbage collector", freeze_startup_objects())
     pauses.PAUSES.install()  # /metrics: dashboard_gc_pause_seconds
     log.info("dashboard on http://%s:%s (async mode %s)", host, port, MODE)
     # At most MAX_CONNECTIONS at once: eventlet.wsgi's max_size, a gevent pool of that size.

@@ -23,6 +23,7 @@ def limits_off() -> bool:
     were parsed and matched, 0.2-0.35 ms of CPU a launch, about 15% of one."""
     return not current_app.config["AUTH_REQUIRED"]
 
+
 if TYPE_CHECKING:  # only for the annotations: these modules import this one
     from collections.abc import Callable
     from typing import Any

@@ -119,7 +119,7 @@ def gc_families(recorded: pauses.Pauses) -> Iterator[Metric]:
     yield histogram
     yield longest
     yield GaugeMetricFamily("dashboard_gc_frozen_objects",
-                            "Objects kept out of every collection (CPython's gc.freeze at start)",
+                            "Objects frozen at start (CPython's gc.freeze) still alive: kept out of every collection",
                             value=gc.get_freeze_count())
 
 

@@ -80,7 +80,8 @@ def test_the_served_web_froze_its_startup_objects_and_times_its_collections(stac
                      > first[("dashboard_gc_pause_seconds_count", "0")] and s, 30, what="a young collection timed")
     assert later[("dashboard_gc_pause_seconds_sum", "0")] > first[("dashboard_gc_pause_seconds_sum", "0")]
     assert 0 < later[("dashboard_gc_longest_pause_seconds", "0")] < 10
-    assert later[("dashboard_gc_frozen_objects", "")] == first[("dashboard_gc_frozen_objects", "")]
+    # a frozen object freed since by its reference count leaves the count; nothing joins it
+    assert later[("dashboard_gc_frozen_objects", "")] <= first[("dashboard_gc_frozen_objects", "")]
 
 
 def test_every_client_gets_the_workers_push(stack: Stack, api: Api) -> None:
