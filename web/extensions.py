@@ -20,7 +20,7 @@ def limits_off() -> bool:
     """No rate limit is counted where sign-in is off (a loopback run: every request is the local
     admin, and /login only redirects). Flask-Limiter asks this before it resolves any limit
     (`Limiter.request_filter`); an `exempt_when` per limit was asked only after both launch limits
-    were parsed and matched, 0.2-0.35 ms of CPU a launch, about 15% of one."""
+    were parsed and matched: 0.2-0.35 ms of CPU a launch, about 15% of the launch view's."""
     return not current_app.config["AUTH_REQUIRED"]
 
 

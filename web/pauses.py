@@ -4,8 +4,9 @@ The web serves every client, launch and event read from one OS thread (eventlet)
 cyclic collector runs, all of them wait. A full (generation 2) collection walks every object the
 process holds: while 1,000 clients connected (`python -m bench.herd 1000`), full collections took
 126-147 ms on average and at most 148-161 ms before the startup objects were frozen
-(serve.freeze_startup_objects), 82-100 ms and at most 120-134 ms after. `Pauses` times each collection through
-`gc.callbacks` (docs.python.org/3/library/gc.html#gc.callbacks), so an operator can see them.
+(serve.freeze_startup_objects), 82-100 ms and at most 120-134 ms after. `Pauses` times each
+collection through `gc.callbacks` (docs.python.org/3/library/gc.html#gc.callbacks), so that an
+operator can see them.
 """
 from __future__ import annotations
 
