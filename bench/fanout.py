@@ -54,10 +54,11 @@ import engineio
 import socketio
 
 from bench.common import collector_paused, cpu_seconds, histogram_percentiles
+from web import config
 
 TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
 # The pusher's tick (web.config PUSH_INTERVAL): under a storm a client should get one message per tick.
-TICK = float(os.environ.get("PUSH_INTERVAL", "0.1"))
+TICK = float(os.environ.get("PUSH_INTERVAL") or config.PUSH_INTERVAL)
 CONNECT_GATE = 25  # connections opened at once
 SAMPLED = 2  # clients that also measure bytes (the first and the last joiner: every client gets the same)
 

@@ -21,6 +21,7 @@ from playwright.sync_api import sync_playwright
 
 from bench import render
 from devstack import CHROMIUM, CHROMIUM_ARGS, Stack, wait_for
+from web import config as web_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -168,7 +169,8 @@ def main() -> None:
         "progress_call_to_socketio_client_ms": percentiles(client_lags),
         **costs,
         "settings": {"launches": launches, "stepped_task": "20 steps, 0.05 s apart (browser); "
-                     "20 steps, 0.25 s apart (socket client)", "PROGRESS_INTERVAL": 0.1, "PUSH_INTERVAL": 0.1},
+                     "20 steps, 0.25 s apart (socket client)", "PROGRESS_INTERVAL": 0.1,
+                     "PUSH_INTERVAL": float(os.environ.get("PUSH_INTERVAL") or web_config.PUSH_INTERVAL)},
     }
     (RESULTS / "latency.json").write_text(json.dumps(report, indent=2))
     rows = [f"| {name.replace('_ms', '').replace('_', ' ')} | {v['n']} | {v.get('p50')} | {v.get('p95')} | "

@@ -22,6 +22,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MIN_SECRET = 32
 # Where a generated SECRET_KEY is kept, so that every web process signs sessions with the same one.
 SECRET_KEY_KEY = "dashboard:secret-key"
+# The push tick's default (s): a client gets at most one batch per tick, and a task's ending waits
+# up to one tick for its batch. At 0.1 s that wait was most of the lag: 500 clients in one client
+# process, p99 212 ms (docs/benchmark.md run I); at 0.05 s, 135-188 ms in 4 rounds. The tick still
+# stretches when pushing costs more than half of it (web.pusher), so many clients get fewer batches.
+PUSH_INTERVAL = 0.05
 
 
 def shared_secret_key(client: Any) -> str:
@@ -149,8 +154,8 @@ def from_env() -> dict[str, Any]:
         "QUERY_SCAN_LIMIT": task_config._int("QUERY_SCAN_LIMIT", 10_000),
         # Simultaneous connections one web process accepts (eventlet's default is 1,024).
         "MAX_CONNECTIONS": task_config._int("MAX_CONNECTIONS", 10_000),
-        # Seconds between two pushed batches under load.
-        "PUSH_INTERVAL": task_config._float("PUSH_INTERVAL", 0.1),
+        # Seconds between two pushed batches under load (stretched when pushing costs more: web.pusher).
+        "PUSH_INTERVAL": task_config._float("PUSH_INTERVAL", PUSH_INTERVAL),
         # A client with more batches than this waiting to be sent is disconnected (it resyncs).
         "SLOW_CLIENT_BATCHES": task_config._int("SLOW_CLIENT_BATCHES", 100),
         # Seconds between two checks of unfinished tasks against the result backend.

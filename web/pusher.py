@@ -157,7 +157,7 @@ class Pusher:
         The tick stretches when batches cost more than `busy_share` of it: the time from each
         emit until this process's writers have sent it (one yield to them) is measured, and the
         next flush waits at least the median of the last COSTS_KEPT divided by `busy_share`. With a
-        thousand clients a batch's sends alone can take a whole 100 ms tick; pushes then keep the
+        thousand clients a batch's sends alone can take 100 ms; pushes then keep the
         process from launches, events and new connections, and every client falls behind. What
         else runs in that yield (a burst of events) is measured with it, and the store's round
         trips before the emit would be too: they are not counted, and one dear batch alone does
