@@ -8,7 +8,7 @@ full, as after a restart of a dashboard in use. A watcher client connects, launc
 tasks that report every 0.1 s for `--seconds`, and notes when each pushed batch arrives; after 4 s,
 N clients (python-socketio AsyncClients, websocket, all in this one process) connect at once, wait
 for their snapshots and leave. Reported per herd: the watcher's batches and its three longest gaps
-between two of them (ms; a batch is due every PUSH_INTERVAL, 0.05 s), the snapshots received and
+between two of them (ms; the tasks report every 0.1 s, so a batch is due that often), the snapshots received and
 the seconds until the last one.
 
 Before web.pusher.Pusher.snapshot_turn, 1,000 clients connecting held the watcher's updates back

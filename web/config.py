@@ -157,7 +157,7 @@ def from_env() -> dict[str, Any]:
         # Seconds between two pushed batches under load (stretched when pushing costs more: web.pusher).
         "PUSH_INTERVAL": task_config._float("PUSH_INTERVAL", PUSH_INTERVAL),
         # A client with more batches than this waiting to be sent is disconnected (it resyncs).
-        "SLOW_CLIENT_BATCHES": task_config._int("SLOW_CLIENT_BATCHES", 100),
+        "SLOW_CLIENT_BATCHES": task_config._int("SLOW_CLIENT_BATCHES", 200),  # 10 s at the fastest tick
         # Seconds between two checks of unfinished tasks against the result backend.
         "RECONCILE_INTERVAL": task_config._float("RECONCILE_INTERVAL", 5.0),
         # Socket.IO ping interval (s): well below Heroku's 55 s idle cut-off.

@@ -12,14 +12,14 @@ from typing import Any
 
 import redis
 
-from web import lifecycle, records
+from web import config, lifecycle, records
 from web.coalescer import Coalescer
 from web.store import TaskStore
 
 log = logging.getLogger(__name__)
 
 COSTS_KEPT = 5  # the push tick follows the median cost of this many last batches (Pusher.run)
-MAX_STRETCH = 5.0  # ... and never grows past this many PUSH_INTERVALs
+MAX_TICK = 0.5  # ... and never stretches past this many seconds (nor below PUSH_INTERVAL)
 
 Emit = Callable[[list[dict[str, Any]]], None]
 ReadResults = Callable[[list[str]], dict[str, dict[str, Any]]]
@@ -34,8 +34,9 @@ class Pusher:
     """
 
     def __init__(self, store: TaskStore, coalescer: Coalescer, read_results: ReadResults, emit: Emit,
-                 interval: float = 0.1, busy_share: float = 0.5, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, remembered: int = 20_000,
+                 interval: float = config.PUSH_INTERVAL, busy_share: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 remembered: int = 20_000,
                  unconfirmed: Callable[[list[str]], None] | None = None) -> None:
         self.store = store
         self.coalescer = coalescer
@@ -163,9 +164,11 @@ class Pusher:
         trips before the emit would be too: they are not counted, and one dear batch alone does
         not stretch the tick (in a 500-client storm, one flush measured 139 ms with its store
         write, another 176 ms from its emit, among batches of 20-60 ms; each stretched the next
-        tick to 330 ms and the clients' lag with it). The tick is at most MAX_STRETCH intervals:
-        a process starved of CPU measures every batch dear, and an unbounded tick would hold
-        every client's view still for as long, merging away the states in between.
+        tick to 330 ms and the clients' lag with it). The tick is at most MAX_TICK seconds (or
+        `interval`, if longer): a process starved of CPU measures every batch dear, and an unbounded
+        tick would hold every client's view still for as long, merging away the states in between.
+        A cap in seconds, not in ticks, keeps pushing under half of this process's time up to the
+        same cost per batch (250 ms) whatever PUSH_INTERVAL is.
         """
         self.running = True
         backoff = self.interval
@@ -190,14 +193,14 @@ class Pusher:
                 if self.emitted_at is not None:
                     costs.append(self.clock() - self.emitted_at)
                     tick = min(max(self.interval, statistics.median(costs) / self.busy_share),
-                               self.interval * MAX_STRETCH)
+                               max(self.interval, MAX_TICK))
                 backoff = self.interval
             except (redis.RedisError, ConnectionError, OSError) as exc:
-                log.warning("push failed (%s); retrying in %.1f s", exc, backoff)
+                log.warning("push failed (%s); retrying in %.2f s", exc, backoff)
                 self.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception:
-                log.exception("push failed; retrying in %.1f s", backoff)
+                log.exception("push failed; retrying in %.2f s", backoff)
                 self.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             if self.coalescer:

@@ -7,7 +7,7 @@ import pytest
 
 from web import records
 from web.coalescer import Coalescer
-from web.pusher import Pusher
+from web.pusher import COSTS_KEPT, Pusher
 from web.reconciler import Reconciler
 from web.store import TaskStore
 from web.workers import Workers
@@ -35,7 +35,7 @@ class Relay:
     def __init__(self, store: TaskStore, read: Any, emit: Emits, clock: Any = None) -> None:
         self.store = store
         self.coalescer = Coalescer()
-        self.pusher = Pusher(store, self.coalescer, read, emit)
+        self.pusher = Pusher(store, self.coalescer, read, emit, interval=0.1)  # the tests' tick (default 0.05)
         self.workers = Workers(clock=clock) if clock else Workers()
         self.reconciler = Reconciler(store, self.coalescer, read, self.workers)
         self.add, self.flush = self.coalescer.add, self.pusher.flush
@@ -274,6 +274,16 @@ def test_the_tick_stretches_at_most_five_fold(relay: Relay, emits: Emits) -> Non
     gaps = flush_gaps_when_each_emit_costs(relay, emits, 2.0, [(i / 100, prog("a", i + 1, 10_000))
                                                                for i in range(1000)])
     assert gaps and max(gaps) <= 2.0 + 1e-6
+    assert emits[-1][0]["progress"]["current"] == 1000
+
+
+def test_a_shorter_tick_stretches_as_far_in_seconds(relay: Relay, emits: Emits) -> None:
+    # At the default 0.05 s tick, batches that take 200 ms to push stretch it to 400 ms, as at 0.1 s:
+    # the cap is MAX_TICK seconds (0.5), not a number of ticks (five would be 250 ms here).
+    relay.pusher.interval = 0.05
+    gaps = flush_gaps_when_each_emit_costs(relay, emits, 0.2, [(i / 100, prog("a", i + 1, 10_000))
+                                                               for i in range(1000)])
+    assert len(gaps) > 3 and min(gaps[COSTS_KEPT:]) >= 0.4 - 1e-6
     assert emits[-1][0]["progress"]["current"] == 1000
 
 
