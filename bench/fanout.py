@@ -54,11 +54,16 @@ import engineio
 import socketio
 
 from bench.common import collector_paused, cpu_seconds, histogram_percentiles
-from web import config
 
 TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
 # The pusher's tick (web.config PUSH_INTERVAL): under a storm a client should get one message per tick.
-TICK = float(os.environ.get("PUSH_INTERVAL") or config.PUSH_INTERVAL)
+def tick_s() -> float:
+    """The web's push tick (s): PUSH_INTERVAL, else web.config's default. Imported when asked, not
+    with this module: web.config imports tasks.config, which reads REDIS_URL once, and the harness
+    sets it only when it starts its stack."""
+    from web import config
+
+    return float(os.environ.get("PUSH_INTERVAL") or config.PUSH_INTERVAL)
 CONNECT_GATE = 25  # connections opened at once
 SAMPLED = 2  # clients that also measure bytes (the first and the last joiner: every client gets the same)
 
@@ -290,10 +295,11 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
     lags = [lag for w in run.watchers for lag in w.lags()]
     delivered = sum(w.done for w in run.watchers)
     per_tick: dict[int, int] = {}
+    tick = tick_s()
     for watcher in run.watchers:
         windows: dict[int, int] = {}
         for t in watcher.message_times:
-            key = int((t - run.storm_started) / TICK)
+            key = int((t - run.storm_started) / tick)
             windows[key] = windows.get(key, 0) + 1
         for count in windows.values():
             per_tick[count] = per_tick.get(count, 0) + 1
@@ -326,7 +332,7 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
         # most, so gaps under one tick are jitter (of the sends, or of this process's reading).
         "message_gap_ms": {k: v for k, v in _ms_percentiles(gaps, ("p1", "p10", "p50")).items() if k != "max"},
         "messages_per_client_per_tick": {"p99": tick_stats.get("p99"), "max": tick_stats.get("max"),
-                                         "tick_s": TICK},
+                                         "tick_s": tick},
         "messages_per_client_per_batch_max": max(per_batch) if per_batch else None,
         "batches_per_second": (round(len(set(run.watchers[0].batch_numbers)) / max(storm_s, 1e-9), 1)
                                if run.watchers and run.watchers[0].batch_numbers else None),
