@@ -126,6 +126,15 @@ def merge_histograms(histograms: Iterable[Mapping[Any, int]]) -> dict[int, int]:
     return merged
 
 
+def tick_s() -> float:
+    """The web's push tick (s): PUSH_INTERVAL, else web.config's default. Imported when asked, not
+    with this module: web.config imports tasks.config, which reads REDIS_URL once, and the harness
+    sets it only when it starts its stack."""
+    from web import config
+
+    return float(os.environ.get("PUSH_INTERVAL") or config.PUSH_INTERVAL)
+
+
 def histogram_percentiles(histogram: Mapping[int, int], names: tuple[str, ...] = ("p50", "p95", "p99")
                           ) -> dict[str, float]:
     """Percentiles of millisecond samples kept as {ms: count}: each of `names` ("p1" .. "p99"),

@@ -53,17 +53,10 @@ import aiohttp
 import engineio
 import socketio
 
-from bench.common import collector_paused, cpu_seconds, histogram_percentiles
+from bench.common import collector_paused, cpu_seconds, histogram_percentiles, tick_s
 
 TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
 # The pusher's tick (web.config PUSH_INTERVAL): under a storm a client should get one message per tick.
-def tick_s() -> float:
-    """The web's push tick (s): PUSH_INTERVAL, else web.config's default. Imported when asked, not
-    with this module: web.config imports tasks.config, which reads REDIS_URL once, and the harness
-    sets it only when it starts its stack."""
-    from web import config
-
-    return float(os.environ.get("PUSH_INTERVAL") or config.PUSH_INTERVAL)
 CONNECT_GATE = 25  # connections opened at once
 SAMPLED = 2  # clients that also measure bytes (the first and the last joiner: every client gets the same)
 
@@ -372,7 +365,7 @@ def measure(base_url: str, clients: int, *, tasks: int = 40, steps: int = 250, c
     "lag_ms" and "last_joiner_lag_ms" ({"p50", "p95", "p99", "max", "n"}: ms from a task's
     `finished` to a client receiving its terminal state), "lag_to_first_client_ms" and
     "lag_after_first_client_ms" (the same shape: see `lag_split`), "message_gap_ms" ({"p1", "p10",
-    "p50", "max", "n"}: between two messages to one client), "messages_per_client_per_tick" ({"p99",
+    "p50", "n"}: between two messages to one client), "messages_per_client_per_tick" ({"p99",
     "max", "tick_s"}), "bytes_per_progress_update" ({"mean": as sent, "full_mean": the full task
     object}, bytes of compact JSON), "tasks" ({"launched", "steps", "storm_s", "stopped_by", ...}),
     and a few counters (connected, reconnects, deltas_unapplied, ...)}. `timeout`: seconds after

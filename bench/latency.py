@@ -20,7 +20,7 @@ import socketio
 from playwright.sync_api import sync_playwright
 
 from bench import render
-from bench.fanout import tick_s as fanout_tick
+from bench.common import tick_s
 from devstack import CHROMIUM, CHROMIUM_ARGS, Stack, wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -170,7 +170,7 @@ def main() -> None:
         **costs,
         "settings": {"launches": launches, "stepped_task": "20 steps, 0.05 s apart (browser); "
                      "20 steps, 0.25 s apart (socket client)", "PROGRESS_INTERVAL": 0.1,
-                     "PUSH_INTERVAL": fanout_tick()},
+                     "PUSH_INTERVAL": tick_s()},
     }
     (RESULTS / "latency.json").write_text(json.dumps(report, indent=2))
     rows = [f"| {name.replace('_ms', '').replace('_', ' ')} | {v['n']} | {v.get('p50')} | {v.get('p95')} | "

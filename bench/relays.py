@@ -12,7 +12,7 @@ import traceback
 from typing import Any
 
 from bench import baselines, client_floor, fanout
-from bench.common import memory_mb, wait_idle
+from bench.common import memory_mb, tick_s, wait_idle
 from bench.harness import CpuSampler, Profile, Run, log
 
 RELAYS = ("ours", "naive", "mq")
@@ -86,7 +86,7 @@ def floor(run: Run, rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
             log(f"  client floor x {r['clients']} clients, {r['bytes_per_message_mean']:.0f} B per message")
             try:
                 found.append(client_floor.measure(url, r["clients"], int(r["bytes_per_message_mean"]),
-                                                  tick=fanout.tick_s()))
+                                                  tick=tick_s()))
             except Exception as exc:  # noqa: BLE001 - recorded, the next count still runs
                 found.append({"clients": r["clients"], "error": f"{type(exc).__name__}: {exc}"})
             wait_idle(proc.pid, timeout=10)
