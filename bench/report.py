@@ -256,10 +256,13 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
         add("Events lost before reconciliation (every rung, rates up to the highest tried)",
             "0 up to the sustained rate", _fmt(ingest.get("web_events_lost_before_reconciliation")),
             f"Flower {_fmt(ingest.get('flower_events_lost'))}", "", "see the rungs: 'sustained' requires 0")
+        unlisted = ingest.get("web_tasks_unlisted_after_reconciliation") or 0
         add("Tasks lost after reconciliation (every rung)", "0",
-            _fmt(ingest.get("web_tasks_wrong_after_reconciliation")),
+            _fmt(ingest.get("web_tasks_wrong_after_reconciliation"))
+            + (f" (and {unlisted:,} the API could not list: QUERY_SCAN_LIMIT)" if unlisted else ""),
             f"Flower (no reconciliation) never applied task-succeeded: {_fmt(ingest.get('flower_tasks_lost'))}", "",
-            _at_most(ingest.get("web_tasks_wrong_after_reconciliation"), 0, " tasks"))
+            f"not measured: {unlisted:,} tasks unlisted" if unlisted
+            else _at_most(ingest.get("web_tasks_wrong_after_reconciliation"), 0, " tasks"))
 
     # -- launch
     for mode, level in _launch_levels(results):
@@ -451,9 +454,11 @@ def _ingest(results: dict[str, Any]) -> list[str]:
            "index took the event in); ours, a task's events once its ending is stored in Redis (the web runs "
            "this step with its backend poll and periodic reconciliation off, so only events reach the store). "
            "Applied/s = events / (last applied - first published). Decoded/s (ours) is the old, flattering count. "
-           "Lost before reconciliation: events the listener never decoded. After reconciliation: our listener's "
-           "connection is cut as Redis cuts a slow subscriber (CLIENT KILL), it reconciles from the result "
-           "backend, and GET /api/tasks is read; Flower has no reconciliation. Sustained = 0 lost before "
+           "Lost before reconciliation: events the listener never decoded. After reconciliation: after a rung "
+           "with tasks not ended in the store, our web restarts with its production settings and reconciles "
+           "from the result backend as its listener connects; then every one of the rung's tasks is read back "
+           "through GET /api/tasks (QUERY_SCAN_LIMIT is set above the history, so the search lists them all); "
+           "Flower has no reconciliation. Sustained = 0 lost before "
            "reconciliation and everything applied within max(0.5 s, 10% of the publish time) after the flood. "
            "After the ladder's rungs, finer ones between each side's highest sustained rung and the next it "
            "missed (or above its highest), every side watching each, both started afresh for them (an empty "
@@ -471,7 +476,8 @@ def _ingest(results: dict[str, Any]) -> list[str]:
             tasks = v.get("tasks_after_reconciliation") or {}
             cell += (f"; decoded {_fmt(v.get('decoded_per_s'))}/s; tasks not ended in the store before "
                      f"reconciliation {_fmt(v.get('tasks_not_stored_as_ended_before_reconciliation'))}, SUCCESS in "
-                     f"the API after it {tasks.get('success_in_api')}/{tasks.get('total')}")
+                     f"the API after it {tasks.get('success_in_api')}/{tasks.get('total')}"
+                     + (f" ({tasks['unlisted']} the API could not list)" if tasks.get("unlisted") else ""))
         else:
             cell += f"; tasks it saw succeed {_fmt(v.get('tasks_succeeded'))}/{_fmt(r.get('tasks'))}"
         waited = _fmt(_get(v, "cpu", "waiting_for_cpu_percent"), "%")

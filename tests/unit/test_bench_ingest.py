@@ -1,4 +1,5 @@
-"""The ingest benchmark's finer rungs: where each side's sustained rate is looked for next."""
+"""The ingest benchmark: where each side's sustained rate is looked for next, what counts as
+applied, and how its tasks are read back."""
 from __future__ import annotations
 
 from typing import Any
@@ -54,3 +55,43 @@ def test_the_sustained_figure_is_the_rate_applied_not_the_rate_published() -> No
     assert sustained_applied(rungs, "web") == 16_427.1  # not 17,579.1 (published), not 18,000 (not sustained)
     assert sustained_applied(rungs, "flower") == 7_000.0
     assert sustained_applied(rungs[2:], "web") is None
+
+
+class _Served:
+    """`requests.get` answered by the app's test client (the same view, no socket)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get(self, url: str, params: dict[str, Any], timeout: float) -> Any:
+        path = url.split("://", 1)[1].split("/", 1)[1]
+        response = self.client.get(f"/{path}", query_string=params)
+
+        class Answer:
+            def json(self) -> Any:
+                return response.get_json()
+
+        return Answer()
+
+
+def test_tasks_the_api_cannot_list_past_its_search_bound_are_not_counted_lost(
+        redis_server: Any, results: Any, sent: list, monkeypatch: Any) -> None:
+    """Run J's flood of 11,429 tasks read back 10,000 SUCCESS: GET /api/tasks searched only the newest
+    QUERY_SCAN_LIMIT (10,000) entries, and the benchmark called the rest lost. A task the API lists
+    in another state is still counted wrong; one it cannot list is counted apart."""
+    from bench import ingest
+    from tests.unit.conftest import make_app
+    from web import records
+
+    app = make_app(redis_server, results, QUERY_SCAN_LIMIT=5)
+    dash = app.extensions["dashboard"]
+    dash.store.merge({f"t{i}": {"id": f"t{i}", "state": "STARTED" if i == 7 else "SUCCESS", "name": "x",
+                                "created": records.iso(1000.0 + i)} for i in range(8)})
+    monkeypatch.setattr(ingest, "requests", _Served(app.test_client()))
+    ids = [f"t{i}" for i in range(8)]
+    got = ingest.tasks_right("http://web", ids, cap=0)
+    # Newest first: t7 (STARTED), t6..t3 listed; t2, t1, t0 past the bound.
+    assert (got["success_in_api"], got["wrong_or_missing"], got["unlisted"]) == (4, 1, 3)
+    # With the rung's start as `since`, the search covers the rung alone: nothing unlisted.
+    got = ingest.tasks_right("http://web", ids[5:], cap=0, since=1004.5)
+    assert (got["success_in_api"], got["wrong_or_missing"], got["unlisted"]) == (2, 1, 0)
