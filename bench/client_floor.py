@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 # A pushed change and a whole task object as our storm sends them (bench/fanout.py measures their size).
@@ -86,26 +87,30 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
 async def _measure(url: str, clients: int, size: int, count: int, tick: float, timeout: float) -> dict[str, Any]:
     import aiohttp
 
-    from bench.common import collector_paused
+    from bench.common import collector_paused, histogram_percentiles, per_tick_windows
     from bench.fanout import CONNECT_GATE, _Client, _ms_percentiles, leave_all
 
     lags: list[float] = []
     received = 0
     done = asyncio.Event()
+    times: list[list[float]] = [[] for _ in range(clients)]  # each client's receive times (monotonic)
 
-    async def on_tasks(data: dict[str, Any]) -> None:
-        nonlocal received
-        lags.append((time.time() - data["emitted"]) * 1000)
-        for change in data.get("changes", ()):  # as the fan-out's clients look at each object
-            change.get("state")
-        received += 1
-        if received >= clients * count:
-            done.set()
+    def on_tasks_of(mine: list[float]) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        async def on_tasks(data: dict[str, Any]) -> None:
+            nonlocal received
+            mine.append(time.monotonic())
+            lags.append((time.time() - data["emitted"]) * 1000)
+            for change in data.get("changes", ()):  # as the fan-out's clients look at each object
+                change.get("state")
+            received += 1
+            if received >= clients * count:
+                done.set()
+        return on_tasks
 
     sios = []
-    for _ in range(clients):
+    for mine in times:
         sio = _Client(reconnection=False, json=json)
-        sio.on("tasks", on_tasks)
+        sio.on("tasks", on_tasks_of(mine))
         sios.append(sio)
     gate = asyncio.Semaphore(CONNECT_GATE)
 
@@ -115,6 +120,7 @@ async def _measure(url: str, clients: int, size: int, count: int, tick: float, t
 
     await asyncio.gather(*(connect(s) for s in sios))
     await asyncio.sleep(0.5)
+    posted = time.monotonic()  # the windows start here, as the fan-out's start with its storm
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{url}/start", json={"bytes": size, "count": count, "tick": tick}) as answer:
             sent_bytes = (await answer.json())["bytes"]
@@ -129,6 +135,8 @@ async def _measure(url: str, clients: int, size: int, count: int, tick: float, t
     return {"clients": clients, "message_bytes": sent_bytes, "messages": count, "tick_s": tick,
             "delivered_pct": round(100 * received / (clients * count), 2),
             "lag_ms": _ms_percentiles(lags),
+            # One message per tick sent: by receive time, what the client alone puts in one tick window.
+            "messages_per_client_per_tick": histogram_percentiles(per_tick_windows(times, posted, tick)),
             "client_us_per_message": round(cpu / max(1, received) * 1e6),
             "client_process_cpu_pct": round(100 * cpu / max(wall, 1e-9), 1)}
 

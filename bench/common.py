@@ -8,6 +8,7 @@ import json
 import os
 import statistics
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -133,6 +134,18 @@ def tick_s() -> float:
     from web import config
 
     return float(os.environ.get("PUSH_INTERVAL") or config.PUSH_INTERVAL)
+
+
+def per_tick_windows(times: Iterable[list[float]], start: float, tick: float) -> dict[int, int]:
+    """How many messages each client received in each fixed window of `tick` s from `start` (all in
+    one clock's seconds): {messages in a window: how many (client, window) pairs had that many},
+    for histogram_percentiles. `times`: each client's receive times. Windows with none are left out."""
+    counts: dict[int, int] = {}
+    for received in times:
+        windows = Counter(int((t - start) / tick) for t in received)
+        for n in windows.values():
+            counts[n] = counts.get(n, 0) + 1
+    return counts
 
 
 def histogram_percentiles(histogram: Mapping[int, int], names: tuple[str, ...] = ("p50", "p95", "p99")

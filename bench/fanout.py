@@ -53,7 +53,7 @@ import aiohttp
 import engineio
 import socketio
 
-from bench.common import collector_paused, cpu_seconds, histogram_percentiles, tick_s
+from bench.common import collector_paused, cpu_seconds, histogram_percentiles, per_tick_windows, tick_s
 
 TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
 # The pusher's tick (web.config PUSH_INTERVAL): under a storm a client should get one message per tick.
@@ -287,16 +287,9 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
 
     lags = [lag for w in run.watchers for lag in w.lags()]
     delivered = sum(w.done for w in run.watchers)
-    per_tick: dict[int, int] = {}
     tick = tick_s()
-    for watcher in run.watchers:
-        windows: dict[int, int] = {}
-        for t in watcher.message_times:
-            key = int((t - run.storm_started) / tick)
-            windows[key] = windows.get(key, 0) + 1
-        for count in windows.values():
-            per_tick[count] = per_tick.get(count, 0) + 1
-    tick_stats = histogram_percentiles(per_tick)
+    tick_stats = histogram_percentiles(per_tick_windows((w.message_times for w in run.watchers),
+                                                        run.storm_started, tick))
     split = lag_split(run.watchers, run.expected)
     gaps = [(b - a) * 1000 for w in run.watchers for a, b in zip(w.message_times, w.message_times[1:], strict=False)]
     # Exactly, where the server numbers its batches (ours): messages per client per server batch.

@@ -208,7 +208,7 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
             f"(at {worst['clients']} clients)",
             "; ".join(f"{RELAY_NAMES[name]} max {_fmt(_worst(results, name, 'messages_per_client_per_tick', 'max'))}"
                       for name in ("naive", "mq") if rounds(results, name)),
-            "", _at_most(top, 1, ""))
+            _floor_windows(results), _at_most(top, 1, ""))
         sent = [(r.get("clients"), _get(r, "bytes_per_progress_update", "mean"),
                  _get(r, "bytes_per_progress_update", "full_mean"))
                 for r in ours_rounds if _get(r, "bytes_per_progress_update", "mean")]
@@ -387,7 +387,7 @@ def _fanout(results: dict[str, Any]) -> list[str]:
                 "per task), then from that first client to each other one (the sends to every client, and the one "
                 "client process reading them all: one value per client and task). And the time between two "
                 f"messages to one client as received: the server sends at most one batch per tick "
-                f"({_fmt(_get(split[0], 'messages_per_client_per_tick', 'tick_s'), ' s')}), so a gap under a tick "
+                f"({_fmt(_get(split[0], 'messages_per_client_per_tick', 'tick_s'), ' s', 3)}), so a gap under a tick "
                 "is jitter, which is what puts two messages in one tick window of the per-tick count.", ""]
         out += _table(["clients", "relay", "finished to the first client p50 / p99 / max ms",
                        "first client to each other p50 / p99 / max ms",
@@ -407,12 +407,25 @@ def _fanout(results: dict[str, Any]) -> list[str]:
                 "own, not a strict lower bound (ours at one client has measured below it). It is reported beside "
                 "ours, not subtracted from it.", ""]
         out += _table(["clients", "message bytes", "lag p50 / p95 / p99 / max ms", "client CPU per message",
-                       "client process CPU", "delivered"],
+                       "client process CPU", "delivered", "messages per tick window max (one sent per tick)"],
                       [[f["clients"], _fmt(f.get("message_bytes")),
                         " / ".join(_fmt(_get(f, "lag_ms", k)) for k in ("p50", "p95", "p99", "max")),
                         _fmt(f.get("client_us_per_message"), " µs"), _fmt(f.get("client_process_cpu_pct"), "%"),
-                        _fmt(f.get("delivered_pct"), "%")] for f in floors])
+                        _fmt(f.get("delivered_pct"), "%"), _fmt(_get(f, "messages_per_client_per_tick", "max"))]
+                       for f in floors])
     return out
+
+
+def _floor_windows(results: dict[str, Any]) -> str:
+    """The client floor's own count (a bare server sending exactly one message per tick), worst client
+    count: what receive jitter alone puts in one tick window, beside ours."""
+    seen = [(f["clients"], _get(f, "messages_per_client_per_tick", "max")) for f in
+            _get(results, "fanout", "client_floor") or [] if _get(f, "messages_per_client_per_tick", "max")]
+    if not seen:
+        return ""
+    clients, top = max(seen, key=lambda s: s[1])
+    return (f"a bare server sending one message per tick (the client floor) scores max {top} here "
+            f"(at {clients} clients): receive jitter alone")
 
 
 def floor_for(results: dict[str, Any], clients: int) -> dict[str, Any] | None:

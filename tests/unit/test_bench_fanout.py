@@ -34,3 +34,12 @@ def test_a_task_no_client_got_is_left_out_and_a_snapshot_end_counts_as_none() ->
 def test_percentiles_by_name() -> None:
     found = histogram_percentiles({10: 1, 20: 8, 95: 1}, ("p1", "p10", "p50", "p99"))
     assert (found["p1"], found["p10"], found["p50"], found["p99"], found["max"]) == (10, 20, 20, 95, 95)
+
+
+def test_per_tick_windows_count_each_client_s_messages_in_fixed_windows_from_the_start() -> None:
+    """Two messages sent a tick apart land in one window when the first is late (receive jitter)."""
+    from bench.common import per_tick_windows
+
+    times = [[10.01, 10.06, 10.09], [10.02, 10.07], [10.2]]  # receive times, s; windows of 0.05 s from 10.0
+    assert per_tick_windows(times, 10.0, 0.05) == {1: 4, 2: 1}
+    assert per_tick_windows([], 10.0, 0.05) == {}
