@@ -208,7 +208,7 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
             f"(at {worst['clients']} clients)",
             "; ".join(f"{RELAY_NAMES[name]} max {_fmt(_worst(results, name, 'messages_per_client_per_tick', 'max'))}"
                       for name in ("naive", "mq") if rounds(results, name)),
-            _floor_windows(results), _at_most(top, 1, ""))
+            _floor_windows(results, worst["clients"]), _at_most(top, 1, ""))
         sent = [(r.get("clients"), _get(r, "bytes_per_progress_update", "mean"),
                  _get(r, "bytes_per_progress_update", "full_mean"))
                 for r in ours_rounds if _get(r, "bytes_per_progress_update", "mean")]
@@ -416,16 +416,14 @@ def _fanout(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def _floor_windows(results: dict[str, Any]) -> str:
-    """The client floor's own count (a bare server sending exactly one message per tick), worst client
-    count: what receive jitter alone puts in one tick window, beside ours."""
-    seen = [(f["clients"], _get(f, "messages_per_client_per_tick", "max")) for f in
-            _get(results, "fanout", "client_floor") or [] if _get(f, "messages_per_client_per_tick", "max")]
-    if not seen:
+def _floor_windows(results: dict[str, Any], clients: int) -> str:
+    """The client floor's own count at `clients` (a bare server sending exactly one message per tick,
+    counted the same way), beside ours at that client count."""
+    top = _get(floor_for(results, clients), "messages_per_client_per_tick", "max")
+    if top is None:
         return ""
-    clients, top = max(seen, key=lambda s: s[1])
-    return (f"a bare server sending one message per tick (the client floor) scores max {top} here "
-            f"(at {clients} clients): receive jitter alone")
+    return (f"a bare server that sends exactly one message per tick (the client floor), counted the same "
+            f"way at {clients} clients: max {top}")
 
 
 def floor_for(results: dict[str, Any], clients: int) -> dict[str, Any] | None:
