@@ -126,9 +126,10 @@ class Watcher:
         if self.sampled and size:
             run.message_bytes.append(size)
         for task in data.get("tasks", ()):
+            held = task["id"] in self.tasks
             self.tasks[task["id"]] = task
             if self.sampled and task["id"] in run.expected:
-                run.note_update(task, task)
+                run.note_update(task, task, first=not held)
             self._check(task, now)
         for change in data.get("changes", ()):
             held = self.tasks.get(change["id"])
@@ -175,6 +176,7 @@ class Run:
         self.deltas_unapplied = 0
         self.update_bytes: list[int] = []       # a progress update's object as sent (delta or full)
         self.update_full_bytes: list[int] = []  # the full task object it stands for
+        self.first_sightings = 0  # progress of a task the client had no copy of yet (whole by need)
         self.message_bytes: list[int] = []  # a "tasks" message on the wire (engine.io packet)
 
     def got_terminal(self, watcher: Watcher) -> None:
@@ -183,8 +185,15 @@ class Run:
             if self.complete >= self.waiting_for:
                 self.all_done.set()
 
-    def note_update(self, sent: dict[str, Any], full: dict[str, Any]) -> None:
+    def note_update(self, sent: dict[str, Any], full: dict[str, Any], first: bool = False) -> None:
+        """A sampled client got a task's progress (not an ending): `sent` as it came (a delta or the
+        whole object), `full` the object it stands for. `first`: the client held no copy of the task,
+        so only the whole object could serve (its launch and its first progress in one batch): counted
+        apart, not as an update that could have been a delta."""
         if full.get("state") in TERMINAL or not full.get("progress"):
+            return
+        if first:
+            self.first_sightings += 1
             return
         self.update_bytes.append(len(json.dumps(sent, separators=(",", ":"))))
         self.update_full_bytes.append(len(json.dumps(full, separators=(",", ":"))))
@@ -324,7 +333,7 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
                                if run.watchers and run.watchers[0].batch_numbers else None),
         "messages_per_client": round(messages / max(1, clients), 1),
         "bytes_per_progress_update": {"mean": mean(run.update_bytes), "full_mean": mean(run.update_full_bytes),
-                                      "n": len(run.update_bytes)},
+                                      "n": len(run.update_bytes), "first_sightings": run.first_sightings},
         "bytes_per_message_mean": mean(run.message_bytes),
         "deltas_unapplied": run.deltas_unapplied,
         "reconnects": sum(max(0, w.reconnects) for w in run.watchers),
@@ -360,7 +369,9 @@ def measure(base_url: str, clients: int, *, tasks: int = 40, steps: int = 250, c
     "lag_after_first_client_ms" (the same shape: see `lag_split`), "message_gap_ms" ({"p1", "p10",
     "p50", "n"}: between two messages to one client), "messages_per_client_per_tick" ({"p99",
     "max", "tick_s"}), "bytes_per_progress_update" ({"mean": as sent, "full_mean": the full task
-    object}, bytes of compact JSON), "tasks" ({"launched", "steps", "storm_s", "stopped_by", ...}),
+    object, bytes of compact JSON, "n": such updates to a task the sampled client held, "first_sightings":
+    progress in the first object a sampled client got of a task, left out of the means}),
+    "tasks" ({"launched", "steps", "storm_s", "stopped_by", ...}),
     and a few counters (connected, reconnects, deltas_unapplied, ...)}. `timeout`: seconds after
     the last launch to wait for every terminal state. Needs a Celery worker serving `steps`.
     Raises RuntimeError when a launch is refused. `on_storm` is called just before the first launch

@@ -43,3 +43,26 @@ def test_per_tick_windows_count_each_client_s_messages_in_fixed_windows_from_the
     times = [[10.01, 10.06, 10.09], [10.02, 10.07], [10.2]]  # receive times, s; windows of 0.05 s from 10.0
     assert per_tick_windows(times, 10.0, 0.05) == {1: 4, 2: 1}
     assert per_tick_windows([], 10.0, 0.05) == {}
+
+
+def test_the_first_object_a_client_gets_of_a_task_is_not_counted_as_an_update_that_could_be_a_delta() -> None:
+    """Run K showed every sampled progress update at 500 and 1,000 clients whole: each was the first
+    object those clients got of its task (its launch and its progress in one stretched tick), which
+    no delta can serve. Those are counted apart; an update to a task the client held is measured."""
+    import asyncio
+
+    from bench.fanout import Run, Watcher
+
+    run = Run()
+    run.expected = {"a"}
+    watcher = Watcher(run, sampled=True)
+    progress = {"current": 1, "total": 250, "percent": 0.4, "message": "1 of 250 steps"}
+    whole = {"id": "a", "name": "tasks.demo.steps", "state": "PROGRESS", "version": 3, "progress": progress,
+             "worker": "worker@vm", "args": "()", "kwargs": "{'steps': 250}", "queue": "celery"}
+    asyncio.run(watcher.on_tasks({"tasks": [whole]}))
+    assert (run.first_sightings, run.update_bytes) == (1, [])
+    change = {"id": "a", "version": 4, "base": 3, "state": "PROGRESS", "progress": dict(progress, current=2)}
+    asyncio.run(watcher.on_tasks({"changes": [change]}))
+    assert len(run.update_bytes) == 1 and run.update_bytes[0] < run.update_full_bytes[0]
+    asyncio.run(watcher.on_tasks({"tasks": [dict(whole, version=5)]}))  # held, and sent whole: counted whole
+    assert run.update_bytes[1] == run.update_full_bytes[1]
