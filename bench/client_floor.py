@@ -6,14 +6,15 @@ receive a message from a server that does nothing else.
 
 The server is our web's stack with nothing in it (Flask-SocketIO on eventlet, as bench/naive_relay.py):
 no Redis, no store, no tick to wait for. Asked by POST /start {"bytes", "count", "tick"}, it emits
-`count` "tasks" messages of about `bytes` bytes (task objects of our pushes' shape), one every `tick`
-seconds, to every client, each with the time it was emitted. The clients (bench/fanout.py's client
+`count` "tasks" messages of about `bytes` bytes (task objects of our pushes' shape), one per tick (it
+sleeps `tick` seconds after each emit, so two are never less than a tick apart), to every client,
+each with the time it was emitted. The clients (bench/fanout.py's client
 classes, websocket, the standard json module) note each message's receive time.
 
 Lag here = receive time minus emit time: the fan-out's lag (bench/fanout.py) without the tick's wait,
 the Celery events and the store. It is a reference, not a figure to subtract: what the client
 process alone adds at that message size and rate, measured in runs of its own, so not a strict lower
-bound (ours at one client has measured below it). The fan-out table reports it beside ours.
+bound. The fan-out table reports it beside ours.
 """
 from __future__ import annotations
 
@@ -120,17 +121,21 @@ async def _measure(url: str, clients: int, size: int, count: int, tick: float, t
 
     await asyncio.gather(*(connect(s) for s in sios))
     await asyncio.sleep(0.5)
-    posted = time.monotonic()  # the windows start here, as the fan-out's start with its storm
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/start", json={"bytes": size, "count": count, "tick": tick}) as answer:
-            sent_bytes = (await answer.json())["bytes"]
-    started, cpu = time.monotonic(), time.process_time()
-    with collector_paused():  # as in the fan-out's storm (bench.common.collector_paused)
+    # As in the fan-out's storm (bench.common.collector_paused), the collector is paused, its full
+    # collection done, before the server starts sending: a collection of the clients' objects inside
+    # the timed window (276 ms with a large heap) made the first messages late and put several in
+    # one tick window (the floor at 1 client: lag p95 262 ms, 7 messages in one window in run K).
+    with collector_paused():
+        posted = started = time.monotonic()  # the windows start here, as the fan-out's with its storm
+        cpu = time.process_time()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{url}/start", json={"bytes": size, "count": count, "tick": tick}) as answer:
+                sent_bytes = (await answer.json())["bytes"]
         try:
             await asyncio.wait_for(done.wait(), timeout)
         except TimeoutError:
             pass
-    wall, cpu = time.monotonic() - started, time.process_time() - cpu
+        wall, cpu = time.monotonic() - started, time.process_time() - cpu
     await leave_all(sios)
     return {"clients": clients, "message_bytes": sent_bytes, "messages": count, "tick_s": tick,
             "delivered_pct": round(100 * received / (clients * count), 2),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import statistics
 import time
@@ -142,7 +143,7 @@ def per_tick_windows(times: Iterable[list[float]], start: float, tick: float) ->
     for histogram_percentiles. `times`: each client's receive times. Windows with none are left out."""
     counts: dict[int, int] = {}
     for received in times:
-        windows = Counter(int((t - start) / tick) for t in received)
+        windows = Counter(math.floor((t - start) / tick) for t in received)  # before start: its own windows
         for n in windows.values():
             counts[n] = counts.get(n, 0) + 1
     return counts
@@ -185,8 +186,16 @@ def delete_matching(client: Any, pattern: str, batch: int = 2000) -> int:
 
 
 def reset_history(client: Any) -> None:
-    """Forget every task: the dashboard's index and the result backend's entries."""
-    client.unlink("dashboard:tasks", "dashboard:order", "dashboard:recent", "dashboard:active")
+    """Forget every task: the dashboard's index (the task objects, their versions and launch params,
+    the orderings by time, owner and parent: celery_dashboard.index; the identical-launch lists:
+    web.launches) and the result backend's entries. Accounts, tokens and sessions stay. (It left
+    the versions and params behind before: 20 MB of them, mostly earlier steps' tasks, were counted
+    in the memory step's figure for ours.)"""
+    from celery_dashboard.index import CHILDREN_KEY, KEYS, OWNER_KEY, PARAMS_KEY
+
+    client.unlink(*KEYS, PARAMS_KEY)
+    for pattern in (OWNER_KEY.format("*"), CHILDREN_KEY.format("*"), "dashboard:identical*"):
+        delete_matching(client, pattern)
     delete_matching(client, "celery-task-meta-*")
 
 

@@ -233,10 +233,12 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
                 "met" if not whole else
                 f"met at {', '.join(str(n) for n, s, f in sent if s < f) or 'no client count'}; at "
                 f"{', '.join(whole)} clients every sampled update went out whole")
-        cpu = max((_get(r, "server_cpu", "percent_of_core") or 0) for r in ours_rounds)
+        measured_cpu = [c for r in ours_rounds if (c := _get(r, "server_cpu", "percent_of_core")) is not None]
+        cpu = max(measured_cpu) if measured_cpu else None  # storms shorter than the sampler's interval: none
         add("Web process CPU during the storm (highest)", "< 100% of one core", _fmt(cpu, "%"),
             "; ".join(f"{RELAY_NAMES[name]} {_fmt(_worst(results, name, 'server_cpu', 'percent_of_core'), '%')}"
-                      for name in ("naive", "mq") if rounds(results, name)), "", _at_most(cpu, 99.9, " points"))
+                      for name in ("naive", "mq") if rounds(results, name)), "",
+            _at_most(cpu, 99.9, " points") if cpu is not None else "not measured")
 
     # -- ingest
     ingest = results.get("ingest") or {}
@@ -253,22 +255,31 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
                 _fmt(web, " events/s"), f"Flower {_fmt(flower, ' events/s')}",
                 f"ours decoded (not yet applied) up to {_fmt(decoded, '/s')}",
                 (_at_least(web / flower, 2, "x") + f" ({web / flower:.2f}x)") if web and flower else
-                ("Flower sustained no rate tried" if web else "not measured"))
+                ("Flower sustained no rate tried" if web else
+                 "MISSED: ours sustained no rate tried" if flower else "not measured"))
             add(f"Ingest, highest rate with every event fully applied ({label}, catching up late allowed)",
                 ">= 2x Flower",
                 _fmt(web_peak, " events/s"), f"Flower {_fmt(flower_peak, ' events/s')}", "",
                 (_at_least(web_peak / flower_peak, 2, "x") + f" ({web_peak / flower_peak:.2f}x)")
-                if web_peak and flower_peak else "not measured")
+                if web_peak and flower_peak else
+                ("MISSED: ours applied every event of no rung" if flower_peak else
+                 "Flower applied every event of no rung" if web_peak else "not measured"))
+        for label, key in (("together", ""), ("each alone", "_alone")):
+            ours_lost = ingest.get(f"web{key}_events_lost_up_to_sustained")
+            add(f"Events lost before reconciliation in the rungs up to the rate reported as sustained ({label})",
+                "0", _fmt(ours_lost), f"Flower {_fmt(ingest.get(f'flower{key}_events_lost_up_to_sustained'))}", "",
+                _at_most(ours_lost, 0, " events") if ours_lost is not None else "not measured (no rung sustained)")
         add("Events lost before reconciliation (every rung, rates up to the highest tried)",
-            "0 up to the sustained rate", _fmt(ingest.get("web_events_lost_before_reconciliation")),
-            f"Flower {_fmt(ingest.get('flower_events_lost'))}", "", "see the rungs: 'sustained' requires 0")
+            "reported", _fmt(ingest.get("web_events_lost_before_reconciliation")),
+            f"Flower {_fmt(ingest.get('flower_events_lost'))}", "", "reported")
         unlisted = ingest.get("web_tasks_unlisted_after_reconciliation") or 0
+        wrong = ingest.get("web_tasks_wrong_after_reconciliation")
+        before = ingest.get("web_tasks_not_ended_before_reconciliation")
         add("Tasks lost after reconciliation (every rung)", "0",
-            _fmt(ingest.get("web_tasks_wrong_after_reconciliation"))
-            + (f" (and {unlisted:,} the API could not list: QUERY_SCAN_LIMIT)" if unlisted else ""),
-            f"Flower (no reconciliation) never applied task-succeeded: {_fmt(ingest.get('flower_tasks_lost'))}", "",
-            f"not measured: {unlisted:,} tasks unlisted" if unlisted
-            else _at_most(ingest.get("web_tasks_wrong_after_reconciliation"), 0, " tasks"))
+            _fmt(wrong) + (f" (and {unlisted:,} the API could not list: QUERY_SCAN_LIMIT)" if unlisted else ""),
+            f"Flower (no reconciliation) never applied task-succeeded: {_fmt(ingest.get('flower_tasks_lost'))}",
+            f"ours before reconciliation: {_fmt(before)} tasks not stored as ended" if before is not None else "",
+            _at_most(wrong, 0, " tasks") if wrong or not unlisted else f"not measured: {unlisted:,} tasks unlisted")
 
     # -- launch
     for mode, level in _launch_levels(results):
@@ -403,33 +414,33 @@ def _fanout(results: dict[str, Any]) -> list[str]:
                         " / ".join(_fmt(_get(r, "lag_after_first_client_ms", k)) for k in ("p50", "p99", "max")),
                         " / ".join(_fmt(_get(r, "message_gap_ms", k)) for k in ("p1", "p10", "p50")),
                         _fmt(_get(r, "messages_per_client_per_tick", "max"))] for r in split])
-    floors = [f for f in fanout.get("client_floor") or [] if "lag_ms" in f]
+    floors = [f for f in fanout.get("client_floor") or [] if "lag_ms" in f or "error" in f]
     if floors:
         out += ["", "### The measuring client's floor", "",
                 "The same client counts in the same one process receive messages of our rounds' mean size, one "
                 "per tick, from a bare Flask-SocketIO server (eventlet) that does nothing else: no Celery events, "
                 "no store, no tick to wait for (bench/client_floor.py). Lag = receive time minus emit time. It shows "
                 "what the client process alone adds at that size and rate: a reference measured in runs of its "
-                "own, not a strict lower bound (ours at one client has measured below it). It is reported beside "
-                "ours, not subtracted from it.", ""]
+                "own, not a strict lower bound. It is reported beside ours, not subtracted from it.", ""]
         out += _table(["clients", "message bytes", "lag p50 / p95 / p99 / max ms", "client CPU per message",
                        "client process CPU", "delivered", "messages per tick window max (one sent per tick)"],
                       [[f["clients"], _fmt(f.get("message_bytes")),
                         " / ".join(_fmt(_get(f, "lag_ms", k)) for k in ("p50", "p95", "p99", "max")),
                         _fmt(f.get("client_us_per_message"), " µs"), _fmt(f.get("client_process_cpu_pct"), "%"),
                         _fmt(f.get("delivered_pct"), "%"), _fmt(_get(f, "messages_per_client_per_tick", "max"))]
+                       if "lag_ms" in f else [f["clients"], f"failed: {f['error']}", "", "", "", "", ""]
                        for f in floors])
     return out
 
 
 def _floor_windows(results: dict[str, Any], clients: int) -> str:
-    """The client floor's own count at `clients` (a bare server sending exactly one message per tick,
-    counted the same way), beside ours at that client count."""
+    """The client floor's own count at `clients` (a bare server sending one message per tick, never two
+    less than a tick apart, counted the same way), beside ours at that client count."""
     top = _get(floor_for(results, clients), "messages_per_client_per_tick", "max")
     if top is None:
         return ""
-    return (f"a bare server that sends exactly one message per tick (the client floor), counted the same "
-            f"way at {clients} clients: max {top}")
+    return (f"a bare server that sends one message per tick, never two less than a tick apart (the client "
+            f"floor), counted the same way at {clients} clients: max {top}")
 
 
 def floor_for(results: dict[str, Any], clients: int) -> dict[str, Any] | None:
@@ -471,12 +482,13 @@ def _ingest(results: dict[str, Any]) -> list[str]:
            "index took the event in); ours, a task's events once its ending is stored in Redis (the web runs "
            "this step with its backend poll and periodic reconciliation off, so only events reach the store). "
            "Applied/s = events / (last applied - first published). Decoded/s (ours) is the old, flattering count. "
-           "Lost before reconciliation: events the listener never decoded. After reconciliation: after a rung "
-           "with tasks not ended in the store, our web restarts with its production settings and reconciles "
-           "from the result backend as its listener connects; then every one of the rung's tasks is read back "
-           "through GET /api/tasks (QUERY_SCAN_LIMIT is set above the history, so the search lists them all); "
-           "Flower has no reconciliation. Sustained = 0 lost before "
-           "reconciliation and everything applied within max(0.5 s, 10% of the publish time) after the flood. "
+           "Lost before reconciliation: events never applied, counted alike on both sides. After "
+           "reconciliation: after a rung with tasks not ended in the store, our web restarts with its "
+           "production settings and reconciles from the result backend as its listener connects; then every "
+           "one of the rung's tasks is read back through GET /api/tasks (for this step QUERY_SCAN_LIMIT is set "
+           "above the history, so the search lists them all); Flower has no reconciliation. Sustained = 0 "
+           "lost before reconciliation and everything applied within max(0.5 s, 10% of the publish time) "
+           "after the flood. "
            "After the ladder's rungs, finer ones between each side's highest sustained rung and the next it "
            "missed (or above its highest), every side watching each, both started afresh for them (an empty "
            "history, a new Flower) as for the ladder's first rungs (bench.ingest.next_rate).", ""]

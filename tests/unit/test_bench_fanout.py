@@ -43,6 +43,7 @@ def test_per_tick_windows_count_each_client_s_messages_in_fixed_windows_from_the
     times = [[10.01, 10.06, 10.09], [10.02, 10.07], [10.2]]  # receive times, s; windows of 0.05 s from 10.0
     assert per_tick_windows(times, 10.0, 0.05) == {1: 4, 2: 1}
     assert per_tick_windows([], 10.0, 0.05) == {}
+    assert per_tick_windows([[9.97, 10.01]], 10.0, 0.05) == {1: 2}  # a message before the start: a window of its own
 
 
 def test_the_first_object_a_client_gets_of_a_task_is_not_counted_as_an_update_that_could_be_a_delta() -> None:

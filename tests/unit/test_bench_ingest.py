@@ -95,3 +95,51 @@ def test_tasks_the_api_cannot_list_past_its_search_bound_are_not_counted_lost(
     # With the rung's start as `since`, the search covers the rung alone: nothing unlisted.
     got = ingest.tasks_right("http://web", ids[5:], cap=0, since=1004.5)
     assert (got["success_in_api"], got["wrong_or_missing"], got["unlisted"]) == (2, 1, 0)
+
+
+def lossy(rate: int | str, lost: int, applied: float | None, sustained: bool) -> dict[str, Any]:
+    return {"target_rate": rate, "web": {"lost_before_reconciliation": lost, "applied_per_s": applied,
+                                         "sustained": sustained}}
+
+
+def test_events_lost_below_the_sustained_rate_are_counted_against_it() -> None:
+    """The goal is 0 events lost before reconciliation up to the rate reported as sustained: a lower
+    rung that lost events does not vanish behind a higher one that lost none."""
+    from bench.ingest import lost_up_to_sustained, sustained_applied
+
+    rungs = [lossy(5000, 1200, 4100.0, False), lossy(7500, 0, 7300.0, True), lossy(10000, 900, 8000.0, False),
+             lossy("max", 50_000, None, False)]
+    assert sustained_applied(rungs, "web") == 7300.0
+    assert lost_up_to_sustained(rungs, "web") == 1200
+    assert lost_up_to_sustained([lossy(5000, 3, 4000.0, False)], "web") is None  # nothing sustained
+
+
+def goal(rows: list[list[str]], start: str) -> list[str]:
+    return next(row for row in rows if row[0].startswith(start))
+
+
+def test_the_verdicts_say_missed_when_ours_lost_and_not_measured_only_when_nothing_was() -> None:
+    from bench.report import goals
+
+    ingest = {"web_tasks_wrong_after_reconciliation": 5, "web_tasks_unlisted_after_reconciliation": 100,
+              "web_tasks_not_ended_before_reconciliation": 7123,
+              "web_sustained_rate": None, "flower_sustained_rate": 4900.0,
+              "web_peak_applied_per_s": None, "flower_peak_applied_per_s": 5000.0,
+              "web_events_lost_up_to_sustained": None, "web_alone_events_lost_up_to_sustained": 40}
+    rows = goals({"profile": "full", "ingest": ingest})
+    tasks = goal(rows, "Tasks lost after reconciliation")
+    assert tasks[-1].startswith("MISSED by 5") and "100 the API could not list" in tasks[2] and "7123 tasks not stored" in tasks[4]
+    assert goal(rows, "Ingest, events fully applied, sustained (together")[-1].startswith("MISSED")
+    assert goal(rows, "Ingest, highest rate with every event fully applied (together")[-1].startswith("MISSED")
+    assert goal(rows, "Events lost before reconciliation in the rungs up to the rate reported as sustained "
+                      "(each alone)")[-1].startswith("MISSED by 40")
+    ingest.update(web_tasks_wrong_after_reconciliation=0)
+    assert goal(goals({"profile": "full", "ingest": ingest}), "Tasks lost after")[-1].startswith("not measured")
+
+
+def test_web_cpu_is_not_measured_when_no_storm_round_had_a_figure() -> None:
+    from bench.report import goals
+
+    ours = {"relay": "ours", "clients": 20, "lag_ms": {"p99": 50}, "server_cpu": None}
+    row = goal(goals({"profile": "quick", "fanout": {"rounds": [ours]}}), "Web process CPU")
+    assert row[2] == "n/a" and row[-1] == "not measured"
