@@ -55,8 +55,8 @@ def tasks_right(url: str, ids: list[str], cap: float, since: float | None = None
     until every task of `ids` shows SUCCESS, `cap` s at most. Returns {"total", "success_in_api",
     "wrong_or_missing", "unlisted", "seconds_to_right"}: `unlisted` counts the tasks the API could not
     list because its search stopped at QUERY_SCAN_LIMIT entries (`truncated`, web.store.TaskStore.scan):
-    those are not known lost, and are not counted in `wrong_or_missing`. The harness sets the bound
-    above the history it builds (Run), so a count there means the harness is wrong, not the product."""
+    those are not known lost, and are not counted in `wrong_or_missing`. This step's web runs with the
+    bound above any rung's tasks (READ_BACK), so a count there means the step is wrong, not the product."""
     wanted = set(ids)
     start = time.monotonic()
     right = 0
