@@ -64,6 +64,9 @@ class Pusher:
         self.connect_turn = threading.Lock()
         self.running = False
         self.emitted_at: float | None = None  # clock() when the last flush began its emit
+        # clock() before which no batch is emitted (set by `run`: the last emit plus one tick), so that
+        # two batches reach the writers a tick apart however long each one's store round trips took.
+        self.next_emit = float("-inf")
         # Run at each flush, before the batch: writes this process batches per tick (the launches
         # noted for attaching, web.launches.Remembered). A chore that fails is logged; the batch goes on.
         self.chores: list[Callable[[], None]] = []
@@ -133,6 +136,9 @@ class Pusher:
             batch = [record for record, _ in marked]
             try:
                 if batch:
+                    early = self.next_emit - self.clock()
+                    if early > 0:
+                        self.sleep(early)  # the last batch's store work took longer than this one's
                     self.emitted_at = self.clock()
                     self.emit(batch)
             except Exception:
@@ -151,7 +157,11 @@ class Pusher:
 
         An update that comes after at least `interval` without a flush (a launch, a task starting
         at idle) goes out at once; whatever comes sooner waits for the tick after the last flush
-        and goes out in that one batch. Every client then gets at most one message per tick: its
+        and goes out in that one batch. A batch whose store round trips were quicker than the last
+        one's waits before its emit until a tick after the last emit (`next_emit`): the writers get
+        batches at least a tick apart, not merely flushes begun a tick apart (a 30 ms store write,
+        then a 0 ms one, would send two batches 70 ms apart at a 100 ms tick). Every client then gets
+        at most one message per tick: its
         cost (a queue, a writer, a frame and a send per client) is paid once per tick, not once
         per update (a token bucket here let a launch storm send up to ten batches in one tick).
 
@@ -194,6 +204,7 @@ class Pusher:
                     costs.append(self.clock() - self.emitted_at)
                     tick = min(max(self.interval, statistics.median(costs) / self.busy_share),
                                max(self.interval, MAX_TICK))
+                    self.next_emit = self.emitted_at + tick
                 backoff = self.interval
             except (redis.RedisError, ConnectionError, OSError) as exc:
                 log.warning("push failed (%s); retrying in %.2f s", exc, backoff)

@@ -322,6 +322,35 @@ def test_a_slow_store_round_trip_does_not_stretch_the_tick(relay: Relay, emits: 
     assert emits[-1][0]["progress"]["current"] == 1000
 
 
+def test_batches_reach_the_writers_a_tick_apart_whatever_their_store_writes_take(relay: Relay, emits: Emits) -> None:
+    # The store write takes 30 ms, then 0, in turn (a bigger batch, Redis busy, other greenlets between
+    # its round trips): flushes begin a tick apart, and without a wait before the emit two batches
+    # would go out 70 ms apart (run L at 1 client received two batches 1 ms apart at a 50 ms tick).
+    loop = LoopClock(relay, [(i / 1000, prog("a", i + 1, 10_000)) for i in range(1000)])
+    real_merge = relay.store.merge
+    merges = 0
+
+    def uneven_merge(pending: Any) -> Any:
+        nonlocal merges
+        merges += 1
+        loop.now += 0.03 if merges % 2 else 0.0
+        return real_merge(pending)
+
+    emitted: list[float] = []
+
+    def emit(batch: list[dict[str, Any]]) -> None:
+        emitted.append(loop.now)
+        emits(batch)
+
+    relay.store.merge = uneven_merge  # type: ignore[method-assign]
+    relay.pusher.emit = emit
+    relay.pusher.run()
+    gaps = [b - a for a, b in zip(emitted, emitted[1:], strict=False)]
+    assert len(gaps) > 5 and min(gaps) >= relay.pusher.interval - 1e-6
+    assert max(gaps) <= relay.pusher.interval + 1e-6  # and no later than the tick either
+    assert emits[-1][0]["progress"]["current"] == 1000
+
+
 def test_at_idle_a_lone_update_goes_out_at_once(relay: Relay, emits: Emits) -> None:
     # received, started and first progress 10 ms apart: the first goes at once, the next two share
     # the next tick's batch; a lone update after a quiet spell goes at once again.
