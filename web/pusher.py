@@ -54,8 +54,9 @@ class Pusher:
         # each content of a task its own version (a compare-and-set write), and `updated` tells a
         # task the store dropped and made anew (its versions start again at 1).
         self.sent: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
-        # Held while a batch is stored and emitted, and while a client gets its snapshot: a
-        # client then never receives a batch older than its snapshot, nor misses one.
+        # Held while a batch is stored and emitted (and while it waits for `next_emit`: a few ms, see
+        # `run`), and while a client gets its snapshot: a client then never receives a batch older
+        # than its snapshot, nor misses one.
         self.lock = threading.Lock()
         # Taken by a connecting client before `lock`, for as long as its snapshot: connecting
         # clients wait their turn here, one at a time, so a flush waits for `lock` behind at most
@@ -65,8 +66,9 @@ class Pusher:
         self.running = False
         self.emitted_at: float | None = None  # clock() when the last flush began its emit
         # clock() before which no batch is emitted (set by `run`: the last emit plus one tick), so that
-        # two batches reach the writers a tick apart however long each one's store round trips took.
+        # two batches reach the writers a tick apart however long each one's work before its emit took.
         self.next_emit = float("-inf")
+        self.waited = 0.0  # how long the last flush waited for `next_emit` (s)
         # Run at each flush, before the batch: writes this process batches per tick (the launches
         # noted for attaching, web.launches.Remembered). A chore that fails is logged; the batch goes on.
         self.chores: list[Callable[[], None]] = []
@@ -138,7 +140,8 @@ class Pusher:
                 if batch:
                     early = self.next_emit - self.clock()
                     if early > 0:
-                        self.sleep(early)  # the last batch's store work took longer than this one's
+                        self.sleep(early)  # this flush's work before its emit was quicker than foreseen
+                    self.waited = max(early, 0.0)
                     self.emitted_at = self.clock()
                     self.emit(batch)
             except Exception:
@@ -155,15 +158,18 @@ class Pusher:
     def run(self) -> None:
         """Flush forever: at once when woken after a quiet tick, never more than once per tick.
 
-        An update that comes after at least `interval` without a flush (a launch, a task starting
-        at idle) goes out at once; whatever comes sooner waits for the tick after the last flush
-        and goes out in that one batch. A batch whose store round trips were quicker than the last
-        one's waits before its emit until a tick after the last emit (`next_emit`): the writers get
-        batches at least a tick apart, not merely flushes begun a tick apart (a 30 ms store write,
-        then a 0 ms one, would send two batches 70 ms apart at a 100 ms tick). Every client then gets
-        at most one message per tick: its
-        cost (a queue, a writer, a frame and a send per client) is paid once per tick, not once
-        per update (a token bucket here let a launch storm send up to ten batches in one tick).
+        An update that comes at least a tick after the last emit (a launch, a task starting at
+        idle) goes out at once, after its store round trips; whatever comes sooner waits for the
+        next tick and goes out in that one batch. No batch reaches the writers less than a tick
+        after the last one (`next_emit`), whatever the work before each emit took (the store's
+        round trips, which the greenlets of launches and events stretch, the lock behind a
+        snapshot): run L received two batches 1 ms apart at one client at a 50 ms tick, from
+        flushes begun a tick apart. Each flush begins early enough for the longest of the last
+        COSTS_KEPT flushes' own work before their emits, and a quicker one waits the difference
+        before its emit (holding `lock`): one slow flush moves the next few, not the rest of a
+        storm. Every client then gets at most one message per tick: its cost (a queue, a
+        writer, a frame and a send per client) is paid once per tick, not once per update (a
+        token bucket here let a launch storm send up to ten batches in one tick).
 
         The tick stretches when batches cost more than `busy_share` of it: the time from each
         emit until this process's writers have sent it (one yield to them) is measured, and the
@@ -184,6 +190,7 @@ class Pusher:
         backoff = self.interval
         last, tick = float("-inf"), self.interval
         costs: deque[float] = deque(maxlen=COSTS_KEPT)
+        works: deque[float] = deque(maxlen=COSTS_KEPT)  # each flush's own time from its start to its emit
         wake = self.coalescer.wake
         while self.running:
             wake.wait(timeout=1.0)
@@ -192,11 +199,14 @@ class Pusher:
             wake.clear()
             if not self.coalescer:
                 continue  # nothing to send: a wake-up without work starts no tick
-            early = last + tick - self.clock()
+            # A tick after the last flush began, and late enough that the emit, after this flush's own
+            # work (foreseen as the longest of the last few), comes a tick after the last emit.
+            early = max(last + tick, self.next_emit - max(works, default=0.0)) - self.clock()
             if early > 0:
                 self.sleep(early)  # what arrives meanwhile joins this batch
             last = self.clock()
             self.emitted_at = None
+            self.waited = 0.0
             try:
                 if self.flush():
                     self.sleep(0)  # this batch's writers run: what they took is the batch's cost
@@ -204,7 +214,7 @@ class Pusher:
                     costs.append(self.clock() - self.emitted_at)
                     tick = min(max(self.interval, statistics.median(costs) / self.busy_share),
                                max(self.interval, MAX_TICK))
-                    self.next_emit = self.emitted_at + tick
+                    works.append(self.emitted_at - last - self.waited)
                 backoff = self.interval
             except (redis.RedisError, ConnectionError, OSError) as exc:
                 log.warning("push failed (%s); retrying in %.2f s", exc, backoff)
@@ -214,6 +224,8 @@ class Pusher:
                 log.exception("push failed; retrying in %.2f s", backoff)
                 self.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            if self.emitted_at is not None:  # also when the emit raised: some rooms may have had it
+                self.next_emit = self.emitted_at + tick
             if self.coalescer:
                 wake.set()
 
