@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import fakeredis
@@ -322,49 +323,18 @@ def test_a_slow_store_round_trip_does_not_stretch_the_tick(relay: Relay, emits: 
     assert emits[-1][0]["progress"]["current"] == 1000
 
 
-def test_batches_reach_the_writers_a_tick_apart_whatever_their_store_writes_take(relay: Relay, emits: Emits) -> None:
-    # The store write takes 30 ms, then 0, in turn (a bigger batch, Redis busy, other greenlets between
-    # its round trips): flushes begin a tick apart, and without a wait before the emit two batches
-    # would go out 70 ms apart (run L at 1 client received two batches 1 ms apart at a 50 ms tick).
-    loop = LoopClock(relay, [(i / 1000, prog("a", i + 1, 10_000)) for i in range(1000)])
-    real_merge = relay.store.merge
-    merges = 0
-
-    def uneven_merge(pending: Any) -> Any:
-        nonlocal merges
-        merges += 1
-        loop.now += 0.03 if merges % 2 else 0.0
-        return real_merge(pending)
-
-    emitted: list[float] = []
-
-    def emit(batch: list[dict[str, Any]]) -> None:
-        emitted.append(loop.now)
-        emits(batch)
-
-    relay.store.merge = uneven_merge  # type: ignore[method-assign]
-    relay.pusher.emit = emit
-    relay.pusher.run()
-    gaps = [b - a for a, b in zip(emitted, emitted[1:], strict=False)]
-    assert len(gaps) > 5 and min(gaps) >= relay.pusher.interval - 1e-6
-    assert max(gaps) <= relay.pusher.interval + 1e-6  # and no later than the tick either
-    assert emits[-1][0]["progress"]["current"] == 1000
-
-
-def test_one_slow_flush_delays_the_emits_of_the_next_few_not_of_the_rest_of_the_storm(relay: Relay,
-                                                                                      emits: Emits) -> None:
-    # Store writes take 2 ms, the fifth 80 ms: the batches after it keep a tick apart, and within
-    # COSTS_KEPT flushes each is emitted 2 ms after its start again (no wait holding the lock, no
-    # batch older than it need be). Without the decay, every later flush waited 78 ms (a reviewer's
-    # simulation at a 50 ms tick: lock held 45 ms of every 50, median lag 67 ms against 27).
-    loop = LoopClock(relay, [(i / 1000, prog("a", i + 1, 10_000)) for i in range(2000)])
+def emits_when_stores_take(relay: Relay, emits: Emits, updates: int,
+                           store_s: Callable[[int], float]) -> tuple[LoopClock, list[float]]:
+    """Run the pusher over a storm of `updates` (one a ms) with the n-th store write taking
+    `store_s(n)` s of its clock (n from 1); the loop and the clock time of each emit."""
+    loop = LoopClock(relay, [(i / 1000, prog("a", i + 1, 10_000)) for i in range(updates)])
     real_merge = relay.store.merge
     merges = 0
 
     def merge(pending: Any) -> Any:
         nonlocal merges
         merges += 1
-        loop.now += 0.08 if merges == 5 else 0.002
+        loop.now += store_s(merges)
         return real_merge(pending)
 
     emitted: list[float] = []
@@ -376,12 +346,32 @@ def test_one_slow_flush_delays_the_emits_of_the_next_few_not_of_the_rest_of_the_
     relay.store.merge = merge  # type: ignore[method-assign]
     relay.pusher.emit = emit
     relay.pusher.run()
+    assert emits[-1][0]["progress"]["current"] == updates
+    return loop, emitted
+
+
+def test_batches_reach_the_writers_a_tick_apart_whatever_their_store_writes_take(relay: Relay, emits: Emits) -> None:
+    # The store write takes 30 ms, then 0, in turn (a bigger batch, Redis busy, other greenlets between
+    # its round trips): flushes begin a tick apart, and without a wait before the emit two batches
+    # would go out 70 ms apart (run L at 1 client received two batches 1 ms apart at a 50 ms tick).
+    _, emitted = emits_when_stores_take(relay, emits, 1000, lambda n: 0.03 if n % 2 else 0.0)
+    gaps = [b - a for a, b in zip(emitted, emitted[1:], strict=False)]
+    assert len(gaps) > 5 and min(gaps) >= relay.pusher.interval - 1e-6
+    assert max(gaps) <= relay.pusher.interval + 1e-6  # and no later than the tick either
+
+
+def test_one_slow_flush_delays_the_emits_of_the_next_few_not_of_the_rest_of_the_storm(relay: Relay,
+                                                                                      emits: Emits) -> None:
+    # Store writes take 2 ms, the fifth 80 ms: the batches after it keep a tick apart, and within
+    # COSTS_KEPT flushes each is emitted 2 ms after its start again (no wait holding the lock, no
+    # batch older than it need be). Without the decay, every later flush waited 78 ms (a reviewer's
+    # simulation at a 50 ms tick: lock held 45 ms of every 50, median lag 67 ms against 27).
+    loop, emitted = emits_when_stores_take(relay, emits, 2000, lambda n: 0.08 if n == 5 else 0.002)
     gaps = [b - a for a, b in zip(emitted, emitted[1:], strict=False)]
     assert min(gaps) >= relay.pusher.interval - 1e-6
     phases = [round(e - f, 6) for f, e in zip(loop.flushes, emitted, strict=True)]
     assert phases[4] == 0.08 and max(phases[5:]) <= 0.08 + 1e-6
     assert len(phases) > 5 + COSTS_KEPT + 3 and max(phases[5 + COSTS_KEPT + 1:]) <= 0.002 + 1e-6
-    assert emits[-1][0]["progress"]["current"] == 2000
 
 
 def test_at_idle_a_lone_update_goes_out_at_once(relay: Relay, emits: Emits) -> None:
