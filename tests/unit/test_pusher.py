@@ -95,6 +95,43 @@ def test_results_and_tracebacks_come_from_the_backend(relay: Relay, emits: Emits
     assert batch["b"]["error"]["traceback"].startswith("Traceback")
 
 
+def test_a_cancelled_task_s_event_told_ending_waits_for_the_backend_s_revoked(relay: Relay, emits: Emits,
+                                                                              metas: dict) -> None:
+    """On eventlet and gevent a killed task's task-succeeded (result None) can come before the worker
+    has written REVOKED: a task a user cancelled is not shown SUCCESS while the backend has nothing."""
+    from celery_dashboard import revocations
+
+    relay.add(prog("a", 5))
+    relay.add(prog("b", 5))
+    relay.flush()
+    revocations.revoke(relay.store.client, "a")
+    relay.add({"id": "a", "state": "SUCCESS", "result": None, "fetch": True})
+    relay.add({"id": "b", "state": "SUCCESS", "result": None, "fetch": True})  # not cancelled: goes out
+    assert [t["id"] for t in relay.flush()] == ["b"]
+    assert relay.store.get("a")["state"] == "PROGRESS" and relay.coalescer
+    metas["a"] = {"status": "REVOKED", "result": {"exc_type": "TaskRevokedError", "exc_message": ["terminated"]}}
+    assert [(t["id"], t["state"]) for t in relay.flush()] == [("a", "REVOKED")]
+    assert [t["state"] for batch in emits for t in batch if t["id"] == "a"] == ["PROGRESS", "REVOKED"]
+
+
+def test_a_cancelled_task_s_ending_goes_out_when_the_backend_never_writes_one(relay: Relay, emits: Emits) -> None:
+    """A worker that never writes the backend (no result backend, ignore_result): the ending the
+    events told goes out after HOLD_CANCELLED seconds, never held for good."""
+    from celery_dashboard import revocations
+    from web.pusher import HOLD_CANCELLED
+
+    now = [100.0]
+    relay.pusher.clock = lambda: now[0]
+    revocations.revoke(relay.store.client, "a")
+    relay.add({"id": "a", "state": "SUCCESS", "result": None, "fetch": True})
+    assert relay.flush() == []
+    now[0] += HOLD_CANCELLED / 2
+    assert relay.flush() == []
+    now[0] += HOLD_CANCELLED / 2
+    assert [(t["id"], t["state"]) for t in relay.flush()] == [("a", "SUCCESS")]
+    assert not relay.pusher.holding
+
+
 def test_nothing_changed_means_nothing_sent(relay: Relay, emits: Emits) -> None:
     relay.add(prog("a", 5))
     relay.flush()
