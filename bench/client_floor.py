@@ -126,7 +126,7 @@ async def _measure(url: str, clients: int, size: int, count: int, tick: float, t
     # the timed window (276 ms with a large heap) made the first messages late and put several in
     # one tick window (the floor at 1 client: lag p95 262 ms, 7 messages in one window in run K).
     with collector_paused():
-        posted = started = time.monotonic()  # the windows start here, as the fan-out's with its storm
+        started = time.monotonic()  # the windows start here, as the fan-out's with its storm
         cpu = time.process_time()
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{url}/start", json={"bytes": size, "count": count, "tick": tick}) as answer:
@@ -141,7 +141,7 @@ async def _measure(url: str, clients: int, size: int, count: int, tick: float, t
             "delivered_pct": round(100 * received / (clients * count), 2),
             "lag_ms": _ms_percentiles(lags),
             # One message per tick sent: by receive time, what the client alone puts in one tick window.
-            "messages_per_client_per_tick": histogram_percentiles(per_tick_windows(times, posted, tick)),
+            "messages_per_client_per_tick": histogram_percentiles(per_tick_windows(times, started, tick)),
             "client_us_per_message": round(cpu / max(1, received) * 1e6),
             "client_process_cpu_pct": round(100 * cpu / max(wall, 1e-9), 1)}
 

@@ -56,7 +56,6 @@ import socketio
 from bench.common import collector_paused, cpu_seconds, histogram_percentiles, per_tick_windows, tick_s
 
 TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
-# The pusher's tick (web.config PUSH_INTERVAL): under a storm a client should get one message per tick.
 CONNECT_GATE = 25  # connections opened at once
 SAMPLED = 2  # clients that also measure bytes (the first and the last joiner: every client gets the same)
 

@@ -124,13 +124,13 @@ class Pusher:
         if not candidates:
             return set()
         try:
-            scores = self.store.client.zmscore(revocations.KEY, candidates)
+            cancelled = revocations.revoked_among(self.store.client, candidates)
         except redis.RedisError:
             return set()
-        now, wall = self.clock(), time.time()
+        now = self.clock()
         held = set()
-        for task_id, expiry in zip(candidates, scores, strict=True):
-            if expiry is None or expiry <= wall:
+        for task_id in candidates:
+            if task_id not in cancelled:
                 continue
             since = self.holding.setdefault(task_id, now)
             if now - since >= HOLD_CANCELLED:
