@@ -98,6 +98,8 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
                                       message=progress.get("message", "") if done else "")
         if update.get("updated") and (record.get("updated") or "") < update["updated"]:
             record["updated"] = update["updated"]
+    elif _late_final_report(record, update):
+        record["progress"] = dict(update["progress"], percent=100.0)
     _clamp_clocks(record)
     # A newer report that says nothing new (the same state twice: celery_dashboard's early
     # task-started, then the worker's own) is not a change a user could see: not pushed again.
@@ -105,6 +107,19 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     if changed and not accepted and update.get("updated") and (record.get("updated") or "") < update["updated"]:
         record["updated"] = update["updated"]
     return changed
+
+
+def _late_final_report(record: dict[str, Any], update: dict[str, Any]) -> bool:
+    """Whether `update` is the last progress report (current == total) of the attempt that
+    succeeded, arriving after its SUCCESS was stored. The result backend's SUCCESS can be stored
+    first (the reconciler or another web process read it while this listener was behind), and
+    SUCCESS keeps only a message about the end (`merge`), so without this the report the worker
+    always sends last (celery_dashboard.reporting) would be lost. Its bar is full either way."""
+    progress = update.get("progress")
+    return (record.get("state") == "SUCCESS" and update.get("state") == "PROGRESS"
+            and isinstance(progress, dict) and bool(progress.get("total"))
+            and progress.get("current") == progress.get("total")
+            and (update.get("retries") or 0) == (record.get("retries") or 0))
 
 
 # Marks a partial update whose RETRY was given its attempt by `lifecycle.resolve_retry`'s guess.

@@ -271,6 +271,26 @@ def test_success_does_not_keep_a_message_about_an_earlier_step() -> None:
     assert record["progress"] == {"current": 8, "total": 8, "percent": 100.0, "message": ""}
 
 
+def test_the_final_report_arriving_after_success_still_gives_its_message() -> None:
+    # The result backend's SUCCESS can be stored before the worker's last task-progress event is
+    # merged (a listener behind under load; the reconciler read the backend first): the bar is full
+    # and the last report, about the end, is the task's last word. An earlier step's stays out.
+    backend = records.from_meta("t1", {"status": "SUCCESS", "result": 8, "date_done": "2023-11-14T22:13:21"})
+    record = apply(progress(3, 8), backend)
+    assert not records.merge(record, progress(5, 8, at=T0 + 1))
+    assert records.merge(record, progress(8, 8, at=T0 + 1))
+    assert record["state"] == "SUCCESS" and record["result"] == 8
+    assert record["progress"] == {"current": 8, "total": 8, "percent": 100.0, "message": "8"}
+    # An earlier attempt's final report says nothing about the attempt that succeeded.
+    record = apply(progress(3, 8), dict(backend, retries=1))
+    assert not records.merge(record, progress(8, 8, at=T0 + 1))
+    assert record["progress"]["message"] == ""
+    # A failed or cancelled task's bar is not filled by a late report.
+    record = apply(progress(3, 8), records.from_event(event("task-failed", exception="ValueError()")))
+    assert not records.merge(record, progress(8, 8, at=T0 + 1))
+    assert record["state"] == "FAILURE" and record["progress"]["current"] == 3
+
+
 def test_arguments_from_events_are_masked_and_routing_kept() -> None:
     record = new_record("t")
     merge(record, from_event({"type": "task-sent", "uuid": "t", "timestamp": 1.0, "name": "x", "args": "(1, 'a')",
