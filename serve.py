@@ -12,7 +12,7 @@ import sys  # noqa: E402
 from types import FrameType  # noqa: E402
 
 from tasks import config as task_config  # noqa: E402
-from web import create_app, flower, monitor, pauses, sockets  # noqa: E402
+from web import create_app, flower, monitor, pauses, serving, sockets  # noqa: E402
 from web.config import ConfigError  # noqa: E402
 from web.extensions import services, socketio  # noqa: E402
 from web.listener import Listener  # noqa: E402
@@ -117,7 +117,9 @@ def main() -> None:
     pauses.PAUSES.install()  # /metrics: dashboard_gc_pause_seconds
     log.info("dashboard on http://%s:%s (async mode %s)", host, port, MODE)
     # At most MAX_CONNECTIONS at once: eventlet.wsgi's max_size, a gevent pool of that size.
-    kwargs = {"max_size" if MODE == "eventlet" else "spawn": app.config["MAX_CONNECTIONS"]}
+    kwargs: dict = {"max_size" if MODE == "eventlet" else "spawn": app.config["MAX_CONNECTIONS"]}
+    if MODE == "gevent":
+        kwargs["handler_class"] = serving.gevent_handler()
     try:
         socketio.run(app, host=host, port=port, log_output=os.environ.get("ACCESS_LOG") == "1", **kwargs)
     except OSError as exc:  # taken between the check and the server's own bind
