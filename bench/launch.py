@@ -90,46 +90,69 @@ def delay_load(total: int, concurrency: int, deadline_s: float) -> dict[str, Any
             "latency_ms": percentiles(latencies, 2), "concurrency": concurrency}
 
 
-def _levels(run: Run, cfg: dict[str, Any], token: str | None, label: str) -> list[dict[str, Any]]:
-    """Each concurrency of `cfg` in `rounds` rounds against the web now running (see `measure`)."""
+SIDES = ("delay", "post", "floor")
+
+
+def _levels(run: Run, cfg: dict[str, Any], token: str | None, label: str,
+            floor_url: str | None = None) -> list[dict[str, Any]]:
+    """Each concurrency of `cfg` in `rounds` rounds against the web now running (see `measure`); with
+    `floor_url`, the launch floor (bench.launch_floor) in each round too."""
+    sides = [side for side in SIDES if side != "floor" or floor_url]
     levels = []
     for concurrency in cfg["concurrency"]:
         rounds = []
         for number in range(cfg.get("rounds", 1)):
-            post_first = number % 2 == 1  # odd rounds: POST, then .delay()
-            if not post_first:
-                delay = delay_load(cfg["requests"], concurrency, cfg["deadline_s"])
-                wait_idle(run.web_pid, timeout=10)
-            profile = (Profile(run.web_pid, 3, f"web-launch{label}-{concurrency}", run.out)
-                       if run.profile and number == 0 else None)
-            with CpuSampler(run.web_pid) as sampler:
-                t0 = time.time()
-                post = post_load(run.web_url, cfg["requests"], concurrency, cfg["deadline_s"], token)
-                post["web_cpu"] = sampler.window(t0, time.time())
-            if profile:
-                run.profiles[profile.name] = profile.summary()
-            if post_first:
-                wait_idle(run.web_pid, timeout=10)
-                delay = delay_load(cfg["requests"], concurrency, cfg["deadline_s"])
-            ratio = round(post["per_second"] / delay["per_second"], 3) if delay["per_second"] else None
-            rounds.append({"post": post, "delay": delay, "ratio": ratio})
-            wait_idle(run.web_pid, timeout=10)
-        measured = sorted((r for r in rounds if r["ratio"] is not None), key=lambda r: r["ratio"])
-        middle = measured[len(measured) // 2] if measured else rounds[0]
-        levels.append({"concurrency": concurrency, "post": middle["post"], "delay": middle["delay"],
-                       "ratio": middle["ratio"], "ratios": [r["ratio"] for r in rounds]})
+            measured: dict[str, dict[str, Any]] = {}
+            for side in sides[number % len(sides):] + sides[:number % len(sides)]:  # each side first in turn
+                if side == "delay":
+                    measured[side] = delay_load(cfg["requests"], concurrency, cfg["deadline_s"])
+                elif side == "floor":
+                    measured[side] = post_load(floor_url, cfg["requests"], concurrency, cfg["deadline_s"])
+                else:
+                    profile = (Profile(run.web_pid, 3, f"web-launch{label}-{concurrency}", run.out)
+                               if run.profile and number == 0 else None)
+                    with CpuSampler(run.web_pid) as sampler:
+                        t0 = time.time()
+                        post = post_load(run.web_url, cfg["requests"], concurrency, cfg["deadline_s"], token)
+                        post["web_cpu"] = sampler.window(t0, time.time())
+                    if profile:
+                        run.profiles[profile.name] = profile.summary()
+                    measured[side] = post
+                wait_idle(run.web_pid, timeout=10)  # the worker's and the web's share of that side settled
+            post, delay, floor = measured["post"], measured["delay"], measured.get("floor")
+            rounds.append({"post": post, "delay": delay, "floor": floor,
+                           "ratio": _ratio(post, delay), "floor_ratio": _ratio(floor, delay),
+                           "of_floor": _ratio(post, floor), "order": sides[number % len(sides)]})
+        by_ratio = sorted((r for r in rounds if r["ratio"] is not None), key=lambda r: r["ratio"])
+        middle = by_ratio[len(by_ratio) // 2] if by_ratio else rounds[0]
+        level = {"concurrency": concurrency, "post": middle["post"], "delay": middle["delay"],
+                 "ratio": middle["ratio"], "ratios": [r["ratio"] for r in rounds]}
+        if floor_url:
+            level.update(floor=middle["floor"], floor_ratio=middle["floor_ratio"], of_floor=middle["of_floor"],
+                         floor_ratios=[r["floor_ratio"] for r in rounds],
+                         of_floor_ratios=[r["of_floor"] for r in rounds])
+        levels.append(level)
     return levels
+
+
+def _ratio(side: dict[str, Any] | None, other: dict[str, Any] | None) -> float | None:
+    """side's launches per second over other's, 3 decimals; None where either has none."""
+    if not side or not other or not other.get("per_second"):
+        return None
+    return round(side["per_second"] / other["per_second"], 3)
 
 
 def measure(run: Run) -> dict[str, Any]:
     """{"levels": [...], "signed_levels": [...]}, each level {"concurrency", "post": ..., "delay": ..., "ratio":
     post/delay per second, "ratios": each round's}. "levels": the web as `make run` starts it on loopback (no
-    sign-in, so no rate limit is counted); "signed_levels": the same web restarted with SIGNED_ENV, POSTing
-    with a Bearer token (what a deployment facing the internet pays per launch), then restarted as before.
-    Each level runs `rounds` rounds, `.delay()` then POST in even rounds and POST then `.delay()` in odd ones
-    (the side that goes second shares the machine with the worker still running what the first sent), so
-    that both sides see the same drift of a shared machine; `ratio` is the median round's (its `post` and
-    `delay` are shown), not the best."""
+    sign-in, so no rate limit is counted), each level also with "floor" (bench.launch_floor: Flask-SocketIO on
+    eventlet whose view only calls apply_async), "floor_ratio" (floor/.delay()) and "of_floor" (ours/floor);
+    "signed_levels": the same web restarted with SIGNED_ENV, POSTing with a Bearer token (what a deployment
+    facing the internet pays per launch), then restarted as before. Each level runs `rounds` rounds, the sides
+    in turn first (`.delay()`, POST, the floor; then POST, the floor, `.delay()`; ...): a side that goes later
+    shares the machine with the worker still running what the earlier ones sent, and every side takes each
+    place once in as many rounds as there are sides. `ratio` is the median round's (its sides are shown),
+    not the best."""
     import redis
 
     from devstack.stack import add_users
@@ -137,7 +160,12 @@ def measure(run: Run) -> dict[str, Any]:
     cfg = run.p["launch"]
     run.ensure_worker()
     client = redis.Redis.from_url(run.stack.redis_url)
-    levels = _levels(run, cfg, None, "")
+    floor_proc, floor_url = run.start_relay("bench.launch_floor") if cfg.get("floor", True) else (None, None)
+    try:
+        levels = _levels(run, cfg, None, "", floor_url)
+    finally:
+        if floor_proc is not None:
+            floor_proc.stop()
     signed: list[dict[str, Any]] = []
     if cfg.get("signed", True):
         run.restart_web(SIGNED_ENV)

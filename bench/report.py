@@ -290,6 +290,14 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
             f"`.delay()` from {c} thread(s) {_fmt(delay.get('per_second'), '/s')} "
             f"(p99 {_fmt(_get(delay, 'latency_ms', 'p99'), ' ms')})",
             f"ratio {_fmt(level.get('ratio'), 'x', 3)}" + _rounds(level), _at_least(level.get("ratio"), 0.5, "x"))
+        if level.get("floor"):
+            add(f"Launch at concurrency {c}, {mode}: the floor of the stack (Flask-SocketIO on eventlet, a view that "
+                f"only calls apply_async) vs `.delay()`, and ours vs the floor", "reported",
+                f"ours {_fmt(level.get('of_floor'), 'x', 3)} of the floor" + _rounds(level, "of_floor_ratios"),
+                f"the floor {_fmt(_get(level, 'floor', 'per_second'), '/s')} "
+                f"(p99 {_fmt(_get(level, 'floor', 'latency_ms', 'p99'), ' ms')}): "
+                f"{_fmt(level.get('floor_ratio'), 'x', 3)} of `.delay()`" + _rounds(level, "floor_ratios"),
+                "", "reported")
 
     # -- memory
     memory = results.get("memory") or {}
@@ -461,13 +469,24 @@ def _launch_levels(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             + [("signed in", level) for level in launch.get("signed_levels") or []])
 
 
-def _rounds(level: dict[str, Any]) -> str:
-    """' (median of N rounds, each side first in turn: a, b, c)' for a launch level measured in rounds."""
-    ratios = [r for r in level.get("ratios") or [] if r is not None]
+def _rounds(level: dict[str, Any], key: str = "ratios") -> str:
+    """' (N rounds, each side first in turn: a, b, c)' for a launch level measured in rounds: every
+    round's ratio of `key` (the round shown is the one with the median POST/.delay() ratio)."""
+    ratios = [r for r in level.get(key) or [] if r is not None]
     if len(ratios) < 2:
         return ""
     shown = ", ".join(_fmt(r, "x", 3) for r in ratios)
-    return f" (median of {len(ratios)} rounds, each side first in turn: {shown})"
+    return f" (the median round of {len(ratios)}, each side first in turn: {shown})"
+
+
+def _floor_cell(level: dict[str, Any]) -> str:
+    """The launch floor's figures in the same round as the level's shown ones, or "not measured"."""
+    floor = level.get("floor")
+    if not floor:
+        return "not measured"
+    return (f"{_fmt(floor.get('per_second'), '/s')} (p50 / p99 {_fmt(_get(floor, 'latency_ms', 'p50'))} / "
+            f"{_fmt(_get(floor, 'latency_ms', 'p99'))} ms); {_fmt(level.get('floor_ratio'), 'x', 3)}; "
+            f"{_fmt(level.get('of_floor'), 'x', 3)}")
 
 
 def _ingest(results: dict[str, Any]) -> list[str]:
@@ -565,9 +584,13 @@ def markdown(results: dict[str, Any]) -> str:
         out += ["", "## Launch throughput at equal concurrency", "",
                 "POST /api/tasks from C concurrent aiohttp clients against `steps.delay()` from C threads of one "
                 "process (Celery's producer pool), the real worker running what both send (both pay for it; the web "
-                "also takes in the events of every task run, either side's). Each level runs a few rounds, "
-                "`.delay()` then POST in even rounds, POST then `.delay()` in odd ones; the round with the "
-                "median ratio is shown, every round's ratio beside it. Two ways the web runs: " + LAUNCH_MODES, ""]
+                "also takes in the events of every task run, either side's). Beside them, with the web open, the "
+                "floor of the required stack (bench/launch_floor.py): Flask-SocketIO on eventlet served by "
+                "socketio.run, one view that calls `steps.apply_async` (the same app, signals and Redis commands as "
+                "`.delay()`), nothing of ours; the same clients POST to it. Each level runs a few rounds, each side "
+                "first in turn (`.delay()`, POST, the floor; then POST, the floor, `.delay()`; ...); the round with "
+                "the median POST/`.delay()` ratio is shown, every round's ratios beside it. Two ways the web runs: "
+                + LAUNCH_MODES, ""]
         rows = []
         for mode, level in levels:
             post, delay = level.get("post") or {}, level.get("delay") or {}
@@ -576,9 +599,10 @@ def markdown(results: dict[str, Any]) -> str:
                          _fmt(_get(post, "web_cpu", "percent_of_core"), "%"), _fmt(delay.get("per_second"), "/s"),
                          f"{_fmt(_get(delay, 'latency_ms', 'p50'))} / {_fmt(_get(delay, 'latency_ms', 'p99'))}",
                          _fmt(level.get("ratio"), "x", 3) + _rounds(level),
+                         _floor_cell(level),
                          ", ".join(f"{code}: {count}" for code, count in (post.get("statuses") or {}).items())])
         out += _table(["web", "C", "POST /api/tasks", "p50 / p99 ms", "web CPU", "`.delay()`", "p50 / p99 ms", "ratio",
-                       "statuses"], rows)
+                       "the floor (bench/launch_floor.py): /s, of `.delay()`, ours of it", "statuses"], rows)
 
     memory = results.get("memory") or {}
     if memory:
