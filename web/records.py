@@ -114,12 +114,16 @@ def _late_final_report(record: dict[str, Any], update: dict[str, Any]) -> bool:
     succeeded, arriving after its SUCCESS was stored. The result backend's SUCCESS can be stored
     first (the reconciler or another web process read it while this listener was behind), and
     SUCCESS keeps only a message about the end (`merge`), so without this the report the worker
-    always sends last (celery_dashboard.reporting) would be lost. Its bar is full either way."""
-    progress = update.get("progress")
+    always sends last (celery_dashboard.reporting) would be lost. Its bar is full either way. Only
+    for a report that names the attempt the record holds, and only over an empty message."""
+    progress, held = update.get("progress"), record.get("progress") or {}
     return (record.get("state") == "SUCCESS" and update.get("state") == "PROGRESS"
             and isinstance(progress, dict) and bool(progress.get("total"))
             and progress.get("current") == progress.get("total")
-            and (update.get("retries") or 0) == (record.get("retries") or 0))
+            # both name their attempt (a backend's SUCCESS read without result_extended does not)
+            and isinstance(update.get("retries"), int) and update.get("retries") == record.get("retries")
+            # a message about the end already held is never replaced: which came later is unknown
+            and not held.get("message"))
 
 
 # Marks a partial update whose RETRY was given its attempt by `lifecycle.resolve_retry`'s guess.

@@ -271,23 +271,37 @@ def test_success_does_not_keep_a_message_about_an_earlier_step() -> None:
     assert record["progress"] == {"current": 8, "total": 8, "percent": 100.0, "message": ""}
 
 
+def final(current: int, total: int, message: str | None = None, retries: int = 0) -> dict[str, Any]:
+    """A late task-progress event as celery_dashboard sends it (with its attempt)."""
+    meta = dict(records_meta(current, total), **({"message": message} if message else {}))
+    return records.from_event(event("task-progress", progress=meta, retries=retries, timestamp=T0 + 1))
+
+
 def test_the_final_report_arriving_after_success_still_gives_its_message() -> None:
     # The result backend's SUCCESS can be stored before the worker's last task-progress event is
     # merged (a listener behind under load; the reconciler read the backend first): the bar is full
     # and the last report, about the end, is the task's last word. An earlier step's stays out.
     backend = records.from_meta("t1", {"status": "SUCCESS", "result": 8, "date_done": "2023-11-14T22:13:21"})
-    record = apply(progress(3, 8), backend)
-    assert not records.merge(record, progress(5, 8, at=T0 + 1))
-    assert records.merge(record, progress(8, 8, at=T0 + 1))
+    received = records.from_event(event("task-received", name="tasks.demo.steps"))  # attempt 0
+    record = apply(received, progress(3, 8), backend)
+    assert not records.merge(record, final(5, 8))
+    assert records.merge(record, final(8, 8))
     assert record["state"] == "SUCCESS" and record["result"] == 8
     assert record["progress"] == {"current": 8, "total": 8, "percent": 100.0, "message": "8"}
+    # A message about the end already held is kept: which of two such reports came later is unknown.
+    assert not records.merge(record, final(8, 8, message="an older copy"))
+    assert record["progress"]["message"] == "8"
     # An earlier attempt's final report says nothing about the attempt that succeeded.
-    record = apply(progress(3, 8), dict(backend, retries=1))
-    assert not records.merge(record, progress(8, 8, at=T0 + 1))
+    record = apply(received, progress(3, 8), dict(backend, retries=1))
+    assert not records.merge(record, final(8, 8))
     assert record["progress"]["message"] == ""
+    # Nor does a report merged over an ending that does not say its attempt (a coalescer's partial
+    # that began with the backend's SUCCESS, read without result_extended).
+    partial = dict(backend)
+    assert not records.merge(partial, final(8, 8), partial=True) or not partial.get("progress")
     # A failed or cancelled task's bar is not filled by a late report.
-    record = apply(progress(3, 8), records.from_event(event("task-failed", exception="ValueError()")))
-    assert not records.merge(record, progress(8, 8, at=T0 + 1))
+    record = apply(received, progress(3, 8), records.from_event(event("task-failed", exception="ValueError()")))
+    assert not records.merge(record, final(8, 8))
     assert record["state"] == "FAILURE" and record["progress"]["current"] == 3
 
 
