@@ -118,8 +118,9 @@ def main() -> None:
     log.info("dashboard on http://%s:%s (async mode %s)", host, port, MODE)
     # At most MAX_CONNECTIONS at once: eventlet.wsgi's max_size, a gevent pool of that size.
     kwargs: dict = {"max_size" if MODE == "eventlet" else "spawn": app.config["MAX_CONNECTIONS"]}
-    if MODE == "gevent":
-        kwargs["handler_class"] = serving.gevent_handler()
+    handler = serving.gevent_handler() if MODE == "gevent" else None
+    if handler is not None:
+        kwargs["handler_class"] = handler
     try:
         socketio.run(app, host=host, port=port, log_output=os.environ.get("ACCESS_LOG") == "1", **kwargs)
     except OSError as exc:  # taken between the check and the server's own bind

@@ -33,3 +33,14 @@ def test_gevent_serves_each_connection_without_nagle_s_delay() -> None:
                 answer += chunk
     assert nodelay == [1]
     assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b'{"ok":true}')
+
+
+def test_with_gevent_websocket_installed_flask_socketio_s_own_handler_is_left_alone(monkeypatch: Any) -> None:
+    """socketio.run passes geventwebsocket's WebSocketHandler as `handler_class` when that package is
+    importable; passing ours too would stop the web at start (a TypeError)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "geventwebsocket"
+                        else real(name, *a))
+    assert serving.gevent_handler() is None
