@@ -49,13 +49,16 @@ async def _post_load(url: str, total: int, concurrency: int, deadline_s: float,
         start = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
-    return {"requests": len(latencies), "seconds": round(elapsed, 2), "per_second": round(len(latencies) / elapsed, 1),
-            "latency_ms": percentiles(latencies, 2), "statuses": statuses, "concurrency": concurrency}
+    launched = statuses.get(202, 0)  # an answer that launched nothing is not a launch, however quick
+    return {"requests": len(latencies), "launched": launched, "seconds": round(elapsed, 2),
+            "per_second": round(launched / elapsed, 1), "latency_ms": percentiles(latencies, 2),
+            "statuses": statuses, "concurrency": concurrency}
 
 
 def post_load(url: str, total: int, concurrency: int, deadline_s: float, token: str | None = None) -> dict[str, Any]:
     """`total` POST /api/tasks from `concurrency` aiohttp clients (one process), with `token` as a Bearer
-    token when given: {"requests", "per_second", "latency_ms", "statuses", ...}."""
+    token when given: {"requests", "launched" (202 answers), "per_second" (launched per second),
+    "latency_ms", "statuses", ...}."""
     return asyncio.run(_post_load(url, total, concurrency, deadline_s, token))
 
 
@@ -90,20 +93,25 @@ def delay_load(total: int, concurrency: int, deadline_s: float) -> dict[str, Any
             "latency_ms": percentiles(latencies, 2), "concurrency": concurrency}
 
 
-SIDES = ("delay", "post", "floor")
+# The sides' order in each round, in turn. With the floor: each side first once in three rounds, each
+# after a different side each time it is not first (POST after .delay(), after the floor, first), so
+# what one side leaves running in the worker never always falls on the same other side.
+ORDERS = (("delay", "post", "floor"), ("floor", "post", "delay"), ("post", "delay", "floor"))
+ORDERS_WITHOUT_FLOOR = (("delay", "post"), ("post", "delay"))
 
 
 def _levels(run: Run, cfg: dict[str, Any], token: str | None, label: str,
             floor_url: str | None = None) -> list[dict[str, Any]]:
     """Each concurrency of `cfg` in `rounds` rounds against the web now running (see `measure`); with
     `floor_url`, the launch floor (bench.launch_floor) in each round too."""
-    sides = [side for side in SIDES if side != "floor" or floor_url]
+    orders = ORDERS if floor_url else ORDERS_WITHOUT_FLOOR
     levels = []
     for concurrency in cfg["concurrency"]:
         rounds = []
         for number in range(cfg.get("rounds", 1)):
             measured: dict[str, dict[str, Any]] = {}
-            for side in sides[number % len(sides):] + sides[:number % len(sides)]:  # each side first in turn
+            order = orders[number % len(orders)]
+            for side in order:
                 if side == "delay":
                     measured[side] = delay_load(cfg["requests"], concurrency, cfg["deadline_s"])
                 elif side == "floor":
@@ -122,17 +130,24 @@ def _levels(run: Run, cfg: dict[str, Any], token: str | None, label: str,
             post, delay, floor = measured["post"], measured["delay"], measured.get("floor")
             rounds.append({"post": post, "delay": delay, "floor": floor,
                            "ratio": _ratio(post, delay), "floor_ratio": _ratio(floor, delay),
-                           "of_floor": _ratio(post, floor), "order": sides[number % len(sides)]})
+                           "of_floor": _ratio(post, floor), "order": order})
         by_ratio = sorted((r for r in rounds if r["ratio"] is not None), key=lambda r: r["ratio"])
         middle = by_ratio[len(by_ratio) // 2] if by_ratio else rounds[0]
         level = {"concurrency": concurrency, "post": middle["post"], "delay": middle["delay"],
                  "ratio": middle["ratio"], "ratios": [r["ratio"] for r in rounds]}
-        if floor_url:
-            level.update(floor=middle["floor"], floor_ratio=middle["floor_ratio"], of_floor=middle["of_floor"],
+        if floor_url:  # each ratio's own median over the rounds, as the POST/.delay() ratio's
+            level.update(floor=middle["floor"], floor_ratio=_median([r["floor_ratio"] for r in rounds]),
+                         of_floor=_median([r["of_floor"] for r in rounds]),
                          floor_ratios=[r["floor_ratio"] for r in rounds],
                          of_floor_ratios=[r["of_floor"] for r in rounds])
         levels.append(level)
     return levels
+
+
+def _median(values: list[float | None]) -> float | None:
+    """The middle of the measured values (the upper one of an even count, as for the rounds), or None."""
+    measured = sorted(v for v in values if v is not None)
+    return measured[len(measured) // 2] if measured else None
 
 
 def _ratio(side: dict[str, Any] | None, other: dict[str, Any] | None) -> float | None:
@@ -149,10 +164,11 @@ def measure(run: Run) -> dict[str, Any]:
     eventlet whose view only calls apply_async), "floor_ratio" (floor/.delay()) and "of_floor" (ours/floor);
     "signed_levels": the same web restarted with SIGNED_ENV, POSTing with a Bearer token (what a deployment
     facing the internet pays per launch), then restarted as before. Each level runs `rounds` rounds, the sides
-    in turn first (`.delay()`, POST, the floor; then POST, the floor, `.delay()`; ...): a side that goes later
-    shares the machine with the worker still running what the earlier ones sent, and every side takes each
-    place once in as many rounds as there are sides. `ratio` is the median round's (its sides are shown),
-    not the best."""
+    in the orders of ORDERS (without the floor: `.delay()` then POST, then POST then `.delay()`), so that each
+    side goes first in turn and follows a different side each time; between two sides the web process (which
+    takes in the events of what the worker runs) goes idle. `ratio` is the median round's (its sides are
+    shown), not the best; "floor_ratio" and "of_floor" are each their own median over the rounds. A launch is
+    a 202: "per_second" counts no other answer."""
     import redis
 
     from devstack.stack import add_users

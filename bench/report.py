@@ -293,10 +293,10 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
         if level.get("floor"):
             add(f"Launch at concurrency {c}, {mode}: the floor of the stack (Flask-SocketIO on eventlet, a view that "
                 f"only calls apply_async) vs `.delay()`, and ours vs the floor", "reported",
-                f"ours {_fmt(level.get('of_floor'), 'x', 3)} of the floor" + _rounds(level, "of_floor_ratios"),
-                f"the floor {_fmt(_get(level, 'floor', 'per_second'), '/s')} "
-                f"(p99 {_fmt(_get(level, 'floor', 'latency_ms', 'p99'), ' ms')}): "
-                f"{_fmt(level.get('floor_ratio'), 'x', 3)} of `.delay()`" + _rounds(level, "floor_ratios"),
+                f"ours {_fmt(level.get('of_floor'), 'x', 3)} of the floor" + _medians(level, "of_floor_ratios"),
+                f"the floor {_fmt(level.get('floor_ratio'), 'x', 3)} of `.delay()`" + _medians(level, "floor_ratios")
+                + f"; in the round shown above {_fmt(_get(level, 'floor', 'per_second'), '/s')} "
+                  f"(p99 {_fmt(_get(level, 'floor', 'latency_ms', 'p99'), ' ms')})",
                 "", "reported")
 
     # -- memory
@@ -479,14 +479,23 @@ def _rounds(level: dict[str, Any], key: str = "ratios") -> str:
     return f" (the median round of {len(ratios)}, each side first in turn: {shown})"
 
 
+def _medians(level: dict[str, Any], key: str) -> str:
+    """' (median of N rounds: a, b, c)' for a ratio taken as its own median over a launch level's rounds."""
+    ratios = [r for r in level.get(key) or [] if r is not None]
+    if len(ratios) < 2:
+        return ""
+    return f" (median of {len(ratios)} rounds: {', '.join(_fmt(r, 'x', 3) for r in ratios)})"
+
+
 def _floor_cell(level: dict[str, Any]) -> str:
     """The launch floor's figures in the same round as the level's shown ones, or "not measured"."""
     floor = level.get("floor")
     if not floor:
         return "not measured"
+    statuses = ", ".join(f"{code}: {count}" for code, count in (floor.get("statuses") or {}).items())
     return (f"{_fmt(floor.get('per_second'), '/s')} (p50 / p99 {_fmt(_get(floor, 'latency_ms', 'p50'))} / "
-            f"{_fmt(_get(floor, 'latency_ms', 'p99'))} ms); {_fmt(level.get('floor_ratio'), 'x', 3)}; "
-            f"{_fmt(level.get('of_floor'), 'x', 3)}")
+            f"{_fmt(_get(floor, 'latency_ms', 'p99'))} ms; {statuses or 'no answers'}); medians of the rounds: "
+            f"{_fmt(level.get('floor_ratio'), 'x', 3)}; {_fmt(level.get('of_floor'), 'x', 3)}")
 
 
 def _ingest(results: dict[str, Any]) -> list[str]:
@@ -587,10 +596,11 @@ def markdown(results: dict[str, Any]) -> str:
                 "also takes in the events of every task run, either side's). Beside them, with the web open, the "
                 "floor of the required stack (bench/launch_floor.py): Flask-SocketIO on eventlet served by "
                 "socketio.run, one view that calls `steps.apply_async` (the same app, signals and Redis commands as "
-                "`.delay()`), nothing of ours; the same clients POST to it. Each level runs a few rounds, each side "
-                "first in turn (`.delay()`, POST, the floor; then POST, the floor, `.delay()`; ...); the round with "
-                "the median POST/`.delay()` ratio is shown, every round's ratios beside it. Two ways the web runs: "
-                + LAUNCH_MODES, ""]
+                "`.delay()`), nothing of ours; the same clients POST to it. Only 202 answers count as launches. "
+                "Each level runs a few rounds, each side first in turn and after a different side each time "
+                "(bench/launch.py ORDERS), the web idle between two sides; the round with the median "
+                "POST/`.delay()` ratio is shown, every round's ratios beside it; the floor's two ratios are each "
+                "their own median over the rounds. Two ways the web runs: " + LAUNCH_MODES, ""]
         rows = []
         for mode, level in levels:
             post, delay = level.get("post") or {}, level.get("delay") or {}
@@ -602,7 +612,8 @@ def markdown(results: dict[str, Any]) -> str:
                          _floor_cell(level),
                          ", ".join(f"{code}: {count}" for code, count in (post.get("statuses") or {}).items())])
         out += _table(["web", "C", "POST /api/tasks", "p50 / p99 ms", "web CPU", "`.delay()`", "p50 / p99 ms", "ratio",
-                       "the floor (bench/launch_floor.py): /s, of `.delay()`, ours of it", "statuses"], rows)
+                       "the floor (bench/launch_floor.py): /s in that round; of `.delay()`; ours of it",
+                       "statuses"], rows)
 
     memory = results.get("memory") or {}
     if memory:
