@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -16,8 +17,23 @@ BIN = Path(sys.executable).parent
 USERAPP = ROOT / "tests" / "userapp"
 
 
+# Ports handed out below the kernel's ephemeral range (Linux: 32768-60999), where no outgoing connection
+# takes one: a port chosen here and bound a moment later (by Redis, the web, a second `make run`) is not
+# taken meanwhile by some client's connection, of this process or of another test process beside it.
+PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now (127.0.0.1)."""
+    """A TCP port nothing is bound to right now on 127.0.0.1, picked at random from PORTS (falls back to
+    one the kernel picks if 50 tries find none)."""
+    for _ in range(50):
+        port = random.choice(PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,12 @@ import pytest
 
 from tests.support import Stack
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+# Logs, screenshots and figures of a run. Under pytest-xdist (make test) each process writes in a folder
+# of its own (artifacts/gw0, ...): two stacks never share a log, and a stack's readiness check never
+# reads another process's worker log. The figures gathered for the summary go to the main process.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / (WORKER or "")
+ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +39,29 @@ RECOVERY: dict[str, float] = {}
 def recovery() -> dict[str, float]:
     """Seconds each fault took until the dashboard was right again, reported after the run."""
     return RECOVERY
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup` (make test): a file's tests run in one process (its
+    module-scoped stack starts once), and so do all browser tests of one async mode (the e2e stack is
+    session-scoped per mode: file by file, a process would start it twice for every file)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        mode = callspec.params.get("async_mode") if callspec else None
+        path = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(f"e2e-{mode}" if mode and path.startswith("tests/e2e/") else path))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker: hand this process's recovery times to the main process."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["recovery"] = json.dumps(RECOVERY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """In the main process under pytest-xdist: gather each worker's recovery times."""
+    RECOVERY.update(json.loads(getattr(node, "workeroutput", {}).get("recovery", "{}")))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
