@@ -4,9 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 VENDOR := static/vendor/socket.io.min.js
-# make test runs the tests in this many processes (pytest-xdist; the groups of tests/conftest.py stay in one
-# process: a file's tests, every browser test of one async mode). Each process starts its own Redis, web and
-# workers on free ports, and writes its logs under tests/artifacts/gw<N>/.
+# make test runs the test files in this many processes (pytest-xdist; a file's tests stay in one process, so
+# a module's stack starts once). Each process starts its own Redis, web and workers on free ports, and writes
+# its logs under tests/artifacts/gw<N>/.
 TEST_PROCESSES ?= 2
 
 .PHONY: check-python setup run test test-unit test-integration test-e2e screenshots lint bench bench-quick bench-latency bench-flower clean
@@ -39,7 +39,7 @@ test: setup
 	scripts/ensure-chromium
 	scripts/ensure-compose
 	$(BIN)/ruff check celery_dashboard devstack tasks web tests bench scripts
-	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 	$(BIN)/python -m bench.run --quick
 
 test-unit: setup

@@ -41,17 +41,6 @@ def recovery() -> dict[str, float]:
     return RECOVERY
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's `--dist loadgroup` (make test): a file's tests run in one process (its
-    module-scoped stack starts once), and so do all browser tests of one async mode (the e2e stack is
-    session-scoped per mode: file by file, a process would start it twice for every file)."""
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        mode = callspec.params.get("async_mode") if callspec else None
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(f"e2e-{mode}" if mode and path.startswith("tests/e2e/") else path))
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """In a pytest-xdist worker: hand this process's recovery times to the main process."""
     if hasattr(session.config, "workeroutput"):
