@@ -21,11 +21,11 @@ import redis
 from celery import Celery
 
 from celery_dashboard import revocations
+from tests.conftest import ARTIFACTS  # this test process's own folder under pytest-xdist
 from tests.support import BIN, ROOT, Process, Stack, wait_for
 
 POOLS = ["prefork", "solo", "threads", "gevent", "eventlet"]
 USERAPP = ROOT / "tests" / "userapp"
-ARTIFACTS = ROOT / "tests" / "artifacts"
 TIMEOUT = 30.0
 REFRESHED = "revoked in Redis, now revoked in this worker"  # the worker's log line after a refresh
 MEASURED: dict[str, dict[str, float]] = {}  # pool -> seconds, written to tests/artifacts
