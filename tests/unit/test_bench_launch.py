@@ -2,6 +2,7 @@
 the floor of the stack (bench/launch_floor.py) measured in the same rounds, each first in turn."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from types import SimpleNamespace
 from typing import Any
@@ -83,7 +84,10 @@ def test_only_a_202_counts_as_a_launch() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        result = launch.post_load(f"http://127.0.0.1:{server.server_port}", 400, 1, 30)
+        # In a thread of its own: post_load runs asyncio.run, and a Playwright page held by this same test
+        # process (pytest-xdist gives one process unit and browser tests both) keeps a loop running here.
+        with ThreadPoolExecutor(1) as pool:
+            result = pool.submit(launch.post_load, f"http://127.0.0.1:{server.server_port}", 400, 1, 30).result()
     finally:
         server.shutdown()
     assert result["statuses"] == {202: 200, 500: 200} and (result["requests"], result["launched"]) == (400, 200)
