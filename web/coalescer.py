@@ -58,10 +58,15 @@ class Coalescer:
 
     @staticmethod
     def _merge(current: dict[str, Any], update: dict[str, Any]) -> None:
-        """Merge two partial updates; the winner's `source` goes with its state."""
-        if "source" in update and lifecycle.accepts(current, lifecycle.resolve_retry(current, update)):
-            current["source"] = update["source"]
+        """Merge two partial updates; the winner's `source` goes with its state, once merged: until
+        then `current` must be what it was told as, since its own attempt notes are read from it on
+        its first merge (records._collect_attempts), and a RETRY's note depends on its source. A
+        task-retried event and the backend's RETRY read by the reconciler often meet in one batch:
+        taking the source first lost the event's retry, or told it twice."""
+        wins = "source" in update and lifecycle.accepts(current, lifecycle.resolve_retry(current, update))
         records.merge(current, update, partial=True)
+        if wins:
+            current["source"] = update["source"]
 
     def take(self) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """The next batch (at most `max_batch` tasks) and which of them to read results for; the

@@ -59,6 +59,8 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     what each update says about attempts is then kept as notes for the stored object (see
     `_collect_attempts`). A partial may hold an `attempts` list of its own (a launch's pending
     record, a task object put back after a failed emit): it is never the one that counts."""
+    # A partial's own first update is told as its fields are now, before this merge changes them.
+    own = _notes(record) if partial and NOTES not in record else None
     update = _resolve_retry(record, update, partial)
     before = dict(record)
     for key in FIRST_WINS:
@@ -77,7 +79,7 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     # An ended task's late news is old, except a retry's: it tells an earlier attempt's error (with
     # countdown=0 the next attempt may end before the worker reports the retry that started it).
     if (accepted and not again) or not lifecycle.is_terminal(record.get("state")) or update.get("state") == "RETRY":
-        _collect_attempts(record, update, partial)
+        _collect_attempts(record, update, partial, own)
     if accepted:
         record["state"] = update["state"]
         for key in CARRIED:
@@ -181,17 +183,29 @@ def _notes(update: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"kind": "run", "retries": retries, "worker": update.get("worker"), "started": started}]
 
 
-def _collect_attempts(record: dict[str, Any], update: dict[str, Any], partial: bool) -> None:
+def _collect_attempts(record: dict[str, Any], update: dict[str, Any], partial: bool,
+                      own: list[dict[str, Any]] | None = None) -> None:
     """Keep what `update` says about attempts: applied to record["attempts"] when `record` is a
     task object, else (a partial update the coalescer merges) kept as notes in order, so that the
-    attempts a batch went through are not lost in its merged state."""
+    attempts a batch went through are not lost in its merged state. `own`: the partial's notes
+    of its own first update, read before this merge changed its fields."""
     notes = update.get(NOTES) or _notes(update)
     if not partial:
         _apply_notes(record, notes)
         return
     if NOTES not in record:
-        record[NOTES] = _notes(record)  # the partial's own first update
-    record[NOTES] = (record[NOTES] + notes)[-MAX_NOTES:]
+        record[NOTES] = own if own is not None else _notes(record)  # the partial's own first update
+    held = list(record[NOTES])
+    for note in notes:
+        last = held[-1] if held else None
+        if (note["kind"] == "run" and last is not None and last["kind"] == "run"
+                and last["retries"] == note["retries"]):
+            # The same attempt told again (its progress reports): one note says it all, so that a
+            # long run of reports cannot push a retry out of the bounded list.
+            held[-1] = dict(last, worker=note["worker"] or last["worker"], started=last["started"] or note["started"])
+        else:
+            held.append(note)
+    record[NOTES] = held[-MAX_NOTES:]
 
 
 def _apply_notes(record: dict[str, Any], notes: list[dict[str, Any]]) -> None:
