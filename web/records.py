@@ -80,6 +80,10 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     # countdown=0 the next attempt may end before the worker reports the retry that started it).
     if (accepted and not again) or not lifecycle.is_terminal(record.get("state")) or update.get("state") == "RETRY":
         _collect_attempts(record, update, partial, own)
+    else:
+        # Late news of an ended task still tells who ran its attempts, and when they started: the
+        # reconciler may store the backend's ending before the listener, behind, merges the events.
+        _collect_attempts(record, update, partial, own, late=True)
     if accepted:
         record["state"] = update["state"]
         for key in CARRIED:
@@ -184,12 +188,18 @@ def _notes(update: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _collect_attempts(record: dict[str, Any], update: dict[str, Any], partial: bool,
-                      own: list[dict[str, Any]] | None = None) -> None:
+                      own: list[dict[str, Any]] | None = None, late: bool = False) -> None:
     """Keep what `update` says about attempts: applied to record["attempts"] when `record` is a
     task object, else (a partial update the coalescer merges) kept as notes in order, so that the
     attempts a batch went through are not lost in its merged state. `own`: the partial's notes
-    of its own first update, read before this merge changed its fields."""
+    of its own first update, read before this merge changed its fields. `late`: `record` has
+    ended and `update` is not its ending: only its retries and the runs that name their worker are
+    kept (the ending is settled, and a run that says nothing must change nothing)."""
     notes = update.get(NOTES) or _notes(update)
+    if late:
+        notes = [n for n in notes if n["kind"] == "retry" or (n["kind"] == "run" and n["worker"])]
+        if not notes:
+            return
     if not partial:
         _apply_notes(record, notes)
         return
@@ -217,12 +227,20 @@ def _apply_notes(record: dict[str, Any], notes: list[dict[str, Any]]) -> None:
     attempts = [dict(a) for a in record.get("attempts") or ()]
     current = max([int(record.get("retries") or 0), *(a["retries"] for a in attempts)])
     by_number = {a["retries"]: a for a in attempts}
+    # The task's ending, where no attempt took it (no worker was known to run one yet): a run told
+    # later is still the one that ended so (filled in below).
+    ending = ({"when": record.get("finished"), "error": _short_error(record.get("error"))}
+              if is_terminal(record) else None)
 
     def attempt(number: int) -> dict[str, Any]:
         if number not in by_number:
             by_number[number] = {"retries": number, "worker": None, "started": None, "finished": None, "error": None}
         return by_number[number]
 
+    # The attempt the notes are about so far: a note that names none (task-started) is about the
+    # one the notes before it named (late events of an earlier attempt), else the newest one still
+    # open (its task-received came in an earlier batch), else the latest one.
+    here: int | None = None
     for note in notes:
         if note["kind"] == "retry":
             if any(a["finished"] == note["when"] and a["error"] == note["error"] for a in by_number.values()):
@@ -232,16 +250,27 @@ def _apply_notes(record: dict[str, Any], notes: list[dict[str, Any]]) -> None:
             target["finished"] = target["finished"] or note["when"]
             target["error"] = note["error"]
             current = max(current, target["retries"] + 1)
+            here = max(here if here is not None else 0, target["retries"] + 1)
             continue
-        number = note["retries"] if note["retries"] is not None else current
+        number = note["retries"]
+        if number is None:
+            number = here if here is not None else max(
+                (n for n, a in by_number.items() if not a["error"] and not a["finished"]), default=current)
+        here = number
         current = max(current, number)
         if note["kind"] == "end" and number not in by_number and not (note["worker"] or note["started"]):
-            continue  # ended before any worker ran it (a cancel while queued): no attempt
+            ending = note  # ended before any worker was known to run it (a cancel while queued)
+            continue
         target = attempt(number)
         target["worker"] = note["worker"] or target["worker"]
         target["started"] = target["started"] or note["started"]
         if note["kind"] == "end":
             target["finished"], target["error"] = note["when"] or target["finished"], note["error"]
+            ending = None
+    last = by_number[max(by_number)] if by_number else None
+    if (ending is not None and last is not None and last["retries"] >= int(record.get("retries") or 0)
+            and not last["finished"] and not last["error"]):
+        last["finished"], last["error"] = ending["when"], ending["error"]
     record["attempts"] = [by_number[n] for n in sorted(by_number)][-MAX_ATTEMPTS:]
 
 

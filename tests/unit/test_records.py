@@ -582,3 +582,63 @@ def test_a_retry_between_long_runs_of_progress_in_one_batch_keeps_its_error() ->
     assert [(a["retries"], a["worker"], (a["error"] or {}).get("message")) for a in record["attempts"]] == [
         (0, "w1", "first"), (1, "w1", "second"), (2, "w1", None)]
     assert all(a["started"] is not None for a in record["attempts"])
+
+
+@pytest.mark.parametrize("ending", ["SUCCESS", "FAILURE"])
+@pytest.mark.parametrize("one_batch", [False, True], ids=["events one by one", "events in one batch"])
+def test_an_ending_read_from_the_backend_first_still_lists_the_attempt_the_events_tell(
+        ending: str, one_batch: bool) -> None:
+    """The reconciler (or the pusher's fetch) can store the result backend's ending before the
+    listener, behind under load, merges the task's events: the Attempts table still lists who ran
+    it and when (it showed a dash for the worker, start and end while the task's `started` was set)."""
+    record = new_record("t")
+    meta = ({"status": "SUCCESS", "result": 3, "date_done": "2023-11-14T22:13:25"} if ending == "SUCCESS" else
+            {"status": "FAILURE", "result": {"exc_type": "ValueError", "exc_message": ["boom"]},
+             "traceback": "Traceback ...\\nValueError: boom", "date_done": "2023-11-14T22:13:25"})
+    merge(record, records.from_meta("t", meta))
+    assert record["state"] == ending and record["attempts"] == []
+    late = [from_event(event("task-received", retries=0, name="x", timestamp=T0 + 1)),
+            from_event(event("task-started", timestamp=T0 + 2)), progress(5, at=T0 + 3),
+            from_event(event("task-succeeded", timestamp=T0 + 4) if ending == "SUCCESS" else
+                       event("task-failed", exception="ValueError('boom')", timestamp=T0 + 4))]
+    if one_batch:
+        coalescer = Coalescer()
+        for update in late:
+            coalescer.add(update)
+        late = list(coalescer.take()[0].values())
+    for update in late:
+        merge(record, update)
+    [attempt] = record["attempts"]
+    assert (attempt["worker"], attempt["started"], attempt["finished"]) == ("celery@w1", iso(T0 + 2),
+                                                                           record["finished"])
+    assert (attempt["error"] or {}).get("message") == (None if ending == "SUCCESS" else "boom")
+    assert record["state"] == ending and record["started"] == iso(T0 + 2)
+
+
+def test_late_news_that_names_no_worker_changes_no_attempt() -> None:
+    record = apply(records.from_meta("t1", {"status": "SUCCESS", "result": 1}))
+    assert not merge(record, {"id": "t1", "state": "STARTED"})
+    assert not merge(record, dict(progress(3), worker=None))
+    assert record["attempts"] == []
+
+
+def test_a_retried_task_s_events_after_its_backend_ending_give_every_attempt_its_error() -> None:
+    """result_extended: the backend's SUCCESS names the last attempt (retries 2), stored before the
+    listener's batch of the whole run."""
+    record = new_record("t")
+    merge(record, records.from_meta("t", {"status": "SUCCESS", "result": 1, "retries": 2, "worker": "celery@w1",
+                                          "name": "x", "date_done": "2023-11-14T22:13:25"}))
+    coalescer = Coalescer()
+    for attempt in range(3):
+        coalescer.add(from_event(event("task-received", retries=attempt, timestamp=T0 + attempt * 10)))
+        coalescer.add(from_event(event("task-started", timestamp=T0 + attempt * 10 + 1)))
+        if attempt < 2:
+            coalescer.add(from_event(event("task-retried", exception=f"ValueError('{attempt}')",
+                                           timestamp=T0 + attempt * 10 + 2)))
+    coalescer.add(from_event(event("task-succeeded", timestamp=T0 + 22)))
+    while coalescer:
+        for update in coalescer.take()[0].values():
+            merge(record, update)
+    assert [(a["retries"], (a["error"] or {}).get("message"), a["started"] is not None, a["finished"] is not None)
+            for a in record["attempts"]] == [(0, "0", True, True), (1, "1", True, True), (2, None, True, True)]
+    assert record["state"] == "SUCCESS" and record["retries"] == 2
