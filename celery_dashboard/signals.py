@@ -171,7 +171,8 @@ def _check(sender: Task | None = None, task_id: str | None = None, task: Task | 
     # blocks while a task runs: the dashboard would see the task start only when it ended. This
     # one goes out at once (the task's own dispatcher, as task-progress does).
     try:
-        task.send_event("task-started", via="celery_dashboard", retry_policy={"max_retries": 0})
+        task.send_event("task-started", via="celery_dashboard", retries=request.retries or 0,
+                        retry_policy={"max_retries": 0})
     except Exception as exc:  # noqa: BLE001 - a missed event is reconciled later; the task runs
         log.warning("task-started event for %s not sent: %s", task_id, exc)
 

@@ -80,6 +80,7 @@ class Listener:
         # opens no connection of its own (a Heroku mini Redis allows 20 clients in all); else the
         # subscription's client, whose pool then opens a second connection.
         self.commands = commands
+        self.numbering = records.Numbering()  # the attempt of events that name none
         self.cut_at: float | None = None  # when the connection was lost (epoch seconds), until reconnected
         self.beaten = 0.0
 
@@ -91,7 +92,7 @@ class Listener:
             event = self.on_worker(event)
         if event.get("type", "").startswith("worker-"):
             return
-        update = records.from_event(event)
+        update = records.from_event(self.numbering.number(event))
         if update is not None:
             self.on_update(update)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,8 +82,7 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     if (accepted and not again) or not lifecycle.is_terminal(record.get("state")) or update.get("state") == "RETRY":
         _collect_attempts(record, update, partial, own)
     else:
-        # Late news of an ended task still tells who ran its attempts, and when they started: the
-        # reconciler may store the backend's ending before the listener, behind, merges the events.
+        # Late news of an ended task still tells who ran its attempts, when, and how each ended.
         _collect_attempts(record, update, partial, own, late=True)
     if accepted:
         record["state"] = update["state"]
@@ -146,9 +146,12 @@ def _resolve_retry(record: dict[str, Any], update: dict[str, Any], partial: bool
     may already be received or started in another pool process). A partial update holds too little
     history to count: it takes `lifecycle.resolve_retry`'s guess for its own merging, and marks it
     so that the stored object counts again."""
-    if update.get("state") != "RETRY" or update.get("source") == "backend":
+    if update.get("state") != "RETRY":
         return update
-    if "retries" in update and not update.get(GUESSED):
+    # A batch where the backend's RETRY took over the worker's task-retried still tells the retry
+    # (its note): it counts, as the event alone would.
+    told = update.get("source") != "backend" or any(n["kind"] == "retry" for n in update.get(NOTES) or ())
+    if not told or ("retries" in update and not update.get(GUESSED) and update.get("source") != "backend"):
         return update
     if partial:
         unnumbered = {key: value for key, value in update.items() if key != "retries"}
@@ -162,7 +165,7 @@ def _resolve_retry(record: dict[str, Any], update: dict[str, Any], partial: bool
 # Notes about attempts carried by a partial update (the coalescer's merge of several events) until
 # it is applied to a stored task object; at most this many are kept.
 NOTES = "attempt_notes"
-MAX_NOTES = 64
+MAX_NOTES = 4 * MAX_ATTEMPTS
 
 
 def _notes(update: dict[str, Any]) -> list[dict[str, Any]]:
@@ -193,15 +196,15 @@ def _collect_attempts(record: dict[str, Any], update: dict[str, Any], partial: b
     task object, else (a partial update the coalescer merges) kept as notes in order, so that the
     attempts a batch went through are not lost in its merged state. `own`: the partial's notes
     of its own first update, read before this merge changed its fields. `late`: `record` has
-    ended and `update` is not its ending: only its retries and the runs that name their worker are
-    kept (the ending is settled, and a run that says nothing must change nothing)."""
+    ended and `update` is not its ending (see `_apply_notes`); a run that names no worker says
+    nothing then, and is dropped."""
     notes = update.get(NOTES) or _notes(update)
     if late:
-        notes = [n for n in notes if n["kind"] == "retry" or (n["kind"] == "run" and n["worker"])]
+        notes = [n for n in notes if n["kind"] != "run" or n["worker"]]
         if not notes:
             return
     if not partial:
-        _apply_notes(record, notes)
+        _apply_notes(record, notes, late)
         return
     if NOTES not in record:
         record[NOTES] = own if own is not None else _notes(record)  # the partial's own first update
@@ -218,29 +221,26 @@ def _collect_attempts(record: dict[str, Any], update: dict[str, Any], partial: b
     record[NOTES] = held[-MAX_NOTES:]
 
 
-def _apply_notes(record: dict[str, Any], notes: list[dict[str, Any]]) -> None:
+def _apply_notes(record: dict[str, Any], notes: list[dict[str, Any]], late: bool = False) -> None:
     """Apply attempt notes in order. Retries happen one after another, so a retry's error belongs
     to the oldest attempt that has neither error nor end: a worker sends task-retried from its main
-    process, and the next attempt may already have started in another pool process."""
+    process, and the next attempt may already have started in another pool process. A note that
+    names no attempt is about the latest one (the listener numbers the events it can: `Numbering`).
+
+    `late`: the task has ended, and these notes came after its ending (the reconciler may store the
+    result backend's ending before the listener, behind, merges the events): an ending then only
+    fills in an attempt's missing end, so the same ending told again keeps its first time."""
     if not notes:
         return
     attempts = [dict(a) for a in record.get("attempts") or ()]
     current = max([int(record.get("retries") or 0), *(a["retries"] for a in attempts)])
     by_number = {a["retries"]: a for a in attempts}
-    # The task's ending, where no attempt took it (no worker was known to run one yet): a run told
-    # later is still the one that ended so (filled in below).
-    ending = ({"when": record.get("finished"), "error": _short_error(record.get("error"))}
-              if is_terminal(record) else None)
 
     def attempt(number: int) -> dict[str, Any]:
         if number not in by_number:
             by_number[number] = {"retries": number, "worker": None, "started": None, "finished": None, "error": None}
         return by_number[number]
 
-    # The attempt the notes are about so far: a note that names none (task-started) is about the
-    # one the notes before it named (late events of an earlier attempt), else the newest one still
-    # open (its task-received came in an earlier batch), else the latest one.
-    here: int | None = None
     for note in notes:
         if note["kind"] == "retry":
             if any(a["finished"] == note["when"] and a["error"] == note["error"] for a in by_number.values()):
@@ -250,27 +250,16 @@ def _apply_notes(record: dict[str, Any], notes: list[dict[str, Any]]) -> None:
             target["finished"] = target["finished"] or note["when"]
             target["error"] = note["error"]
             current = max(current, target["retries"] + 1)
-            here = max(here if here is not None else 0, target["retries"] + 1)
             continue
-        number = note["retries"]
-        if number is None:
-            number = here if here is not None else max(
-                (n for n, a in by_number.items() if not a["error"] and not a["finished"]), default=current)
-        here = number
+        number = note["retries"] if note["retries"] is not None else current
         current = max(current, number)
         if note["kind"] == "end" and number not in by_number and not (note["worker"] or note["started"]):
-            ending = note  # ended before any worker was known to run it (a cancel while queued)
-            continue
+            continue  # ended before any worker ran it (a cancel while queued): no attempt
         target = attempt(number)
         target["worker"] = note["worker"] or target["worker"]
         target["started"] = target["started"] or note["started"]
-        if note["kind"] == "end":
+        if note["kind"] == "end" and not (late and (target["finished"] or target["error"])):
             target["finished"], target["error"] = note["when"] or target["finished"], note["error"]
-            ending = None
-    last = by_number[max(by_number)] if by_number else None
-    if (ending is not None and last is not None and last["retries"] >= int(record.get("retries") or 0)
-            and not last["finished"] and not last["error"]):
-        last["finished"], last["error"] = ending["when"], ending["error"]
     record["attempts"] = [by_number[n] for n in sorted(by_number)][-MAX_ATTEMPTS:]
 
 
@@ -357,6 +346,45 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+class Numbering:
+    """Which attempt (Celery's `retries`) each task's events are about, for the events that do not
+    say. task-received carries it (Celery's Request), and so do celery_dashboard's task-started and
+    task-progress; Celery's own task-started, task-succeeded and task-failed do not. A worker sends
+    a task's received, started and ending in that order, all from its main process, so each is
+    about the attempt last received. Not task-retried: the worker reports it from its main process
+    after the pool has run the attempt, and with countdown=0 the next attempt may be received
+    first (`_apply_notes` gives a retry its attempt), nor task-revoked (it may name a queued task).
+
+    Bounded: the `limit` tasks heard of last (about 100 bytes each); a task forgotten, or whose
+    task-received was missed (a listener that connected later), gets no number."""
+
+    FROM = frozenset({"task-received", "task-started", "task-progress"})
+    TO = frozenset({"task-started", "task-succeeded", "task-failed"})
+    ENDS = frozenset({"task-succeeded", "task-failed", "task-revoked", "task-rejected"})
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self.known: OrderedDict[str, int] = OrderedDict()
+
+    def number(self, event: dict[str, Any]) -> dict[str, Any]:
+        """`event`, with `retries` added where it names none and the task's attempt is known (a
+        copy then; else `event` itself)."""
+        kind, task_id, retries = event.get("type"), event.get("uuid"), event.get("retries")
+        if not isinstance(task_id, str):
+            return event
+        known = self.known
+        if kind in self.FROM and isinstance(retries, int) and not isinstance(retries, bool):
+            known[task_id] = retries
+            known.move_to_end(task_id)
+            if len(known) > self.limit:
+                known.popitem(last=False)
+        elif kind in self.TO and retries is None and task_id in known:
+            event = dict(event, retries=known[task_id])
+        if kind in self.ENDS:
+            known.pop(task_id, None)
+        return event
+
+
 def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
     """Turn one Celery task event into an update, or None for events the dashboard ignores.
 
@@ -383,6 +411,8 @@ def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
                       args=arguments.mask_repr(event.get("args")), kwargs=arguments.mask_repr(event.get("kwargs")))
     elif kind == "task-started":
         update.update(state="STARTED", started=when, worker=event.get("hostname"))
+        if isinstance(event.get("retries"), int):
+            update["retries"] = event["retries"]
     elif kind == "task-progress":
         progress = progress_of(event.get("progress"))
         if progress is None:
@@ -394,10 +424,14 @@ def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
             update["retries"] = event["retries"]
     elif kind == "task-succeeded":
         update.update(state="SUCCESS", finished=when, error=None, fetch=True)
+        if isinstance(event.get("retries"), int):  # numbered by the listener (Numbering)
+            update["retries"] = event["retries"]
     elif kind == "task-failed":
         error_type, message = _exception_parts(event.get("exception"))
         update.update(state="FAILURE", finished=when, fetch=True,
                       error=_error(error_type, message, event.get("traceback")))
+        if isinstance(event.get("retries"), int):  # numbered by the listener (Numbering)
+            update["retries"] = event["retries"]
     elif kind == "task-retried":
         error_type, message = _exception_parts(event.get("exception"))
         update.update(state="RETRY", error=_error(error_type, message, event.get("traceback")))
@@ -471,7 +505,9 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
         if isinstance(meta.get(key), str) and meta[key]:
             update[key] = meta[key]
     if isinstance(meta.get("retries"), int):
-        update["retries"] = meta["retries"]  # for a stored RETRY, already the next attempt
+        # A stored RETRY holds the request of the attempt that failed (celery.app.trace's
+        # handle_retry: mark_as_retry(request=req)); a RETRY here names the attempt it announces.
+        update["retries"] = meta["retries"] + (1 if state == "RETRY" else 0)
     result = meta.get("result")
     if lifecycle.is_terminal(state):
         finished = _backend_time(meta.get("date_done"), shift)

@@ -92,9 +92,12 @@ def test_every_attempt_is_shown_with_its_error(api: Api) -> None:
     done = api.task(launched["id"])
     attempts = done["attempts"]
     assert len(attempts) == 3, attempts
-    assert [a["retries"] for a in attempts] == [0, 1, 2]
-    assert all(a["error"] and a["error"]["message"] for a in attempts[:2]) and attempts[2]["error"] is None, attempts
+    assert [(a["retries"], (a["error"] or {}).get("message")) for a in attempts] == [
+        (0, "attempt 1 failed"), (1, "attempt 2 failed"), (2, None)], attempts
     assert all(a["worker"] and a["started"] and a["finished"] for a in attempts), attempts
+    # Each attempt's times are its own: it starts before it ends, and after the one before it started.
+    assert all(a["started"] <= a["finished"] for a in attempts), attempts
+    assert [a["started"] for a in attempts] == sorted({a["started"] for a in attempts}), attempts
 
 
 def test_a_groups_children_show_with_their_states(api: Api) -> None:

@@ -609,8 +609,8 @@ def test_an_ending_read_from_the_backend_first_still_lists_the_attempt_the_event
     for update in late:
         merge(record, update)
     [attempt] = record["attempts"]
-    assert (attempt["worker"], attempt["started"], attempt["finished"]) == ("celery@w1", iso(T0 + 2),
-                                                                           record["finished"])
+    # The worker's ending times its attempt; the task keeps the time it was stored with.
+    assert (attempt["worker"], attempt["started"], attempt["finished"]) == ("celery@w1", iso(T0 + 2), iso(T0 + 4))
     assert (attempt["error"] or {}).get("message") == (None if ending == "SUCCESS" else "boom")
     assert record["state"] == ending and record["started"] == iso(T0 + 2)
 
@@ -624,21 +624,25 @@ def test_late_news_that_names_no_worker_changes_no_attempt() -> None:
 
 def test_a_retried_task_s_events_after_its_backend_ending_give_every_attempt_its_error() -> None:
     """result_extended: the backend's SUCCESS names the last attempt (retries 2), stored before the
-    listener's batch of the whole run."""
+    listener's batch of the whole run (numbered as the listener numbers it)."""
     record = new_record("t")
     merge(record, records.from_meta("t", {"status": "SUCCESS", "result": 1, "retries": 2, "worker": "celery@w1",
                                           "name": "x", "date_done": "2023-11-14T22:13:25"}))
-    coalescer = Coalescer()
+    coalescer, numbering = Coalescer(), records.Numbering()
+
+    def add(kind: str, when: float, **fields: Any) -> None:
+        coalescer.add(from_event(numbering.number(event(kind, timestamp=T0 + when, **fields))))
+
     for attempt in range(3):
-        coalescer.add(from_event(event("task-received", retries=attempt, timestamp=T0 + attempt * 10)))
-        coalescer.add(from_event(event("task-started", timestamp=T0 + attempt * 10 + 1)))
+        add("task-received", attempt * 10, retries=attempt)
+        add("task-started", attempt * 10 + 1)
         if attempt < 2:
-            coalescer.add(from_event(event("task-retried", exception=f"ValueError('{attempt}')",
-                                           timestamp=T0 + attempt * 10 + 2)))
-    coalescer.add(from_event(event("task-succeeded", timestamp=T0 + 22)))
+            add("task-retried", attempt * 10 + 2, exception=f"ValueError('{attempt}')")
+    add("task-succeeded", 22)
     while coalescer:
         for update in coalescer.take()[0].values():
             merge(record, update)
-    assert [(a["retries"], (a["error"] or {}).get("message"), a["started"] is not None, a["finished"] is not None)
-            for a in record["attempts"]] == [(0, "0", True, True), (1, "1", True, True), (2, None, True, True)]
+    assert [(a["retries"], (a["error"] or {}).get("message"), a["started"]) for a in record["attempts"]] == [
+        (0, "0", iso(T0 + 1)), (1, "1", iso(T0 + 11)), (2, None, iso(T0 + 21))]
+    assert all(a["finished"] for a in record["attempts"])
     assert record["state"] == "SUCCESS" and record["retries"] == 2
