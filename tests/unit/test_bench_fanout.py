@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
 from bench.common import histogram_percentiles
 from bench.fanout import lag_split
+from tests.unit.threads import in_own_thread
 
 
 def _run(coroutine: Any) -> Any:
-    """asyncio.run in a thread of its own: a Playwright page the same test process holds (pytest-xdist
-    gives one process unit and browser tests both) keeps an event loop running in the main thread."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+    return in_own_thread(asyncio.run, coroutine)
 
 
 def watcher(ended: dict[str, tuple[float, float]]) -> SimpleNamespace:

@@ -2,7 +2,6 @@
 the floor of the stack (bench/launch_floor.py) measured in the same rounds, each first in turn."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from types import SimpleNamespace
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 
 from bench import launch
 from bench.report import goals, markdown
+from tests.unit.threads import in_own_thread
 
 
 def test_each_side_goes_first_in_turn_and_the_median_round_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,10 +84,8 @@ def test_only_a_202_counts_as_a_launch() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        # In a thread of its own: post_load runs asyncio.run, and a Playwright page held by this same test
-        # process (pytest-xdist gives one process unit and browser tests both) keeps a loop running here.
-        with ThreadPoolExecutor(1) as pool:
-            result = pool.submit(launch.post_load, f"http://127.0.0.1:{server.server_port}", 400, 1, 30).result()
+        # post_load runs asyncio.run: in a thread of its own (tests.unit.threads)
+        result = in_own_thread(launch.post_load, f"http://127.0.0.1:{server.server_port}", 400, 1, 30)
     finally:
         server.shutdown()
     assert result["statuses"] == {202: 200, 500: 200} and (result["requests"], result["launched"]) == (400, 200)
