@@ -147,6 +147,8 @@ class Listener:
             pubsub = None
             try:
                 pubsub = self.subscribe()
+                # A gap may have lost a task-received: an attempt number from before it could be stale.
+                self.numbering = records.Numbering()
                 if self.on_connect:
                     self.on_connect(self.gap_start())
                 self.cut_at = None

@@ -222,7 +222,7 @@ class Reconciler:
             self.seen_meta[task_id] = mark
             record = records_by_id.get(task_id) or {}
             worker = meta.get("worker") if isinstance(meta.get("worker"), str) else record.get("worker")
-            update = records.from_meta(task_id, meta, self.workers.offset(worker))
+            update = records.read_entry(task_id, meta, self.workers.offset(worker))
             if update:
                 self.coalescer.add(update)
                 if lifecycle.is_terminal(update.get("state")):

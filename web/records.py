@@ -162,6 +162,12 @@ def _resolve_retry(record: dict[str, Any], update: dict[str, Any], partial: bool
     return dict(update, retries=failed, stale_check=True)
 
 
+# Marks the reconciler's read of a result-backend entry that names no attempt (no result_extended,
+# Celery's default). It may be read at any time, before the events of the attempts it ends (a
+# retry's error then went to the attempt that succeeded): its state counts, the events build the
+# attempts. Not a field of the task object (merge copies only FIRST_WINS and CARRIED).
+UNNAMED_READ = "unnamed_read"
+
 # Notes about attempts carried by a partial update (the coalescer's merge of several events) until
 # it is applied to a stored task object; at most this many are kept.
 NOTES = "attempt_notes"
@@ -177,6 +183,8 @@ def _notes(update: dict[str, Any]) -> list[dict[str, Any]]:
     if state is None or state == "PENDING":
         return []
     retries = update.get("retries") if isinstance(update.get("retries"), int) else None
+    if retries is None and update.get(UNNAMED_READ):
+        return []
     when = update.get("updated")
     if state == "RETRY":
         if update.get("source") == "backend":
@@ -205,6 +213,8 @@ def _collect_attempts(record: dict[str, Any], update: dict[str, Any], partial: b
             return
     if not partial:
         _apply_notes(record, notes, late)
+        if late and record["attempts"]:  # an ended task's count of attempts never goes back either
+            record["retries"] = max(int(record.get("retries") or 0), record["attempts"][-1]["retries"])
         return
     if NOTES not in record:
         record[NOTES] = own if own is not None else _notes(record)  # the partial's own first update
@@ -245,9 +255,13 @@ def _apply_notes(record: dict[str, Any], notes: list[dict[str, Any]], late: bool
         if note["kind"] == "retry":
             if any(a["finished"] == note["when"] and a["error"] == note["error"] for a in by_number.values()):
                 continue  # the same retry, told again
-            open_ = sorted(n for n, a in by_number.items() if not a["error"] and not a["finished"])
+            # A verdict (LOST, UNKNOWN) ended the latest attempt only as a guess: a retry told
+            # later is how that attempt really ended.
+            guessed = max(by_number) if by_number and record.get("state") in lifecycle.INFERRED else None
+            open_ = sorted(n for n, a in by_number.items() if n == guessed or (not a["error"] and not a["finished"]))
             target = attempt(open_[0] if open_ else current)
-            target["finished"] = target["finished"] or note["when"]
+            guess = target["retries"] == guessed
+            target["finished"] = note["when"] if guess else target["finished"] or note["when"]
             target["error"] = note["error"]
             current = max(current, target["retries"] + 1)
             continue
@@ -348,17 +362,19 @@ def _finite(value: Any) -> bool:
 
 class Numbering:
     """Which attempt (Celery's `retries`) each task's events are about, for the events that do not
-    say. task-received carries it (Celery's Request), and so do celery_dashboard's task-started and
-    task-progress; Celery's own task-started, task-succeeded and task-failed do not. A worker sends
-    a task's received, started and ending in that order, all from its main process, so each is
-    about the attempt last received. Not task-retried: the worker reports it from its main process
-    after the pool has run the attempt, and with countdown=0 the next attempt may be received
-    first (`_apply_notes` gives a retry its attempt), nor task-revoked (it may name a queued task).
+    say. task-received carries it (Celery's Request); Celery's own task-started, task-succeeded and
+    task-failed do not. A worker sends a task's received, started and ending in that order, all
+    from its main process, so each is about the attempt last received. Only task-received counts:
+    celery_dashboard's task-started and task-progress name their attempt themselves, but come from
+    the pool process, out of order with the main process's buffered events. Not task-retried: the
+    worker reports it after the pool has run the attempt, and with countdown=0 the next attempt may
+    be received first (`_apply_notes` gives a retry its attempt), nor task-revoked (it may name a
+    queued task).
 
     Bounded: the `limit` tasks heard of last (about 100 bytes each); a task forgotten, or whose
     task-received was missed (a listener that connected later), gets no number."""
 
-    FROM = frozenset({"task-received", "task-started", "task-progress"})
+    FROM = frozenset({"task-received"})
     TO = frozenset({"task-started", "task-succeeded", "task-failed"})
     ENDS = frozenset({"task-succeeded", "task-failed", "task-revoked", "task-rejected"})
 
@@ -464,6 +480,15 @@ def unknown(task_id: str) -> dict[str, Any]:
     now = iso(time.time())
     return {"id": task_id, "state": lifecycle.UNKNOWN, "finished": now, "updated": now,
             "error": _error("Unknown", "no worker, queue or result backend knows how this task ended", None)}
+
+
+def read_entry(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> dict[str, Any] | None:
+    """`from_meta`, as the reconciler reads a task's entry on its own (not the ending an event
+    told, which the pusher confirms): an entry that names no attempt is marked UNNAMED_READ."""
+    update = from_meta(task_id, meta, shift)
+    if update is not None and "retries" not in update:
+        update[UNNAMED_READ] = True
+    return update
 
 
 def backend_epoch(value: Any, shift: float = 0.0) -> float:

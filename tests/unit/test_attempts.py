@@ -12,7 +12,7 @@ import pytest
 
 from web import records
 from web.coalescer import Coalescer
-from web.records import from_event, from_meta, iso, merge, new_record
+from web.records import from_event, iso, merge, new_record
 
 T0 = 1_700_000_000.0
 
@@ -58,7 +58,7 @@ PLAIN_SUCCESS = {"status": "SUCCESS", "result": 1, "date_done": iso(T0 + 50)[:-6
 # The result backend's ending first, without result_extended (Celery's default)
 def test_backend_success_first_then_a_countdown0_retry_gives_the_error_to_the_attempt_that_failed() -> None:
     record = new_record("t")
-    merge(record, from_meta("t", PLAIN_SUCCESS))  # reconciler read, listener behind
+    merge(record, records.read_entry("t", PLAIN_SUCCESS))  # the reconciler read it; the listener is behind
     for update in [ev("task-received", 1, retries=0), ev("task-started", 2), ev("task-received", 3, retries=1),
                    ev("task-started", 4), ev("task-retried", 5, exception="E('first')"), ev("task-succeeded", 6)]:
         batch(record, update)  # one event per tick
@@ -67,7 +67,7 @@ def test_backend_success_first_then_a_countdown0_retry_gives_the_error_to_the_at
 
 def test_backend_success_first_then_an_in_order_retry_ends_each_attempt_at_its_own_time() -> None:
     record = new_record("t")
-    merge(record, from_meta("t", PLAIN_SUCCESS))
+    merge(record, records.read_entry("t", PLAIN_SUCCESS))
     for update in [ev("task-received", 1, retries=0), ev("task-started", 2),
                    ev("task-retried", 3, exception="E('first')"),
                    ev("task-received", 4, retries=1), ev("task-started", 5), ev("task-succeeded", 6)]:
@@ -77,7 +77,7 @@ def test_backend_success_first_then_an_in_order_retry_ends_each_attempt_at_its_o
 
 def test_backend_success_first_then_another_web_process_s_copy_of_the_retry_changes_nothing() -> None:
     record = new_record("t")
-    merge(record, from_meta("t", PLAIN_SUCCESS))
+    merge(record, records.read_entry("t", PLAIN_SUCCESS))
     retried = ev("task-retried", 3, exception="E('first')")
     for update in [ev("task-received", 1, retries=0), ev("task-started", 2), retried,
                    ev("task-received", 4, retries=1), ev("task-started", 5), ev("task-succeeded", 6)]:
@@ -108,7 +108,7 @@ def test_extended_success_first_then_a_batch_opening_with_the_early_task_started
     """celery_dashboard sends task-started from the pool process at once; the worker's task-received
     is buffered, so a batch of a task's events often opens with a task-started."""
     record = new_record("t")
-    merge(record, from_meta("t", EXT_SUCCESS))
+    merge(record, records.read_entry("t", EXT_SUCCESS))
     batch(record, ev("task-started", 1.5, via="celery_dashboard", retries=0), ev("task-received", 1, retries=0),
           ev("task-started", 2), ev("task-retried", 3, exception="E('first')"),
           ev("task-started", 4.5, via="celery_dashboard", retries=1),
@@ -118,7 +118,7 @@ def test_extended_success_first_then_a_batch_opening_with_the_early_task_started
 
 def test_extended_success_read_between_an_attempts_events_keeps_each_start_on_its_attempt() -> None:
     record = new_record("t")
-    batch(record, ev("task-received", 1, retries=0), from_meta("t", EXT_SUCCESS), ev("task-started", 2),
+    batch(record, ev("task-received", 1, retries=0), records.read_entry("t", EXT_SUCCESS), ev("task-started", 2),
           ev("task-retried", 3, exception="E('first')"), ev("task-received", 4, retries=1), ev("task-started", 5),
           ev("task-succeeded", 6))
     # One batch: the worker's ending, merged after the backend's, gives the attempt its own time.
@@ -126,13 +126,14 @@ def test_extended_success_read_between_an_attempts_events_keeps_each_start_on_it
 
 
 def test_countdown0_the_next_attempt_s_task_started_after_the_ending_is_its_own() -> None:
-    for ending in (from_meta("t", PLAIN_SUCCESS), from_meta("t", EXT_SUCCESS)):
+    for meta, ended in ((PLAIN_SUCCESS, 6), (EXT_SUCCESS, 50)):
         NUMBERING.known.clear()
         record = new_record("t")
         batch(record, ev("task-received", 1, retries=0), ev("task-started", 2), ev("task-received", 3, retries=1),
-              ending)
+              records.read_entry("t", meta))
         batch(record, ev("task-started", 4), ev("task-retried", 5, exception="E('first')"), ev("task-succeeded", 6))
-        assert table(record) == [(0, "w1", 2, 5, "first"), (1, "w1", 4, 50, None)]
+        # The entry without result_extended names no attempt: the worker's ending times the last one.
+        assert table(record) == [(0, "w1", 2, 5, "first"), (1, "w1", 4, ended, None)]
 
 
 # Another web process's copy of an event
@@ -180,7 +181,7 @@ def test_a_retry_told_by_the_event_and_the_backend_in_one_batch_shows_retrying(e
             "result": {"exc_type": "E", "exc_message": ["first"]}}
     if extended:
         meta.update(retries=0, worker="w1", name="x")  # the request of the attempt that failed
-    read, told = from_meta("t", meta), ev("task-retried", 3, exception="E('first')")
+    read, told = records.read_entry("t", meta), ev("task-retried", 3, exception="E('first')")
     batch(record, *((read, told) if backend_first else (told, read)))
     assert (record["state"], record["retries"]) == ("RETRY", 1)
     assert table(record) == [(0, "w1", 2, 3, "first")]
@@ -199,5 +200,86 @@ def test_the_listener_numbers_only_what_it_can_know_and_forgets_the_oldest() -> 
     for task_id in ("b", "c", "d"):
         numbering.number({"type": "task-received", "uuid": task_id, "retries": 0})
     assert list(numbering.known) == ["c", "d"]
-    numbering.number({"type": "task-progress", "uuid": "c", "retries": 2})  # celery_dashboard's reports name it
-    assert numbering.number({"type": "task-failed", "uuid": "c"})["retries"] == 2
+    # celery_dashboard's own reports name their attempt, from the pool process: they number nothing else.
+    numbering.number({"type": "task-progress", "uuid": "c", "retries": 2})
+    numbering.number({"type": "task-started", "uuid": "c", "retries": 2})
+    assert numbering.number({"type": "task-failed", "uuid": "c"})["retries"] == 0
+
+
+@pytest.mark.parametrize("ending", ["SUCCESS", "FAILURE", "REVOKED"])
+def test_an_entry_naming_no_attempt_read_before_a_countdown0_retry_is_reported_ends_no_attempt(ending: str) -> None:
+    """Celery's default backend, countdown=0: the reconciler stores the task's ending while the
+    listener has not yet merged the retry. The ending must not close attempt 0 (the retry's error
+    then went to the attempt that succeeded, failed for good or was cancelled)."""
+    result = {"SUCCESS": 1, "FAILURE": {"exc_type": "E", "exc_message": ["final"]},
+              "REVOKED": {"exc_type": "TaskRevokedError", "exc_message": ["terminated"]}}[ending]
+    meta = {"status": ending, "result": result, "date_done": iso(T0 + 50)[:-6]}
+    kind = {"SUCCESS": "task-succeeded", "FAILURE": "task-failed", "REVOKED": "task-revoked"}[ending]
+    fields = {"exception": "E('final')"} if ending == "FAILURE" else {"terminated": True} if ending == "REVOKED" else {}
+    record = new_record("t")
+    batch(record, ev("task-received", 1, retries=0), ev("task-started", 2))
+    batch(record, records.read_entry("t", meta))
+    for update in (ev("task-received", 3, retries=1), ev("task-started", 4),
+                   ev("task-retried", 5, exception="E('first')"), ev(kind, 6, **fields)):
+        batch(record, update)
+    last_error = {"SUCCESS": None, "FAILURE": "final", "REVOKED": "cancelled (terminated)"}[ending]
+    assert table(record) == [(0, "w1", 2, 5, "first"), (1, "w1", 4, 6, last_error)]
+    assert record["state"] == ending and record["retries"] == 1
+
+
+@pytest.mark.parametrize("verdict", ["LOST", "UNKNOWN"])
+def test_a_verdict_on_a_running_attempt_gives_way_to_the_retry_the_worker_tells_later(verdict: str) -> None:
+    """A LOST or UNKNOWN verdict ends the running attempt as a guess; the worker's held-back events
+    (a Redis outage, a worker that was only slow) then tell how it really ended."""
+    record = new_record("t")
+    batch(record, ev("task-received", 1, retries=0), ev("task-started", 2))
+    guess = records.lost("t", "w1", "stopped") if verdict == "LOST" else records.unknown("t")
+    guess["finished"] = guess["updated"] = iso(T0 + 40)
+    batch(record, guess)
+    assert table(record)[0][3] == 40
+    batch(record, ev("task-retried", 3, exception="E('first')"), ev("task-received", 4, retries=1),
+          ev("task-started", 5), ev("task-succeeded", 6))
+    assert (record["state"], record["retries"]) == ("SUCCESS", 1)
+    assert table(record) == [(0, "w1", 2, 3, "first"), (1, "w1", 5, 6, None)]
+
+
+def test_a_batch_s_own_first_attempt_keeps_its_own_start() -> None:
+    """A batch that opens with attempt 2's task-received, then a late task-started of attempt 1
+    (celery_dashboard's, from the pool process): attempt 2 must not take attempt 1's start time."""
+    record = new_record("t")
+    batch(record, ev("task-received", 1, retries=0), ev("task-started", 2), ev("task-retried", 3, exception="E('0')"),
+          ev("task-received", 4, retries=1))
+    batch(record, ev("task-retried", 6, exception="E('1')"))
+    batch(record, ev("task-received", 7, retries=2), ev("task-started", 5, via="celery_dashboard", retries=1),
+          ev("task-started", 8), ev("task-succeeded", 9))
+    assert table(record) == [(0, "w1", 2, 3, "0"), (1, "w1", 5, 6, "1"), (2, "w1", 8, 9, None)]
+
+
+def test_a_stored_retry_read_alone_shows_the_task_retrying() -> None:
+    """result_extended: the backend's RETRY holds the failed attempt's request (retries 0 for the
+    first retry); read while the worker's task-retried was lost, the row still shows RETRY."""
+    record = new_record("t")
+    batch(record, ev("task-received", 1, retries=0), ev("task-started", 2),
+          ev("task-progress", 2.5, retries=0, progress={"current": 1, "total": 2}))
+    meta = {"status": "RETRY", "traceback": "x", "date_done": None, "retries": 0, "worker": "w1", "name": "x",
+            "result": {"exc_type": "E", "exc_message": ["first"]}}
+    batch(record, records.read_entry("t", meta))
+    assert (record["state"], record["retries"]) == ("RETRY", 1)
+
+
+def test_twenty_attempts_nobody_numbered_in_one_batch_each_keep_their_error() -> None:
+    """A listener that just reconnected numbers nothing (its Numbering is new): Celery's task-started
+    then names no attempt, and each attempt leaves four notes in the batch."""
+    nobody = records.Numbering(limit=0)
+    record, events = new_record("t"), []
+    for n in range(20):
+        t = n * 10
+        events += [ev("task-received", t + 1, nobody, retries=n),
+                   ev("task-started", t + 1.5, nobody, via="celery_dashboard", retries=n),
+                   ev("task-started", t + 2, nobody), ev("task-progress", t + 3, nobody, retries=n,
+                                                           progress={"current": 1, "total": 2})]
+        events += ([ev("task-retried", t + 4, nobody, exception=f"E('{n}')")] if n < 19
+                   else [ev("task-succeeded", t + 4, nobody)])
+    batch(record, *events)
+    assert [(a[0], a[2], a[4]) for a in table(record)] == [(n, n * 10 + 1.5, str(n) if n < 19 else None)
+                                                          for n in range(20)]

@@ -169,3 +169,30 @@ def test_a_heartbeat_redis_refuses_never_cuts_the_subscription(caplog: pytest.Lo
     with caplog.at_level("WARNING"):
         listener.beat()
     assert "heartbeat not written" in caplog.text and listener.beaten > 0
+
+
+def test_a_reconnect_forgets_which_attempt_each_task_was_on() -> None:
+    """Celery's task-started names no attempt: the listener gives it the attempt last received. A gap
+    may lose the next attempt's task-received, so after a reconnect nothing from before counts."""
+    import redis
+
+    updates: list[dict] = []
+    listener = Listener(celery_app, updates.append, sleep=lambda seconds: None)
+    started = {"type": "task-started", "uuid": "t", "timestamp": 2.0, "hostname": "w"}
+    listener.handle({"type": "task-received", "uuid": "t", "retries": 1, "timestamp": 1.0, "hostname": "w"})
+    listener.handle(dict(started))
+    assert updates[-1]["retries"] == 1
+
+    class CutAtOnce:
+        def get_message(self, timeout: float) -> None:
+            listener.stop()
+            raise redis.ConnectionError("Redis closed the connection")
+
+        def close(self) -> None:
+            pass
+
+    listener.subscribe = lambda: CutAtOnce()  # type: ignore[method-assign]
+    listener.beat = lambda: None  # type: ignore[method-assign]
+    listener.run()
+    listener.handle(dict(started))
+    assert "retries" not in updates[-1]
