@@ -148,10 +148,13 @@ def _resolve_retry(record: dict[str, Any], update: dict[str, Any], partial: bool
     so that the stored object counts again."""
     if update.get("state") != "RETRY":
         return update
-    # A batch where the backend's RETRY took over the worker's task-retried still tells the retry
-    # (its note): it counts, as the event alone would.
-    told = update.get("source") != "backend" or any(n["kind"] == "retry" for n in update.get(NOTES) or ())
-    if not told or ("retries" in update and not update.get(GUESSED) and update.get("source") != "backend"):
+    if update.get("source") == "backend":
+        # The backend's stored RETRY names its attempt (result_extended) or keeps the record's. A
+        # batch where it took over the worker's task-retried still tells that retry (its note):
+        # that batch counts, as the event alone would.
+        if not any(note["kind"] == "retry" for note in update.get(NOTES) or ()):
+            return update
+    elif "retries" in update and not update.get(GUESSED):
         return update
     if partial:
         unnumbered = {key: value for key, value in update.items() if key != "retries"}
@@ -260,8 +263,8 @@ def _apply_notes(record: dict[str, Any], notes: list[dict[str, Any]], late: bool
             guessed = max(by_number) if by_number and record.get("state") in lifecycle.INFERRED else None
             open_ = sorted(n for n, a in by_number.items() if n == guessed or (not a["error"] and not a["finished"]))
             target = attempt(open_[0] if open_ else current)
-            guess = target["retries"] == guessed
-            target["finished"] = note["when"] if guess else target["finished"] or note["when"]
+            ended_by_guess = target["retries"] == guessed
+            target["finished"] = note["when"] if ended_by_guess else target["finished"] or note["when"]
             target["error"] = note["error"]
             current = max(current, target["retries"] + 1)
             continue
