@@ -15,7 +15,7 @@ from celery_dashboard.reporting import SENT_KEY, Throttle, progress, progress_me
 
 class FakeClock:
     """A clock the test moves on. Time passing is also the process's ticker ticking: moving the
-    clock past a tick's boundary (a quarter of PROGRESS_INTERVAL) ticks (reporting.tick), as the
+    clock past a tick's boundary (PROGRESS_INTERVAL / TICKS_PER_INTERVAL) ticks (reporting.tick), as the
     ticker thread would have meanwhile."""
 
     def __init__(self, ticks: bool = True) -> None:

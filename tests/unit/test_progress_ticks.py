@@ -1,6 +1,7 @@
-"""A skipped progress call reads no clock: the throttle looks at the time once per tick of the
-process's ticker (a quarter of the interval), so a report due is late by at most a tick and one
-call, in a fast loop or a slow one (celery_dashboard.reporting.Throttle)."""
+"""A skipped progress call reads no clock: the throttle looks at the time about once per report,
+where the loop's pace says the next one is due, and the process's ticker makes every reporter look
+once per interval, for a loop that slowed down. A report due is on time at a steady pace, and late
+by at most an interval and one call however the pace changes (celery_dashboard.reporting.Throttle)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -57,8 +58,15 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> CountingClock:
     return clock
 
 
+@pytest.mark.parametrize("ticks", [True, False], ids=["ticking", "paced-alone"])
 @pytest.mark.parametrize("api", ["reporter", "function"])
-def test_a_fast_loop_reads_the_clock_once_a_tick_and_reports_on_time(clock: CountingClock, api: str) -> None:
+def test_a_steady_loop_reads_the_clock_about_once_a_report_and_reports_on_time(
+        api: str, ticks: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a steady pace the loop looks when a report is due, on time to the call, with or without
+    the ticker's looks (without them, and without the pace, only the first and last are sent)."""
+    clock = CountingClock(ticks=ticks)
+    monkeypatch.setattr(reporting, "Throttle", lambda interval: Throttle(interval, clock))
+    monkeypatch.setattr(reporting, "_throttles", {})
     task = FakeTask()
     task.clock = clock
     calls, step = 50_000, 10e-6  # 10 us per iteration: 0.5 s in all, a report due every 0.1 s
@@ -69,14 +77,58 @@ def test_a_fast_loop_reads_the_clock_once_a_tick_and_reports_on_time(clock: Coun
             report(n)
         else:
             reporting.progress(task, n, calls)
-    assert clock.reads <= 0.5 / TICK + 3  # a tick's look, the first call and the final value
+    # the first call, the next (its pace), at most two a report (a pace rounded down looks a call
+    # early) and a tick's look each interval, the final value
+    assert clock.reads <= 2 + 5 * (2 + ticks) + 1
     times = [when for _, when in task.sent]
     assert task.sent[-1][0] == calls and len(times) == 6  # the first, one per interval, the last
     for earlier, later in zip(times[:-2], times[1:-1], strict=True):
-        assert 0.1 - 1e-9 <= later - earlier <= 0.1 + TICK + step + 1e-9
+        assert 0.1 - 1e-9 <= later - earlier <= 0.1 + step + 1e-9
+
+
+@pytest.mark.parametrize("current", [7, 7.5, "decimal"])
+def test_a_current_with_no_pace_waits_for_the_ticker(clock: CountingClock, current: Any) -> None:
+    """A `current` that does not rise (a loop reporting a phase's message at the same value), or that
+    is not an int or a float, has no pace: the ticker's look, once an interval, finds its reports
+    due, late by at most that interval."""
+    from decimal import Decimal
+
+    value = Decimal("7.5") if current == "decimal" else current
+    task = FakeTask()
+    task.clock = clock
+    report = reporting.Progress(task, 100, interval=0.1)
+    for _ in range(5000):  # 0.5 s at 100 us a call
+        clock.now += 100e-6
+        report(value, "phase {}", 1)
+    times = [when for _, when in task.sent]
+    assert 5 <= len(times) <= 6
+    for earlier, later in zip(times, times[1:], strict=False):
+        assert 0.1 - 1e-9 <= later - earlier <= 0.1 + TICK + 100e-6 + 1e-9
+
+
+def test_a_pace_is_never_past_the_total_nor_an_int_total_s_check_a_float(clock: CountingClock) -> None:
+    """The final value is still looked at at once (the pace stops at the total), and an int total's
+    check stays an int when the current is a float (CPython's fast comparison of two small ints)."""
+    task = FakeTask()
+    task.clock = clock
+    report = reporting.Progress(task, 1000, interval=0.1)
+    report(1)
+    clock.now += 0.001
+    report(2)  # the pace: 1 a millisecond, so 100 more by the next report's time
+    assert 2 + 98 <= report.throttle.check_at <= 2 + 99  # 0.099 s left, rounded down
+    clock.now += 0.05
+    report(900)  # a jump: 898 in 50 ms, and 49 ms left would put it past the total
+    assert report.throttle.check_at == 1000
+    floats = reporting.Progress(FakeTask(), 1000, interval=0.1)
+    floats(0.5)
+    clock.now += 0.001
+    floats(1.5)
+    assert type(floats.throttle.check_at) is int and floats.throttle.check_at == 100
 
 
 def test_a_loop_that_slows_down_reports_within_a_tick_of_each_interval(clock: CountingClock) -> None:
+    """After a fast phase the pace puts the next look thousands of calls away; the ticker's look
+    finds the slow pace, and the reports stay within a tick of their interval."""
     task = FakeTask()
     task.clock = clock
     report = reporting.Progress(task, 10_000, interval=0.1)
@@ -94,7 +146,8 @@ def test_a_loop_that_slows_down_reports_within_a_tick_of_each_interval(clock: Co
 
 
 def test_between_ticks_a_skipped_call_reads_no_clock() -> None:
-    """No tick at all (the clock does not move): the first call and the final value are the only looks."""
+    """No tick at all (the clock does not move): the first call, the next one (which finds no pace)
+    and the final value are the only looks."""
     clock = CountingClock(ticks=False)
     task = FakeTask()
     task.clock = clock
@@ -106,7 +159,7 @@ def test_between_ticks_a_skipped_call_reads_no_clock() -> None:
             report(n)
     finally:
         reporting.Throttle = original  # type: ignore[misc]
-    assert clock.reads == 2 and [c for c, _ in task.sent] == [1, 1000]
+    assert clock.reads == 3 and [c for c, _ in task.sent] == [1, 1000]
 
 
 def test_without_a_ticker_every_call_reads_the_clock_and_reports_stay_on_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,7 +268,8 @@ def test_a_ticker_that_is_gone_makes_every_reporter_look_and_the_next_call_start
     task.clock = RealClock()  # type: ignore[assignment]
     report = reporting.Progress(task, 1000)
     report(1)
-    assert report.throttle.check_at == 1000
+    report(2)  # the pace: looked twice, and skips now
+    assert report.throttle.check_at > 2
     reporting._ticker_gone()  # what the ticker thread does when it ends (or a fork's child)
     assert report.throttle.check_at == reporting.NOW and reporting._ticking_in == []
     report(2)  # looks: starts this process's ticker again
