@@ -252,7 +252,8 @@ def unacked(client: redis.Redis, limit: int = 1000) -> list[dict[str, Any]]:
     them in the hash `unacked`, `Channel.unacked_key`): a prefetched message of a worker whose
     connection broke, or of a worker that died, is delivered again after the visibility timeout,
     so such a task is still to run. At most `limit` entries are read (HSCAN); never raises for
-    one bad entry. Same shape as `decode_message`, with `queue` set to the routing key."""
+    one bad entry. Same shape as `decode_message`, with `queue` set to the routing key, and
+    `"taken": True` (not a field of the task: web.reconciler reads it and drops it)."""
     found: dict[str, dict[str, Any]] = {}
     for _, value in client.hscan_iter(UNACKED_KEY, count=min(limit, 1000)):
         if len(found) >= limit:
@@ -263,7 +264,7 @@ def unacked(client: redis.Redis, limit: int = 1000) -> list[dict[str, Any]]:
         except (ValueError, TypeError):
             continue
         if update is not None:
-            found[update["id"]] = update
+            found[update["id"]] = dict(update, taken=True)
     return list(found.values())
 
 

@@ -263,8 +263,9 @@ class Reconciler:
             for update in waiting:
                 if update["id"] not in self.queued_known:
                     self.queued_known[update["id"]] = True
+                    update = {k: v for k, v in update.items() if k != "taken"}
                     if not update.get("created"):  # Celery's messages carry no send time
-                        update = dict(update, created=records.iso(self.wall()))
+                        update["created"] = records.iso(self.wall())
                     self.coalescer.add(update)
 
     def reconcile(self) -> int:
@@ -489,6 +490,7 @@ class Reconciler:
             return 0  # judged again at the next pass, from what is stored then
         queued, complete = self.queues() if self.queues is not None else ([], False)
         in_queue = {u["id"] for u in queued}
+        taken = {u["id"] for u in queued if u.get("taken")}
         active = self.control.active()
         if active is None:
             return 0
@@ -500,9 +502,13 @@ class Reconciler:
         still_none = self.read_results([i for i, _ in stale])
         count = 0
         for task_id, record in stale:
-            if task_id in in_queue or task_id in on_workers or task_id in still_none:
+            if task_id in on_workers or task_id in still_none:
                 continue
             worker = record.get("worker")
+            if task_id in in_queue:
+                if task_id in taken and worker in active:
+                    count += self._stranded(record)
+                continue
             if worker and worker not in active:
                 continue  # its worker did not answer: it may be busy (solo); not ours to judge
             if not worker and (not complete or unanswered):
@@ -510,6 +516,22 @@ class Reconciler:
             self.coalescer.add(records.unknown(task_id))
             count += 1
         return count
+
+    def _stranded(self, record: dict[str, Any]) -> int:
+        """A received task whose worker answered without it while its message waits in the broker's
+        unacknowledged messages: the worker lost its broker connection after taking it (a Redis
+        restart), and kombu could not put the message back ("Restoring 1 unacknowledged
+        message(s)" in the worker's log, to a Redis that was down). kombu's Redis transport
+        delivers it again after the visibility timeout (`visibility_timeout`, 1 hour by default;
+        kombu/transport/redis.py QoS.restore_visible), or when a worker starts. Said as for a
+        received task of a worker that died (REDELIVERY); the task's events override it. 1 when
+        said now, else 0."""
+        if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
+            return 0  # a started task's worker holds it while it runs (and `active` said it does not)
+        if record.get("worker_status") == records.REDELIVERY:
+            return 0
+        self.coalescer.add({"id": record["id"], "worker_status": records.REDELIVERY})
+        return 1
 
     def ask_pools(self) -> None:
         """Ask workers whose pool is not known yet which one they run (an idle worker answers;

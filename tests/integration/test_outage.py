@@ -52,6 +52,38 @@ UPSTREAM_CRASH = re.compile(r"CRITICAL/MainProcess\] Unrecoverable error: Attrib
                             r"no attribute 'hostname'\"\)(?s:.*?)restore_unacked")
 
 
+# kombu's Redis channel, when the worker's broker connection breaks with messages it took but has not
+# acknowledged: it puts them back in their queue, which fails while Redis is down, so they stay in the
+# `unacked` hash until the visibility timeout (1 hour) brings them back. Seen in ci71: the worker took a
+# task 13 ms before Redis stopped, lived through the outage, and never ran it within the test.
+RESTORING = re.compile(r"Restoring \d+ unacknowledged message")
+
+
+def stranded_in_broker(stack: Stack, client: redis.Redis, ids: list[str]) -> set[str]:
+    """Of `ids`, those whose messages wait in the broker's unacknowledged messages after the worker
+    said it was restoring some: Celery will run them, an hour later."""
+    from web.queues import unacked
+
+    assert stack.worker is not None
+    if not ids or not RESTORING.search(stack.worker.output()):
+        return set()
+    return {task["id"] for task in unacked(client)} & set(ids)
+
+
+def shown_waiting_for_redelivery(api: Api, ids: list[str]) -> list[str]:
+    """The ids not (yet) shown as a user should see such a task: received and "gone; the broker will
+    deliver the task again", or still queued (PENDING, no worker) where its task-received was lost."""
+    from web.records import REDELIVERY
+
+    wrong = []
+    for task_id in ids:
+        task = api.task(task_id)
+        if not ((task["state"] == "RECEIVED" and task.get("worker_status") == REDELIVERY)
+                or (task["state"] == "PENDING" and not task.get("worker"))):
+            wrong.append(task_id)
+    return wrong
+
+
 def succeeded_in_worker_log(stack: Stack, ids: list[str]) -> list[str]:
     """The ids the worker's log does not (yet) say succeeded."""
     assert stack.worker is not None
@@ -131,6 +163,14 @@ def test_seventy_tasks_around_a_ten_second_redis_outage_are_all_shown_succeeded(
                         f"(Unrecoverable error: AttributeError in kombu's restore_unacked, closing its broken "
                         f"connection), so {len(unfinished)} of 70 tasks never ran: this scenario needs a worker "
                         f"that lives through the outage")
+        stranded = stranded_in_broker(stack, client, unfinished)
+        if stranded:  # Celery's to run later, the dashboard's to show as waiting for it
+            waiting = wait_until_none(lambda rest: shown_waiting_for_redelivery(api, rest), sorted(stranded), 75)
+            details = {task_id: {k: api.task(task_id).get(k) for k in ("state", "worker", "worker_status")}
+                       for task_id in waiting}
+            assert not waiting, f"tasks whose messages wait in the broker's unacked hash are shown otherwise: {details}"
+            ids = [task_id for task_id in ids if task_id not in stranded]
+        unfinished = [task_id for task_id in unfinished if task_id not in stranded]
         assert not unfinished, f"the worker did not log success for {len(unfinished)} of 70: {unfinished[:5]}"
         worker_done = time.monotonic() - back
 
@@ -164,3 +204,48 @@ def test_seventy_tasks_around_a_ten_second_redis_outage_are_all_shown_succeeded(
         through.close()
     recovery["Redis stopped 10 s under 50 queued/running tasks, 20 more after: worker done"] = worker_done
     recovery["Redis stopped 10 s under 50 queued/running tasks, 20 more after: all 70 shown"] = shown
+
+
+def test_a_task_its_worker_held_when_redis_stopped_is_shown_waiting_for_redelivery(private_stack: Stack) -> None:
+    """ci71's stranded task, made on purpose: the worker holds a task for its countdown (received, its
+    message unacknowledged) when Redis stops. It lets go of what it held as its connection breaks,
+    and kombu cannot put the message back in its queue while Redis is down, so after the restart the
+    message waits in the broker's `unacked` hash for the visibility timeout (an hour) while the
+    worker, alive and reconnected, holds nothing. The dashboard must not go on showing it received
+    on that worker: it says the broker will deliver it again."""
+    from celery import Celery
+
+    from tasks.celery_app import DEMO_QUEUE
+    from web.records import REDELIVERY
+
+    stack = private_stack
+    url = stack.start_web(env={"RECONCILE_WINDOW": "6"})
+    api = Api(url)
+    # As on a dashboard that has been open a while: it knows the worker's pool (asked once it is idle).
+    wait_for(lambda: [w["pool"] for w in api.get("/api/workers").json()["workers"]] == ["prefork"], 30,
+             what="the worker's pool known")
+    sender = Celery("user_process", broker=stack.redis_url)
+    try:
+        task_id = sender.send_task("tasks.demo.steps", kwargs={"steps": 1, "delay": 0}, countdown=600,
+                                   queue=DEMO_QUEUE).id
+    finally:
+        sender.close()
+    received = api.wait(task_id, lambda t: t["state"] == "RECEIVED" and bool(t.get("worker")), timeout=30)
+    client = redis.Redis(port=stack.redis_port)
+    assert client.hlen("unacked") == 1
+
+    stack.stop_redis()
+    time.sleep(3)
+    restart_redis(stack)
+    assert stack.worker is not None
+    # Whether the worker lives (it logs "Restoring 1 unacknowledged message(s)", and fails to) or
+    # its consumer dies of the Celery 5.7/kombu 5.7 bug in that same restore (UPSTREAM_CRASH: here
+    # most runs; the process stays, silent, and answers nothing), the message stays in the broker's
+    # unacked hash, and no worker holds the task.
+    assert stranded_in_broker(stack, client, [task_id]) == {task_id}, stack.worker.output()[-2000:]
+    crashed = bool(UPSTREAM_CRASH.search(stack.worker.output()))
+
+    shown = api.wait(task_id, lambda t: t.get("worker_status") == REDELIVERY, timeout=90,
+                     what=f"the task shown waiting for redelivery (the worker's consumer crashed: {crashed})")
+    assert (shown["state"], shown["worker"]) == ("RECEIVED", received["worker"])
+    assert stranded_in_broker(stack, client, [task_id]) == {task_id}  # still the broker's, as said

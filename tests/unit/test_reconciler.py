@@ -220,6 +220,57 @@ def test_a_queued_task_in_the_queue_is_never_unknown(parts: Parts) -> None:
     assert parts.state("q") == "UNKNOWN"
 
 
+def received(parts: Parts, task_id: str, hostname: str = "w1") -> None:
+    parts.event("worker-online", hostname, 100)
+    parts.event("task-received", hostname, 100, uuid=task_id, name="t")
+    parts.settle()
+
+
+def test_a_received_task_its_live_worker_let_go_of_waits_for_redelivery(parts: Parts) -> None:
+    """ci71: the worker took the message 13 ms before Redis went down and could not restore it
+    ("Restoring 1 unacknowledged message(s)"); it reconnected without it, and kombu keeps the message
+    in `unacked` until the visibility timeout. Shown as waiting for the broker to deliver it again,
+    not as received on a worker that does not have it; its next delivery's events clear that."""
+    parts.control.alive.add("w1")
+    received(parts, "a")
+    parts.queue.append({"id": "a", "name": "t", "state": "PENDING", "queue": "celery", "taken": True})
+    parts.reconciler.poll()
+    parts.later(10)
+    parts.settle()
+    assert parts.store.get("a")["worker_status"] is None  # not stale yet: it may have just arrived
+    parts.later(25)
+    parts.settle()
+    task = parts.store.get("a")
+    assert (task["state"], task["worker_status"]) == ("RECEIVED", records.REDELIVERY)
+    assert "taken" not in task
+    parts.queue.clear()  # an hour later, kombu restores it and a worker takes it again
+    parts.event("task-received", "w1", 100, uuid="a", name="t")
+    parts.event("task-started", "w1", 100, uuid="a")
+    parts.settle()
+    task = parts.store.get("a")
+    assert (task["state"], task["worker_status"]) == ("STARTED", None)
+
+
+@pytest.mark.parametrize("case", ["waiting in its queue", "held by its worker", "worker did not answer", "started"])
+def test_a_task_waiting_or_held_is_not_said_to_wait_for_redelivery(parts: Parts, case: str) -> None:
+    parts.control.alive.add("w1")
+    received(parts, "a")
+    if case == "started":
+        parts.event("task-started", "w1", 100, uuid="a")
+    parts.queue.append({"id": "a", "name": "t", "state": "PENDING", "queue": "celery",
+                        **({} if case == "waiting in its queue" else {"taken": True})})
+    if case == "held by its worker":
+        parts.control.active_tasks["w1"] = {"a"}
+    if case == "worker did not answer":
+        parts.control.alive.discard("w1")
+    parts.later(35)
+    parts.settle()
+    parts.later(20)
+    parts.settle()
+    task = parts.store.get("a")
+    assert task["worker_status"] != records.REDELIVERY and task["state"] in ("RECEIVED", "STARTED")
+
+
 def test_reconciliation_adds_what_the_backend_knows_and_never_erases_the_worker(parts: Parts) -> None:
     start(parts, "a")
     parts.metas["a"] = {"status": "SUCCESS", "result": 1, "worker": None, "date_done": "2030-01-01T00:00:00"}
