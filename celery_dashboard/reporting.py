@@ -78,7 +78,7 @@ class Throttle:
     """
 
     __slots__ = ("interval", "clock", "next_at", "sent", "check_at", "look_at", "store_interval", "store_at",
-                 "store", "at_total", "seen", "seen_at", "__weakref__")
+                 "store", "at_total", "seen", "seen_at", "aim", "__weakref__")
 
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic,
                  store_interval: float | None = None) -> None:
@@ -94,6 +94,7 @@ class Throttle:
         self.look_at = NOW  # what the ticker sets check_at to: the next call looks
         self.seen: Any = None  # the `current` of the last look, and the clock then (the loop's pace)
         self.seen_at = 0.0
+        self.aim: Any = NOW  # the `check_at` the last look set: a look before it was a tick's
 
     def due(self, current: float, total: float) -> bool:
         """True when this call should be sent: the first, then one per interval; a final value
@@ -103,7 +104,7 @@ class Throttle:
         at_total = current >= total > 0
         final = at_total and not self.at_total
         if now < self.next_at and not final:
-            self.check_at = _check_at(self, total, self.at_total, current, _paced(self, current, now))
+            self.check_at = self.aim = _check_at(self, total, self.at_total, current, _paced(self, current, now))
             return False
         self.next_at = now + self.interval
         self.sent += 1
@@ -111,7 +112,7 @@ class Throttle:
         self.store = final or now >= self.store_at
         if self.store:
             self.store_at = now + self.store_interval
-        self.check_at = _check_at(self, total, at_total, current, _paced(self, current, now))
+        self.check_at = self.aim = _check_at(self, total, at_total, current, _paced(self, current, now))
         return True
 
 
@@ -120,14 +121,16 @@ def _paced(throttle: Throttle, current: Any, now: float) -> Any:
     the loop's pace between its last look and this one (`current` and `now`, which become the last
     look); None where no pace is known: a `current` that did not rise, or that is not an int or a
     float. At the first look of a run, `current` itself: the next call that is not behind it looks,
-    and measures the pace. An int `current` gives an int (rounded down: a look a call early
-    costs one more look, a look late delays the report)."""
+    and measures the pace; the same after a look that came before the point the last one aimed at
+    (the ticker cut it short: the loop went slower than its pace said, and the pace since the last
+    look would still be too fast). An int `current` gives an int (rounded down: a look a call
+    early costs one more look, a look late delays the report), a float a float."""
     seen, seen_at = throttle.seen, throttle.seen_at
     throttle.seen, throttle.seen_at = current, now
     kind = type(current)
     if kind is not int and kind is not float:
         return None
-    if seen is None:
+    if seen is None or current < throttle.aim:
         return current
     if type(seen) is not kind or not current > seen or not now > seen_at:
         return None
@@ -141,16 +144,17 @@ def _paced(throttle: Throttle, current: Any, now: float) -> Any:
 def _check_at(holder: Any, total: float, at_total: bool, current: Any = 0, paced: Any = None) -> float:
     """Until which current value calls are skipped: `paced` (see _paced) where there is one, but
     never past the total while the final value is still to come, else NEVER; NOW (every call
-    looks) where this process has no ticker to cut it short. Sets `holder.look_at`, the NOW of the
-    total's type (the float one for a current below NOW_INT)."""
-    small = type(total) is int and not (type(current) is int and current < NOW_INT)
+    looks) where this process has no ticker to cut it short. Sets `holder.look_at`: NOW_INT for an
+    int current (at least NOW_INT) with an int total, so that both sides of a skipped call's
+    comparison stay ints; else the float NOW, which any number compares with."""
+    small = type(total) is int and type(current) is int and current >= NOW_INT
     now, never = (NOW_INT, NEVER_INT) if small else (NOW, NEVER)
     holder.look_at = now
     if _ticking_in[-1:] != [os.getpid()] and not _watch(holder):
         return now
     limit = total if total > 0 and not at_total else never  # (due() compared total already: a number)
     if paced is not None and paced < limit:
-        return int(paced) if small and type(paced) is not int else paced
+        return paced
     return limit
 
 
@@ -201,6 +205,19 @@ def send_progress(task: Task, meta: dict[str, Any], store: bool = True) -> None:
             task.update_state(state=PROGRESS, meta={**meta, SENT_KEY: sent})
     except Exception as exc:  # a progress report must never fail the task (Redis may be away)
         log.warning("progress report for %s not sent: %s", task.request.id, exc)
+
+
+_warned_unusable: list[bool] = []
+
+
+def _unusable(task: Task, current: Any, total: Any, exc: Exception) -> bool:
+    """A call whose current or total cannot be compared (a str, None, Decimal('NaN')): nothing is
+    sent, the task goes on (False), and the first such call of the process is logged."""
+    if not _warned_unusable:
+        _warned_unusable.append(True)
+        log.warning("progress of %s not reported: current %r of total %r do not compare (%r)",
+                    getattr(task, "name", task), current, total, exc)
+    return False
 
 
 def _report(task: Task, current: float, total: float, message: str, args: tuple[Any, ...],
@@ -256,10 +273,13 @@ def Progress(task: Task, total: float, interval: float | None = None, *, message
     template = str(message)
 
     def report(current: float, message: str | None = None, *args: Any) -> bool:
-        if current < throttle.check_at:
-            return False  # the fast path: the call that sits in the loop
-        if not throttle.due(current, total):
-            return False
+        try:  # (free in CPython 3.11 until something raises)
+            if current < throttle.check_at:
+                return False  # the fast path: the call that sits in the loop
+            if not throttle.due(current, total):
+                return False
+        except (TypeError, ArithmeticError) as exc:
+            return _unusable(task, current, total, exc)
         if message is None:
             return _report(task, current, total, _template(template, current, total), (), throttle)
         return _report(task, current, total, message, args, throttle)
@@ -358,16 +378,18 @@ MIN_TICK = 0.005  # seconds: a PROGRESS_INTERVAL of 0 (every call reported) must
 
 def _tick() -> None:
     """This process's ticker, an OS thread that only sleeps: TICKS_PER_INTERVAL times per
-    PROGRESS_INTERVAL (MIN_TICK at least) it cuts every watched reporter short (`tick`). A tick
+    PROGRESS_INTERVAL, or per the shortest interval of a reporter it watches when that is shorter
+    (MIN_TICK at least), it cuts every watched reporter short (`tick`). A tick
     that fails is logged and the next one comes; should the thread end anyway, it says so first:
     every reporter then looks at its next call and starts another ticker (`_ticker_gone`)."""
     _, sleep = _originals()
     warned = False
+    period = config.PROGRESS_INTERVAL
     try:
         while True:
-            sleep(max(MIN_TICK, config.PROGRESS_INTERVAL / TICKS_PER_INTERVAL))
+            sleep(max(MIN_TICK, period / TICKS_PER_INTERVAL))
             try:
-                tick()
+                period = min(config.PROGRESS_INTERVAL, tick())
             except Exception as exc:  # noqa: BLE001 - a reporter's report must not hang on it
                 if not warned:
                     log.warning("progress tick failed: %r", exc)
@@ -392,18 +414,27 @@ def _ticker_gone() -> None:
 os.register_at_fork(after_in_child=_ticker_gone)
 
 
-def tick() -> None:
+def tick() -> float:
     """One tick of the ticker: set `check_at` of every watched reporter to its `look_at` (NOW), so
     that its next call reads the clock (Throttle). A loop's own write of `check_at` at the same
-    moment may undo one cut; the next comes a tick later."""
+    moment may undo one cut; the next comes a tick later. Returns the shortest interval among
+    the watched reporters (`Progress(..., interval=0.02)`), NEVER when there is none: the ticker
+    ticks once per that, if it is shorter than PROGRESS_INTERVAL."""
     try:
         holders = list(_watched)
     except RuntimeError:  # the set changed while it was read (another thread added one)
-        return
+        return NEVER
+    shortest = NEVER
     for holder in holders:
         look_at = holder.look_at
         if holder.check_at != look_at:
             holder.check_at = look_at
+        interval = getattr(holder, "interval", None)
+        if interval is None:  # a Lane: its throttle's
+            interval = holder.throttle.interval
+        if interval < shortest:
+            shortest = interval
+    return shortest
 
 
 # Per-thread throttles, for a task object whose runs overlap (Lane.shared). Each thread also keeps
@@ -471,12 +502,15 @@ def progress(task: Task, current: float, total: float, message: str = "", *args:
         lane = task._celery_dashboard_progress
     except AttributeError:
         lane = _lane_of(task)
-    if current < lane.check_at and (current < total or total == 0):
-        return False  # the fast path (this call's total counts: it may have dropped, or become known)
-    if lane.shared:  # (a shared lane's check_at stays NOW: each thread's throttle decides)
-        return _progress_shared(task, current, total, message, args)
-    throttle = lane.throttle
-    due = throttle.due(current, total)
+    try:  # (free in CPython 3.11 until something raises)
+        if current < lane.check_at and (current < total or total == 0):
+            return False  # the fast path (this call's total counts: it may have dropped, or become known)
+        if lane.shared:  # (a shared lane's check_at stays NOW: each thread's throttle decides)
+            return _progress_shared(task, current, total, message, args)
+        throttle = lane.throttle
+        due = throttle.due(current, total)
+    except (TypeError, ArithmeticError) as exc:
+        return _unusable(task, current, total, exc)
     if not lane.shared:
         lane.look_at, lane.check_at = throttle.look_at, throttle.check_at
     if not due:

@@ -4,6 +4,7 @@ once per interval, for a loop that slowed down. A report due is on time at a ste
 by at most an interval and one call however the pace changes (celery_dashboard.reporting.Throttle)."""
 from __future__ import annotations
 
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -122,8 +123,101 @@ def test_a_pace_is_never_past_the_total_nor_an_int_total_s_check_a_float(clock: 
     floats = reporting.Progress(FakeTask(), 1000, interval=0.1)
     floats(0.5)
     clock.now += 0.001
-    floats(1.5)
-    assert type(floats.throttle.check_at) is int and floats.throttle.check_at == 100
+    floats(1.5)  # float currents keep a float check (two floats compare fast too), not rounded down
+    assert type(floats.throttle.check_at) is float and 100.4 < floats.throttle.check_at < 100.6
+
+
+@pytest.mark.parametrize("total", [1, 100, 0])
+def test_float_currents_with_an_int_total_look_about_once_a_report(clock: CountingClock, total: int) -> None:
+    """Review finding: "fraction done" (`report(n / N)` with total 1) or a percent of 100 rounded the
+    pace down to a whole number, and every call between it and the due point read the clock
+    (917,110 reads in 1,000,000 calls); negative fractions rounded toward zero, and came late."""
+    task = FakeTask()
+    task.clock = clock
+    report = reporting.Progress(task, total, interval=0.1)
+    calls, step = 50_000, 10e-6
+    for n in range(calls):
+        clock.now += step
+        report((total or 1) * n / calls - (1 if total == 0 else 0))
+    sent = len(task.sent)
+    assert 5 <= sent <= 6
+    assert clock.reads <= 3 * sent + 3
+    times = [when for _, when in task.sent]
+    for earlier, later in zip(times, times[1:], strict=False):
+        assert later - earlier <= 0.1 + step + 1e-9
+
+
+@pytest.mark.parametrize("current", [float("-inf"), float("nan"), float("inf")])
+def test_a_current_that_is_not_finite_never_fails_the_task(clock: CountingClock, current: float) -> None:
+    """Review finding: -inf as a run's first current with an int total raised OverflowError."""
+    task = FakeTask()
+    task.clock = clock
+    report = reporting.Progress(task, 100)
+    for _ in range(3):
+        clock.now += 0.05
+        assert report(current) in (True, False)
+        assert reporting.progress(task, current, 100) in (True, False)
+
+
+@pytest.mark.parametrize("current, total", [(Decimal("NaN"), 100), ("7", 100), (7, None), (None, 10)])
+def test_a_current_or_total_that_does_not_compare_sends_nothing_and_never_fails_the_task(
+        clock: CountingClock, current: Any, total: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Decimal('NaN') raises InvalidOperation when compared; a str or None, TypeError: the call
+    sends nothing and the task goes on; the first such call of the process is logged."""
+    reporting._warned_unusable.clear()
+    task = FakeTask()
+    task.clock = clock
+    report = reporting.Progress(task, total)
+    assert report(current) is False and reporting.progress(task, current, total) is False
+    assert task.sent == [] and "do not compare" in caplog.text
+
+
+def test_a_float_current_far_below_zero_with_an_int_total_still_reports_each_interval(clock: CountingClock) -> None:
+    """Review finding (older): the ticker cut an int total's check to -(2**30 - 1), which a float
+    current of -5e9 stays below: after the first, no report was ever sent."""
+    task = FakeTask()
+    task.clock = clock
+    report = reporting.Progress(task, 100, interval=0.1)
+    for _ in range(5000):
+        clock.now += 100e-6
+        report(-5e9)
+    assert 5 <= len(task.sent) <= 6
+
+
+def test_after_a_slowdown_the_tick_s_look_measures_the_new_pace(clock: CountingClock) -> None:
+    """Review finding: the tick's look took the pace since the last look, an average over the fast
+    phase, so the report after it was late. A look before the point the last one aimed at now
+    measures the pace at the next call, and the reports stay on time to the call."""
+    task = FakeTask()
+    task.clock = clock
+    report = reporting.Progress(task, 10 ** 9, interval=0.1)
+    clock.now += 0.05  # the ticker's phase is not the reports': here half an interval apart
+    n = 0
+    for _ in range(150_000):  # 1 us a call
+        n += 1
+        clock.now += 1e-6
+        report(n)
+    slow_from = len(task.sent)
+    for _ in range(200):  # then 5 ms a call, 1 s
+        n += 1
+        clock.now += 5e-3
+        report(n)
+    times = [when for _, when in task.sent[slow_from - 1:]]  # from the fast phase's last report
+    assert len(times) >= 10
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert all(gap <= 0.1 + 5e-3 + 1e-6 for gap in gaps), gaps  # on time to the call (0.155 s before)
+
+
+def test_the_ticker_ticks_at_the_shortest_interval_of_a_reporter_it_watches() -> None:
+    """Review finding: a reporter of its own shorter interval (0.02 s) that slowed down was late by
+    the ticker's 0.1 s, five of its intervals, at every report."""
+    short = reporting.Progress(FakeTask(), 1000, interval=0.02)
+    assert reporting.tick() == 0.02
+    del short
+    import gc
+
+    gc.collect()
+    assert reporting.tick() != 0.02  # held weakly: gone with its reporter
 
 
 def test_a_loop_that_slows_down_reports_within_a_tick_of_each_interval(clock: CountingClock) -> None:
