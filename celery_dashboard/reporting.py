@@ -62,11 +62,12 @@ class Throttle:
     above the total (the final value is looked at at once) and is NEVER where there is no total or
     the final value was sent. A loop that slows down after a look would come late to that
     `current`, so the process's ticker (`_tick`, an OS thread) also sets every `check_at` to NOW
-    (`look_at`: NOW_INT and NEVER_INT for an integer total, so that it stays an int) once per
-    PROGRESS_INTERVAL (TICKS_PER_INTERVAL): the next call then looks and measures the new pace. A
-    report due is thus sent on time at a steady pace, and late by at most one interval and one call
-    however the loop's pace changes. Where the ticker could not be started, every call reads the
-    clock (`check_at` stays NOW).
+    (`look_at`: NOW_INT and NEVER_INT for an int current with an int total, so that it stays an
+    int) once per PROGRESS_INTERVAL (TICKS_PER_INTERVAL), or per a reporter's own shorter
+    interval: the next call then looks and measures the new pace. A report due is thus sent on
+    time at a steady pace, and late by at most one interval and one call however the loop's pace
+    changes. Where the ticker could not be started, every call reads the clock (`check_at` stays
+    NOW).
 
     Why not tick more often instead of pacing: each tick is the ticker thread taking the GIL from
     the loop, two thread switches. Four ticks per interval (the rule before) cost a loop of 2 us

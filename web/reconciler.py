@@ -522,10 +522,10 @@ class Reconciler:
         unacknowledged messages: the worker lost its broker connection after taking it (a Redis
         restart), and kombu could not put the message back ("Restoring 1 unacknowledged
         message(s)" in the worker's log, to a Redis that was down). kombu's Redis transport
-        delivers it again after the visibility timeout (`visibility_timeout`, 1 hour by default;
-        kombu/transport/redis.py QoS.restore_visible), or when a worker starts. Said as for a
-        received task of a worker that died (REDELIVERY); the task's events override it. 1 when
-        said now, else 0."""
+        delivers it again once it is older than the visibility timeout (`visibility_timeout`, 1
+        hour by default; kombu/transport/redis.py QoS.restore_visible). Said as for a received
+        task of a worker that died (REDELIVERY); the task's events override it. 1 when said now,
+        else 0."""
         if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
             return 0  # a started task's worker holds it while it runs (and `active` said it does not)
         if record.get("worker_status") == records.REDELIVERY:
