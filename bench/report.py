@@ -687,7 +687,10 @@ def markdown(results: dict[str, Any]) -> str:
                 "timed back to back with a slice of the loop without the call (this machine's speed drifts by "
                 "several per cent from one second to the next; one-second runs gave -9% to +48% for one call); "
                 "`without` and `with` are then one slice's seconds, and the reporters are kept across the slices as "
-                "one reporter serves a whole loop (the final value is checked in the light loops).", "",
+                "one reporter serves a whole loop (the final value is checked in the light loops). There the "
+                "throttles read the loop's own time (bench.progress_cost.LoopClock: the slices without the call do "
+                "not count), so reports go out at one per PROGRESS_INTERVAL of the loop with the call, as in one "
+                "unbroken loop.", "",
                 "ns per call = (with - without) / calls: the skipped calls and the reports sent together. A sent "
                 "report (a `task-progress` event and the revocation check; the PROGRESS state stored for the first, "
                 "the final value and one per PROGRESS_STORE_INTERVAL in between) costs the CPU ms shown on average; "
