@@ -337,7 +337,7 @@ class Queues:
     def __call__(self) -> tuple[list[dict[str, Any]], bool]:
         waiting = queued(self.client, self.names(), self.limit)
         taken = unacked(self.client, self.limit)
-        return list(waiting) + taken, waiting.read >= waiting.waiting
+        return list(waiting) + taken, waiting.read >= waiting.waiting and len(taken) < self.limit
 
     def remove(self, task_id: str) -> bool:
         return remove_queued(self.client, self.names(), task_id)

@@ -461,7 +461,9 @@ class Reconciler:
                 if dead:
                     self._end_on_dead_worker(record, worker, "stopped responding")
                     count += 1
-                elif record.get("worker_status") != status:
+                elif record.get("worker_status") != status and (
+                        status is not None or record.get("worker_status") == records.NOT_RESPONDING):
+                    # (only its own: another pass's verdict, REDELIVERY or UNHELD, stays until an event)
                     self.coalescer.add({"id": record["id"], "worker_status": status})
                     count += status is not None
         return count
@@ -511,26 +513,30 @@ class Reconciler:
                 continue
             if worker and worker not in active:
                 continue  # its worker did not answer: it may be busy (solo); not ours to judge
-            if not worker and (not complete or unanswered):
-                continue  # a queue longer than we read, or a busy worker, may hold it
+            if not complete or (not worker and unanswered):
+                continue  # a queue, or the unacknowledged messages, longer than we read, or a busy worker, may hold it
             self.coalescer.add(records.unknown(task_id))
             count += 1
         return count
 
     def _stranded(self, record: dict[str, Any]) -> int:
-        """A received task whose worker answered without it while its message waits in the broker's
-        unacknowledged messages: the worker lost its broker connection after taking it (a Redis
-        restart), and kombu could not put the message back ("Restoring 1 unacknowledged
-        message(s)" in the worker's log, to a Redis that was down). kombu's Redis transport
-        delivers it again once it is older than the visibility timeout (`visibility_timeout`, 1
-        hour by default; kombu/transport/redis.py QoS.restore_visible). Said as for a received
-        task of a worker that died (REDELIVERY); the task's events override it. 1 when said now,
-        else 0."""
-        if lifecycle.phase(record.get("state")) >= lifecycle.STARTED:
-            return 0  # a started task's worker holds it while it runs (and `active` said it does not)
-        if record.get("worker_status") == records.REDELIVERY:
+        """A received task whose worker reconnected to the broker after receiving it (a worker-online
+        from it since), answered without it, while its message waits in the broker's
+        unacknowledged messages: Celery drops what a consumer held (prefetched, or waiting for its
+        countdown) when its connection breaks, and kombu could not put the message back
+        ("Restoring 1 unacknowledged message(s)" in the worker's log, to a Redis that was down).
+        kombu's Redis transport delivers it again once it is older than the visibility timeout
+        (`visibility_timeout`, 1 hour by default; kombu/transport/redis.py QoS.restore_visible).
+        Said as UNHELD; the task's events override it. The reconnect is what tells it apart from a
+        task a live worker holds where `inspect` does not list it (a rate-limited task waits in
+        Celery's token bucket, in neither `reserved` nor `scheduled`). 1 when said now, else 0."""
+        if record.get("state") != "RECEIVED" or record.get("worker_status") in (records.UNHELD, records.REDELIVERY):
+            return 0  # (a started task's worker holds it while it runs; a RETRY waits for its next message)
+        worker = self.workers.get(record.get("worker"))
+        received = records.epoch(record.get("updated") or record.get("created"))
+        if worker is None or worker.online_at is None or not worker.online_at > received:
             return 0
-        self.coalescer.add({"id": record["id"], "worker_status": records.REDELIVERY})
+        self.coalescer.add({"id": record["id"], "worker_status": records.UNHELD})
         return 1
 
     def ask_pools(self) -> None:

@@ -31,6 +31,9 @@ CARRIED = ("progress", "result", "result_truncated", "error", "finished", "retri
 MAX_TEXT = 20_000
 NOT_RESPONDING = "not responding"
 REDELIVERY = "gone; the broker will deliver the task again"
+# A received task its live worker dropped when its broker connection broke (web.reconciler._stranded):
+# shown as "RECEIVED · worker dropped it ...".
+UNHELD = "dropped it on reconnecting; the broker delivers it again after its visibility timeout"
 
 
 def iso(timestamp: float | None) -> str | None:

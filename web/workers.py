@@ -48,6 +48,7 @@ class Worker:
     ended: int = 0                # tasks seen ending on it (events, since this web process started)
     failed: int = 0               # of those, task-failed
     last_heartbeat: float | None = None  # wall clock (epoch s) of its last worker-* event
+    online_at: float | None = None  # its last worker-online (its consumer (re)connected), epoch s, our clock
     freq: float | None = None     # seconds between its heartbeats (`freq` of its last worker-* event)
 
 
@@ -100,6 +101,8 @@ class Workers:
             self._measure(worker, stamp - self.wall())
             if worker.offset:
                 event = dict(event, timestamp=stamp - worker.offset)
+            if kind == "worker-online":  # Celery sends it as its consumer starts, and after each reconnect
+                worker.online_at = stamp - worker.offset
         return event
 
     def _activity(self, worker: Worker, kind: str, event: dict[str, Any]) -> None:

@@ -331,6 +331,30 @@ def test_messages_taken_but_not_acknowledged_are_still_to_run() -> None:
     assert [(t["id"], t["name"], t["queue"]) for t in unacked(client)] == [("t1", "mytasks.add", "celery")]
 
 
+def test_the_broker_s_tasks_are_not_said_whole_when_the_unacked_read_was_cut_short() -> None:
+    """Review finding: with more unacknowledged messages than the read takes (QUEUE_SCAN_LIMIT),
+    the ones not read were judged UNKNOWN (an ending) though their messages wait in the broker.
+    Reading `limit` of them now says the list may not be whole, and no verdict is given on it."""
+    import json as _json
+
+    import fakeredis
+
+    from web.queues import UNACKED_KEY, Queues
+
+    client = fakeredis.FakeRedis()
+    queues = Queues("redis://unused", ["celery"], limit=3)
+    queues._client = client
+    for n in range(5):
+        envelope = {"body": "", "content-type": "application/json", "content-encoding": "utf-8",
+                    "headers": {"id": f"t{n}", "task": "mytasks.add", "retries": 0}, "properties": {}}
+        client.hset(UNACKED_KEY, f"tag{n}", _json.dumps([envelope, "", "celery"]))
+    tasks, complete = queues()
+    assert len(tasks) == 3 and all(t["taken"] for t in tasks) and complete is False
+    client.hdel(UNACKED_KEY, "tag0", "tag1", "tag2")
+    tasks, complete = queues()
+    assert len(tasks) == 2 and complete is True
+
+
 def test_event_receivers_and_remote_control_queues_are_not_task_queues() -> None:
     """Flower's (or any event receiver's) `celeryev.<uuid>` queue and pidbox reply queues are
     bound on the broker too, but hold no tasks: they are never listed (nor flagged unconsumed)."""

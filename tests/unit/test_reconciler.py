@@ -226,22 +226,30 @@ def received(parts: Parts, task_id: str, hostname: str = "w1") -> None:
     parts.settle()
 
 
-def test_a_received_task_its_live_worker_let_go_of_waits_for_redelivery(parts: Parts) -> None:
+def stranded(parts: Parts, task_id: str) -> None:
+    """`task_id` received on w1, then w1's broker connection broke: it reconnected (a worker-online
+    from the same process) without it, and the message waits in the broker's unacked hash."""
+    parts.control.alive.add("w1")
+    received(parts, task_id)
+    parts.later(2)
+    parts.event("worker-online", "w1", 100)
+    parts.queue.append({"id": task_id, "name": "t", "state": "PENDING", "queue": "celery", "taken": True})
+    parts.reconciler.poll()
+
+
+def test_a_received_task_its_live_worker_dropped_on_reconnecting_waits_for_redelivery(parts: Parts) -> None:
     """ci71: the worker took the message 13 ms before Redis went down and could not restore it
     ("Restoring 1 unacknowledged message(s)"); it reconnected without it, and kombu keeps the message
-    in `unacked` until the visibility timeout. Shown as waiting for the broker to deliver it again,
-    not as received on a worker that does not have it; its next delivery's events clear that."""
-    parts.control.alive.add("w1")
-    received(parts, "a")
-    parts.queue.append({"id": "a", "name": "t", "state": "PENDING", "queue": "celery", "taken": True})
-    parts.reconciler.poll()
-    parts.later(10)
+    in `unacked` until the visibility timeout. Shown as dropped by its worker and waiting for the
+    broker, not as received on a worker that does not have it; its next delivery's events clear that."""
+    stranded(parts, "a")
+    parts.later(8)
     parts.settle()
     assert parts.store.get("a")["worker_status"] is None  # not stale yet: it may have just arrived
     parts.later(25)
     parts.settle()
     task = parts.store.get("a")
-    assert (task["state"], task["worker_status"]) == ("RECEIVED", records.REDELIVERY)
+    assert (task["state"], task["worker_status"]) == ("RECEIVED", records.UNHELD)
     assert "taken" not in task
     parts.queue.clear()  # an hour later, kombu restores it and a worker takes it again
     parts.event("task-received", "w1", 100, uuid="a", name="t")
@@ -251,24 +259,76 @@ def test_a_received_task_its_live_worker_let_go_of_waits_for_redelivery(parts: P
     assert (task["state"], task["worker_status"]) == ("STARTED", None)
 
 
-@pytest.mark.parametrize("case", ["waiting in its queue", "held by its worker", "worker did not answer", "started"])
-def test_a_task_waiting_or_held_is_not_said_to_wait_for_redelivery(parts: Parts, case: str) -> None:
+def test_the_verdict_stays_pass_after_pass_until_the_task_s_events_say_otherwise(parts: Parts) -> None:
+    """Review finding: the next pass's "is its worker responding" check (the worker answers) cleared
+    it, and the one after set it again: on for 5 s of every 15, each flip pushed to every client."""
+    stranded(parts, "a")
+    shown = []
+    for _ in range(20):  # 100 s, a pass every 5 s
+        parts.later(5)
+        parts.settle()
+        shown.append(parts.store.get("a")["worker_status"])
+    first = shown.index(records.UNHELD)
+    assert set(shown[first:]) == {records.UNHELD}, shown
+
+
+def test_a_restarted_worker_s_received_task_keeps_waiting_for_redelivery(parts: Parts) -> None:
+    """The same clearing hit the older verdict on a worker that restarted under its name."""
+    parts.control.alive.add("w1")
+    received(parts, "a")
+    parts.later(1)
+    parts.event("worker-online", "w1", 200)
+    parts.queue.append({"id": "a", "name": "t", "state": "PENDING", "queue": "celery", "taken": True})
+    shown = []
+    for _ in range(8):
+        parts.later(5)
+        parts.settle()
+        shown.append(parts.store.get("a")["worker_status"])
+    assert shown == [records.REDELIVERY] * 8, shown
+
+
+@pytest.mark.parametrize("case", ["waiting in its queue", "held by its worker", "worker did not answer", "started",
+                                  "no reconnect (a rate-limited task: in no inspect answer)", "retrying"])
+def test_a_task_waiting_or_held_is_not_said_to_be_dropped(parts: Parts, case: str) -> None:
     parts.control.alive.add("w1")
     received(parts, "a")
     if case == "started":
         parts.event("task-started", "w1", 100, uuid="a")
+    if case == "retrying":
+        parts.event("task-started", "w1", 100, uuid="a")
+        parts.event("task-retried", "w1", 100, uuid="a", exception="boom")
+    parts.later(2)
+    if not case.startswith("no reconnect"):
+        parts.event("worker-online", "w1", 100)
     parts.queue.append({"id": "a", "name": "t", "state": "PENDING", "queue": "celery",
                         **({} if case == "waiting in its queue" else {"taken": True})})
     if case == "held by its worker":
         parts.control.active_tasks["w1"] = {"a"}
     if case == "worker did not answer":
         parts.control.alive.discard("w1")
-    parts.later(35)
-    parts.settle()
-    parts.later(20)
-    parts.settle()
+    for _ in range(12):
+        parts.later(5)
+        parts.settle()
     task = parts.store.get("a")
-    assert task["worker_status"] != records.REDELIVERY and task["state"] in ("RECEIVED", "STARTED")
+    assert task["worker_status"] not in (records.UNHELD, records.REDELIVERY)
+    assert task["state"] in ("RECEIVED", "STARTED", "RETRY")
+
+
+def test_no_task_is_unknown_while_the_broker_s_messages_were_not_all_read(parts: Parts) -> None:
+    """Review finding: a received task whose message was past the bounded read of the broker's
+    unacknowledged messages was ended UNKNOWN, though the broker holds it."""
+    parts.control.alive.add("w1")
+    received(parts, "a")
+    parts.reconciler.queues = lambda: ([], False)  # more messages than the read takes
+    for _ in range(12):
+        parts.later(5)
+        parts.settle()
+    assert parts.state("a") == "RECEIVED"
+    parts.reconciler.queues = lambda: ([], True)
+    for _ in range(8):
+        parts.later(5)
+        parts.settle()
+    assert parts.state("a") == "UNKNOWN"
 
 
 def test_reconciliation_adds_what_the_backend_knows_and_never_erases_the_worker(parts: Parts) -> None:
