@@ -302,6 +302,7 @@ class Queues:
         self.bindings: dict[str, None] = {}
         self.cursor = 0
         self._client: redis.Redis | None = None
+        self.taken_whole = True  # the last call read every unacknowledged message (see __call__)
 
     @property
     def client(self) -> redis.Redis:
@@ -336,8 +337,9 @@ class Queues:
 
     def __call__(self) -> tuple[list[dict[str, Any]], bool]:
         waiting = queued(self.client, self.names(), self.limit)
-        taken = unacked(self.client, self.limit)
-        return list(waiting) + taken, waiting.read >= waiting.waiting and len(taken) < self.limit
+        taken = unacked(self.client, self.limit + 1)  # one more: `limit` of them may be all there are
+        self.taken_whole = len(taken) <= self.limit
+        return list(waiting) + taken, waiting.read >= waiting.waiting
 
     def remove(self, task_id: str) -> bool:
         return remove_queued(self.client, self.names(), task_id)

@@ -463,7 +463,7 @@ class Reconciler:
                     count += 1
                 elif record.get("worker_status") != status and (
                         status is not None or record.get("worker_status") == records.NOT_RESPONDING):
-                    # (only its own: another pass's verdict, REDELIVERY or UNHELD, stays until an event)
+                    # (clears only its own: REDELIVERY or UNHELD is not cleared to None here)
                     self.coalescer.add({"id": record["id"], "worker_status": status})
                     count += status is not None
         return count
@@ -493,6 +493,8 @@ class Reconciler:
         queued, complete = self.queues() if self.queues is not None else ([], False)
         in_queue = {u["id"] for u in queued}
         taken = {u["id"] for u in queued if u.get("taken")}
+        # Unacknowledged messages past the bounded read: a received task's may be one of them.
+        taken_whole = getattr(self.queues, "taken_whole", True)
         active = self.control.active()
         if active is None:
             return 0
@@ -504,6 +506,8 @@ class Reconciler:
         still_none = self.read_results([i for i, _ in stale])
         count = 0
         for task_id, record in stale:
+            if task_id in on_workers and record.get("worker_status") == records.UNHELD:
+                self.coalescer.add({"id": task_id, "worker_status": None})  # delivered again, held again
             if task_id in on_workers or task_id in still_none:
                 continue
             worker = record.get("worker")
@@ -513,8 +517,10 @@ class Reconciler:
                 continue
             if worker and worker not in active:
                 continue  # its worker did not answer: it may be busy (solo); not ours to judge
-            if not complete or (not worker and unanswered):
-                continue  # a queue, or the unacknowledged messages, longer than we read, or a busy worker, may hold it
+            if not worker and (not complete or unanswered):
+                continue  # a queue longer than we read, or a busy worker, may hold it
+            if not taken_whole and lifecycle.phase(record.get("state")) < lifecycle.STARTED:
+                continue  # its message may be among the unacknowledged ones we did not read
             self.coalescer.add(records.unknown(task_id))
             count += 1
         return count
@@ -533,9 +539,12 @@ class Reconciler:
         if record.get("state") != "RECEIVED" or record.get("worker_status") in (records.UNHELD, records.REDELIVERY):
             return 0  # (a started task's worker holds it while it runs; a RETRY waits for its next message)
         worker = self.workers.get(record.get("worker"))
-        received = records.epoch(record.get("updated") or record.get("created"))
+        received = records.epoch(record.get("received") or record.get("updated") or record.get("created"))
         if worker is None or worker.online_at is None or not worker.online_at > received:
             return 0
+        ran_on = self.ran_on.get(record["id"])
+        if ran_on is not None and ran_on[1] is not None and ran_on[1] != worker.pid:
+            return 0  # received by an earlier incarnation: a restart, which _lost says (REDELIVERY)
         self.coalescer.add({"id": record["id"], "worker_status": records.UNHELD})
         return 1
 

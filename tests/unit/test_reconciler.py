@@ -317,18 +317,70 @@ def test_a_task_waiting_or_held_is_not_said_to_be_dropped(parts: Parts, case: st
 def test_no_task_is_unknown_while_the_broker_s_messages_were_not_all_read(parts: Parts) -> None:
     """Review finding: a received task whose message was past the bounded read of the broker's
     unacknowledged messages was ended UNKNOWN, though the broker holds it."""
+    class Cut:
+        taken_whole = False  # more unacknowledged messages than the read takes
+
+        def __call__(self) -> tuple[list[dict[str, Any]], bool]:
+            return [], True
+
     parts.control.alive.add("w1")
     received(parts, "a")
-    parts.reconciler.queues = lambda: ([], False)  # more messages than the read takes
+    start(parts, "b")  # a started task's message is acknowledged: the cut read says nothing of it
+    parts.reconciler.queues = Cut()
     for _ in range(12):
         parts.later(5)
         parts.settle()
-    assert parts.state("a") == "RECEIVED"
-    parts.reconciler.queues = lambda: ([], True)
+    assert (parts.state("a"), parts.state("b")) == ("RECEIVED", "UNKNOWN")
+    parts.reconciler.queues.taken_whole = True
     for _ in range(8):
         parts.later(5)
         parts.settle()
     assert parts.state("a") == "UNKNOWN"
+
+
+@pytest.mark.parametrize("restart_at", range(6, 12))
+def test_a_restart_seen_in_the_same_pass_is_said_gone_not_dropped(parts: Parts, restart_at: int) -> None:
+    """Review finding: a worker restarted (a new pid) in the pass where the stranded check was due
+    got "dropped it on reconnecting" after "gone", and kept it."""
+    parts.control.alive.add("w1")
+    parts.control.active_tasks["w1"] = {"a"}
+    received(parts, "a")
+    parts.queue.append({"id": "a", "name": "t", "state": "PENDING", "queue": "celery", "taken": True})
+    for passes in range(16):
+        parts.later(5)
+        if passes == restart_at:
+            parts.control.active_tasks["w1"] = set()
+            parts.control.pids["w1"] = 200
+            parts.event("worker-online", "w1", 200)
+        parts.settle()
+    assert parts.store.get("a")["worker_status"] == records.REDELIVERY
+
+
+def test_a_sender_s_clock_ahead_does_not_hide_the_drop(parts: Parts) -> None:
+    """Review finding: a task-sent stamped 60 s ahead raised the task's `updated` past the worker's
+    reconnect; the receipt's own time counts."""
+    parts.event("task-sent", "gen1@client", 7, uuid="a", name="t", timestamp=parts.wall.now + 60)
+    stranded(parts, "a")
+    for _ in range(24):  # (no news for RECONCILE_WINDOW counts from the latest time the task holds)
+        parts.later(5)
+        parts.settle()
+    assert parts.store.get("a")["worker_status"] == records.UNHELD
+
+
+def test_a_dropped_task_its_worker_holds_again_is_no_longer_said_dropped(parts: Parts) -> None:
+    """Review finding: delivered again with its task-received lost, and listed by its worker: the
+    verdict stayed until the task started."""
+    stranded(parts, "a")
+    for _ in range(8):
+        parts.later(5)
+        parts.settle()
+    assert parts.store.get("a")["worker_status"] == records.UNHELD
+    parts.queue.clear()
+    parts.control.active_tasks["w1"] = {"a"}
+    for _ in range(4):
+        parts.later(5)
+        parts.settle()
+    assert parts.store.get("a")["worker_status"] is None
 
 
 def test_reconciliation_adds_what_the_backend_knows_and_never_erases_the_worker(parts: Parts) -> None:
