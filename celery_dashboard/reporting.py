@@ -105,7 +105,7 @@ class Throttle:
         at_total = current >= total > 0
         final = at_total and not self.at_total
         if now < self.next_at and not final:
-            self.check_at = self.aim = _check_at(self, total, self.at_total, current, _paced(self, current, now))
+            self._aim(total, self.at_total, current, now)
             return False
         self.next_at = now + self.interval
         self.sent += 1
@@ -113,8 +113,13 @@ class Throttle:
         self.store = final or now >= self.store_at
         if self.store:
             self.store_at = now + self.store_interval
-        self.check_at = self.aim = _check_at(self, total, at_total, current, _paced(self, current, now))
+        self._aim(total, at_total, current, now)
         return True
+
+    def _aim(self, total: float, at_total: bool, current: Any, now: float) -> None:
+        """After a look: where the calls after it look next (`check_at`, and `aim`, which the ticker
+        does not cut short)."""
+        self.check_at = self.aim = _check_at(self, total, at_total, current, _paced(self, current, now))
 
 
 def _paced(throttle: Throttle, current: Any, now: float) -> Any:

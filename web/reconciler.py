@@ -92,7 +92,10 @@ class Reconciler:
     worker back from the same process only reconnected to the broker); a silent worker that
     does not answer a ping is shown "not responding", never failed; a task is UNKNOWN only when,
     for `window` seconds, neither the backend, nor a queue, nor any worker that answered knows
-    it. Any real outcome overrides a verdict (web.lifecycle).
+    it; a received task whose worker reconnected without it while its message waits unacknowledged
+    in the broker is shown dropped (records.UNHELD, `_stranded`). Any real outcome overrides a
+    verdict (web.lifecycle). `queues` is web.queues.Queues (or any callable with its answer); its
+    `taken_whole` says whether its last read took every unacknowledged message (True if absent).
     """
 
     def __init__(self, store: TaskStore, coalescer: Coalescer, read_results: ReadResults, workers: Workers,
