@@ -299,6 +299,22 @@ def test_the_final_report_arriving_after_success_still_gives_its_message() -> No
     # that began with the backend's SUCCESS, read without result_extended).
     partial = dict(backend)
     assert not records.merge(partial, final(8, 8), partial=True) or not partial.get("progress")
+    # A coalescer batch that merged the final report and then the worker's task-succeeded holds a
+    # SUCCESS of its own, which counts for less than the backend's already stored: the report's
+    # message still reaches the task (ci78: "step 2 of 2" was missing from a succeeded row).
+    record = apply(received, progress(3, 8), backend)
+    batch = final(8, 8, message="all 8 done")
+    records.merge(batch, records.from_event(event("task-succeeded", timestamp=T0 + 2)), partial=True)
+    assert batch["state"] == "SUCCESS" and batch["progress"]["message"] == "all 8 done"
+    assert records.merge(record, batch)
+    assert record["progress"] == {"current": 8, "total": 8, "percent": 100.0, "message": "all 8 done"}
+    assert record["state"] == "SUCCESS" and record["result"] == 8
+    # Such a batch whose report was an earlier step's says nothing new (SUCCESS cleared its message).
+    record = apply(received, progress(3, 8), backend)
+    batch = final(5, 8, message="step 5")
+    records.merge(batch, records.from_event(event("task-succeeded", timestamp=T0 + 2)), partial=True)
+    assert not records.merge(record, batch)
+    assert record["progress"]["message"] == ""
     # A failed or cancelled task's bar is not filled by a late report.
     record = apply(received, progress(3, 8), records.from_event(event("task-failed", exception="ValueError()")))
     assert not records.merge(record, final(8, 8))
