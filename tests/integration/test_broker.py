@@ -254,6 +254,32 @@ def test_a_launch_and_a_revoke_never_wait_for_a_question_nobody_answers(
     assert names.count(remote.SENDER_NAME) == 1 and names.count(remote.CLIENT_NAME) <= 2, names
 
 
+def test_a_launch_sends_its_task_and_its_task_sent_event(stack: Stack, usr: ModuleType, client: redis.Redis,
+                                                          workers: list[Process], control: remote.Control) -> None:
+    """A launch publishes the task's message and, in an app that sends task-sent events (what
+    Flower shows as "Sent"), that event, both in one kombu publish batch: both reach Redis, each
+    as Celery sends it, and the next launch on the same connection does too."""
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe("/0.celeryev/*")
+    usr.app.conf.task_send_sent_event = True
+    try:
+        launched = [control.apply_async(usr.add, args=(20, n), headers={"owner": "ann"}) for n in (1, 2)]
+        assert [result.get(timeout=30) for result in launched] == [21, 22]
+        ids = {result.id for result in launched}
+        seen: list[dict[str, Any]] = []
+
+        def both_sent() -> list[dict[str, Any]] | None:
+            seen.extend(e for e in task_events(pubsub, 0.3) if e["type"] == "task-sent" and e["uuid"] in ids)
+            return seen if {e["uuid"] for e in seen} == ids else None
+
+        wait_for(both_sent, 10, what="the launches' task-sent events")
+        assert {(e["name"], e["args"], e["queue"], e["routing_key"]) for e in seen} == {
+            ("tutorial_tasks.add", f"(20, {n})", "celery", "celery") for n in (1, 2)}
+    finally:
+        usr.app.conf.task_send_sent_event = False
+        pubsub.close()
+
+
 def test_every_answer_is_unknown_when_redis_is_gone(tmp_path: Path) -> None:
     from celery import Celery
 
