@@ -202,7 +202,6 @@ class Control:
         self._connection: Connection | None = None
         self._send_lock = threading.Lock()
         self._sender: Connection | None = None
-        self._producer: Any = None  # the Producer on _sender that launches publish with
         self.last_error: str | None = None  # the last question's failure (None: it reached the broker)
         self.send_error: str | None = None  # the last revoke's or enable_events' failure
 
@@ -255,15 +254,8 @@ class Control:
         connection, self._connection = self._connection, None
         _release(connection)
 
-    def _sending_producer(self) -> Any:
-        """The kept kombu Producer on the sending connection (a new one after a reconnect)."""
-        connection = self._connect_sender()
-        if self._producer is None or self._producer.connection is not connection:
-            self._producer = self.app.amqp.Producer(connection, auto_declare=False)
-        return self._producer
-
     def _close_sender(self) -> None:
-        connection, self._sender, self._producer = self._sender, None, None
+        connection, self._sender = self._sender, None
         _release(connection)
 
     def close(self) -> None:
@@ -290,14 +282,7 @@ class Control:
         if not self._send_lock.acquire(timeout=LAUNCH_WAIT):
             raise TimeoutError("the broker connection stayed busy")
         try:
-            producer = self._sending_producer()
-            # One Redis round trip for the task's message and its task-sent event, which Celery
-            # publishes through the same producer (celery/app/amqp.py send_task_message): kombu's
-            # publish batch (Producer.batch, kombu 5.7: a pipeline, sent when the block ends, never
-            # replayed; a failed send raises BatchPublishError). A transport without batches
-            # publishes each at once, as before.
-            with producer.batch(max_size=16):
-                return task.apply_async(producer=producer, **options)
+            return task.apply_async(connection=self._connect_sender(), **options)
         except Exception:
             self._close_sender()
             raise

@@ -257,8 +257,8 @@ def test_a_launch_and_a_revoke_never_wait_for_a_question_nobody_answers(
 def test_a_launch_sends_its_task_and_its_task_sent_event(stack: Stack, usr: ModuleType, client: redis.Redis,
                                                           workers: list[Process], control: remote.Control) -> None:
     """A launch publishes the task's message and, in an app that sends task-sent events (what
-    Flower shows as "Sent"), that event, both in one kombu publish batch: both reach Redis, each
-    as Celery sends it, and the next launch on the same connection does too."""
+    Flower shows as "Sent"), that event: both reach Redis, each as Celery sends it, and the next
+    launch on the same connection does too."""
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe("/0.celeryev/*")
     usr.app.conf.task_send_sent_event = True
