@@ -89,13 +89,8 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
         _collect_attempts(record, update, partial, own, late=True)
     if accepted:
         record["state"] = update["state"]
-        # A batch whose ending names no attempt (a backend read without result_extended) may hold
-        # the progress of another attempt than the one the task object is at: that is not its bar.
-        foreign = (not partial and "progress" in update and not isinstance(update.get("retries"), int)
-                   and _attempt_of(update) not in (None, record.get("retries")))
         for key in CARRIED:
-            if key in update and not (again and key == "finished" and record.get("finished")) \
-                    and not (foreign and key == "progress"):
+            if key in update and not (again and key == "finished" and record.get("finished")):
                 record[key] = update[key]
         if partial:  # the attempt a partial's RETRY announces is a guess the stored object settles
             record[GUESSED] = bool(update.get(GUESSED))
@@ -112,7 +107,7 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
                                       message=progress.get("message", "") if done else "")
         if update.get("updated") and (record.get("updated") or "") < update["updated"]:
             record["updated"] = update["updated"]
-    elif _late_final_report(record, update, partial):
+    elif _late_final_report(record, update):
         record["progress"] = dict(update["progress"], percent=100.0)
     _clamp_clocks(record)
     # A newer report that says nothing new (the same state twice: celery_dashboard's early
@@ -123,7 +118,7 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     return changed
 
 
-def _late_final_report(record: dict[str, Any], update: dict[str, Any], partial: bool = False) -> bool:
+def _late_final_report(record: dict[str, Any], update: dict[str, Any]) -> bool:
     """Whether `update` is the last progress report (current == total) of the attempt that
     succeeded, arriving after its SUCCESS was stored. The result backend's SUCCESS can be stored
     first (the reconciler or another web process read it while this listener was behind), and
@@ -131,12 +126,10 @@ def _late_final_report(record: dict[str, Any], update: dict[str, Any], partial: 
     always sends last (celery_dashboard.reporting) would be lost. The same holds for the worker's
     own SUCCESS when a coalescer batch merged that report into it first: that SUCCESS counts for
     less than the backend's and is not accepted, but its message is the report's. Its bar is full
-    either way. Only for a report of the attempt the record holds (`_attempt_of`: a batch's SUCCESS
-    whose events name another attempt too gives nothing), and only over an empty message. In a
-    batch (`partial`) whose SUCCESS names no attempt (a backend read without result_extended,
-    Celery's default), the report is kept for the stored task object to decide by its attempt."""
+    either way. Only for a report that names the attempt the record holds, and only over an empty
+    message."""
     progress, held = update.get("progress"), record.get("progress") or {}
-    if not (record.get("state") == "SUCCESS"
+    return (record.get("state") == "SUCCESS"
             # the report itself, or a coalescer's partial that merged it and then the worker's
             # SUCCESS (which kept its message only because it was at the total), over a SUCCESS
             # that counts for more (the backend's)
@@ -144,26 +137,10 @@ def _late_final_report(record: dict[str, Any], update: dict[str, Any], partial: 
                  or (update.get("state") == "SUCCESS" and isinstance(progress, dict) and bool(progress.get("message"))))
             and isinstance(progress, dict) and bool(progress.get("total"))
             and progress.get("current") == progress.get("total")
+            # both name their attempt (a backend's SUCCESS read without result_extended does not)
+            and isinstance(update.get("retries"), int) and update.get("retries") == record.get("retries")
             # a message about the end already held is never replaced: which came later is unknown
-            and not held.get("message")):
-        return False
-    attempt = _attempt_of(update)
-    if attempt is None:
-        return False
-    if partial and not isinstance(record.get("retries"), int):
-        return True
-    return attempt == record.get("retries")
-
-
-def _attempt_of(update: dict[str, Any]) -> int | None:
-    """The attempt (Celery's `retries`) `update` is about: its own `retries`, or, for a batch that
-    does not say (its SUCCESS a backend read without result_extended), the one its events' notes
-    name; None when its notes name another attempt as well, or none."""
-    named = {note["retries"] for note in update.get(NOTES) or () if isinstance(note.get("retries"), int)}
-    own = update.get("retries")
-    if isinstance(own, int):
-        return own if named <= {own} else None
-    return next(iter(named)) if len(named) == 1 else None
+            and not held.get("message"))
 
 
 # Marks a partial update whose RETRY was given its attempt by `lifecycle.resolve_retry`'s guess.
