@@ -125,16 +125,19 @@ def _late_final_report(record: dict[str, Any], update: dict[str, Any]) -> bool:
     SUCCESS keeps only a message about the end (`merge`), so without this the report the worker
     always sends last (celery_dashboard.reporting) would be lost. The same holds for the worker's
     own SUCCESS when a coalescer batch merged that report into it first: that SUCCESS counts for
-    less than the backend's and is not accepted, but its message is the report's. Its bar is full
-    either way. Only for a report that names the attempt the record holds, and only over an empty
-    message."""
+    less than the backend's and is not accepted, but its message is the report's (only from a batch
+    whose events name no other attempt: which attempt its progress came from is not kept). Its bar
+    is full either way. Only for a report that names the attempt the record holds, and only over an
+    empty message."""
     progress, held = update.get("progress"), record.get("progress") or {}
     return (record.get("state") == "SUCCESS"
             # the report itself, or a coalescer's partial that merged it and then the worker's
             # SUCCESS (which kept its message only because it was at the total), over a SUCCESS
             # that counts for more (the backend's)
             and (update.get("state") == "PROGRESS"
-                 or (update.get("state") == "SUCCESS" and isinstance(progress, dict) and bool(progress.get("message"))))
+                 or (update.get("state") == "SUCCESS" and isinstance(progress, dict) and bool(progress.get("message"))
+                     # and only a batch that heard of no other attempt: its progress may be another's
+                     and all(note.get("retries") in (None, update.get("retries")) for note in update.get(NOTES) or ())))
             and isinstance(progress, dict) and bool(progress.get("total"))
             and progress.get("current") == progress.get("total")
             # both name their attempt (a backend's SUCCESS read without result_extended does not)
