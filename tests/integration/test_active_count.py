@@ -2,19 +2,21 @@
 unfinished task of the user however long their history, in one command whatever its length."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import redis
 
 from celery_dashboard.index import ACTIVE_KEY, owner_key
-from devstack.stack import db_url
 from tests.support import Stack
 from web.store import TaskStore
 
-DB = 9  # a logical database of the session's Redis that no web or worker uses
 
-
-def test_a_long_history_counts_every_unfinished_task_in_one_command(stack: Stack) -> None:
-    client = redis.Redis.from_url(db_url(stack.redis_url, DB))
-    client.flushdb()
+def test_a_long_history_counts_every_unfinished_task_in_one_command(tmp_path: Path) -> None:
+    # A redis-server of its own: its command counts are the whole server's, and the session's
+    # Redis serves workers and web processes meanwhile (a BRPOP and a PUBLISH were counted once).
+    own = Stack(logdir=tmp_path)
+    own.start_redis()
+    client = redis.Redis.from_url(own.redis_url)
     try:
         owner = owner_key("ada")
         # 3,000 tasks of history: the 5 oldest never ended (a worker died with them), the newest 3
@@ -35,4 +37,5 @@ def test_a_long_history_counts_every_unfinished_task_in_one_command(stack: Stack
         assert store.active_count("ada", 5) == 5  # counted only as far as the cap needs
         assert store.active_count("nobody", 20) == 0
     finally:
-        client.flushdb()
+        client.close()
+        own.stop()
