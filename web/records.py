@@ -109,6 +109,15 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
             record["updated"] = update["updated"]
     elif _late_final_report(record, update):
         record["progress"] = dict(update["progress"], percent=100.0)
+    elif partial and _unnumbered_final_report(record, update):
+        # The batch's SUCCESS names no attempt: the stored task object decides by its own.
+        record[LATE_REPORT] = {"progress": update["progress"], "retries": update["retries"]}
+    if not partial and update.get(LATE_REPORT):
+        late = {"state": "PROGRESS", **update[LATE_REPORT]}
+        # only from a batch that heard of no other attempt: the task's own count may lag behind it
+        if _late_final_report(record, late) and all(
+                note.get("retries") in (None, late["retries"]) for note in update.get(NOTES) or ()):
+            record["progress"] = dict(late["progress"], percent=100.0)
     _clamp_clocks(record)
     # A newer report that says nothing new (the same state twice: celery_dashboard's early
     # task-started, then the worker's own) is not a change a user could see: not pushed again.
@@ -144,6 +153,25 @@ def _late_final_report(record: dict[str, Any], update: dict[str, Any]) -> bool:
             and isinstance(update.get("retries"), int) and update.get("retries") == record.get("retries")
             # a message about the end already held is never replaced: which came later is unknown
             and not held.get("message"))
+
+
+# A partial's final progress report that its SUCCESS could not place (see _unnumbered_final_report):
+# {"progress", "retries"}, for the stored task object. Never on a stored object.
+LATE_REPORT = "late_final_report"
+
+
+def _unnumbered_final_report(record: dict[str, Any], update: dict[str, Any]) -> bool:
+    """Whether `update` is a final progress report (current == total, its attempt named) arriving
+    in a batch (`record`, a partial) whose SUCCESS names no attempt: a result-backend read without
+    result_extended (Celery's default), which the reconciler made while the listener was behind.
+    The batch cannot tell whether the report is the succeeding attempt's; the stored task object,
+    which knows its attempt, can (merge). A later attempt's report replaces an earlier one's."""
+    progress, held = update.get("progress"), record.get(LATE_REPORT)
+    return (record.get("state") == "SUCCESS" and not isinstance(record.get("retries"), int)
+            and update.get("state") == "PROGRESS" and isinstance(update.get("retries"), int)
+            and isinstance(progress, dict) and bool(progress.get("total"))
+            and progress.get("current") == progress.get("total")
+            and (held is None or held["retries"] <= update["retries"]))
 
 
 # Marks a partial update whose RETRY was given its attempt by `lifecycle.resolve_retry`'s guess.

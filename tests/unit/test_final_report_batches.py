@@ -46,6 +46,23 @@ def flush(record: dict[str, Any], updates: list[dict[str, Any]], meta: dict[str,
 PLAIN = {"status": "SUCCESS", "result": 2, "date_done": DONE}  # Celery's default: no result_extended
 
 
+def test_backend_success_read_in_the_same_batch_before_the_final_report_loses_its_message() -> None:
+    # The reconciler reads the backend's SUCCESS while the listener is behind; in the same tick the
+    # listener catches up with the final report and the worker's task-succeeded.
+    record = stored(ev("task-received", name="x", retries=0), ev("task-started"), report(1, 2, at=T0 + 0.5))
+    record = flush(record, [records.read_entry("t1", PLAIN), report(2, 2), ev("task-succeeded", retries=0,
+                                                                             timestamp=T0 + 2)], PLAIN)
+    assert record["state"] == "SUCCESS"
+    assert record["progress"]["message"] == "step 2 of 2"
+
+
+def test_backend_success_and_task_succeeded_before_a_late_final_report_in_one_batch() -> None:
+    record = stored(ev("task-received", name="x", retries=0), ev("task-started"), report(1, 2, at=T0 + 0.5))
+    record = flush(record, [records.read_entry("t1", PLAIN), ev("task-succeeded", retries=0, timestamp=T0 + 2),
+                            report(2, 2)], PLAIN)
+    assert record["progress"]["message"] == "step 2 of 2"
+
+
 def test_a_batch_s_success_does_not_give_an_earlier_attempt_s_final_report() -> None:
     # Attempt 0 reported 2 of 2, then retried; attempt 1 succeeded without reaching a report. The
     # backend's SUCCESS (attempt 1) is stored first; a batch then holds attempt 0's late final
