@@ -112,12 +112,11 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     elif partial and _unnumbered_final_report(record, update):
         # The batch's SUCCESS names no attempt: the stored task object decides by its own.
         record[LATE_REPORT] = {"progress": update["progress"], "retries": update["retries"]}
+    if partial and update.get(LATE_REPORT) and (record.get(LATE_REPORT) is None
+                                                or record[LATE_REPORT]["retries"] <= update[LATE_REPORT]["retries"]):
+        record[LATE_REPORT] = update[LATE_REPORT]  # a batch put back into a newer one keeps it
     if not partial and update.get(LATE_REPORT):
-        late = {"state": "PROGRESS", **update[LATE_REPORT]}
-        # only from a batch that heard of no other attempt: the task's own count may lag behind it
-        if _late_final_report(record, late) and all(
-                note.get("retries") in (None, late["retries"]) for note in update.get(NOTES) or ()):
-            record["progress"] = dict(late["progress"], percent=100.0)
+        _give_late_report(record, update)
     _clamp_clocks(record)
     # A newer report that says nothing new (the same state twice: celery_dashboard's early
     # task-started, then the worker's own) is not a change a user could see: not pushed again.
@@ -172,6 +171,22 @@ def _unnumbered_final_report(record: dict[str, Any], update: dict[str, Any]) -> 
             and isinstance(progress, dict) and bool(progress.get("total"))
             and progress.get("current") == progress.get("total")
             and (held is None or held["retries"] <= update["retries"]))
+
+
+def _give_late_report(record: dict[str, Any], update: dict[str, Any]) -> None:
+    """Give the stored task object `record` the final report its batch `update` kept aside
+    (LATE_REPORT), when the report is of the latest attempt the task knows of, after the batch's
+    notes were applied (its `retries` may lag behind them), that attempt did not fail, and the
+    batch heard of no other attempt."""
+    late = {"state": "PROGRESS", **update[LATE_REPORT]}
+    attempts = record.get("attempts") or []
+    latest = max([int(record.get("retries") or 0), *(attempt["retries"] for attempt in attempts)])
+    if (late["retries"] == latest
+            and not any(attempt["retries"] == latest and attempt.get("error") for attempt in attempts)
+            and all(note.get("retries") in (None, latest) and note.get("kind") != "retry"
+                    for note in update.get(NOTES) or ())
+            and _late_final_report(dict(record, retries=latest), late)):
+        record["progress"] = dict(late["progress"], percent=100.0)
 
 
 # Marks a partial update whose RETRY was given its attempt by `lifecycle.resolve_retry`'s guess.
