@@ -85,6 +85,17 @@ class Life:
             self.event("main", at + 0.01, "task-succeeded", result="2")
 
 
+def retried(told: Life, first: tuple[int, int, str], second: tuple[int, int, str], state: str = "SUCCESS") -> None:
+    """Attempt 0 reports `first` (current, total, message) and is retried; attempt 1 reports
+    `second` and ends in `state`."""
+    told.run(0)
+    told.report(3, 0, *first)
+    told.retry(0)
+    told.run(1)
+    told.report(7, 1, *second)
+    told.end(8, 1, state)
+
+
 def life(kind: str, dashboard: bool, extended: bool) -> tuple[Life, dict[str, Any]]:
     """The task's life and what a user must see at the end: {"state", "message", "retries"}."""
     told = Life(dashboard, extended)
@@ -95,28 +106,13 @@ def life(kind: str, dashboard: bool, extended: bool) -> tuple[Life, dict[str, An
         told.end(5, 0)
         return told, {"state": "SUCCESS", "message": "step 2 of 2", "retries": 0}
     if kind == "flaky":  # tasks.demo.flaky with failures=1: a report per attempt, across attempts
-        told.run(0)
-        told.report(3, 0, 1, 2, "attempt 1 of 2")
-        told.retry(0)
-        told.run(1)
-        told.report(7, 1, 2, 2, "attempt 2 of 2")
-        told.end(8, 1)
+        retried(told, (1, 2, "attempt 1 of 2"), (2, 2, "attempt 2 of 2"))
         return told, {"state": "SUCCESS", "message": "attempt 2 of 2", "retries": 1}
     if kind == "final_then_retry":  # attempt 0 reaches its total and retries; attempt 1 ends halfway
-        told.run(0)
-        told.report(3, 0, 2, 2, "step 2 of 2")
-        told.retry(0)
-        told.run(1)
-        told.report(7, 1, 1, 2, "step 1 of 2")
-        told.end(8, 1)
+        retried(told, (2, 2, "step 2 of 2"), (1, 2, "step 1 of 2"))
         return told, {"state": "SUCCESS", "message": "", "retries": 1}
     if kind == "fail_retry_fail":  # a retried task whose last attempt fails
-        told.run(0)
-        told.report(3, 0, 1, 2, "attempt 1 of 2")
-        told.retry(0)
-        told.run(1)
-        told.report(7, 1, 2, 2, "attempt 2 of 2")
-        told.end(8, 1, "FAILURE")
+        retried(told, (1, 2, "attempt 1 of 2"), (2, 2, "attempt 2 of 2"), "FAILURE")
         return told, {"state": "FAILURE", "message": None, "retries": 1}
     raise ValueError(kind)
 
