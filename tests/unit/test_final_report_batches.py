@@ -5,42 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.unit.batches import T0, stored
+from tests.unit.batches import event as ev
+from tests.unit.batches import through as flush
 from web import records
-from web.coalescer import Coalescer
-from web.pusher import Pusher
 
-T0 = 1_700_000_000.0
 DONE = "2023-11-14T22:13:21.500000"  # T0 + 1.5 s
-
-
-def ev(kind: str, **fields: Any) -> dict[str, Any]:
-    e = {"type": kind, "uuid": "t1", "timestamp": T0, "hostname": "celery@w1", **fields}
-    return records.from_event(e)
 
 
 def report(current: int, total: int, retries: int = 0, at: float = T0 + 1) -> dict[str, Any]:
     meta = {"current": current, "total": total, "message": f"step {current} of {total}"}
     return ev("task-progress", progress=meta, retries=retries, timestamp=at)
-
-
-def stored(*updates: dict[str, Any]) -> dict[str, Any]:
-    record = records.new_record("t1")
-    for update in updates:
-        records.merge(record, update)
-    return record
-
-
-def flush(record: dict[str, Any], updates: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    """One coalescer batch through the pusher's fill_results into the stored record."""
-    coalescer = Coalescer()
-    for update in updates:
-        coalescer.add(update)
-    batch, fetch = coalescer.take()
-    pusher = Pusher(None, coalescer, lambda ids: {i: meta for i in ids}, lambda b: None)  # type: ignore[arg-type]
-    pusher.fill_results(batch, fetch)
-    record = dict(record)
-    records.merge(record, batch["t1"])
-    return record
 
 
 PLAIN = {"status": "SUCCESS", "result": 2, "date_done": DONE}  # Celery's default: no result_extended

@@ -8,19 +8,13 @@ from typing import Any
 
 import pytest
 
+from tests.unit.batches import apply, batch, stored
+from tests.unit.batches import event as ev
 from web import records
 from web.coalescer import Coalescer
-from web.pusher import Pusher
 
-T0 = 1_700_000_000.0
 DONE = "2023-11-14T22:13:28"  # T0 + 8 s: the backend's date_done of the attempt that succeeded
 PLAIN = {"status": "SUCCESS", "result": {"attempts": 2}, "date_done": DONE}  # no result_extended
-
-
-def ev(kind: str, at: float, **fields: Any) -> dict[str, Any]:
-    update = records.from_event({"type": kind, "uuid": "t1", "timestamp": T0 + at, "hostname": "celery@w1", **fields})
-    assert update is not None
-    return update
 
 
 def report(current: int, total: int, retries: int, at: float, message: str | None = None) -> dict[str, Any]:
@@ -28,24 +22,12 @@ def report(current: int, total: int, retries: int, at: float, message: str | Non
     return ev("task-progress", at, progress=meta, retries=retries)
 
 
-def stored(*updates: dict[str, Any]) -> dict[str, Any]:
-    record = records.new_record("t1")
-    for update in updates:
-        records.merge(record, update)
-    return record
-
-
 def flush(record: dict[str, Any], updates: list[dict[str, Any]], meta: dict[str, Any] = PLAIN) -> dict[str, Any]:
-    """One coalescer batch through the pusher's fill_results into the stored record (TaskStore.merge)."""
+    """One coalescer batch, nothing held back for a next one, stored into a copy of `record`."""
     coalescer = Coalescer()
-    for update in updates:
-        coalescer.add(update)
-    batch, fetch = coalescer.take()
+    partial = batch(updates, meta, coalescer)
     assert not coalescer.deferred
-    Pusher(None, coalescer, lambda ids: {i: meta for i in ids}, lambda b: None).fill_results(batch, fetch)  # type: ignore[arg-type]
-    record = dict(record)
-    records.merge(record, batch["t1"])
-    return record
+    return apply(record, partial)
 
 
 def flaky_until_attempt_1_succeeded() -> dict[str, Any]:

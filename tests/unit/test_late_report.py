@@ -6,57 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.unit.batches import T0, apply, stored, ticks
+from tests.unit.batches import batch as batch_of
+from tests.unit.batches import event as ev
 from web import records
 from web.coalescer import Coalescer
-from web.pusher import Pusher
 
-T0 = 1_700_000_000.0
 DONE = "2023-11-14T22:13:30.000000"
 PLAIN = {"status": "SUCCESS", "result": 2, "date_done": DONE}  # Celery's default: no result_extended
 
 
-def ev(kind: str, at: float = 0.0, **fields: Any) -> dict[str, Any]:
-    return records.from_event({"type": kind, "uuid": "t1", "timestamp": T0 + at, "hostname": "celery@w1", **fields})
-
-
 def report(current: int, total: int, retries: int, at: float, message: str) -> dict[str, Any]:
     return ev("task-progress", at, progress={"current": current, "total": total, "message": message}, retries=retries)
-
-
-def stored(*updates: dict[str, Any]) -> dict[str, Any]:
-    record = records.new_record("t1")
-    for update in updates:
-        records.merge(record, update)
-    return record
-
-
-def batch_of(updates: list[dict[str, Any]], meta: dict[str, Any], coalescer: Coalescer | None = None) -> dict[str, Any]:
-    coalescer = coalescer or Coalescer()
-    for update in updates:
-        coalescer.add(update)
-    batch, fetch = coalescer.take()
-    Pusher(None, coalescer, lambda ids: {i: meta for i in ids}, lambda b: None).fill_results(batch, fetch)  # type: ignore[arg-type]
-    return batch["t1"]
-
-
-def apply(record: dict[str, Any], partial: dict[str, Any]) -> dict[str, Any]:
-    record = dict(record)
-    records.merge(record, partial)
-    return record
-
-
-def ticks(record: dict[str, Any], updates: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    """`updates` added in one tick, then as many ticks as the coalescer needs (a next attempt is
-    held back one batch), each batch stored."""
-    coalescer = Coalescer()
-    for update in updates:
-        coalescer.add(update)
-    while coalescer:
-        batch, fetch = coalescer.take()
-        Pusher(None, coalescer, lambda ids: {i: meta for i in ids}, lambda b: None).fill_results(batch, fetch)  # type: ignore[arg-type]
-        if "t1" in batch:
-            record = apply(record, batch["t1"])
-    return record
 
 
 # Attempt 0 reaches its total, then raises Retry; attempt 1 succeeds with its own final message.
