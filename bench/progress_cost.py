@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import statistics
 import time
 import uuid
@@ -317,6 +318,125 @@ def sliced(with_progress: Callable[[Any, int, int], Any], without: Callable[[Any
             "final_value_stored": None}
 
 
+BLOCK = 500  # iterations of the ~2 us body per block: about a millisecond (see blocked)
+
+
+def median_interval(values: list[float]) -> list[float] | None:
+    """The 95% confidence interval of the median of `values`, from their order statistics (ranks
+    n/2 -+ 0.98 sqrt(n), the distribution-free interval for a median); None under 20 values."""
+    if len(values) < 20:
+        return None
+    ordered = sorted(values)
+    n = len(ordered)
+    low = max(0, math.floor(n / 2 - 0.98 * math.sqrt(n)))
+    high = min(n - 1, math.ceil(n / 2 + 0.98 * math.sqrt(n)))
+    return [ordered[low], ordered[high]]
+
+
+def blocked(with_progress: Callable[[Any, int, int], Any], without: Callable[[Any, int, int], Any],
+            seconds: float, block: int = BLOCK) -> dict[str, Any]:
+    """The overhead on the ~2 us body measured in two parts that add up, each precisely:
+
+    - the calls that send nothing (nearly all of them): the loop is cut in blocks of `block`
+      iterations (about a millisecond), each timed back to back with a block of the same loop
+      without the call (the first of each pair alternates), for `seconds`; the median over the
+      pairs whose block with the call sent no report of (with - without) / without, with its 95%
+      interval. Two blocks a millisecond apart run at the same machine speed, which two 0.1 s
+      slices (`sliced`) on this shared machine do not: their pairs spread over tens of points;
+    - the reports sent: each one's CPU time (and wall time), measured around the send, summed and
+      taken as a share of the loop's own time without them (the first report of the run apart:
+      its connections are made once per process).
+
+    `overhead_percent` is their sum (its interval: the median's interval plus the same share); the
+    CPU figures are this process's CPU time (process_time: the ticker thread's work included, in
+    both sides alike), "wall" the same on wall-clock time. The throttles read the loop's own time
+    (LoopClock), so reports go out at one per PROGRESS_INTERVAL of the loop with the call.
+
+    Where it could flatter: a pair whose block sent a report is left out of the median, and that
+    block's other calls are then counted at the median's cost; the cost a report leaves behind in
+    the calls right after it (caches) is counted only where it falls in a later block. `sliced`,
+    which times whole slices with their reports, is reported beside it."""
+    from celery_dashboard import reporting as module
+    from tasks import demo  # noqa: F401 - registers the task
+    from tasks.celery_app import celery_app
+
+    task = celery_app.tasks["tasks.demo.primes"]
+    task.push_request(id=str(uuid.uuid4()), retries=0, hostname="bench@throttle",
+                      delivery_info={"routing_key": "celery"})
+    sends: list[tuple[float, float]] = []  # (CPU s, wall s) of each report sent
+    real = module.send_progress
+
+    def counting(task: Any, meta: dict[str, Any], store: bool = True) -> None:
+        start, wall = time.process_time(), time.perf_counter()
+        real(task, meta, store)
+        sends.append((time.process_time() - start, time.perf_counter() - wall))
+
+    module.send_progress = counting
+    module._lane_of(task).throttle.clock = _loop_clock  # progress()'s throttle (no task_prerun here)
+    cpu: list[float] = []  # per pair without a report: (with - without) / without, in per cent
+    walls: list[float] = []
+    with_cpu = with_wall = 0.0
+    pairs = skipped_pairs = 0
+    first = 1
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            sides: dict[str, tuple[float, float]] = {}
+            sent = False
+            for side in (("without", "with") if pairs % 2 == 0 else ("with", "without")):
+                if side == "without":
+                    _loop_clock.pause()
+                    start, wall = time.process_time(), time.perf_counter()
+                    without(task, first, block)
+                    sides[side] = (time.process_time() - start, time.perf_counter() - wall)
+                    _loop_clock.resume()
+                else:
+                    before = len(sends)
+                    start, wall = time.process_time(), time.perf_counter()
+                    with_progress(task, first, block)
+                    sides[side] = (time.process_time() - start, time.perf_counter() - wall)
+                    sent = len(sends) > before
+                first += block
+            pairs += 1
+            with_cpu += sides["with"][0]
+            with_wall += sides["with"][1]
+            if sent:
+                skipped_pairs += 1
+                continue
+            (bare_cpu, bare_wall), (call_cpu, call_wall) = sides["without"], sides["with"]
+            if bare_cpu > 0 and bare_wall > 0:
+                cpu.append(100 * (call_cpu - bare_cpu) / bare_cpu)
+                walls.append(100 * (call_wall - bare_wall) / bare_wall)
+    finally:
+        module.send_progress = real
+        task.pop_request()
+    return {"block": block, "seconds": seconds, "pairs": pairs, "pairs_with_a_report": skipped_pairs,
+            "pairs_counted": len(cpu), "reports_sent": len(sends),
+            **two_parts(cpu, with_cpu, [c for c, _ in sends]),
+            "wall": two_parts(walls, with_wall, [w for _, w in sends])}
+
+
+def two_parts(overheads: list[float], with_s: float, sends: list[float]) -> dict[str, Any]:
+    """`blocked`'s figure from its two parts: `overheads`, the per cent of each pair of blocks whose
+    block with the call sent no report; `with_s`, the seconds of all the blocks with the call
+    (their reports included); `sends`, the seconds of each report sent, in order. The first report
+    is left out (it makes the process's connections, once); the others are taken as a share of the
+    loop's own time: `with_s` without the reports, at the calls' median cost."""
+    median = statistics.median(overheads) if overheads else None
+    steady = sends[1:]
+    sent_s = sum(steady)
+    loop_s = (with_s - sum(sends)) / (1 + (median or 0.0) / 100)
+    share = 100 * sent_s / loop_s if loop_s > 0 else None
+    interval = median_interval(overheads)
+    return {"overhead_percent": None if median is None or share is None else round(median + share, 2),
+            "interval_percent": None if interval is None or share is None
+            else [round(interval[0] + share, 2), round(interval[1] + share, 2)],
+            "skipped_calls_percent": None if median is None else round(median, 2),
+            "skipped_calls_interval_percent": None if interval is None else [round(v, 2) for v in interval],
+            "reports_percent": None if share is None else round(share, 2),
+            "ms_per_report": round(1000 * sent_s / len(steady), 3) if steady else None}
+
+
 def timed(body: Callable[[Any, int], Any], calls: int) -> dict[str, Any]:
     from tasks import demo  # noqa: F401 - registers the task
     from tasks.celery_app import celery_app
@@ -433,6 +553,12 @@ def main() -> None:
                       ("body_2us_reporter_args", body_2us_reporter_args), ("body_2us_floor", body_2us_floor),
                       ("body_2us_floor1", body_2us_floor1), ("body_2us_fstring", body_2us_fstring)):
         result[key] = sliced(body, body_2us_bare, body_calls, pairs)
+    # The goal's figures: the same loops in millisecond blocks, the reports' cost measured apart (blocked).
+    block_s = 8.0 if args.repeats > 1 else 2.0
+    result["blocks"] = {key: blocked(body, body_2us_bare, block_s)
+                        for key, body in (("body_2us", body_2us_function), ("body_2us_reporter", body_2us_reporter),
+                                          ("body_2us_reporter_args", body_2us_reporter_args),
+                                          ("body_2us_floor", body_2us_floor), ("body_2us_floor1", body_2us_floor1))}
     print(json.dumps(result), flush=True)
 
 

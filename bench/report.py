@@ -2,9 +2,10 @@
 Flower, the baselines; the figure that does not flatter us beside the one that does) and report.png."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
+
+from bench.progress_cost import median_interval
 
 RELAY_NAMES = {"ours": "ours", "naive": "naive relay", "mq": "Flask-SocketIO message queue",
                "ours-collector": "ours, the clients' garbage collector on"}
@@ -47,18 +48,12 @@ def _or_na(value: Any) -> Any:
 
 def _median_ci(figure: dict[str, Any]) -> list[float] | None:
     """The 95% confidence interval of a progress-cost figure's median overhead, from its pairs' order
-    statistics (ranks n/2 -+ 0.98 sqrt(n), the usual distribution-free interval for a median); None
-    under 20 pairs, where `_quartiles` stands in. Where the pairs are many (the 2 us body's 0.1 s
-    slices), this is what says whether the median is above or below the goal's line; the spread of
-    single pairs (a slice holds one report or two) is wider than the median's uncertainty."""
-    overheads = figure.get("overheads_percent")
-    if not overheads or len(overheads) < 20:
-        return None
-    ordered = sorted(overheads)
-    n = len(ordered)
-    low = max(0, math.floor(n / 2 - 0.98 * math.sqrt(n)))
-    high = min(n - 1, math.ceil(n / 2 + 0.98 * math.sqrt(n)))
-    return [round(ordered[low], 1), round(ordered[high], 1)]
+    statistics (bench.progress_cost.median_interval); None under 20 pairs, where `_quartiles` stands
+    in. Where the pairs are many (the 2 us body's 0.1 s slices), this is what says whether the median
+    is above or below the goal's line; the spread of single pairs (a slice holds one report or two)
+    is wider than the median's uncertainty."""
+    interval = median_interval(figure.get("overheads_percent") or [])
+    return None if interval is None else [round(interval[0], 1), round(interval[1], 1)]
 
 
 def _noise_bound(bounds: Any, line: float) -> str | None:
@@ -319,20 +314,43 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
                               ("body_2us_reporter_args", "Progress reporter, a message and its arguments each call",
                                "floor")):
         v = cost.get(key)
-        if not v:
+        b = _get(cost, "blocks", key)
+        if not v and not b:
             continue
+        v = v or {}
         light = cost.get("light" + key[len("body_2us"):]) or {}
         wall = v.get("wall") or {}
+        slices = (f"in 0.1 s slices with their reports (bench.progress_cost.sliced): CPU +"
+                  f"{_fmt(v.get('overhead_percent'), '%')} ({_fmt(v.get('ns_per_call'), ' ns')} per call; median of "
+                  f"{v.get('pairs')} pairs, from {_span(v.get('overhead_range_percent'))}"
+                  + (f"; the median's 95% interval {_span(_median_ci(v))}" if _median_ci(v) else "") + "); "
+                  f"wall clock +{_fmt(wall.get('overhead_percent'), '%')}")
+        floor_text = ("an empty Python call with the same arguments costs "
+                      f"{_fmt(_get(cost, 'light_' + floor, 'ns_per_call'), ' ns')} in the light loop, +"
+                      + (f"{_fmt(_get(cost, 'blocks', 'body_2us_' + floor, 'overhead_percent'), '%')} on this body "
+                         f"(interval {_span(_get(cost, 'blocks', 'body_2us_' + floor, 'interval_percent'))})"
+                         if b else f"{_fmt(_get(cost, 'body_2us_' + floor, 'overhead_percent'), '%')} on this body"))
+        if b:  # the goal's figure: millisecond blocks plus the reports measured apart (bench.progress_cost.blocked)
+            bwall = b.get("wall") or {}
+            add(f"Progress call cost, {label}: overhead on a {_fmt(cost.get('body_ns'), ' ns')} loop body",
+                "< 5%", f"CPU +{_fmt(b.get('overhead_percent'), '%')} "
+                f"(95% interval {_span(b.get('interval_percent'))}): "
+                f"the calls that sent nothing +{_fmt(b.get('skipped_calls_percent'), '%')} (median of "
+                f"{b.get('pairs_counted')} pairs of 1 ms blocks), the {b.get('reports_sent')} reports sent "
+                f"+{_fmt(b.get('reports_percent'), '%')} ({_fmt(b.get('ms_per_report'), ' ms', 2)} CPU each); "
+                f"wall clock +{_fmt(bwall.get('overhead_percent'), '%')} "
+                f"(interval {_span(bwall.get('interval_percent'))})",
+                f"in a light loop (add + multiply): {_fmt(light.get('ns_per_call'), ' ns')} per call",
+                f"{floor_text}. The same loop {slices}",
+                _worse(_noise_bound(b.get("interval_percent"), 5.0)
+                       or _at_most(b.get("overhead_percent"), 4.99, " points"),
+                       _noise_bound(bwall.get("interval_percent"), 5.0)
+                       or _at_most(bwall.get("overhead_percent"), 4.99, " points") if bwall else None))
+            continue
         add(f"Progress call cost, {label}: overhead on a {_fmt(cost.get('body_ns'), ' ns')} loop body",
-            "< 5%", f"CPU +{_fmt(v.get('overhead_percent'), '%')} ({_fmt(v.get('ns_per_call'), ' ns')} per call; "
-            f"median of {v.get('pairs')} pairs of runs, from {_span(v.get('overhead_range_percent'))}"
-            + (f"; the median's 95% interval {_span(_median_ci(v))}" if _median_ci(v) else "") + "); "
-            f"wall clock +{_fmt(wall.get('overhead_percent'), '%')} ({_fmt(wall.get('ns_per_call'), ' ns')} per "
-            f"call, from {_span(wall.get('overhead_range_percent'))})",
+            "< 5%", slices[0].upper() + slices[1:],
             f"in a light loop (add + multiply): {_fmt(light.get('ns_per_call'), ' ns')} per call",
-            "an empty Python call with the same arguments costs "
-            f"{_fmt(_get(cost, 'light_' + floor, 'ns_per_call'), ' ns')} in the light loop, "
-            f"+{_fmt(_get(cost, 'body_2us_' + floor, 'overhead_percent'), '%')} on this body",
+            floor_text,
             _worse(_noise_bound(_median_ci(v) or _quartiles(v) or v.get("overhead_range_percent"), 5.0)
                    or _at_most(v.get("overhead_percent"), 4.99, " points"),
                    _noise_bound(_median_ci(wall) or _quartiles(wall) or wall.get("overhead_range_percent"), 5.0)
@@ -697,6 +715,37 @@ def markdown(results: dict[str, Any]) -> str:
                 "at most one per PROGRESS_INTERVAL. The runs are CPU time on a shared virtual machine: the "
                 "same loop varies by several per cent from run to run, so an overhead within a few points of the "
                 "floor's is within the noise."]
+        blocks = cost.get("blocks") or {}
+        if blocks:
+            out += ["", "The goal rows' figures (bench.progress_cost.blocked): the same loops on the ~2 µs body in "
+                    f"blocks of {_fmt(next(iter(blocks.values())).get('block'))} iterations (about a millisecond), "
+                    "each timed back to back with a block without the call, for "
+                    f"{_fmt(next(iter(blocks.values())).get('seconds'))} s per loop. The calls that sent nothing: the "
+                    "median over the pairs whose block sent no report, with its 95% interval (two blocks a "
+                    "millisecond apart run at the same machine speed; two 0.1 s slices often do not, above). The "
+                    "reports: each one's CPU (and wall) time measured around the send, the first of the run apart "
+                    "(its connections are made once per process), as a share of the loop's own time. The overhead "
+                    "is their sum. What this leaves out: a pair whose block sent a report is not in the median "
+                    "(its other calls are counted at the median's cost), and the cost a report leaves in the calls "
+                    "right after it counts only where it falls in a later block; the slices above hold "
+                    "everything, with their noise.", ""]
+            names = {"body_2us": "`progress(...)`", "body_2us_reporter": "`report(n)`",
+                     "body_2us_reporter_args": "`report(n, \"{} of {} rows\", n, total)`",
+                     "body_2us_floor": "the empty function with progress()'s arguments",
+                     "body_2us_floor1": "the empty function with one argument"}
+            out += _table(["loop on the ~2 µs body", "pairs counted (with a report, left out)",
+                           "calls that sent nothing (95% interval)", "reports sent: CPU ms each, share",
+                           "overhead, CPU (95% interval)", "overhead, wall clock (95% interval)"],
+                          [[names.get(key, key),
+                            f"{_fmt(b.get('pairs_counted'))} ({_fmt(b.get('pairs_with_a_report'))})",
+                            f"{_fmt(b.get('skipped_calls_percent'), '%')} "
+                            f"({_span(b.get('skipped_calls_interval_percent'))})",
+                            f"{_fmt(b.get('reports_sent'))}: {_fmt(b.get('ms_per_report'), '', 2)}, "
+                            f"{_fmt(b.get('reports_percent'), '%')}",
+                            f"{_fmt(b.get('overhead_percent'), '%')} ({_span(b.get('interval_percent'))})",
+                            f"{_fmt(_get(b, 'wall', 'overhead_percent'), '%')} "
+                            f"({_span(_get(b, 'wall', 'interval_percent'))})"]
+                           for key, b in blocks.items()])
 
     latency = results.get("latency") or {}
     if latency:

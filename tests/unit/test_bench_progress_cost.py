@@ -66,3 +66,49 @@ def test_with_many_pairs_the_median_s_confidence_interval_decides() -> None:
     centred = {"overheads_percent": [x + 1.0 for x in spread]}
     assert _noise_bound(_median_ci(centred), 5.0).startswith("UNDECIDED")
     assert _median_ci({"overheads_percent": spread[:19]}) is None
+
+
+def test_the_blocks_figure_adds_the_reports_measured_apart_to_the_calls_that_sent_nothing() -> None:
+    """A loop whose calls cost 4% of a 1 s body and that sent 11 reports: the first (0.05 s: the
+    process's connections, made once) is left out, the other ten (1 ms each) are 1% of the loop's
+    own time. The figure is their sum, 5%, not the 4% the median of the blocks alone would say."""
+    from bench.progress_cost import two_parts
+
+    sends = [0.05] + [0.001] * 10
+    figure = two_parts([4.0] * 40, with_s=1.04 + sum(sends), sends=sends)
+    assert figure["skipped_calls_percent"] == 4.0
+    assert figure["reports_percent"] == 1.0
+    assert figure["overhead_percent"] == 5.0
+    assert figure["interval_percent"] == [5.0, 5.0]
+    assert figure["ms_per_report"] == 1.0
+    assert two_parts([4.0] * 10, with_s=1.04, sends=[])["interval_percent"] is None  # too few pairs to say
+
+
+def _report_row(blocks: dict, slices_median: float = 5.9) -> list[str]:
+    from bench.report import goals
+
+    slices = {"overhead_percent": slices_median, "overheads_percent": [slices_median - 10 + i / 3 for i in range(61)],
+              "pairs": 61, "overhead_range_percent": [-5.0, 15.0], "wall": {}}
+    results = {"progress_cost": {"body_ns": 2000.0, "body_2us_reporter": slices,
+                                 "blocks": {"body_2us_reporter": blocks}}}
+    return next(row for row in goals(results) if "`report(n)`" in row[0])
+
+
+def test_the_progress_goal_is_decided_by_the_blocks_and_shows_the_slices_beside_them() -> None:
+    """The slices' median (+5.9%, its interval straddling 5%) cannot decide; the blocks' interval,
+    4.2% to 4.8% on both clocks, can: met. Both figures are in the row."""
+    blocks = {"overhead_percent": 4.5, "interval_percent": [4.2, 4.8], "skipped_calls_percent": 3.5,
+              "reports_percent": 1.0, "pairs_counted": 4000, "reports_sent": 40, "ms_per_report": 0.7,
+              "wall": {"overhead_percent": 4.6, "interval_percent": [4.3, 4.9]}}
+    row = _report_row(blocks)
+    assert row[-1] == "met"
+    assert "+4.5%" in row[2] and "4.2% to 4.8%" in row[2]
+    assert "slices" in row[4] and "+5.9%" in row[4]
+
+
+def test_a_blocks_interval_across_the_line_is_undecided_and_a_wall_clock_miss_is_a_miss() -> None:
+    straddling = {"overhead_percent": 4.9, "interval_percent": [4.6, 5.3], "wall": {}}
+    assert _report_row(straddling)[-1].startswith("UNDECIDED")
+    slow_wall = {"overhead_percent": 4.5, "interval_percent": [4.2, 4.8],
+                 "wall": {"overhead_percent": 6.0, "interval_percent": [5.6, 6.4]}}
+    assert _report_row(slow_wall)[-1].startswith("MISSED by 1")
