@@ -78,7 +78,10 @@ def resolve_retry(record: dict[str, Any], update: dict[str, Any]) -> dict[str, A
     if update.get("state") != "RETRY" or "retries" in update or update.get("source") == "backend":
         return update  # the backend's stored RETRY names no attempt without result_extended: keep the record's
     retries = record.get("retries") or 0
-    waiting = retries > 0 and phase(record.get("state")) < RETRYING
+    # Waiting: the record counts the next attempt already (received, or a retry told before this
+    # one: the backend's stored RETRY and the worker's task-retried tell the same retry, and the
+    # attempt it announces must run before it can fail again).
+    waiting = retries > 0 and (phase(record.get("state")) < RETRYING or record.get("state") == "RETRY")
     return dict(update, retries=retries if waiting else retries + 1, stale_check=True)
 
 

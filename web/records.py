@@ -101,14 +101,21 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
             record["worker_status"] = None  # the worker just spoke
         if update["state"] == "SUCCESS" and record.get("progress"):
             progress = record["progress"]
-            done = progress.get("current") == progress.get("total")
-            # The last report's message is kept only if it was about the end.
+            # The last report's message is kept only if it was about the end: at its total, and
+            # not an earlier attempt's (a later one succeeded).
+            done = (progress.get("current") == progress.get("total")
+                    and not _older_attempt(progress, _attempt_now(record, update, partial)))
             record["progress"] = dict(progress, current=progress.get("total"), percent=100.0,
                                       message=progress.get("message", "") if done else "")
         if update.get("updated") and (record.get("updated") or "") < update["updated"]:
             record["updated"] = update["updated"]
     elif _late_final_report(record, update):
         record["progress"] = dict(update["progress"], percent=100.0)
+    elif _late_report_of_the_ending(record, update, partial):
+        progress = update["progress"]
+        at_total = progress["current"] == progress["total"]
+        record["progress"] = dict(progress, current=progress["total"], percent=100.0,
+                                  message=progress.get("message", "") if at_total else "")
     elif partial and _unnumbered_final_report(record, update):
         # The batch's SUCCESS names no attempt: the stored task object decides by its own.
         record[LATE_REPORT] = {"progress": update["progress"], "retries": update["retries"]}
@@ -124,6 +131,41 @@ def merge(record: dict[str, Any], update: dict[str, Any], *, partial: bool = Fal
     if changed and not accepted and update.get("updated") and (record.get("updated") or "") < update["updated"]:
         record["updated"] = update["updated"]
     return changed
+
+
+def _attempt_of(progress: Any) -> int | None:
+    """The attempt (Celery's `retries`) a progress object was reported in, where it is known: a
+    task-progress event names it, and so does a stored PROGRESS read with result_extended."""
+    if isinstance(progress, dict) and isinstance(progress.get("retries"), int):
+        return progress["retries"]
+    return None
+
+
+def _attempt_now(record: dict[str, Any], update: dict[str, Any], partial: bool) -> int | None:
+    """The attempt `record` is at after accepting `update`: the update's own where it names one; for a
+    stored task object, also the latest of its attempts (its `retries` may lag behind them)."""
+    known = [update["retries"]] if isinstance(update.get("retries"), int) else []
+    if not partial:
+        known += [int(record.get("retries") or 0), *(a["retries"] for a in record.get("attempts") or ())]
+    return max(known) if known else None
+
+
+def _older_attempt(progress: Any, attempt: int | None) -> bool:
+    own = _attempt_of(progress)
+    return own is not None and attempt is not None and own < attempt
+
+
+def _late_report_of_the_ending(record: dict[str, Any], update: dict[str, Any], partial: bool) -> bool:
+    """Whether `update` is a progress report of the attempt that succeeded, arriving after its
+    SUCCESS was merged while the task shows no bar of that attempt (none, or an earlier attempt's,
+    whose message the SUCCESS dropped): the bar is then full, and its message only a report at the
+    total's (`merge`, as for a SUCCESS that came after its reports). Both must name their attempt."""
+    progress = update.get("progress")
+    own = _attempt_of(progress)
+    return (record.get("state") == "SUCCESS" and update.get("state") == "PROGRESS" and own is not None
+            and own == record.get("retries") and (partial or own == _attempt_now(record, {}, partial))
+            and (record.get("progress") is None or _older_attempt(record.get("progress"), own))
+            and bool(progress.get("total")) and progress["current"] <= progress["total"])
 
 
 def _late_final_report(record: dict[str, Any], update: dict[str, Any]) -> bool:
@@ -497,7 +539,7 @@ def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
         # at its next report: such a task can be cancelled on any pool.
         update.update(state="PROGRESS", progress=progress, worker=event.get("hostname"), cooperative=True)
         if isinstance(event.get("retries"), int):
-            update["retries"] = event["retries"]
+            update["retries"] = progress["retries"] = event["retries"]
     elif kind == "task-succeeded":
         update.update(state="SUCCESS", finished=when, error=None, fetch=True)
         if isinstance(event.get("retries"), int):  # numbered by the listener (Numbering)
@@ -619,6 +661,8 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
         progress = progress_of(result)
         if progress is not None:
             update["progress"] = progress
+            if "retries" in update:  # result_extended: the attempt that stored it
+                progress["retries"] = update["retries"]
         # celery_dashboard's reports say when they were sent (the event's time too): a read that
         # got the report before the one an event already told is older, not new information.
         if isinstance(result, dict) and _finite(result.get(SENT_KEY)):

@@ -287,7 +287,7 @@ def test_the_final_report_arriving_after_success_still_gives_its_message() -> No
     assert not records.merge(record, final(5, 8))
     assert records.merge(record, final(8, 8))
     assert record["state"] == "SUCCESS" and record["result"] == 8
-    assert record["progress"] == {"current": 8, "total": 8, "percent": 100.0, "message": "8"}
+    assert record["progress"] == {"current": 8, "total": 8, "percent": 100.0, "message": "8", "retries": 0}
     # A message about the end already held is kept: which of two such reports came later is unknown.
     assert not records.merge(record, final(8, 8, message="an older copy"))
     assert record["progress"]["message"] == "8"
@@ -307,7 +307,7 @@ def test_the_final_report_arriving_after_success_still_gives_its_message() -> No
     records.merge(batch, records.from_event(event("task-succeeded", timestamp=T0 + 2)), partial=True)
     assert batch["state"] == "SUCCESS" and batch["progress"]["message"] == "all 8 done"
     assert records.merge(record, batch)
-    assert record["progress"] == {"current": 8, "total": 8, "percent": 100.0, "message": "all 8 done"}
+    assert record["progress"] == {"current": 8, "total": 8, "percent": 100.0, "message": "all 8 done", "retries": 0}
     assert record["state"] == "SUCCESS" and record["result"] == 8
     # Such a batch whose report was an earlier step's says nothing new (SUCCESS cleared its message).
     record = apply(received, progress(3, 8), backend)
