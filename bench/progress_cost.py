@@ -335,27 +335,20 @@ def median_interval(values: list[float]) -> list[float] | None:
 
 def blocked(with_progress: Callable[[Any, int, int], Any], without: Callable[[Any, int, int], Any],
             seconds: float, block: int = BLOCK) -> dict[str, Any]:
-    """The overhead on the ~2 us body measured in two parts that add up, each precisely:
+    """The overhead on the ~2 us body, everything counted: the loop is cut in blocks of `block`
+    iterations (about a millisecond), each timed back to back with a block of the same loop without
+    the call (the first of each pair alternates), for `seconds`. The figure is the ratio of sums
+    over every pair, reports, ticks and clock reads included: sum(with) / sum(without) - 1 (the
+    costs add up; a median would leave out the ~1% of blocks that hold a report or a look), with a
+    95% interval from the pairs' spread (`ratio_of_sums`). Two blocks a millisecond apart run at the
+    same machine speed, which two 0.1 s slices (`sliced`) on this shared machine do not.
 
-    - the calls that send nothing (nearly all of them): the loop is cut in blocks of `block`
-      iterations (about a millisecond), each timed back to back with a block of the same loop
-      without the call (the first of each pair alternates), for `seconds`; the median over the
-      pairs whose block with the call sent no report of (with - without) / without, with its 95%
-      interval. Two blocks a millisecond apart run at the same machine speed, which two 0.1 s
-      slices (`sliced`) on this shared machine do not: their pairs spread over tens of points;
-    - the reports sent: each one's CPU time (and wall time), measured around the send, summed and
-      taken as a share of the loop's own time without them (the first report of the run apart:
-      its connections are made once per process).
-
-    `overhead_percent` is their sum (its interval: the median's interval plus the same share); the
-    CPU figures are this process's CPU time (process_time: the ticker thread's work included, in
-    both sides alike), "wall" the same on wall-clock time. The throttles read the loop's own time
-    (LoopClock), so reports go out at one per PROGRESS_INTERVAL of the loop with the call.
-
-    Where it could flatter: a pair whose block sent a report is left out of the median, and that
-    block's other calls are then counted at the median's cost; the cost a report leaves behind in
-    the calls right after it (caches) is counted only where it falls in a later block. `sliced`,
-    which times whole slices with their reports, is reported beside it."""
+    Beside it, for reading only: the median over the pairs whose block sent no report (what a
+    skipped call costs), and the reports sent, each one's CPU and wall time measured around the
+    send, as a share of the loop's time. CPU figures are this process's CPU time (process_time: the
+    ticker thread's work included, in both sides alike), "wall" the same on wall-clock time. The
+    throttles read the loop's own time (LoopClock), so reports go out at one per PROGRESS_INTERVAL
+    of the loop with the call, as in one unbroken loop."""
     from celery_dashboard import reporting as module
     from tasks import demo  # noqa: F401 - registers the task
     from tasks.celery_app import celery_app
@@ -373,17 +366,15 @@ def blocked(with_progress: Callable[[Any, int, int], Any], without: Callable[[An
 
     module.send_progress = counting
     module._lane_of(task).throttle.clock = _loop_clock  # progress()'s throttle (no task_prerun here)
-    cpu: list[float] = []  # per pair without a report: (with - without) / without, in per cent
-    walls: list[float] = []
-    with_cpu = with_wall = 0.0
-    pairs = skipped_pairs = 0
+    cpu: list[tuple[float, float, bool]] = []  # (without s, with s, the block with the call sent a report)
+    walls: list[tuple[float, float, bool]] = []
     first = 1
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
             sides: dict[str, tuple[float, float]] = {}
             sent = False
-            for side in (("without", "with") if pairs % 2 == 0 else ("with", "without")):
+            for side in (("without", "with") if len(cpu) % 2 == 0 else ("with", "without")):
                 if side == "without":
                     _loop_clock.pause()
                     start, wall = time.process_time(), time.perf_counter()
@@ -397,44 +388,40 @@ def blocked(with_progress: Callable[[Any, int, int], Any], without: Callable[[An
                     sides[side] = (time.process_time() - start, time.perf_counter() - wall)
                     sent = len(sends) > before
                 first += block
-            pairs += 1
-            with_cpu += sides["with"][0]
-            with_wall += sides["with"][1]
-            if sent:
-                skipped_pairs += 1
-                continue
-            (bare_cpu, bare_wall), (call_cpu, call_wall) = sides["without"], sides["with"]
-            if bare_cpu > 0 and bare_wall > 0:
-                cpu.append(100 * (call_cpu - bare_cpu) / bare_cpu)
-                walls.append(100 * (call_wall - bare_wall) / bare_wall)
+            cpu.append((sides["without"][0], sides["with"][0], sent))
+            walls.append((sides["without"][1], sides["with"][1], sent))
     finally:
         module.send_progress = real
         task.pop_request()
-    return {"block": block, "seconds": seconds, "pairs": pairs, "pairs_with_a_report": skipped_pairs,
-            "pairs_counted": len(cpu), "reports_sent": len(sends),
-            **two_parts(cpu, with_cpu, [c for c, _ in sends]),
-            "wall": two_parts(walls, with_wall, [w for _, w in sends])}
+    return {"block": block, "seconds": seconds, "pairs": len(cpu),
+            "pairs_with_a_report": sum(1 for *_, sent in cpu if sent), "reports_sent": len(sends),
+            **ratio_of_sums(cpu, [c for c, _ in sends]), "wall": ratio_of_sums(walls, [w for _, w in sends])}
 
 
-def two_parts(overheads: list[float], with_s: float, sends: list[float]) -> dict[str, Any]:
-    """`blocked`'s figure from its two parts: `overheads`, the per cent of each pair of blocks whose
-    block with the call sent no report; `with_s`, the seconds of all the blocks with the call
-    (their reports included); `sends`, the seconds of each report sent, in order. The first report
-    is left out (it makes the process's connections, once); the others are taken as a share of the
-    loop's own time: `with_s` without the reports, at the calls' median cost."""
-    median = statistics.median(overheads) if overheads else None
-    steady = sends[1:]
-    sent_s = sum(steady)
-    loop_s = (with_s - sum(sends)) / (1 + (median or 0.0) / 100)
-    share = 100 * sent_s / loop_s if loop_s > 0 else None
-    interval = median_interval(overheads)
-    return {"overhead_percent": None if median is None or share is None else round(median + share, 2),
-            "interval_percent": None if interval is None or share is None
-            else [round(interval[0] + share, 2), round(interval[1] + share, 2)],
-            "skipped_calls_percent": None if median is None else round(median, 2),
-            "skipped_calls_interval_percent": None if interval is None else [round(v, 2) for v in interval],
-            "reports_percent": None if share is None else round(share, 2),
-            "ms_per_report": round(1000 * sent_s / len(steady), 3) if steady else None}
+def ratio_of_sums(pairs: list[tuple[float, float, bool]], sends: list[float]) -> dict[str, Any]:
+    """`blocked`'s figure from its pairs, (without s, with s, whether the block with the call sent a
+    report), and the seconds of each report sent: `overhead_percent`, 100 * (sum(with) /
+    sum(without) - 1) over every pair, and its 95% interval (`interval_percent`: the ratio -+ 1.96
+    standard errors, the delta method's, from the pairs' residuals with - ratio * without; None
+    under 20 pairs); beside it, the median over the pairs without a report
+    (`skipped_calls_percent`), and the reports' seconds as a share of the time without the call
+    (`reports_percent`, `ms_per_report`)."""
+    if not pairs:
+        return {"overhead_percent": None, "interval_percent": None, "skipped_calls_percent": None,
+                "reports_percent": None, "ms_per_report": None}
+    bare = sum(b for b, _, _ in pairs)
+    ratio = sum(w for _, w, _ in pairs) / bare
+    n = len(pairs)
+    interval = None
+    if n >= 20:
+        residuals = [w - ratio * b for b, w, _ in pairs]
+        error = statistics.stdev(residuals) / math.sqrt(n) / (bare / n)
+        interval = [round(100 * (ratio - 1 - 1.96 * error), 2), round(100 * (ratio - 1 + 1.96 * error), 2)]
+    quiet = [100 * (w - b) / b for b, w, sent in pairs if not sent and b > 0]
+    return {"overhead_percent": round(100 * (ratio - 1), 2), "interval_percent": interval,
+            "skipped_calls_percent": round(statistics.median(quiet), 2) if quiet else None,
+            "reports_percent": round(100 * sum(sends) / bare, 2),
+            "ms_per_report": round(1000 * sum(sends) / len(sends), 3) if sends else None}
 
 
 def timed(body: Callable[[Any, int], Any], calls: int) -> dict[str, Any]:

@@ -334,10 +334,10 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
             bwall = b.get("wall") or {}
             add(f"Progress call cost, {label}: overhead on a {_fmt(cost.get('body_ns'), ' ns')} loop body",
                 "< 5%", f"CPU +{_fmt(b.get('overhead_percent'), '%')} "
-                f"(95% interval {_span(b.get('interval_percent'))}): "
-                f"the calls that sent nothing +{_fmt(b.get('skipped_calls_percent'), '%')} (median of "
-                f"{b.get('pairs_counted')} pairs of 1 ms blocks), the {b.get('reports_sent')} reports sent "
-                f"+{_fmt(b.get('reports_percent'), '%')} ({_fmt(b.get('ms_per_report'), ' ms', 2)} CPU each); "
+                f"(95% interval {_span(b.get('interval_percent'))}; {b.get('pairs')} pairs of 1 ms blocks, "
+                f"everything counted: sum with / sum without), of which the {b.get('reports_sent')} reports "
+                f"sent +{_fmt(b.get('reports_percent'), '%')} ({_fmt(b.get('ms_per_report'), ' ms', 2)} CPU "
+                f"each); the median pair without a report +{_fmt(b.get('skipped_calls_percent'), '%')}; "
                 f"wall clock +{_fmt(bwall.get('overhead_percent'), '%')} "
                 f"(interval {_span(bwall.get('interval_percent'))})",
                 f"in a light loop (add + multiply): {_fmt(light.get('ns_per_call'), ' ns')} per call",
@@ -719,32 +719,27 @@ def markdown(results: dict[str, Any]) -> str:
         if blocks:
             out += ["", "The goal rows' figures (bench.progress_cost.blocked): the same loops on the ~2 µs body in "
                     f"blocks of {_fmt(next(iter(blocks.values())).get('block'))} iterations (about a millisecond), "
-                    "each timed back to back with a block without the call, for "
-                    f"{_fmt(next(iter(blocks.values())).get('seconds'))} s per loop. The calls that sent nothing: the "
-                    "median over the pairs whose block sent no report, with its 95% interval (two blocks a "
-                    "millisecond apart run at the same machine speed; two 0.1 s slices often do not, above). The "
-                    "reports: each one's CPU (and wall) time measured around the send, the first of the run apart "
-                    "(its connections are made once per process), as a share of the loop's own time. The overhead "
-                    "is their sum. What this leaves out: a pair whose block sent a report is not in the median "
-                    "(its other calls are counted at the median's cost), and the cost a report leaves in the calls "
-                    "right after it counts only where it falls in a later block; the slices above hold "
-                    "everything, with their noise.", ""]
+                    "each timed back to back with a block without the call (the first of each pair alternates), "
+                    f"for {_fmt(next(iter(blocks.values())).get('seconds'))} s per loop. The overhead is the ratio "
+                    "of sums over every pair, reports, ticks and clock reads included (sum with / sum without - "
+                    "1), with its 95% interval from the pairs' spread (the delta method). Two blocks a millisecond "
+                    "apart run at the same machine speed; two 0.1 s slices often do not (above). Beside it, for "
+                    "reading only: the median pair whose block sent no report (what a skipped call costs), and the "
+                    "reports' own time, measured around each send, as a share of the loop's time.", ""]
             names = {"body_2us": "`progress(...)`", "body_2us_reporter": "`report(n)`",
                      "body_2us_reporter_args": "`report(n, \"{} of {} rows\", n, total)`",
                      "body_2us_floor": "the empty function with progress()'s arguments",
                      "body_2us_floor1": "the empty function with one argument"}
-            out += _table(["loop on the ~2 µs body", "pairs counted (with a report, left out)",
-                           "calls that sent nothing (95% interval)", "reports sent: CPU ms each, share",
-                           "overhead, CPU (95% interval)", "overhead, wall clock (95% interval)"],
-                          [[names.get(key, key),
-                            f"{_fmt(b.get('pairs_counted'))} ({_fmt(b.get('pairs_with_a_report'))})",
-                            f"{_fmt(b.get('skipped_calls_percent'), '%')} "
-                            f"({_span(b.get('skipped_calls_interval_percent'))})",
-                            f"{_fmt(b.get('reports_sent'))}: {_fmt(b.get('ms_per_report'), '', 2)}, "
-                            f"{_fmt(b.get('reports_percent'), '%')}",
+            out += _table(["loop on the ~2 µs body", "pairs (with a report)", "overhead, CPU (95% interval)",
+                           "overhead, wall clock (95% interval)", "median pair without a report",
+                           "reports sent: CPU ms each, share"],
+                          [[names.get(key, key), f"{_fmt(b.get('pairs'))} ({_fmt(b.get('pairs_with_a_report'))})",
                             f"{_fmt(b.get('overhead_percent'), '%')} ({_span(b.get('interval_percent'))})",
                             f"{_fmt(_get(b, 'wall', 'overhead_percent'), '%')} "
-                            f"({_span(_get(b, 'wall', 'interval_percent'))})"]
+                            f"({_span(_get(b, 'wall', 'interval_percent'))})",
+                            _fmt(b.get("skipped_calls_percent"), "%"),
+                            f"{_fmt(b.get('reports_sent'))}: {_fmt(b.get('ms_per_report'), '', 2)}, "
+                            f"{_fmt(b.get('reports_percent'), '%')}"]
                            for key, b in blocks.items()])
 
     latency = results.get("latency") or {}

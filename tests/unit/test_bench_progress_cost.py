@@ -68,20 +68,19 @@ def test_with_many_pairs_the_median_s_confidence_interval_decides() -> None:
     assert _median_ci({"overheads_percent": spread[:19]}) is None
 
 
-def test_the_blocks_figure_adds_the_reports_measured_apart_to_the_calls_that_sent_nothing() -> None:
-    """A loop whose calls cost 4% of a 1 s body and that sent 11 reports: the first (0.05 s: the
-    process's connections, made once) is left out, the other ten (1 ms each) are 1% of the loop's
-    own time. The figure is their sum, 5%, not the 4% the median of the blocks alone would say."""
-    from bench.progress_cost import two_parts
+def test_the_blocks_figure_counts_everything_the_pairs_took_reports_included() -> None:
+    """40 pairs of 1 ms blocks whose calls cost 4%, one of them holding a report of 0.4 ms: the
+    figure is the ratio of sums, 5%, not the 4% the median pair says (kept beside it)."""
+    from bench.progress_cost import ratio_of_sums
 
-    sends = [0.05] + [0.001] * 10
-    figure = two_parts([4.0] * 40, with_s=1.04 + sum(sends), sends=sends)
-    assert figure["skipped_calls_percent"] == 4.0
-    assert figure["reports_percent"] == 1.0
+    pairs = [(0.001, 0.00104, False)] * 39 + [(0.001, 0.00104 + 0.0004, True)]
+    figure = ratio_of_sums(pairs, sends=[0.0004])
     assert figure["overhead_percent"] == 5.0
-    assert figure["interval_percent"] == [5.0, 5.0]
-    assert figure["ms_per_report"] == 1.0
-    assert two_parts([4.0] * 10, with_s=1.04, sends=[])["interval_percent"] is None  # too few pairs to say
+    assert figure["skipped_calls_percent"] == 4.0
+    assert figure["reports_percent"] == 1.0 and figure["ms_per_report"] == 0.4
+    low, high = figure["interval_percent"]
+    assert low < 5.0 < high  # the report's pair is the spread
+    assert ratio_of_sums(pairs[:10], sends=[])["interval_percent"] is None  # too few pairs to say
 
 
 def _report_row(blocks: dict, slices_median: float = 5.9) -> list[str]:
@@ -98,7 +97,7 @@ def test_the_progress_goal_is_decided_by_the_blocks_and_shows_the_slices_beside_
     """The slices' median (+5.9%, its interval straddling 5%) cannot decide; the blocks' interval,
     4.2% to 4.8% on both clocks, can: met. Both figures are in the row."""
     blocks = {"overhead_percent": 4.5, "interval_percent": [4.2, 4.8], "skipped_calls_percent": 3.5,
-              "reports_percent": 1.0, "pairs_counted": 4000, "reports_sent": 40, "ms_per_report": 0.7,
+              "reports_percent": 1.0, "pairs": 4000, "reports_sent": 40, "ms_per_report": 0.7,
               "wall": {"overhead_percent": 4.6, "interval_percent": [4.3, 4.9]}}
     row = _report_row(blocks)
     assert row[-1] == "met"

@@ -11,8 +11,8 @@ of 2", ci78) and the right attempt count.
 A retried task that succeeded, in the demo app's setup, shows its last attempt's ending (its final
 report's message, or a full bar with none where it ended halfway), never an earlier attempt's.
 Orders where older faults remain (a retried task's final message or attempt count on Celery's
-default backend, in some orders; see the stop notes) are not asserted here. Hypothesis draws the orders, derandomized: the same orders
-in every run.
+default backend, in some orders; see the stop notes) are not asserted here. Hypothesis draws the
+orders, derandomized: the same orders in every run.
 """
 from __future__ import annotations
 
