@@ -176,6 +176,8 @@ class Run:
         self.update_bytes: list[int] = []       # a progress update's object as sent (delta or full)
         self.update_full_bytes: list[int] = []  # the full task object it stands for
         self.first_sightings = 0  # progress of a task the client had no copy of yet (whole by need)
+        self.first_sighting_bytes: list[int] = []  # those updates as sent
+        self.storm_started_epoch = 0.0
         self.message_bytes: list[int] = []  # a "tasks" message on the wire (engine.io packet)
 
     def got_terminal(self, watcher: Watcher) -> None:
@@ -193,6 +195,7 @@ class Run:
             return
         if first:
             self.first_sightings += 1
+            self.first_sighting_bytes.append(len(json.dumps(sent, separators=(",", ":"))))
             return
         self.update_bytes.append(len(json.dumps(sent, separators=(",", ":"))))
         self.update_full_bytes.append(len(json.dumps(full, separators=(",", ":"))))
@@ -231,6 +234,7 @@ async def _storm(run: Run, http: aiohttp.ClientSession, base_url: str, post_head
     """Launch the storm's tasks one POST at a time, then wait for every client's terminal states;
     "complete" or "timeout". Raises RuntimeError when a launch is refused."""
     run.storm_started, run.storm_cpu = time.monotonic(), time.process_time()
+    run.storm_started_epoch = time.time()
     for _ in range(tasks):
         t0 = time.monotonic()
         launch = {"task": "steps", "params": {"steps": steps, "delay": 0}, "duplicate": True}
@@ -292,6 +296,7 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
             stopped_by = await _storm(run, http, base_url, post_headers, tasks, steps, timeout, ids, launch_ms)
     storm_s = time.monotonic() - run.storm_started
     own_cpu = time.process_time() - run.storm_cpu
+    storm_ended_epoch = time.time()
 
     lags = [lag for w in run.watchers for lag in w.lags()]
     delivered = sum(w.done for w in run.watchers)
@@ -311,12 +316,19 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
         "clients": clients, "client_collector": "on" if collector else "paused",
         "connected": connected, "connect_errors": errors[:5], "connect_s": round(connect_s, 2),
         "tasks": {"launched": len(ids), "steps": steps, "launch_ms_mean": mean([int(v) for v in launch_ms]),
-                  "storm_s": round(storm_s, 2), "stopped_by": stopped_by},
+                  "storm_s": round(storm_s, 2), "stopped_by": stopped_by,
+                  # The storm's own wall-clock bounds (epoch s), for the server's CPU over it
+                  # (bench.relays.one_round): the clients leave only after these.
+                  "started_epoch": run.storm_started_epoch, "ended_epoch": storm_ended_epoch},
         # This process's CPU over the storm, as a share of one core: near 100, the clients are the bottleneck.
         "client_process_cpu_pct": round(100 * own_cpu / max(storm_s, 1e-9), 1),
         "delivered_pct": round(100 * delivered / (clients * len(ids)), 2) if ids else 0.0,
         "lag_ms": _ms_percentiles(lags),
         "last_joiner_lag_ms": _ms_percentiles(last.lags()),
+        # Our server takes turns in its send order (web.sockets), so the last joiner is not always
+        # served last: the worst client's own p99 stands beside it.
+        "worst_client_p99_ms": max((_ms_percentiles(w.lags()).get("p99") or 0.0 for w in run.watchers
+                                    if w.lags()), default=None),
         # Where the lag is spent: from `finished` until the first client had the terminal state (the
         # event's way in, the wait for the tick, the store, the emit), then from the first client to
         # each other one (the sends to every client, and this one client process reading them all).
@@ -332,7 +344,10 @@ async def _measure(base_url: str, clients: int, tasks: int, steps: int, cookies:
                                if run.watchers and run.watchers[0].batch_numbers else None),
         "messages_per_client": round(messages / max(1, clients), 1),
         "bytes_per_progress_update": {"mean": mean(run.update_bytes), "full_mean": mean(run.update_full_bytes),
-                                      "n": len(run.update_bytes), "first_sightings": run.first_sightings},
+                                      "n": len(run.update_bytes), "first_sightings": run.first_sightings,
+                                      # every progress update as sent, first sightings (whole) included
+                                      "all_mean": mean(run.update_bytes + run.first_sighting_bytes),
+                                      "all_n": len(run.update_bytes) + len(run.first_sighting_bytes)},
         "bytes_per_message_mean": mean(run.message_bytes),
         "deltas_unapplied": run.deltas_unapplied,
         "reconnects": sum(max(0, w.reconnects) for w in run.watchers),

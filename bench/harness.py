@@ -62,7 +62,8 @@ class CpuSampler:
 
     def window(self, start: float, end: float) -> dict[str, float] | None:
         """Between two wall-clock times (nearest samples): {"cpu_s", "wall_s", "percent_of_core",
-        "waiting_for_cpu_percent"} (machine: {"wall_s", "busy_percent_of_all_cores"}); None if unknown."""
+        "peak_percent_of_core", "waiting_for_cpu_percent"} (machine: {"wall_s",
+        "busy_percent_of_all_cores"}); None if unknown."""
         if len(self.samples) < 2 or end <= start:
             return None
         first = min(self.samples, key=lambda s: abs(s[0] - start))
@@ -74,8 +75,12 @@ class CpuSampler:
             busy, total = last[1] - first[1], last[2] - first[2]
             return {"wall_s": round(wall, 2), "busy_percent_of_all_cores": round(100 * busy / total, 1)
                     if total else None}
+        inside = [s for s in self.samples if first[0] <= s[0] <= last[0]]
+        peaks = [100 * (b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(inside, inside[1:], strict=False) if b[0] > a[0]]
         return {"cpu_s": round(last[1] - first[1], 2), "wall_s": round(wall, 2),
                 "percent_of_core": round(100 * (last[1] - first[1]) / wall, 1),
+                # the busiest sampling interval (about 0.1 s): an average hides saturated moments
+                "peak_percent_of_core": round(max(peaks), 1) if peaks else None,
                 "waiting_for_cpu_percent": round(100 * (last[2] - first[2]) / wall, 1)}
 
 

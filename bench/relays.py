@@ -150,9 +150,12 @@ def one_round(run: Run, relay: baselines.Relay, clients: int, collector: bool = 
             result = fanout.measure(relay.url, clients, tasks=cfg["tasks"], steps=cfg["steps"],
                                     timeout=cfg["timeout_s"], collector=collector)
             t1 = time.time()
-            storm_s = (result.get("tasks") or {}).get("storm_s") or 0
-            result["server_cpu"] = sampler.window(t1 - storm_s, t1) if storm_s else sampler.window(t0, t1)
-            result["machine_cpu"] = machine.window(t1 - storm_s, t1) if storm_s else machine.window(t0, t1)
+            # The storm's own bounds: fanout.measure returns after its clients have left, which is
+            # not the storm's work (the bench review found the window ending there).
+            storm = result.get("tasks") or {}
+            start, end = storm.get("started_epoch") or t0, storm.get("ended_epoch") or t1
+            result["server_cpu"] = sampler.window(start, end)
+            result["machine_cpu"] = machine.window(start, end)
             result["server_rss_mb"] = {"peak_during": sampler.peak_rss, **memory_mb(relay.pid)}
     except Exception as exc:  # noqa: BLE001 - recorded, the next round still runs
         (run.logdir / f"error-fanout-{relay.name}-{clients}.txt").write_text(traceback.format_exc())

@@ -7,6 +7,7 @@ from typing import Any
 
 from bench.common import histogram_percentiles
 from bench.fanout import lag_split
+from tests.unit.test_bench_ingest import goal
 from tests.unit.threads import in_own_thread
 
 
@@ -72,3 +73,48 @@ def test_the_first_object_a_client_gets_of_a_task_is_not_counted_as_an_update_th
     assert len(run.update_bytes) == 1 and run.update_bytes[0] < run.update_full_bytes[0]
     _run(watcher.on_tasks({"tasks": [dict(whole, version=5)]}))  # held, and sent whole: counted whole
     assert run.update_bytes[1] == run.update_full_bytes[1]
+
+
+def _storm_round(**fields: Any) -> dict[str, Any]:
+    return {"relay": "ours", "clients": 500, "delivered_pct": 100.0, "lag_ms": {"p50": 90, "p99": 150},
+            "last_joiner_lag_ms": {"p99": 160}, **fields}
+
+
+def test_a_last_joiner_served_in_turn_does_not_hide_the_worst_client() -> None:
+    """Our server takes turns in its send order, so the client that joined last is an average
+    client: a worst client at 260 ms misses the 200 ms goal even when the last joiner meets it."""
+    from bench.report import goals
+
+    row = goal(goals({"profile": "full", "fanout": {"rounds": [_storm_round(worst_client_p99_ms=260.0)]}}),
+               "Fan-out, 500 clients: lag p99 of the client that joined LAST")
+    assert row[2] == "160 ms" and "260 ms" in row[4]
+    assert row[-1].startswith("MISSED by 60.0 ms") and "on the worst client" in row[-1]
+
+
+def test_one_message_per_batch_is_not_one_per_tick_when_batches_come_faster_than_the_tick() -> None:
+    from bench.report import goals
+
+    ticks = {"messages_per_client_per_tick": {"max": 1, "p99": 1, "tick_s": 0.05},
+             "messages_per_client_per_batch_max": 1}
+    on_time = goals({"profile": "full", "fanout": {"rounds": [_storm_round(batches_per_second=19.0, **ticks)]}})
+    assert goal(on_time, "Under a storm: messages per client per server batch")[-1] == "met"
+    fast = goals({"profile": "full", "fanout": {"rounds": [_storm_round(batches_per_second=30.0, **ticks)]}})
+    assert goal(fast, "Under a storm: messages per client per server batch")[-1].startswith("MISSED by 0.5")
+
+
+def test_the_bytes_row_shows_every_progress_update_as_sent_first_sightings_included() -> None:
+    from bench.report import goals
+
+    sizes = {"mean": 400.0, "full_mean": 830.0, "n": 50, "first_sightings": 30, "all_mean": 560.0, "all_n": 80}
+    row = goal(goals({"profile": "full", "fanout": {"rounds": [_storm_round(bytes_per_progress_update=sizes)]}}),
+               "Bytes per progress update")
+    assert "500 clients 560 B (80 updates)" in row[4]
+
+
+def test_the_server_cpu_window_gives_its_busiest_sampling_interval() -> None:
+    from bench.harness import CpuSampler
+
+    sampler = CpuSampler(pid=1)
+    sampler.samples = [(0.0, 0.0, 0.0), (0.1, 0.05, 0.0), (0.2, 0.15, 0.0), (0.3, 0.16, 0.0)]
+    window = sampler.window(0.0, 0.3)
+    assert window["percent_of_core"] == 53.3 and window["peak_percent_of_core"] == 100.0
