@@ -257,6 +257,17 @@ def next_rate(rungs: list[dict[str, Any]], side: str, step: int) -> int | None:
     return (low + high) // 2 if high - low > step else None
 
 
+def first_missed(rungs: list[dict[str, Any]], side: str) -> int | None:
+    """The lowest target rate above `side`'s highest sustained one that it did not sustain: where its
+    true sustained rate lies below (between the two, the rungs cannot tell). None when it missed no
+    rate above it, or sustained none (then its lowest missed rate)."""
+    tried = [(r["target_rate"], r[side]["sustained"]) for r in rungs
+             if side in r and isinstance(r.get("target_rate"), int) and r["target_rate"] > 0]
+    held = [rate for rate, sustained in tried if sustained]
+    missed = [rate for rate, sustained in tried if not sustained and (not held or rate > max(held))]
+    return min(missed) if missed else None
+
+
 def lost_up_to_sustained(rungs: list[dict[str, Any]], side: str) -> int | None:
     """Events `side` lost before reconciliation in the rungs at or below the publish rate of the rung
     its sustained rate comes from (`sustained_applied`): the goal is 0 up to the rate reported as
@@ -371,6 +382,11 @@ def measure(run: Run) -> dict[str, Any]:
             "web_peak_applied_per_s": peak(together, "web"), "flower_peak_applied_per_s": peak(together, "flower"),
             "web_alone_sustained_rate": sustained_applied(web_alone, "web"),
             "flower_alone_sustained_rate": sustained_applied(flower_alone, "flower"),
+            # Each side's true sustained rate lies between its sustained rate and the first it missed.
+            "web_first_missed_rate": first_missed(together, "web"),
+            "flower_first_missed_rate": first_missed(together, "flower"),
+            "web_alone_first_missed_rate": first_missed(web_alone, "web"),
+            "flower_alone_first_missed_rate": first_missed(flower_alone, "flower"),
             "web_alone_peak_applied_per_s": peak(web_alone, "web"),
             "flower_alone_peak_applied_per_s": peak(flower_alone, "flower"),
             "web_events_lost_before_reconciliation": sum(r["web"]["lost_before_reconciliation"] for r in every

@@ -104,6 +104,23 @@ def _worse_of(verdict: str, other: str, name: str) -> str:
     return f"{verdict} ({name}: {other})"
 
 
+def _bounded_ratio(web: float, flower: float, web_missed: float | None, flower_missed: float | None) -> str:
+    """The ingest verdict (>= 2x Flower) from each side's sustained rate and the first rate above it
+    that it missed: each side's true rate lies between the two, so the ratio lies between
+    web / flower_missed and web_missed / flower (a side that missed no rate above has no upper
+    bound). Met only if the low end is 2x or more; MISSED if the high end is under 2x; else
+    UNDECIDED: the rungs are too far apart to tell."""
+    low = web / flower_missed if flower_missed else None
+    high = web_missed / flower if web_missed else None
+    span = f"{web / flower:.2f}x at the rungs sustained; between {_fmt(low, 'x', 2) if low else 'n/a'} and " \
+           f"{_fmt(high, 'x', 2) if high else 'no bound'} by the rungs each side missed"
+    if low is not None and low >= 2:
+        return f"met ({span})"
+    if high is not None and high < 2:
+        return f"MISSED by {_fmt(2 - high, 'x', 2)} at best ({span})"
+    return f"UNDECIDED: the rungs are too far apart to tell ({span})"
+
+
 def _client_bound(r: Any) -> str:
     """' (client-bound: ...)' for a fan-out round whose one client process was near a full core: its lag
     is then mostly that process reading every client's messages in turn, not the server's."""
@@ -279,7 +296,9 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
             add(f"Ingest, events fully applied, sustained ({label}; 0 lost before reconciliation)", ">= 2x Flower",
                 _fmt(web, " events/s"), f"Flower {_fmt(flower, ' events/s')}",
                 f"ours decoded (not yet applied) up to {_fmt(decoded, '/s')}",
-                (_at_least(web / flower, 2, "x") + f" ({web / flower:.2f}x)") if web and flower else
+                _bounded_ratio(web, flower, ingest.get(web_key.replace("sustained_rate", "first_missed_rate")),
+                               ingest.get(flower_key.replace("sustained_rate", "first_missed_rate")))
+                if web and flower else
                 ("Flower sustained no rate tried" if web else
                  "MISSED: ours sustained no rate tried" if flower else "not measured"))
             add(f"Ingest, highest rate with every event fully applied ({label}, catching up late allowed)",

@@ -144,3 +144,23 @@ def test_web_cpu_is_not_measured_when_no_storm_round_had_a_figure() -> None:
     ours = {"relay": "ours", "clients": 20, "lag_ms": {"p99": 50}, "server_cpu": None}
     row = goal(goals({"profile": "quick", "fanout": {"rounds": [ours]}}), "Web process CPU")
     assert row[2] == "n/a" and row[-1] == "not measured"
+
+
+def test_a_side_s_sustained_rate_lies_below_the_first_rung_above_it_that_it_missed() -> None:
+    from bench.ingest import first_missed
+
+    rungs = [{"target_rate": rate, "flower": {"sustained": ok}}
+             for rate, ok in ((5000, True), (6250, True), (7500, False), (6875, False), (20000, False))]
+    assert first_missed(rungs, "flower") == 6875
+    assert first_missed(rungs[:2], "flower") is None  # sustained every rate tried: no bound above
+    assert first_missed(rungs, "web") is None
+
+
+def test_the_ingest_verdict_is_met_only_when_the_rungs_each_side_missed_still_give_2x() -> None:
+    """The bench review: ours 12,875.9/s against Flower's 6,071.6/s is 2.12x at the rungs sustained,
+    but Flower missed only at 6,875/s, so its true rate may be up to there: 1.87x. Undecided."""
+    from bench.report import _bounded_ratio
+
+    assert _bounded_ratio(12875.9, 6071.6, None, 6875).startswith("UNDECIDED")
+    assert _bounded_ratio(15000, 6071.6, None, 6875).startswith("met")
+    assert _bounded_ratio(10000, 6000, 11000, 6500).startswith("MISSED")
