@@ -84,9 +84,11 @@ def tasks_right(url: str, ids: list[str], cap: float, since: float | None = None
 class Side:
     """One consumer's counters polled during a rung: (wall time, decoded, applied) samples."""
 
-    def __init__(self, name: str, decoded: Callable[[], int], applied: Callable[[], int], pid: int) -> None:
-        self.name, self.decoded, self.applied, self.pid = name, decoded, applied, pid
-        self.base = (decoded(), applied())
+    def __init__(self, name: str, decoded: Callable[[], int], applied: Callable[[], int] | None, pid: int) -> None:
+        """`applied` None: the same count as `decoded` (Flower's), asked once per sample, not twice:
+        each ask is a request to the process being measured."""
+        self.name, self.decoded, self.applied, self.pid = name, decoded, applied or decoded, pid
+        self.base = (decoded(),) * 2 if applied is None else (decoded(), applied())
         self.points: list[tuple[float, int, int]] = []
         self.changed_at = time.time()
         self.failures = 0
@@ -94,7 +96,9 @@ class Side:
     def poll(self, stop: threading.Event, every: float, target: int) -> None:
         while not stop.is_set():
             try:
-                point = (time.time(), self.decoded() - self.base[0], self.applied() - self.base[1])
+                decoded = self.decoded()
+                applied = decoded if self.applied is self.decoded else self.applied()
+                point = (time.time(), decoded - self.base[0], applied - self.base[1])
                 if not self.points or point[1:] != self.points[-1][1:]:
                     self.changed_at = point[0]
                 self.points.append(point)
@@ -133,8 +137,7 @@ def rung(run: Run, rate: int, n_events: int, progress: int, sides: dict[str, boo
         watching["web"] = Side("web", lambda: listener_events(run.web_url), stored, run.web_pid)
     if sides.get("flower"):
         assert flower_url and flower_pid
-        watching["flower"] = Side("flower", lambda: flower_events(flower_url), lambda: flower_events(flower_url),
-                                  flower_pid)
+        watching["flower"] = Side("flower", lambda: flower_events(flower_url), None, flower_pid)
         flower_ok_base = flower_events(flower_url, kind="task-succeeded")
     ids_file = run.work / f"ingest-{db}-{rate}-{time.monotonic_ns()}.json"
     sent_from = time.time()  # before the flood registers its tasks: the API lists this rung's alone

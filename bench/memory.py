@@ -24,6 +24,12 @@ def redis_used_mb(client: Any) -> float:
     return round(client.info("memory")["used_memory"] / 2**20, 1)
 
 
+def redis_rss_mb(client: Any) -> float:
+    """Redis' INFO memory used_memory_rss: the server process's resident memory, the allocator's
+    overhead and fragmentation included (what Flower's RSS is compared with), in MB."""
+    return round(client.info("memory")["used_memory_rss"] / 2**20, 1)
+
+
 def snapshot_probe(url: str) -> dict[str, Any]:
     """One Socket.IO client's snapshot on connect: {"tasks", "bytes", "ms"}."""
     import socketio
@@ -58,7 +64,8 @@ def measure(run: Run) -> dict[str, Any]:
     flower_proc, flower_url = run.start_flower("flower-memory")
     try:
         web_pid, flower_pid = run.web_pid, flower_proc.pid
-        before = {"web": memory_mb(web_pid), "flower": memory_mb(flower_pid), "redis_used_mb": redis_used_mb(client)}
+        before = {"web": memory_mb(web_pid), "flower": memory_mb(flower_pid), "redis_used_mb": redis_used_mb(client),
+                  "redis_rss_mb": redis_rss_mb(client)}
         n = cfg["tasks"]
         kinds = "received,progress,succeeded"
         events = 3 * n
@@ -99,7 +106,8 @@ def measure(run: Run) -> dict[str, Any]:
             if len(sample) >= 200:
                 break
         backend_bytes = [client.memory_usage(key, samples=0) or 0 for key in sample]
-        after = {"web": memory_mb(web_pid), "flower": memory_mb(flower_pid), "redis_used_mb": redis_used_mb(client)}
+        after = {"web": memory_mb(web_pid), "flower": memory_mb(flower_pid), "redis_used_mb": redis_used_mb(client),
+                 "redis_rss_mb": redis_rss_mb(client)}
         flower_seen = flower_events(flower_url) - flower_base
         snapshot = snapshot_probe(run.web_url)
         page_start = time.perf_counter()
@@ -127,6 +135,9 @@ def measure(run: Run) -> dict[str, Any]:
         "ours_total_mb": round(web_rss + after["redis_used_mb"], 1),
         "ours_total_growth_mb": round(web_rss + after["redis_used_mb"] - before["redis_used_mb"], 1),
         "ours_process_plus_own_keys_mb": round(web_rss + dashboard_mb, 1),
+        # RSS against RSS: the web process and redis-server's own resident memory (used_memory leaves
+        # out the allocator's overhead, which Flower's RSS holds).
+        "ours_total_rss_mb": round(web_rss + after["redis_rss_mb"], 1),
         "flower_rss_mb": after["flower"].get("rss"),
         "snapshot": snapshot, "page_50_ms": round(page_ms, 1), "page_50_status": page.status_code,
     }
