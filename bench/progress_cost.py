@@ -394,6 +394,8 @@ def blocked(with_progress: Callable[[Any, int, int], Any], without: Callable[[An
         module.send_progress = real
         task.pop_request()
     return {"block": block, "seconds": seconds, "pairs": len(cpu),
+            # the body's own time as it ran here (the calibration's machine speed may have changed since)
+            "body_ns": round(1e9 * sum(b for b, _, _ in cpu) / (len(cpu) * block), 1) if cpu else None,
             "pairs_with_a_report": sum(1 for *_, sent in cpu if sent), "reports_sent": len(sends),
             **ratio_of_sums(cpu, [c for c, _ in sends]), "wall": ratio_of_sums(walls, [w for _, w in sends])}
 

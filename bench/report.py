@@ -385,7 +385,8 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
             bwall = b.get("wall") or {}
             add(f"Progress call cost, {label}: overhead on a {_fmt(cost.get('body_ns'), ' ns')} loop body",
                 "< 5%", f"CPU +{_fmt(b.get('overhead_percent'), '%')} "
-                f"(95% interval {_span(b.get('interval_percent'))}; {b.get('pairs')} pairs of 1 ms blocks, "
+                f"(95% interval {_span(b.get('interval_percent'))}; {b.get('pairs')} pairs of 1 ms blocks, the "
+                f"body {_fmt(b.get('body_ns'), ' ns')} as it ran, CPU; "
                 f"everything counted: sum with / sum without), of which the {b.get('reports_sent')} reports "
                 f"sent +{_fmt(b.get('reports_percent'), '%')} ({_fmt(b.get('ms_per_report'), ' ms', 2)} CPU "
                 f"each); the median pair without a report +{_fmt(b.get('skipped_calls_percent'), '%')}; "
