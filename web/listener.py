@@ -167,10 +167,15 @@ class Listener:
                         since_yield = 0
                         self.sleep(0)
                     try:
-                        for event in decode(message["data"]):
-                            self.handle(event)
+                        events = decode(message["data"])
                     except Exception as exc:  # one malformed message must not cut the stream
-                        log.warning("ignored a malformed event: %r", exc)
+                        log.warning("ignored a malformed event message: %r", exc)
+                        continue
+                    for event in events:  # (a task.multi message holds many: one bad one drops itself)
+                        try:
+                            self.handle(event)
+                        except Exception as exc:  # noqa: BLE001 - nor one malformed event the rest
+                            log.warning("ignored a malformed event: %r", exc)
             except Exception as exc:  # the loop must survive Redis going away
                 if self.connected and self.cut_at is None:
                     self.cut_at = time.time()

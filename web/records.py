@@ -52,6 +52,23 @@ def new_record(task_id: str) -> dict[str, Any]:
     return record
 
 
+def repaired(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored task object with the fields `merge` counts on of the types it counts on: `retries`
+    an attempt number (else 0), `attempts` a list of attempts (else []), `progress` an object or
+    None. An object stored before the web checked its events' types (`sane_event`) may hold
+    anything there. `record` itself, changed in place."""
+    if not is_count(record.get("retries")):
+        record["retries"] = 0
+    attempts = record.get("attempts")
+    if not isinstance(attempts, list) or not all(isinstance(a, dict) and is_count(a.get("retries"))
+                                                 for a in attempts):
+        record["attempts"] = [a for a in attempts if isinstance(a, dict) and is_count(a.get("retries"))] \
+            if isinstance(attempts, list) else []
+    if record.get("progress") is not None and not isinstance(record["progress"], dict):
+        record["progress"] = None
+    return record
+
+
 def is_terminal(record: dict[str, Any]) -> bool:
     return lifecycle.is_terminal(record.get("state"))
 
@@ -491,7 +508,7 @@ class Numbering:
         if not isinstance(task_id, str):
             return event
         known = self.known
-        if kind in self.FROM and isinstance(retries, int) and not isinstance(retries, bool):
+        if kind in self.FROM and is_count(retries):
             known[task_id] = retries
             known.move_to_end(task_id)
             if len(known) > self.limit:
@@ -503,13 +520,41 @@ class Numbering:
         return event
 
 
+MAX_RETRIES = 1_000_000  # a `retries` above this is not an attempt count (Celery's default max_retries is 3)
+# Event fields the dashboard reads as text: any other type (a process that is not Celery sent it) is dropped.
+TEXT_FIELDS = ("name", "hostname", "parent_id", "exception", "traceback", "queue", "exchange", "routing_key")
+
+
+def is_count(value: Any) -> bool:
+    """Whether `value` can be an attempt number (Celery's `retries`): an int from 0 to MAX_RETRIES, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_RETRIES
+
+
+def sane_event(event: dict[str, Any]) -> dict[str, Any]:
+    """`event` with every field the dashboard reads of a type it can use: a `retries` that is not an
+    attempt number, a `timestamp` that is not a finite number and a text field (TEXT_FIELDS) that
+    is not a string are left out, as if the event had not said them. Celery always sends them so;
+    any process with access to the broker can send anything, and one task's field of the wrong type
+    once stopped every task's live updates (a `retries` of "x" raised in every merge of that task's
+    batch). A copy when anything was left out, else `event` itself."""
+    bad = [key for key in TEXT_FIELDS if event.get(key) is not None and not isinstance(event[key], str)]
+    if "retries" in event and event["retries"] is not None and not is_count(event["retries"]):
+        bad.append("retries")
+    if event.get("timestamp") is not None and not _finite(event["timestamp"]):
+        bad.append("timestamp")
+    if not bad:
+        return event
+    return {key: value for key, value in event.items() if key not in bad}
+
+
 def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
     """Turn one Celery task event into an update, or None for events the dashboard ignores.
 
     `timestamp` must already be on the web's clock (listener.Clocks). Results and tracebacks in
     events are truncated reprs: ending updates carry `fetch` so the caller reads the real ones from
-    the result backend.
+    the result backend. Fields of a type Celery never sends are left out (`sane_event`).
     """
+    event = sane_event(event)
     kind, task_id = event.get("type", ""), event.get("uuid")
     if not task_id or not isinstance(task_id, str) or not kind.startswith("task-"):
         return None
@@ -631,7 +676,7 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
     for key in ("name", "worker"):
         if isinstance(meta.get(key), str) and meta[key]:
             update[key] = meta[key]
-    if isinstance(meta.get("retries"), int):
+    if is_count(meta.get("retries")):
         # A stored RETRY holds the request of the attempt that failed (celery.app.trace's
         # handle_retry: mark_as_retry(request=req)); a RETRY here names the attempt it announces.
         update["retries"] = meta["retries"] + (1 if state == "RETRY" else 0)

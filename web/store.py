@@ -6,6 +6,7 @@ version (see `SAVE`), so two processes, or a slow one, never move a task back.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -18,6 +19,8 @@ from celery_dashboard.index import ACTIVE_KEY, DATA_KEY, KEYS, RECENT_KEY, VERSI
 from web import lifecycle, records
 from web.filters import TaskFilter, unknown_states
 from web.results import dumps, json_safe
+
+log = logging.getLogger(__name__)
 
 # Compare-and-set on each task's version. ARGV holds groups of seven: id, the version the record was
 # merged from, the record (JSON, carrying that version plus one), creation score, settled (0/1:
@@ -385,9 +388,13 @@ class TaskStore:
         for _ in range(MERGE_ATTEMPTS):
             merged: dict[str, dict[str, Any]] = {}
             for task_id, update in todo.items():
-                record = dict(current.get(task_id) or records.new_record(task_id))
-                record.setdefault("attempts", [])  # a task object stored before attempts were kept
-                if records.merge(record, update) or task_id not in current:
+                record = records.repaired(dict(current.get(task_id) or records.new_record(task_id)))
+                try:
+                    changed = records.merge(record, update)
+                except Exception:  # one task's odd update or stored object must not hold back the batch
+                    log.exception("update of task %s dropped: it could not be merged", task_id)
+                    continue
+                if changed or task_id not in current:
                     merged[task_id] = record
             lost = self.save_many(merged.values())
             for task_id, record in merged.items():

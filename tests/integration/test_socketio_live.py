@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -141,3 +142,35 @@ def test_a_later_client_gets_the_current_state_and_stays_live(
         assert done["state"] == "SUCCESS" and done["result"] == {"steps": 2}, done
     late.check_contract()
     watcher.check_contract(since=mark)
+
+
+ODD_EVENTS = """
+import uuid
+from tasks.celery_app import celery_app
+odd = {name!r}
+with celery_app.connection_for_write() as conn:
+    d = celery_app.events.Dispatcher(conn, enabled=True)
+    # Fields of types Celery never sends, as any process with the broker's URL can send them.
+    d.send("task-received", uuid=odd, retries="x", name=5, parent_id=[1], args="()", kwargs="{{}}")
+    d.send("task-started", uuid=odd, retries=0)
+    d.send("task-progress", uuid=odd, retries=True, progress={{"current": 1, "total": 2, "message": "half"}})
+    d.send("task-received", uuid=odd + "-2", retries=10**12, name="x", timestamp="late")
+    d.send("task-failed", uuid=odd, exception=["not", "text"], traceback={{"a": 1}})
+    d.close()
+"""
+
+
+def test_odd_events_from_another_process_never_stop_anyone_s_live_updates(stack: Stack, api: Api,
+                                                                         watcher: Feed) -> None:
+    """A helper's review: a task-received whose `retries` was "x", then a task-started of the same
+    task, made every later batch fail (its merge raised), so no client got any update again, and
+    the record in Redis did the same after a restart. Now the odd fields are left out: the odd task
+    is shown, and a task launched after it still ends live for every client."""
+    odd = f"odd-{uuid.uuid4()}"
+    stack.python(ODD_EVENTS.format(name=odd))
+    launched = api.launch("steps", steps=2, delay=0.1)
+    done = watcher.wait(launched["id"])
+    assert done["state"] == "SUCCESS" and done["progress"]["message"] == "step 2 of 2"
+    shown = wait_for(lambda: (t := api.task(odd)) and t["state"] == "FAILURE" and t, TIMEOUT, what="the odd task")
+    assert shown["retries"] == 0 and shown["name"] is None
+    assert shown["error"]["type"] == "Error"
