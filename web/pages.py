@@ -32,11 +32,18 @@ def view(task_id: str | None = None) -> Any:
 
 @bp.get("/healthz")
 def health() -> Any:
+    """{"status": "ok", "redis": "ok"} (200), or 503 with "status": "unavailable" and what is wrong
+    with Redis. Open to anyone (a load balancer's check). With sign-in on, only a signed-in caller
+    (a session or a token) also gets the details: connected clients, the listener's counters and
+    every worker's hostname, pid, pool and clock offset, which an anonymous caller on the internet
+    has no business seeing."""
     dash = services()
-    body: dict[str, Any] = {"status": "ok", "redis": "ok", "clients": sockets.client_count()}
-    if dash.listener is not None:
-        body["listener"] = dash.listener.stats()
-    body["workers"] = dash.reconciler.workers.summary()
+    body: dict[str, Any] = {"status": "ok", "redis": "ok"}
+    if current_user() is not None:
+        body["clients"] = sockets.client_count()
+        if dash.listener is not None:
+            body["listener"] = dash.listener.stats()
+        body["workers"] = dash.reconciler.workers.summary()
     try:
         dash.store.ping()
     except redis.RedisError as exc:

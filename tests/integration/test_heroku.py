@@ -68,13 +68,15 @@ def heroku(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             processes.append(started[name])
         url = f"http://127.0.0.1:{web_port}"
         wait_for(lambda: requests.get(f"{url}/healthz", timeout=2).status_code == 200, 60, what="the web dyno")
-        wait_for(lambda: requests.get(f"{url}/healthz", timeout=2).json()["workers"], 60, what="the worker dyno")
         cli_env = dict(env, DYNO="run.1")  # `heroku run flask --app web users ...`
         subprocess.run([str(BIN / "flask"), "--app", "web", "users", "add", "admin", "--role", "admin",
                         "--password-stdin"], cwd=ROOT, env=cli_env, input="a long enough password\n", check=True,
                        capture_output=True, text=True, timeout=60)
         token = subprocess.run([str(BIN / "flask"), "--app", "web", "users", "token", "admin"], cwd=ROOT, env=cli_env,
                                check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+        signed = {"Authorization": f"Bearer {token}"}  # only a signed-in caller gets /healthz's details
+        wait_for(lambda: requests.get(f"{url}/healthz", headers=signed, timeout=2).json()["workers"], 60,
+                 what="the worker dyno")
         yield {"url": url, "token": token, "client": client, "port": port, "processes": started, "env": cli_env}
     finally:
         for proc in reversed(processes):
@@ -102,7 +104,8 @@ def connections_by_process(port: int, client: redis.Redis) -> Counter[str]:
 def test_every_procfile_process_runs_healthy_within_twenty_redis_clients(heroku: dict[str, Any]) -> None:
     url, headers = heroku["url"], {"Authorization": f"Bearer {heroku['token']}"}
     assert set(app_json()["formation"]) == {"web", "worker"}  # Flower: /flower of the web dyno (FLOWER_EMBED)
-    health = requests.get(f"{url}/healthz", timeout=10).json()
+    assert requests.get(f"{url}/healthz", timeout=10).json() == {"status": "ok", "redis": "ok"}  # anyone
+    health = requests.get(f"{url}/healthz", headers=headers, timeout=10).json()
     assert health["status"] == "ok" and health["listener"]["connected"]
     assert [w["pool"] for w in health["workers"].values()] == ["threads"]
 

@@ -223,3 +223,15 @@ def test_fuzz_the_rest_api_from_its_openapi_description(secure: tuple) -> None:
             case.call_and_validate(base_url=url, headers=headers, checks=checks, timeout=10)
 
         run()
+
+
+def test_healthz_tells_an_anonymous_caller_only_whether_it_is_up(secure: tuple) -> None:
+    """A fresh user's review: /healthz is public (a load balancer's check) and gave anyone every
+    worker's hostname, pid, pool and clock offset and the listener's counters."""
+    _, url, tokens = secure
+    wait_for(lambda: requests.get(f"{url}/healthz", headers=auth(tokens, "admin"), timeout=10).json()["workers"],
+             30, what="a worker in /healthz")
+    anonymous = requests.get(f"{url}/healthz", timeout=10)
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok", "redis": "ok"}
+    signed = requests.get(f"{url}/healthz", headers=auth(tokens, "vera"), timeout=10).json()
+    assert signed["status"] == "ok" and signed["workers"] and "listener" in signed
