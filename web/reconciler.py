@@ -484,9 +484,11 @@ class Reconciler:
         """Tasks nobody knows after `window` seconds: no backend entry, in no queue, on no worker
         that answered (a task that ignores its result and ended while we were not listening)."""
         now = self.wall()
+        # A stored RETRY says an attempt failed, not that its retry's message still exists: a worker
+        # stopped cold under it leaves no message anywhere. It is judged like a task with no entry.
         stale = [(i, r) for i, r in self._open(stored)
                  if now - records.epoch(r.get("updated") or r.get("created")) > self.window
-                 and i not in self.seen_meta]
+                 and (i not in self.seen_meta or r.get("state") == "RETRY")]
         if not stale or self.control is None or self.clock() - self.last_active_check < self.window / 2:
             return 0
         self.last_active_check = self.clock()
@@ -506,12 +508,12 @@ class Reconciler:
         # from the queue before anyone saw it: no verdict for tasks without a known worker then.
         unanswered = [h for h, w in self.workers.workers.items()
                       if h not in active and not w.offline and not self.workers.silent(h, self.window)]
-        still_none = self.read_results([i for i, _ in stale])
+        entries = self.read_results([i for i, _ in stale])  # an entry now: its state is news, no verdict
         count = 0
         for task_id, record in stale:
             if task_id in on_workers and record.get("worker_status") == records.UNHELD:
                 self.coalescer.add({"id": task_id, "worker_status": None})  # delivered again, held again
-            if task_id in on_workers or task_id in still_none:
+            if task_id in on_workers or (task_id in entries and entries[task_id].get("status") != "RETRY"):
                 continue
             worker = record.get("worker")
             if task_id in in_queue:
@@ -524,7 +526,12 @@ class Reconciler:
                 continue  # a queue longer than we read, or a busy worker, may hold it
             if not taken_whole and lifecycle.phase(record.get("state")) < lifecycle.STARTED:
                 continue  # its message may be among the unacknowledged ones we did not read
-            self.coalescer.add(records.unknown(task_id))
+            if record.get("state") == "RETRY" and record.get("worker_status") == records.REDELIVERY and worker:
+                # Its worker went away under it, and neither the broker nor any worker has its retry.
+                self.coalescer.add(records.lost(task_id, worker, "restarted or stopped; its retry is in no queue"))
+                self.workers.ended(worker, task_id)
+            else:
+                self.coalescer.add(records.unknown(task_id))
             count += 1
         return count
 

@@ -739,3 +739,26 @@ def test_a_gap_that_cannot_be_read_never_stops_the_pass_and_is_kept_while_redis_
     with pytest.raises(redis.ConnectionError):
         parts.reconciler.step_control()
     assert parts.reconciler.recover_since == parts.wall.now - 30  # looked at again at the next pass
+
+
+def test_a_retry_whose_worker_died_and_that_no_queue_or_worker_holds_is_lost(parts: Parts) -> None:
+    """A fresh user's review: a worker stopped cold (Ctrl-C twice) under a running task; Celery
+    stored RETRY, and the dashboard said "gone; the broker will deliver the task again" for good,
+    while no queue, no unacknowledged message and no worker held it. Once the restarted worker
+    answers without it and the queues were read whole, it is LOST; a retry a queue or a worker
+    holds is not."""
+    parts.control.alive.add("w1")
+    start(parts, "a", "b")
+    for task_id in ("a", "b"):
+        parts.metas[task_id] = {"status": "RETRY", "result": {"exc_type": "Retry", "exc_message": ["cold"]}}
+        parts.event("task-retried", "w1", 100, uuid=task_id, exception="Retry('cold')")
+    parts.settle()
+    parts.later(1)
+    parts.event("worker-online", "w1", pid=200)  # the worker started again under its name
+    parts.settle()
+    assert parts.state("a") == "RETRY" and parts.store.get("a")["worker_status"] == records.REDELIVERY
+    parts.queue.append({"id": "b", "name": "t", "state": "PENDING", "created": records.iso(parts.wall.now)})
+    parts.later(40)
+    parts.settle()
+    assert parts.state("a") == "LOST" and "restarted" in parts.store.get("a")["error"]["message"]
+    assert parts.state("b") == "RETRY"  # its message waits in a queue: it will run again
