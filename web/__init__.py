@@ -1,7 +1,9 @@
 """The web side: `create_app` builds the Flask app; it opens no connection and starts no thread."""
 from __future__ import annotations
 
+import io
 import secrets
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,29 @@ from web.workers import Workers
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def chunked_bodies(wsgi_app: Callable[..., Any], limit: Callable[[], int | None]) -> Callable[..., Any]:
+    """WSGI middleware: a request body sent with `Transfer-Encoding: chunked` (no Content-Length),
+    as curl and `requests` with a generator send it, is read like any other. eventlet's server
+    de-chunks it (eventlet.wsgi.Input, `chunked_input`) without saying so in the environ, and
+    Werkzeug reads a body of unknown length as empty unless the server sets
+    `wsgi.input_terminated` (and then cuts it at MAX_CONTENT_LENGTH without a 413): a valid launch
+    was answered 400 "the request body must be a JSON object". Here the body is read whole, at most
+    `limit()` + 1 bytes, and handed on with its Content-Length; a longer one is handed on as that
+    length with no body, which Werkzeug answers 413 as for any body over the limit."""
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        stream = environ.get("eventlet.input")
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" and getattr(stream, "chunked_input", False):
+            most = limit()
+            body = stream.read(most + 1) if most is not None else stream.read()
+            too_long = most is not None and len(body) > most
+            environ["wsgi.input"] = io.BytesIO(b"" if too_long else body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return wsgi_app(environ, start_response)
+
+    return app
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, static_folder=str(ROOT / "static"), static_url_path="/static")
     app.config.from_mapping(from_env())
@@ -56,6 +81,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # to 10, each holding Redis connections (the connection budget: README).
         each.conf.broker_pool_limit = app.config["BROKER_CONNECTIONS"]
 
+    app.wsgi_app = chunked_bodies(app.wsgi_app, lambda: app.config.get("MAX_CONTENT_LENGTH"))  # type: ignore[method-assign]
     if app.config.get("PRODUCTION"):
         # Heroku's router: the client's address and scheme (for rate limits and Secure cookies).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]

@@ -235,3 +235,21 @@ def test_healthz_tells_an_anonymous_caller_only_whether_it_is_up(secure: tuple) 
     assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok", "redis": "ok"}
     signed = requests.get(f"{url}/healthz", headers=auth(tokens, "vera"), timeout=10).json()
     assert signed["status"] == "ok" and signed["workers"] and "listener" in signed
+
+
+def test_a_chunked_body_is_read_and_bounded_like_any_other(secure: tuple) -> None:
+    """A fresh user's review: a body sent with Transfer-Encoding: chunked (curl -H, requests with a
+    generator) was read as empty, and a valid launch answered 400; a 70 KB one also 400, not 413."""
+    _, url, tokens = secure
+    headers = {**auth(tokens, "alice"), "Content-Type": "application/json"}
+
+    def chunks(body: bytes) -> Iterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start:start + 1000]
+
+    cases = [(b'{"task": "steps", "params": {"steps": 1, "delay": 0}, "duplicate": true}', 202),
+             (b'{"task": "steps", "params": {"x": "' + b"a" * 70_000 + b'"}}', 413), (b"{not json", 400)]
+    for body, status in cases:
+        response = requests.post(f"{url}/api/tasks", data=chunks(body), headers=headers, timeout=10)
+        assert response.status_code == status, (body[:40], response.status_code, response.text[:200])
+        assert ("id" in response.json()) if status == 202 else response.json()["error"]
