@@ -43,6 +43,9 @@ from web.workers import Workers
 ROOT = Path(__file__).resolve().parent.parent
 
 
+CHUNKED_HEADER = "HTTP_TRANSFER_ENCODING"
+
+
 def chunked_bodies(wsgi_app: Callable[..., Any], limit: Callable[[], int | None]) -> Callable[..., Any]:
     """WSGI middleware: a request body sent with `Transfer-Encoding: chunked` (no Content-Length),
     as curl and `requests` with a generator send it, is read like any other. eventlet's server
@@ -52,16 +55,16 @@ def chunked_bodies(wsgi_app: Callable[..., Any], limit: Callable[[], int | None]
     was answered 400 "the request body must be a JSON object". Here the body is read whole, at most
     `limit()` + 1 bytes, and handed on with its Content-Length; a longer one is handed on as that
     length with no body, which Werkzeug answers 413 as for any body over the limit."""
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        stream = environ.get("eventlet.input")
-        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" and getattr(stream, "chunked_input", False):
+    def app(wsgi_env: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        stream = wsgi_env.get("eventlet.input")
+        if str(wsgi_env.get(CHUNKED_HEADER, "")).lower() == "chunked" and getattr(stream, "chunked_input", False):
             most = limit()
             body = stream.read(most + 1) if most is not None else stream.read()
             too_long = most is not None and len(body) > most
-            environ["wsgi.input"] = io.BytesIO(b"" if too_long else body)
-            environ["CONTENT_LENGTH"] = str(len(body))
-            environ.pop("HTTP_TRANSFER_ENCODING", None)
-        return wsgi_app(environ, start_response)
+            wsgi_env["wsgi.input"] = io.BytesIO(b"" if too_long else body)
+            wsgi_env["CONTENT_LENGTH"] = str(len(body))
+            wsgi_env.pop(CHUNKED_HEADER, None)
+        return wsgi_app(wsgi_env, start_response)
 
     return app
 
