@@ -134,7 +134,13 @@ def _error(entry: Entry, field: str, validator: str) -> dict[str, str]:
     if spec is None:
         return {"field": field, "param": field, "label": field,
                 "message": f"This task has no parameter named \u201c{field}\u201d"}
-    message = REQUIRED if validator == "required" else sentence(spec)
+    if validator == "required":
+        message = REQUIRED
+    elif validator == "type" and spec.get("type") == "string":  # a list or a number where text goes
+        high = spec.get("maxLength")
+        message = "Enter text" + (f" of at most {high} characters" if high is not None else "")
+    else:
+        message = sentence(spec)
     return {"field": field, "param": field, "label": spec.get("title", field), "message": message}
 
 

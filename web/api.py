@@ -58,6 +58,9 @@ def _json_object() -> dict[str, Any]:
     except RecursionError:  # "[[[[..." deeper than Python's JSON reader recurses
         body = None
     if not isinstance(body, dict):
+        if request.content_length and not request.is_json:  # JSON sent as text/plain or a form
+            raise ApiError(400, f"the request body must be a JSON object sent with Content-Type: application/json "
+                                f"(this one came as {request.mimetype or 'no Content-Type'})")
         raise ApiError(400, "the request body must be a JSON object")
     bad = not_text(body)
     if bad:
@@ -85,8 +88,10 @@ def launch() -> Any:
     if unknown:
         raise ApiError(422, "unknown fields", [{"field": f, "message": "not allowed"} for f in unknown])
     name = body.get("task")
-    if not isinstance(name, str) or not name:
+    if name is None or name == "":
         raise ApiError(422, "task is required", [{"field": "task", "message": "must be a catalog name"}])
+    if not isinstance(name, str):
+        raise ApiError(422, "task must be a catalog name, as text", [{"field": "task", "message": "must be text"}])
     entry = CATALOG.get(name)
     if entry is None:
         raise ApiError(404, f"unknown task {name[:100]!r}", [{"field": "task", "message": "not in the catalog"}])

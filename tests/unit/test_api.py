@@ -299,3 +299,15 @@ def test_a_bulk_preview_of_a_state_nobody_uses_is_422(client: Any) -> None:
     assert response.status_code == 422 and response.get_json()["fields"][0]["field"] == "state"
     known = client.post("/api/bulk/preview", json={"action": "cancel", "filter": {"state": "SUCCESS"}})
     assert known.status_code == 200
+
+
+def test_each_bad_launch_s_message_says_what_is_wrong_with_it(client: Any, sent: list) -> None:
+    """A fresh user's review: a task given as a number was told "task is required", JSON sent as
+    text/plain "must be a JSON object", and a list where text goes "Enter at most 200 characters"."""
+    answer = client.post("/api/tasks", json={"task": 5}).get_json()
+    assert answer["error"] == "Task must be a catalog name, as text"
+    plain = client.post("/api/tasks", data='{"task": "steps"}', content_type="text/plain").get_json()
+    assert "Content-Type: application/json" in plain["error"] and "text/plain" in plain["error"]
+    listed = client.post("/api/tasks", json={"task": "fail", "params": {"message": [[1]]}}).get_json()
+    assert listed["fields"][0]["message"] == "Enter text of at most 200 characters"
+    assert sent == []
