@@ -74,6 +74,11 @@ class Bounded(OrderedDict):
             self.popitem(last=False)
 
 
+# The verdict on a task whose result-backend entry the web cannot decode (the web never unpickles).
+UNDECODABLE = ("its result backend entry cannot be read here (pickle, or corrupt: the dashboard never unpickles); "
+               "no worker or queue holds it")
+
+
 class Reconciler:
     """Runs beside the listener in two loops of its own (`start`), because asking workers takes up
     to a second per question, and the fast pass must not wait for it:
@@ -122,6 +127,7 @@ class Reconciler:
         self.running_ids: Bounded = Bounded(10_000)   # ids of tasks last seen running (polled often)
         self.confirming: Bounded = Bounded(10_000)  # task id -> until when its event-told ending is checked
         self.seen_meta: Bounded = Bounded(100_000)  # task id -> digest of the backend entry last read
+        self.undecodable: Bounded = Bounded(10_000)  # task ids whose entry could not be decoded (pickle)
         self.queued_known: Bounded = Bounded(100_000)
         self.next_reconcile = 0.0
         self.next_poll = 0.0
@@ -219,6 +225,8 @@ class Reconciler:
             meta = metas.get(task_id)
             if meta is None:
                 continue
+            if "undecodable" in meta:
+                self.undecodable[task_id] = True
             mark = hashlib.blake2b(json.dumps(meta, sort_keys=True, default=str).encode(), digest_size=8).digest()
             if self.seen_meta.get(task_id) == mark:
                 continue
@@ -486,9 +494,10 @@ class Reconciler:
         now = self.wall()
         # A stored RETRY says an attempt failed, not that its retry's message still exists: a worker
         # stopped cold under it leaves no message anywhere. It is judged like a task with no entry.
+        # An entry the web cannot decode (pickle, which it never loads) tells nothing either.
         stale = [(i, r) for i, r in self._open(stored)
                  if now - records.epoch(r.get("updated") or r.get("created")) > self.window
-                 and (i not in self.seen_meta or r.get("state") == "RETRY")]
+                 and (i not in self.seen_meta or r.get("state") == "RETRY" or i in self.undecodable)]
         if not stale or self.control is None or self.clock() - self.last_active_check < self.window / 2:
             return 0
         self.last_active_check = self.clock()
@@ -513,7 +522,9 @@ class Reconciler:
         for task_id, record in stale:
             if task_id in on_workers and record.get("worker_status") == records.UNHELD:
                 self.coalescer.add({"id": task_id, "worker_status": None})  # delivered again, held again
-            if task_id in on_workers or (task_id in entries and entries[task_id].get("status") != "RETRY"):
+            entry = entries.get(task_id)
+            if task_id in on_workers or (entry is not None and entry.get("status") != "RETRY"
+                                         and "undecodable" not in entry):
                 continue
             worker = record.get("worker")
             if task_id in in_queue:
@@ -530,6 +541,8 @@ class Reconciler:
                 # Its worker went away under it, and neither the broker nor any worker has its retry.
                 self.coalescer.add(records.lost(task_id, worker, "restarted or stopped; its retry is in no queue"))
                 self.workers.ended(worker, task_id)
+            elif entry is not None and "undecodable" in entry:
+                self.coalescer.add(records.unknown(task_id, UNDECODABLE))
             else:
                 self.coalescer.add(records.unknown(task_id))
             count += 1

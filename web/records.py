@@ -621,12 +621,13 @@ def lost(task_id: str, worker: str | None, why: str) -> dict[str, Any]:
             "error": _error("WorkerLostError", f"worker {worker} {why} while running this task", None)}
 
 
-def unknown(task_id: str) -> dict[str, Any]:
+def unknown(task_id: str, why: str = "no worker, queue or result backend knows how this task ended") -> dict[str, Any]:
     """The inferred ending of a task nobody reports on: no outcome in the result backend (it may
-    ignore results), not in any queue, not on any worker that answered."""
+    ignore results), or one the web cannot read (`why` says), not in any queue, not on any worker
+    that answered."""
     now = iso(time.time())
     return {"id": task_id, "state": lifecycle.UNKNOWN, "finished": now, "updated": now,
-            "error": _error("Unknown", "no worker, queue or result backend knows how this task ended", None)}
+            "error": _error("Unknown", why, None)}
 
 
 def read_entry(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> dict[str, Any] | None:

@@ -762,3 +762,23 @@ def test_a_retry_whose_worker_died_and_that_no_queue_or_worker_holds_is_lost(par
     parts.settle()
     assert parts.state("a") == "LOST" and "restarted" in parts.store.get("a")["error"]["message"]
     assert parts.state("b") == "RETRY"  # its message waits in a queue: it will run again
+
+
+def test_a_task_whose_entry_cannot_be_decoded_is_unknown_and_says_why_not_queued_for_good(parts: Parts) -> None:
+    """A fresh user's review: an app that stores pickled results ran 13 tasks before its worker's
+    events were on; the web, which never unpickles, read their entries as undecodable and showed
+    them queued for more than 10 minutes. Once no queue or worker holds one, it is UNKNOWN, and
+    the message says the entry could not be read."""
+    parts.control.alive.add("w1")
+    parts.queue.append({"id": "p", "name": "t", "state": "PENDING", "created": records.iso(parts.wall.now)})
+    parts.reconciler.poll()
+    parts.settle()
+    parts.queue.clear()  # the worker took it and ran it; its pickled outcome is stored
+    parts.metas["p"] = {"undecodable": "ContentDisallowed: Refusing to deserialize untrusted content of type pickle"}
+    parts.reconciler.poll()
+    parts.settle()
+    assert parts.state("p") == "PENDING"
+    parts.later(60)
+    parts.settle()
+    task = parts.store.get("p")
+    assert task["state"] == "UNKNOWN" and "pickle" in task["error"]["message"]
