@@ -127,13 +127,16 @@ def stop_child(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 # ---- what a listener has taken in --------------------------------------------------------------
 
-def healthz(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    return requests.get(f"{url}/healthz", timeout=timeout).json()
+def healthz(url: str, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
+    """GET /healthz; with `token`, as a signed-in caller (with sign-in on, only such a caller gets
+    the details: the listener's counters, the workers)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.get(f"{url}/healthz", timeout=timeout, headers=headers).json()
 
 
-def listener_events(url: str) -> int:
+def listener_events(url: str, token: str | None = None) -> int:
     """Events our listener (or a baseline's) has decoded: counted before any merge or store."""
-    return int(healthz(url)["listener"]["events"])
+    return int(healthz(url, token=token)["listener"]["events"])
 
 
 def flower_events(url: str, worker: str = SYNTHETIC, kind: str | None = None) -> int:
@@ -312,16 +315,17 @@ class Run:
 
         self.stack.kill_web(self.web_url, signal.SIGTERM)
 
-    def start_web(self, env: dict[str, str] | None = None) -> None:
-        """Our web process started (with `env` over the stack's), its listener subscribed."""
+    def start_web(self, env: dict[str, str] | None = None, token: str | None = None) -> None:
+        """Our web process started (with `env` over the stack's), its listener subscribed (asked with
+        `token` where `env` turns sign-in on)."""
         self.stack.start_web(env=env)
-        base = listener_events(self.web_url)
-        wait_subscribed(lambda: listener_events(self.web_url) > base, 30, "web listener")
+        base = listener_events(self.web_url, token)
+        wait_subscribed(lambda: listener_events(self.web_url, token) > base, 30, "web listener")
 
-    def restart_web(self, env: dict[str, str] | None = None) -> None:
+    def restart_web(self, env: dict[str, str] | None = None, token: str | None = None) -> None:
         """Our web process again, fresh (and with `env` over the stack's), its listener subscribed."""
         self.stop_web()
-        self.start_web(env)
+        self.start_web(env, token)
 
     def ensure_worker(self) -> None:
         """A real Celery worker (the fan-out's storm launches real tasks)."""

@@ -184,9 +184,11 @@ def measure(run: Run) -> dict[str, Any]:
             floor_proc.stop()
     signed: list[dict[str, Any]] = []
     if cfg.get("signed", True):
-        run.restart_web(SIGNED_ENV)
+        # The account first (the CLI writes it to Redis): the web with sign-in on tells its listener's
+        # counters only to a signed-in caller.
+        token = add_users(run.stack, {"launcher": "operator"}, "launch-bench-password", tokens=True)["launcher"]
+        run.restart_web(SIGNED_ENV, token)
         try:
-            token = add_users(run.stack, {"launcher": "operator"}, "launch-bench-password", tokens=True)["launcher"]
             signed = _levels(run, {**cfg, "concurrency": cfg.get("signed_concurrency", cfg["concurrency"])},
                              token, "-signed")
         finally:

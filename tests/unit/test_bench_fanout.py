@@ -118,3 +118,13 @@ def test_the_server_cpu_window_gives_its_busiest_sampling_interval() -> None:
     sampler.samples = [(0.0, 0.0, 0.0), (0.1, 0.05, 0.0), (0.2, 0.15, 0.0), (0.3, 0.16, 0.0)]
     window = sampler.window(0.0, 0.3)
     assert window["percent_of_core"] == 53.3 and window["peak_percent_of_core"] == 100.0
+
+
+def test_the_batch_rate_counts_the_ticks_between_the_first_and_the_last_batch() -> None:
+    """Four batches 50 ms apart are 20 per second (three ticks in 0.15 s), not 4 over a storm of
+    0.15 s (26.7): a short storm's count over its length said more batches than ticks."""
+    from bench.fanout import batch_rate
+
+    client = SimpleNamespace(batch_numbers=[7, 8, 8, 9, 10], numbered_times=[1.0, 1.05, 1.06, 1.10, 1.15])
+    assert batch_rate(client) == 20.0
+    assert batch_rate(SimpleNamespace(batch_numbers=[7], numbered_times=[1.0])) is None
