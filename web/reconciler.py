@@ -537,6 +537,8 @@ class Reconciler:
                 continue  # a queue longer than we read, or a busy worker, may hold it
             if not taken_whole and lifecycle.phase(record.get("state")) < lifecycle.STARTED:
                 continue  # its message may be among the unacknowledged ones we did not read
+            if record.get("state") == "RETRY" and not complete:
+                continue  # its retry's message may wait in a queue longer than we read
             if record.get("state") == "RETRY" and record.get("worker_status") == records.REDELIVERY and worker:
                 # Its worker went away under it, and neither the broker nor any worker has its retry.
                 self.coalescer.add(records.lost(task_id, worker, "restarted or stopped; its retry is in no queue"))

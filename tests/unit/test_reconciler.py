@@ -782,3 +782,15 @@ def test_a_task_whose_entry_cannot_be_decoded_is_unknown_and_says_why_not_queued
     parts.settle()
     task = parts.store.get("p")
     assert task["state"] == "UNKNOWN" and "pickle" in task["error"]["message"]
+
+
+def test_a_retry_is_not_judged_while_a_queue_was_longer_than_the_read(parts: Parts) -> None:
+    parts.control.alive.add("w1")
+    parts.reconciler.queues = lambda: (list(parts.queue), False)  # a queue longer than the bounded read
+    start(parts, "a")
+    parts.metas["a"] = {"status": "RETRY", "result": {"exc_type": "Retry", "exc_message": ["later"]}}
+    parts.event("task-retried", "w1", 100, uuid="a", exception="Retry('later')")
+    parts.settle()
+    parts.later(60)
+    parts.settle()
+    assert parts.state("a") == "RETRY"
