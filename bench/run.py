@@ -27,7 +27,7 @@ from bench.harness import Run, code_version, log
 
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
-        "budget_s": 1300,
+        "budget_s": 1500,
         "latency": [{"name": "every 250 ms", "tasks": 4, "steps": 12, "delay": 0.25},
                     {"name": "at the throttle's top rate", "tasks": 4, "steps": 20, "delay": 0.1}],
         "fanout": {"clients": [1, 100, 500, 1000], "baseline_clients": [1, 100, 500, 1000],
