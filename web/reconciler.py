@@ -537,11 +537,16 @@ class Reconciler:
                 continue  # a queue longer than we read, or a busy worker, may hold it
             if not taken_whole and lifecycle.phase(record.get("state")) < lifecycle.STARTED:
                 continue  # its message may be among the unacknowledged ones we did not read
-            if record.get("state") == "RETRY" and not complete:
-                continue  # its retry's message may wait in a queue longer than we read
+            odd = record.get("state") == "RETRY" or (entry is not None and "undecodable" in entry)
+            if odd and (not complete or unanswered):
+                # Its retry's message may wait in a queue longer than we read, or the retry (or the
+                # task whose entry we cannot read) may run on a busy worker that did not answer:
+                # the worker that ran it before is not the only one that could hold it now.
+                continue
             if record.get("state") == "RETRY" and record.get("worker_status") == records.REDELIVERY and worker:
                 # Its worker went away under it, and neither the broker nor any worker has its retry.
-                self.coalescer.add(records.lost(task_id, worker, "restarted or stopped; its retry is in no queue"))
+                self.coalescer.add(records.lost(task_id, worker, "restarted or stopped",
+                                                "after this task's retry was announced; no queue or worker holds it"))
                 self.workers.ended(worker, task_id)
             elif entry is not None and "undecodable" in entry:
                 self.coalescer.add(records.unknown(task_id, UNDECODABLE))

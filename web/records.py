@@ -37,9 +37,14 @@ UNHELD = "dropped it on reconnecting; the broker delivers it again after its vis
 
 
 def iso(timestamp: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC; None for None, and for a value no date can hold (an event's
+    timestamp of 1e20 raised OverflowError, and the event was lost)."""
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(float(timestamp), UTC).isoformat(timespec="microseconds")
+    try:
+        return datetime.fromtimestamp(float(timestamp), UTC).isoformat(timespec="microseconds")
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def epoch(value: str | None) -> float:
@@ -182,7 +187,9 @@ def _late_report_of_the_ending(record: dict[str, Any], update: dict[str, Any], p
     return (record.get("state") == "SUCCESS" and update.get("state") == "PROGRESS" and own is not None
             and own == record.get("retries") and (partial or own == _attempt_now(record, {}, partial))
             and (record.get("progress") is None or _older_attempt(record.get("progress"), own))
-            and bool(progress.get("total")) and progress["current"] <= progress["total"])
+            # (a value past 2**53 comes as text, json_safe: no bar from it)
+            and _finite(progress.get("current")) and _finite(progress.get("total"))
+            and progress["total"] > 0 and progress["current"] <= progress["total"])
 
 
 def _late_final_report(record: dict[str, Any], update: dict[str, Any]) -> bool:
@@ -613,12 +620,13 @@ def from_event(event: dict[str, Any]) -> dict[str, Any] | None:
     return update
 
 
-def lost(task_id: str, worker: str | None, why: str) -> dict[str, Any]:
+def lost(task_id: str, worker: str | None, why: str, doing: str = "while running this task") -> dict[str, Any]:
     """The inferred ending of a task whose worker restarted or stopped under it (its message was
-    already acknowledged, so nothing will run it again); a real outcome still overrides it."""
+    already acknowledged, so nothing will run it again); a real outcome still overrides it.
+    `doing`: what the task was doing then, as the message ends ("while running this task")."""
     now = iso(time.time())
     return {"id": task_id, "state": lifecycle.LOST, "finished": now, "updated": now,
-            "error": _error("WorkerLostError", f"worker {worker} {why} while running this task", None)}
+            "error": _error("WorkerLostError", f"worker {worker} {why} {doing}", None)}
 
 
 def unknown(task_id: str, why: str = "no worker, queue or result backend knows how this task ended") -> dict[str, Any]:

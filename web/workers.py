@@ -19,6 +19,7 @@ RESTART_TOLERANCE = 5.0
 # now < its last heartbeat + freq * 2. Heartbeats are rarely slower than this many seconds apart.
 HEARTBEAT_EXPIRE_FACTOR = 2.0
 MAX_FREQ = 3600.0
+MAX_SKEW = 86_400.0  # seconds: an event timed further than this from the web's clock is taken untimed
 # Task ids remembered as running on one worker (a task whose end event was lost stays until the
 # worker's next heartbeat says it runs nothing).
 MAX_RUNNING = 10_000
@@ -97,7 +98,12 @@ class Workers:
                     worker.beacon = True
         self._activity(worker, kind, event)  # after a new incarnation reset the counts
         stamp = event.get("timestamp")
-        if isinstance(stamp, (int, float)):
+        if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) \
+                and not abs(stamp - self.wall()) <= MAX_SKEW:  # (also NaN)
+            # Not a clock, however wrong (any process on the broker may send anything): one such
+            # event made every event of its worker fail for 10 s. The event is taken untimed.
+            event = {key: value for key, value in event.items() if key != "timestamp"}
+        elif isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
             self._measure(worker, stamp - self.wall())
             if worker.offset:
                 event = dict(event, timestamp=stamp - worker.offset)

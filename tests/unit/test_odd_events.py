@@ -74,3 +74,28 @@ def test_one_task_that_cannot_be_merged_does_not_hold_back_the_others(monkeypatc
     updates = {i: dict(records.from_event(dict(odd("task-started"), uuid=i)), id=i) for i in ("t0", "t1", "t2")}
     stored = {task["id"]: task["state"] for task in store.merge(updates)}
     assert stored == {"t0": "STARTED", "t2": "STARTED"}
+
+
+def test_an_absurd_timestamp_does_not_make_its_worker_s_events_fail() -> None:
+    """The diff review: one event from celery@w1 timed 1e20 set w1's clock offset to ~1e20, and for
+    the next 10 s every event of w1 came out timed -1e20, which no date can hold: each was lost."""
+    from web.workers import Workers
+
+    now = [T0]
+    workers = Workers(clock=lambda: now[0], wall=lambda: now[0])
+    forged = workers.see(odd("task-started", uuid="other", timestamp=1e20))
+    assert "timestamp" not in forged  # taken untimed
+    assert records.from_event(forged)["state"] == "STARTED"
+    real = workers.see(odd("task-started", timestamp=T0 + 0.5))
+    assert records.from_event(real)["started"] == records.iso(T0 + 0.5)
+    assert records.iso(1e20) is None  # and a date none can hold is no date, not an error
+
+
+def test_a_late_report_whose_numbers_came_as_text_gives_no_bar_and_no_error() -> None:
+    record = records.new_record("t1")
+    for event in (odd("task-received", retries=0, name="x"), odd("task-succeeded", retries=0)):
+        records.merge(record, records.from_event(event))
+    late = records.from_event(odd("task-progress", retries=0, progress={"current": 2**60, "total": 10}))
+    assert isinstance(late["progress"]["current"], str)  # past 2**53: text (results.json_safe)
+    records.merge(record, late)  # raised TypeError (text <= int) before
+    assert record["state"] == "SUCCESS" and record["progress"] is None

@@ -794,3 +794,19 @@ def test_a_retry_is_not_judged_while_a_queue_was_longer_than_the_read(parts: Par
     parts.later(60)
     parts.settle()
     assert parts.state("a") == "RETRY"
+
+
+def test_a_retry_is_not_judged_while_a_worker_that_may_run_it_does_not_answer(parts: Parts) -> None:
+    """The diff review: attempt 0 failed on w1; w2, a busy solo worker that answers nothing, took
+    the retry before its events were heard. The worker that ran it before is not the only one."""
+    parts.control.alive.add("w1")
+    start(parts, "a")
+    parts.event("worker-online", "w2", 300)  # heard of, silent in no answer: busy
+    parts.metas["a"] = {"status": "RETRY", "result": {"exc_type": "E", "exc_message": ["x"]}}
+    parts.event("task-retried", "w1", 100, uuid="a", exception="E('x')")
+    parts.settle()
+    parts.later(20)
+    parts.event("worker-heartbeat", "w2", 300)  # w2 is alive but does not answer inspect
+    parts.later(20)
+    parts.settle()
+    assert parts.state("a") == "RETRY"
