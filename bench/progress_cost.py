@@ -35,7 +35,8 @@ import math
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -260,6 +261,27 @@ def body_2us_floor1(task: Any, first: int, calls: int) -> int:
     return total
 
 
+@contextmanager
+def counted_sends() -> Iterator[list[tuple[float, float, bool]]]:
+    """celery_dashboard's send_progress, for the block, noting each report sent: (CPU s, wall s,
+    whether it was also stored), in the list this yields."""
+    from celery_dashboard import reporting as module
+
+    sends: list[tuple[float, float, bool]] = []
+    real = module.send_progress
+
+    def counting(task: Any, meta: dict[str, Any], store: bool = True) -> None:
+        start, wall = time.process_time(), time.perf_counter()
+        real(task, meta, store)
+        sends.append((time.process_time() - start, time.perf_counter() - wall, bool(store)))
+
+    module.send_progress = counting
+    try:
+        yield sends
+    finally:
+        module.send_progress = real
+
+
 def sliced(with_progress: Callable[[Any, int, int], Any], without: Callable[[Any, int, int], Any], calls: int,
            pairs: int) -> dict[str, Any]:
     """One long loop of the 2 us body with its progress call, `pairs` slices of `calls` iterations,
@@ -280,36 +302,28 @@ def sliced(with_progress: Callable[[Any, int, int], Any], without: Callable[[Any
     task = celery_app.tasks["tasks.demo.primes"]
     task.push_request(id=str(uuid.uuid4()), retries=0, hostname="bench@throttle",
                       delivery_info={"routing_key": "celery"})
-    costs: list[float] = []
-    real = module.send_progress
-
-    def counting(task: Any, meta: dict[str, Any], store: bool = True) -> None:
-        start = time.process_time()
-        real(task, meta, store)
-        costs.append((time.process_time() - start) * 1000)
-
-    module.send_progress = counting
     module._lane_of(task).throttle.clock = _loop_clock  # progress()'s throttle (no task_prerun here)
     cpu: list[tuple[float, float]] = []
     walls: list[tuple[float, float]] = []
     first = 1
     try:
-        for n in range(pairs):
-            sides = {}
-            for side, body in ((("without", without), ("with", with_progress)) if n % 2 == 0
-                               else (("with", with_progress), ("without", without))):
-                if side == "without":
-                    _loop_clock.pause()
-                start, wall = time.process_time(), time.perf_counter()
-                body(task, first, calls)
-                sides[side] = (time.process_time() - start, time.perf_counter() - wall)
-                _loop_clock.resume()
-                first += calls
-            cpu.append((sides["without"][0], sides["with"][0]))
-            walls.append((sides["without"][1], sides["with"][1]))
+        with counted_sends() as sends:
+            for n in range(pairs):
+                sides = {}
+                for side, body in ((("without", without), ("with", with_progress)) if n % 2 == 0
+                                   else (("with", with_progress), ("without", without))):
+                    if side == "without":
+                        _loop_clock.pause()
+                    start, wall = time.process_time(), time.perf_counter()
+                    body(task, first, calls)
+                    sides[side] = (time.process_time() - start, time.perf_counter() - wall)
+                    _loop_clock.resume()
+                    first += calls
+                cpu.append((sides["without"][0], sides["with"][0]))
+                walls.append((sides["without"][1], sides["with"][1]))
     finally:
-        module.send_progress = real
         task.pop_request()
+    costs = [1000 * cpu_s for cpu_s, _, _ in sends]
     with_s = sum(w for _, w in walls)
     return {"calls": calls, "pairs": pairs, **paired(cpu, calls), "wall": paired(walls, calls),
             "reports_sent": len(costs), "reports_stored": None,
@@ -356,48 +370,39 @@ def blocked(with_progress: Callable[[Any, int, int], Any], without: Callable[[An
     task = celery_app.tasks["tasks.demo.primes"]
     task.push_request(id=str(uuid.uuid4()), retries=0, hostname="bench@throttle",
                       delivery_info={"routing_key": "celery"})
-    sends: list[tuple[float, float]] = []  # (CPU s, wall s) of each report sent
-    real = module.send_progress
-
-    def counting(task: Any, meta: dict[str, Any], store: bool = True) -> None:
-        start, wall = time.process_time(), time.perf_counter()
-        real(task, meta, store)
-        sends.append((time.process_time() - start, time.perf_counter() - wall))
-
-    module.send_progress = counting
     module._lane_of(task).throttle.clock = _loop_clock  # progress()'s throttle (no task_prerun here)
     cpu: list[tuple[float, float, bool]] = []  # (without s, with s, the block with the call sent a report)
     walls: list[tuple[float, float, bool]] = []
     first = 1
     deadline = time.monotonic() + seconds
     try:
-        while time.monotonic() < deadline:
-            sides: dict[str, tuple[float, float]] = {}
-            sent = False
-            for side in (("without", "with") if len(cpu) % 2 == 0 else ("with", "without")):
-                if side == "without":
-                    _loop_clock.pause()
-                    start, wall = time.process_time(), time.perf_counter()
-                    without(task, first, block)
-                    sides[side] = (time.process_time() - start, time.perf_counter() - wall)
-                    _loop_clock.resume()
-                else:
-                    before = len(sends)
-                    start, wall = time.process_time(), time.perf_counter()
-                    with_progress(task, first, block)
-                    sides[side] = (time.process_time() - start, time.perf_counter() - wall)
-                    sent = len(sends) > before
-                first += block
-            cpu.append((sides["without"][0], sides["with"][0], sent))
-            walls.append((sides["without"][1], sides["with"][1], sent))
+        with counted_sends() as sends:
+            while time.monotonic() < deadline:
+                sides: dict[str, tuple[float, float]] = {}
+                sent = False
+                for side in (("without", "with") if len(cpu) % 2 == 0 else ("with", "without")):
+                    if side == "without":
+                        _loop_clock.pause()
+                        start, wall = time.process_time(), time.perf_counter()
+                        without(task, first, block)
+                        sides[side] = (time.process_time() - start, time.perf_counter() - wall)
+                        _loop_clock.resume()
+                    else:
+                        before = len(sends)
+                        start, wall = time.process_time(), time.perf_counter()
+                        with_progress(task, first, block)
+                        sides[side] = (time.process_time() - start, time.perf_counter() - wall)
+                        sent = len(sends) > before
+                    first += block
+                cpu.append((sides["without"][0], sides["with"][0], sent))
+                walls.append((sides["without"][1], sides["with"][1], sent))
     finally:
-        module.send_progress = real
         task.pop_request()
     return {"block": block, "seconds": seconds, "pairs": len(cpu),
             # the body's own time as it ran here (the calibration's machine speed may have changed since)
             "body_ns": round(1e9 * sum(b for b, _, _ in cpu) / (len(cpu) * block), 1) if cpu else None,
             "pairs_with_a_report": sum(1 for *_, sent in cpu if sent), "reports_sent": len(sends),
-            **ratio_of_sums(cpu, [c for c, _ in sends]), "wall": ratio_of_sums(walls, [w for _, w in sends])}
+            **ratio_of_sums(cpu, [c for c, _, _ in sends]), "wall": ratio_of_sums(walls, [w for _, w, _ in sends])}
 
 
 def ratio_of_sums(pairs: list[tuple[float, float, bool]], sends: list[float]) -> dict[str, Any]:
@@ -449,24 +454,10 @@ def reports_sent(body: Callable[[Any, int], Any], calls: int) -> tuple[int, int,
     """How many reports one run sends, how many of them it also stores in the result backend
     (Throttle.store), and the CPU ms a report took on average (the event, the revocation check and,
     for those stored, the stored state), the first of the run apart: (sent, stored, mean ms)."""
-    from celery_dashboard import reporting as module
-
-    costs: list[float] = []
-    stored = 0
-    real = module.send_progress
-
-    def counting(task: Any, meta: dict[str, Any], store: bool = True) -> None:
-        nonlocal stored
-        start = time.process_time()
-        real(task, meta, store)
-        costs.append((time.process_time() - start) * 1000)
-        stored += bool(store)
-
-    module.send_progress = counting
-    try:
+    with counted_sends() as sends:
         timed(body, calls)
-    finally:
-        module.send_progress = real
+    costs = [1000 * cpu_s for cpu_s, _, _ in sends]
+    stored = sum(1 for *_, was_stored in sends if was_stored)
     return len(costs), stored, (round(sum(costs[1:]) / len(costs[1:]), 2) if len(costs) > 1 else None)
 
 
