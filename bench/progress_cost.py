@@ -282,6 +282,24 @@ def counted_sends() -> Iterator[list[tuple[float, float, bool]]]:
         module.send_progress = real
 
 
+def _pair(task: Any, with_progress: Callable[[Any, int, int], Any], without: Callable[[Any, int, int], Any],
+          first: int, calls: int, with_first: bool) -> dict[str, tuple[float, float]]:
+    """One pair of runs of `calls` iterations back to back, the loop without the call and with it
+    (`with_first`: in that order), numbered on from `first`: {"without", "with"} -> (CPU s, wall s).
+    The throttles' LoopClock is paused while the loop without the call runs."""
+    sides: dict[str, tuple[float, float]] = {}
+    for side in (("with", "without") if with_first else ("without", "with")):
+        body = with_progress if side == "with" else without
+        if side == "without":
+            _loop_clock.pause()
+        start, wall = time.process_time(), time.perf_counter()
+        body(task, first, calls)
+        sides[side] = (time.process_time() - start, time.perf_counter() - wall)
+        _loop_clock.resume()
+        first += calls
+    return sides
+
+
 def sliced(with_progress: Callable[[Any, int, int], Any], without: Callable[[Any, int, int], Any], calls: int,
            pairs: int) -> dict[str, Any]:
     """One long loop of the 2 us body with its progress call, `pairs` slices of `calls` iterations,
@@ -309,16 +327,8 @@ def sliced(with_progress: Callable[[Any, int, int], Any], without: Callable[[Any
     try:
         with counted_sends() as sends:
             for n in range(pairs):
-                sides = {}
-                for side, body in ((("without", without), ("with", with_progress)) if n % 2 == 0
-                                   else (("with", with_progress), ("without", without))):
-                    if side == "without":
-                        _loop_clock.pause()
-                    start, wall = time.process_time(), time.perf_counter()
-                    body(task, first, calls)
-                    sides[side] = (time.process_time() - start, time.perf_counter() - wall)
-                    _loop_clock.resume()
-                    first += calls
+                sides = _pair(task, with_progress, without, first, calls, with_first=n % 2 == 1)
+                first += 2 * calls
                 cpu.append((sides["without"][0], sides["with"][0]))
                 walls.append((sides["without"][1], sides["with"][1]))
     finally:
@@ -378,22 +388,10 @@ def blocked(with_progress: Callable[[Any, int, int], Any], without: Callable[[An
     try:
         with counted_sends() as sends:
             while time.monotonic() < deadline:
-                sides: dict[str, tuple[float, float]] = {}
-                sent = False
-                for side in (("without", "with") if len(cpu) % 2 == 0 else ("with", "without")):
-                    if side == "without":
-                        _loop_clock.pause()
-                        start, wall = time.process_time(), time.perf_counter()
-                        without(task, first, block)
-                        sides[side] = (time.process_time() - start, time.perf_counter() - wall)
-                        _loop_clock.resume()
-                    else:
-                        before = len(sends)
-                        start, wall = time.process_time(), time.perf_counter()
-                        with_progress(task, first, block)
-                        sides[side] = (time.process_time() - start, time.perf_counter() - wall)
-                        sent = len(sends) > before
-                    first += block
+                before = len(sends)
+                sides = _pair(task, with_progress, without, first, block, with_first=len(cpu) % 2 == 1)
+                sent = len(sends) > before  # (only the side with the call reports)
+                first += 2 * block
                 cpu.append((sides["without"][0], sides["with"][0], sent))
                 walls.append((sides["without"][1], sides["with"][1], sent))
     finally:
