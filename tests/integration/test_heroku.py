@@ -75,8 +75,10 @@ def heroku(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         token = subprocess.run([str(BIN / "flask"), "--app", "web", "users", "token", "admin"], cwd=ROOT, env=cli_env,
                                check=True, capture_output=True, text=True, timeout=60).stdout.strip()
         signed = {"Authorization": f"Bearer {token}"}  # only a signed-in caller gets /healthz's details
-        wait_for(lambda: requests.get(f"{url}/healthz", headers=signed, timeout=2).json()["workers"], 60,
-                 what="the worker dyno")
+        # The worker is seen at its first heartbeat; its pool is known once it answers the web's `stats`.
+        wait_for(lambda: [w["pool"] for w in requests.get(f"{url}/healthz", headers=signed,
+                                                          timeout=2).json()["workers"].values()] == ["threads"],
+                 60, what="the worker dyno, its pool known")
         yield {"url": url, "token": token, "client": client, "port": port, "processes": started, "env": cli_env}
     finally:
         for proc in reversed(processes):
