@@ -11,14 +11,14 @@ from urllib.parse import unquote
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from celery_dashboard import arguments, index, revocations
+from celery_dashboard import index, revocations
 from celery_dashboard.catalog import CATALOG, Entry, summary, validate
-from web import audit, control, launches, lifecycle, records
+from web import audit, control, launches, lifecycle, offload, records
 from web.auth import current_user, require
 from web.errors import ApiError, error_body, not_text
 from web.extensions import limiter, services
 from web.filters import Page, TaskFilter
-from web.results import BackendReader, json_safe
+from web.results import BackendReader, full_body
 from web.users import User
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,9 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 STATE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # Celery states are open-ended (update_state takes any name)
 MAX_LIMIT = 500
 RAW_PATH_KEYS = ("RAW_PATH_INFO", "RAW_URI")  # WSGI keys of the undecoded path: eventlet's, Werkzeug's
+# A result entry up to this size (bytes in Redis) is served on the event loop (a few ms of CPU);
+# a larger one through web.offload.
+INLINE_RESULT_BYTES = 256_000
 MAX_ID = 1000  # longer ids are not looked up (Celery accepts any string; Redis keys of this size are fine)
 # Pools that cannot stop a running task (celery.concurrency: solo and threads do not implement
 # terminate); a task there stops only at its next celery_dashboard progress report.
@@ -233,15 +236,31 @@ def get_result(task_id: str) -> Any:
     cap = current_app.config["RESULT_MAX_BYTES"]
     if not isinstance(reader, BackendReader):
         raise ApiError(404, "no result backend to read from")
-    meta, size = reader.full(task_id, cap)
-    if meta is None and size > cap:
+    size = reader.size(task_id)
+    if size > cap:
         raise ApiError(413, f"the result is {size:,} bytes, more than RESULT_MAX_BYTES ({cap:,})")
-    if meta is None:
+    if size <= INLINE_RESULT_BYTES:
+        body = _result_body(task_id, reader.raw(task_id), reader, record["state"], cap)
+    else:
+        with offload.turn():  # read on the event loop, one at a time; decoded, masked and written off it
+            raw = reader.raw(task_id)
+            body = offload.run(current_app.config["ASYNC_MODE"], _result_body, task_id, raw, reader, record["state"],
+                               cap)
+    return current_app.response_class(body, mimetype="application/json")
+
+
+def _result_body(task_id: str, raw: bytes | None, reader: BackendReader, state: str | None, cap: int) -> bytes:
+    """The result endpoint's body (web.results.full_body); no request or app context needed (it
+    may run in another thread). Raises ApiError 404 when the entry is gone, 413 when it grew past
+    `cap` bytes since its size was read, 422 when it cannot be decoded."""
+    if raw is None:
         raise ApiError(404, "the result backend holds no result for this task")
+    if len(raw) > cap:
+        raise ApiError(413, f"the result is {len(raw):,} bytes, more than RESULT_MAX_BYTES ({cap:,})")
+    meta = reader.decode(raw)
     if "undecodable" in meta:
         raise ApiError(422, f"the result cannot be decoded: {meta['undecodable']}")
-    return jsonify({"id": task_id, "state": meta.get("status") or record["state"], "size": size,
-                    "result": json_safe(arguments.mask_keys(meta.get("result")))})
+    return full_body(task_id, meta, state, len(raw))
 
 
 def _stoppable(record: dict[str, Any], ask: bool = True) -> str | None:

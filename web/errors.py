@@ -12,19 +12,24 @@ from flask_limiter.errors import RateLimitExceeded
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from celery_dashboard import settings
 from web.extensions import limiter
 
 log = logging.getLogger(__name__)
+POOL_EXHAUSTED = "No connection available."  # redis-py 8's message (connection.py, BlockingConnectionPool)
 
 
 class ApiError(Exception):
-    """An error answered with `status` and a JSON body; `fields` lists offending inputs."""
+    """An error answered with `status` and a JSON body; `fields` lists offending inputs;
+    `retry_after` (whole seconds) is sent as the Retry-After header."""
 
-    def __init__(self, status: int, message: str, fields: list[dict[str, str]] | None = None) -> None:
+    def __init__(self, status: int, message: str, fields: list[dict[str, str]] | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.fields = fields
+        self.retry_after = retry_after
 
 
 def error_body(message: str, fields: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -102,7 +107,11 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Any:
-        return jsonify(error_body(exc.message, exc.fields)), exc.status
+        response = jsonify(error_body(exc.message, exc.fields))
+        response.status_code = exc.status
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
@@ -111,6 +120,15 @@ def register(app: Flask) -> None:
     @app.errorhandler(redis.RedisError)
     @app.errorhandler(OperationalError)
     def redis_down(exc: Exception) -> Any:
+        if isinstance(exc, redis.ConnectionError) and str(exc) == POOL_EXHAUSTED:
+            # redis-py's BlockingConnectionPool.get_connection: every connection stayed busy
+            log.warning("no free Redis connection within POOL_TIMEOUT=%g s (REDIS_CONNECTIONS=%d)",
+                        settings.POOL_TIMEOUT, settings.REDIS_CONNECTIONS)
+            response = jsonify(error_body(f"the web's {settings.REDIS_CONNECTIONS} Redis connections stayed busy "
+                                          f"for {settings.POOL_TIMEOUT:g} s (REDIS_CONNECTIONS); try again shortly"))
+            response.status_code = 503
+            response.headers["Retry-After"] = "2"
+            return response
         log.warning("Redis unavailable: %s", exc)
         return jsonify(error_body("Redis is unavailable; try again shortly")), 503
 

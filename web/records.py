@@ -17,7 +17,7 @@ from celery_dashboard import arguments
 from celery_dashboard.index import MAX_ATTEMPTS, pending_record
 from celery_dashboard.reporting import SENT_KEY
 from web import lifecycle
-from web.results import json_safe, preview
+from web.results import json_safe, preview, safe_masked
 
 # The task object's fields, as its first writer defines them (celery_dashboard.index).
 FIELDS = tuple(pending_record("", None, None, 0.0))
@@ -701,9 +701,9 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
                           result_truncated=True, error=None)
         return update
     if state == "SUCCESS":
-        # Sensitive keys and texts are masked as in arguments (MASKED_ARGUMENTS) before anything is stored.
-        # json_safe first: an object becomes its text (a repr), which is masked as text.
-        update["result"], update["result_truncated"] = preview(arguments.mask_keys(json_safe(result)))
+        # Sensitive keys and texts are masked as in arguments (MASKED_ARGUMENTS) before anything is stored;
+        # an object becomes its text, which is masked as text.
+        update["result"], update["result_truncated"] = preview(safe_masked(result))
         update["error"] = None
     elif state in ("FAILURE", "RETRY") and isinstance(result, dict):
         update["error"] = _error(result.get("exc_type"), result.get("exc_message"), meta.get("traceback"))

@@ -10,7 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
+
+import orjson
+
+from celery_dashboard import arguments, settings
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +24,7 @@ DATE_DONE = re.compile(rb'"date_done": *"([0-9T:.+-]{10,40})"')
 TAIL_BYTES = 1024  # read from the end of an entry too large to read: Celery writes date_done near its end
 PREVIEW_BYTES = 4096  # the size of a result or error preview in a task object (JSON text)
 MAX_EXACT = 2**53  # the largest integer a JavaScript number holds exactly
+JSON_DEPTH = 20  # levels of nesting made safe; a deeper container becomes its repr text
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:
@@ -31,7 +37,7 @@ def json_safe(value: Any, depth: int = 0) -> Any:
         return value if -MAX_EXACT <= value <= MAX_EXACT else str(value)
     if isinstance(value, float):
         return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
-    if depth > 20:
+    if depth > JSON_DEPTH:
         return repr(value)[:PREVIEW_BYTES]
     if isinstance(value, dict):
         return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
@@ -44,6 +50,67 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)
+
+
+def safe_masked(value: Any) -> Any:
+    """`json_safe(arguments.mask_keys(value))` in one walk: a result as a browser may see it, with
+    sensitive keys' values masked and every string masked as text, plain JSON types only. Exact
+    types are tried first and a key's verdict is kept for the walk: an 8 MB result of 120,000 small
+    rows took 2.1 s in the two walks (1.4 s masking, 0.6 s making safe) on this machine. Every text
+    is masked, also the text an object, bytes or a set's strings become (each walk alone left one
+    of these unmasked)."""
+    words = settings.MASKED_ARGUMENTS
+    mentions = arguments.mentions(words).search
+    mask, mask_text, sensitive = arguments.MASK, arguments.mask_text, arguments.sensitive
+    verdicts: dict[Any, bool] = {}
+
+    def walk(value: Any, depth: int) -> Any:
+        kind = type(value)
+        if kind is str:
+            return value if mentions(value) is None else mask_text(value)
+        if kind is int:
+            return value if -MAX_EXACT <= value <= MAX_EXACT else str(value)
+        if kind is float:
+            return value if value - value == 0 else str(value)  # NaN and infinities become text
+        if value is None or kind is bool:
+            return value
+        if kind is dict or isinstance(value, Mapping):
+            if depth > JSON_DEPTH:
+                return repr(arguments.mask_keys(value, depth))[:PREVIEW_BYTES]
+            out = {}
+            for key, item in value.items():
+                masked = verdicts.get(key) if type(key) is str else None
+                if masked is None:
+                    masked = sensitive(key, words)
+                    if type(key) is str and len(verdicts) < MAX_VERDICTS:
+                        verdicts[key] = masked
+                out[str(key)] = mask if masked else walk(item, depth + 1)
+            return out
+        if kind is list or kind is tuple or isinstance(value, (list, tuple, set, frozenset)):
+            if depth > JSON_DEPTH:
+                return repr(arguments.mask_keys(value, depth))[:PREVIEW_BYTES]
+            if isinstance(value, (set, frozenset)):
+                value = sorted(value, key=repr)
+            return [walk(item, depth + 1) for item in value]
+        safe = json_safe(value, depth)  # an object's text (its str or isoformat), bytes as text: masked as text
+        return mask_text(safe) if isinstance(safe, str) else safe
+
+    return walk(value, 0)
+
+
+MAX_VERDICTS = 10_000  # distinct keys whose verdict safe_masked keeps during one walk
+
+
+def full_body(task_id: str, meta: dict[str, Any], state: str | None, size: int) -> bytes:
+    """The result endpoint's JSON body: {"id", "state" (the entry's status, else `state`), "size"
+    (the entry's bytes in Redis), "result" (`safe_masked`)}, UTF-8. CPU-bound (about 1 s for 8 MB
+    of small rows): web.offload runs it off the server's event loop."""
+    body = {"id": task_id, "state": meta.get("status") or state, "size": size,
+            "result": safe_masked(meta.get("result"))}
+    try:
+        return orjson.dumps(body)  # 0.02 s where the json module took 0.22 s on the rows above
+    except (TypeError, orjson.JSONEncodeError):  # a str subclass orjson refuses: the json module's text
+        return json.dumps(body, allow_nan=False).encode()
 
 
 def dumps(value: Any, **kwargs: Any) -> str:
@@ -128,12 +195,10 @@ class BackendReader:
             return {"undecodable": f"{type(exc).__name__}: {exc}"[:300]}
         return meta if isinstance(meta, dict) else {"undecodable": "not a result entry"}
 
-    def full(self, task_id: str, cap: int) -> tuple[dict[str, Any] | None, int]:
-        """The whole decoded entry of one task, and its size in bytes; None when it is missing or
-        larger than `cap` (the size then says how large)."""
-        key = self.backend.get_key_for_task(task_id)
-        size = int(self.backend.client.strlen(key) or 0)
-        if not size or size > cap:
-            return None, size
-        raw = self.backend.client.get(key)
-        return (self.decode(raw) if raw is not None else None), size
+    def size(self, task_id: str) -> int:
+        """The bytes of the task's entry in Redis (STRLEN), 0 when it has none. Raises redis errors."""
+        return int(self.backend.client.strlen(self.backend.get_key_for_task(task_id)) or 0)
+
+    def raw(self, task_id: str) -> bytes | None:
+        """The task's entry as stored (GET), None when it has none. Raises redis errors."""
+        return self.backend.client.get(self.backend.get_key_for_task(task_id))
