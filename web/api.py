@@ -76,6 +76,12 @@ def visible(user: User, record: dict[str, Any]) -> bool:
     return user.is_admin or (record.get("owner") is not None and record.get("owner") == user.name)
 
 
+def attach_scope(user: User) -> str:
+    """Whose identical launches `user` may attach to, as `visible` allows: "admins" (anyone's), else
+    "user:<name>" (their own). Part of a launch claim's key (web.launches.claim)."""
+    return "admins" if user.is_admin else "user:" + user.name
+
+
 def _user_key() -> str:
     return "user:" + current_user().name
 
@@ -106,27 +112,42 @@ def launch() -> Any:
     if not isinstance(body.get("duplicate", False), bool):
         raise ApiError(422, "duplicate must be true or false", [{"field": "duplicate", "message": "true or false"}])
     user = current_user()
-    # Attach instead of launch: the same task with the same parameters already queued or running.
-    running = None if body.get("duplicate") else launches.identical(name, params, lambda r: visible(user, r))
+    running, claim = None, None
+    if not body.get("duplicate"):
+        # Attach instead of launch: the same task with the same parameters already queued or running,
+        # or being sent by an identical launch that came at the same moment (the claim decides which).
+        running = launches.identical(name, params, lambda r: visible(user, r))
+        if running is None:
+            taken = launches.claim(name, params, attach_scope(user))
+            running, claim = (None, taken) if isinstance(taken, launches.Claim) else (taken, None)
     if running is not None:
         where = "queued" if lifecycle.phase(running.get("state")) < lifecycle.STARTED else "running"
         return jsonify(error_body(f"an identical task is already {where}") | {"attach": running}), 409
-    record = send(entry, params, user)
+    try:
+        record = send(entry, params, user, task_id=claim.task_id if claim else None)
+    except BaseException:
+        if claim:
+            claim.release()
+        raise
+    if claim:
+        claim.sent()
     response = jsonify(record)
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_task", task_id=record["id"])
     return response
 
 
-def send(entry: Entry, params: dict[str, Any], user: User, retry_of: str | None = None) -> dict[str, Any]:
+def send(entry: Entry, params: dict[str, Any], user: User, retry_of: str | None = None,
+         task_id: str | None = None) -> dict[str, Any]:
     """Send the catalog task `entry` with its validated `params` as `user`'s task; return its new
-    task object (PENDING, also pushed to dashboards). `retry_of`: the id of the task it re-launches.
+    task object (PENDING, also pushed to dashboards). `retry_of`: the id of the task it re-launches;
+    `task_id`: the id to send it with (a launch claim's), a new UUID when None.
     Raises ApiError 429 (the user's MAX_ACTIVE_PER_USER unfinished tasks) or 503 (broker away)."""
     dash = services()
     cap = current_app.config["MAX_ACTIVE_PER_USER"]
     if current_app.config["AUTH_REQUIRED"] and dash.store.active_count(user.name, cap) >= cap:
         raise ApiError(429, f"you already have {cap} unfinished tasks; wait for some to end or cancel them")
-    task_id = str(uuid.uuid4())
+    task_id = task_id or str(uuid.uuid4())
     # The owner travels in the message headers, so the index records it from the first write;
     # answer with that record without another round trip, and push it with the next batch.
     try:

@@ -11,18 +11,28 @@ Both live in Redis, so every web process agrees:
   round trip for it. Only a launch that may attach reads the list (and this process's notes not
   written yet), newest first, and stops at the first unfinished task. Another web process sees a
   launch once it is written: at most a push tick (PUSH_INTERVAL) later.
+- `dashboard:identical-claim:<sha256(catalog name, canonical params, scope)>` makes "none found, so
+  launch" atomic: the list above is read before a launch is written, so identical launches at the
+  same instant (on one web process or several) would all find none. A launch that found none takes
+  the claim (SET NX EX, "sending:<task id>") before it sends; one that finds the claim taken attaches
+  to the claimed task instead. The claim holds the task id ("sent:<task id>") for ATTACH_SECONDS; it
+  ends when its task ends (the next launch finds the task ended and deletes the claim, compare and
+  delete in one Lua script) or when its send fails (deleted the same way).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+import redis
 from flask import current_app, make_response, request
 
 from web import records
@@ -30,15 +40,21 @@ from web.auth import current_user
 from web.errors import ApiError
 from web.extensions import services, socketio
 
+log = logging.getLogger(__name__)
 IDEMPOTENCY_PREFIX = "dashboard:idempotency:"
 IDENTICAL_PREFIX = "dashboard:identical-recent:"  # a list (the older "dashboard:identical:" sets expire)
+CLAIM_PREFIX = "dashboard:identical-claim:"
 # An Idempotency-Key: 1-255 visible ASCII characters (a UUID is the usual choice).
 KEY = re.compile(r"[\x21-\x7e]{1,255}")
 # Task ids kept per list of identical parameters (the newest), and read at a time when attaching.
 IDENTICAL_MAX = 100
 IDENTICAL_CHUNK = 20
-# How long a second request with the same key waits for the first one's answer (s).
+# How long a second request with the same key waits for the first one's answer (s); also how long
+# an identical launch waits for the claimed task's send.
 WAIT_FOR_FIRST = 5.0
+# Seconds a claim lives while its task is being sent: a web process that died mid-send holds up
+# identical launches (409 after WAIT_FOR_FIRST) no longer than this.
+SENDING_SECONDS = 30
 PENDING = "pending"
 
 
@@ -138,6 +154,82 @@ def remember(name: str, params: dict[str, Any], task_id: str) -> None:
     objects per launch once full: launches of identical parameters ran at 48/s; a pipeline per
     launch was a round trip and ~4% of the web's CPU under a launch load.)"""
     remembered().add(_identical_key(name, params), task_id)
+
+
+SENDING, SENT = "sending:", "sent:"
+# Changes a claim only while it still holds what its launch wrote (ARGV[1]): to ARGV[2] for ARGV[3]
+# seconds, or deleted when ARGV[2] is empty. Never touches a claim another launch has taken since.
+SWAP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
+"""
+_swap_scripts: dict[int, Any] = {}
+
+
+def _swap(client: Any, key: str, held: str, new: str = "", seconds: int = 0) -> bool:
+    """Replace the claim `key` by `new` for `seconds` (delete it when `new` is ""), if it still
+    holds `held`; True if it did. Raises redis.RedisError."""
+    script = _swap_scripts.get(id(client))
+    if script is None:  # sent once per client, then called by its SHA
+        script = _swap_scripts[id(client)] = client.register_script(SWAP)
+    return bool(script(keys=[key], args=[held, new, seconds]))
+
+
+class Claim:
+    """The right to send the one task of a launch with these parameters: send it with `task_id`,
+    then call `sent()` (the claim then lasts `seconds`, or until the task ends), or `release()` when
+    the send failed (an identical launch may send at once). Neither raises: on a Redis error the
+    claim expires by itself (SENDING_SECONDS) and the error is logged."""
+
+    def __init__(self, client: Any, key: str, task_id: str, seconds: int) -> None:
+        self.client, self.key, self.task_id, self.seconds = client, key, task_id, seconds
+
+    def sent(self) -> None:
+        try:
+            _swap(self.client, self.key, SENDING + self.task_id, SENT + self.task_id, self.seconds)
+        except redis.RedisError as exc:
+            log.warning("could not mark the claim of the sent task %s: %r", self.task_id, exc)
+
+    def release(self) -> None:
+        try:
+            _swap(self.client, self.key, SENDING + self.task_id)
+        except redis.RedisError as exc:
+            log.warning("could not release the claim of the unsent task %s: %r", self.task_id, exc)
+
+
+def claim(name: str, params: dict[str, Any], scope: str) -> Claim | dict[str, Any]:
+    """Take the claim on launching the catalog entry `name` with `params` (validated, defaults
+    filled) for `scope` (who may attach to the task: web.api.attach_scope), or find the task of the
+    launch that took it first.
+
+    Returns a Claim to send with, or the claimed task's object when that task is unfinished (attach
+    to it). A claim whose task ended, or left the index, is deleted and taken. While the claimed
+    task is still being sent and not yet in the index, waits for it up to WAIT_FOR_FIRST s; past
+    that, ApiError 409 (no task to attach to yet). Raises redis.RedisError when Redis is away."""
+    client, store = services().store.client, services().store
+    key = CLAIM_PREFIX + hashlib.sha256(f"{canonical(name, params)}\0{scope}".encode()).hexdigest()
+    task_id = str(uuid.uuid4())
+    deadline = time.monotonic() + WAIT_FOR_FIRST
+    while True:
+        if client.set(key, SENDING + task_id, nx=True, ex=SENDING_SECONDS):
+            return Claim(client, key, task_id, int(current_app.config["ATTACH_SECONDS"]))
+        raw = client.get(key)
+        if raw is None:  # it ended between the two calls
+            continue
+        held = raw.decode() if isinstance(raw, bytes) else raw
+        held_id = held.partition(":")[2]
+        record = store.get(held_id)
+        if record is not None and not records.is_terminal(record):
+            return record
+        if record is not None or held.startswith(SENT):  # its task ended: so does the claim
+            _swap(client, key, held)
+            continue
+        if time.monotonic() > deadline:
+            raise ApiError(409, "an identical launch made at the same moment is still being sent; "
+                                "try again in a moment")
+        socketio.sleep(0.02)
 
 
 # ---- one task per click -----------------------------------------------------------------------

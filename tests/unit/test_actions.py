@@ -176,6 +176,64 @@ def test_launches_noted_while_redis_is_away_are_written_by_a_later_tick(client: 
     assert [i.decode() for i in dash.store.client.lrange(key, 0, -1)] == ids[::-1]  # newest first
 
 
+def claim_keys(dash: Any) -> list[bytes]:
+    from web import launches
+
+    return dash.store.client.keys(launches.CLAIM_PREFIX + "*")
+
+
+def test_a_launch_that_could_not_be_sent_releases_its_claim(client: Any, dash: Any, sent: list,
+                                                            monkeypatch: Any) -> None:
+    from celery.app.task import Task
+    from kombu.exceptions import OperationalError
+
+    working = Task.apply_async
+
+    def broker_away(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("Error 111 connecting to the broker")
+
+    monkeypatch.setattr(Task, "apply_async", broker_away)
+    body = {"task": "steps", "params": {"steps": 8}}
+    assert client.post("/api/tasks", json=body).status_code == 503
+    assert claim_keys(dash) == []  # an identical launch is not held up by the one that failed
+    monkeypatch.setattr(Task, "apply_async", working)
+    first = client.post("/api/tasks", json=body)
+    assert first.status_code == 202 and len(sent) == 1
+    [key] = claim_keys(dash)
+    assert dash.store.client.get(key).decode() == "sent:" + first.get_json()["id"]
+    assert 0 < dash.store.client.ttl(key) <= client.application.config["ATTACH_SECONDS"]
+
+
+def test_a_launch_attaches_to_an_identical_one_another_web_process_is_sending(client: Any, dash: Any,
+                                                                              sent: list, monkeypatch: Any) -> None:
+    """The claim decides between launches that both found no identical task: the second one waits
+    for the first one's task and attaches to it; while the first one's send has not come, 409 with no
+    task to attach to."""
+    from celery_dashboard import index
+    from web import api, launches
+    from web.users import LOCAL_ADMIN  # who launches when sign-in is off
+
+    monkeypatch.setattr(launches, "identical", lambda *args: None)  # both read before either was written
+    monkeypatch.setattr(launches, "WAIT_FOR_FIRST", 0.2)
+    params = {"delay": 0.5, "steps": 9}
+    with client.application.test_request_context():
+        taken = launches.claim("steps", params, api.attach_scope(LOCAL_ADMIN))
+        assert isinstance(taken, launches.Claim)
+        waiting = client.post("/api/tasks", json={"task": "steps", "params": params})
+        assert waiting.status_code == 409 and "attach" not in waiting.get_json()
+        assert waiting.get_json()["error"].endswith("is still being sent; try again in a moment")
+        index.register(index.client(), taken.task_id, "tasks.demo.steps", owner=LOCAL_ADMIN.name)  # published
+        taken.sent()
+    attach = client.post("/api/tasks", json={"task": "steps", "params": params})
+    assert attach.status_code == 409 and attach.get_json()["attach"]["id"] == taken.task_id
+    assert sent == []  # the first launch's send is the only one
+    end(dash, taken.task_id, "REVOKED")  # the claim ends with its task
+    launched = client.post("/api/tasks", json={"task": "steps", "params": params})
+    assert launched.status_code == 202 and len(sent) == 1
+    assert client.post("/api/tasks", json={"task": "steps", "params": params}).get_json()["attach"]["id"] \
+        == launched.get_json()["id"]
+
+
 def test_attach_offers_only_a_task_the_user_may_see(roles: Any) -> None:
     client = roles.test_client()
     olgas = client.post("/api/tasks", json={"task": "long"}, headers=roles.tokens["olga"]).get_json()
