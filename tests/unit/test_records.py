@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -400,7 +401,63 @@ def test_each_attempts_error_is_a_bounded_preview() -> None:
                    records.from_event(event("task-retried", exception=f"ValueError('{long}')", timestamp=T0 + 1)))
     message = record["attempts"][0]["error"]["message"]
     assert len(message) <= records.ATTEMPT_MESSAGE and message.endswith("…")
-    assert len(record["error"]["message"]) > 4000
+    assert len(record["error"]["message"]) == 5000
+
+
+# A failure as Celery reports it: the frames of the task's code, then the exception's line.
+FRAMES = ('Traceback (most recent call last):\n'
+          '  File "/venv/celery/app/trace.py", line 453, in trace_task\n    R = retval = fun(*args, **kwargs)\n'
+          '  File "/app/tasks/report.py", line 41, in build_report\n    rows = fetch(query)\n'
+          '  File "/app/tasks/report.py", line 17, in fetch\n    raise QueryError(detail)\n'
+          '          ^^^^^^^^^^^^^^^^^^^^^^^^\n')
+
+
+def test_a_huge_exception_message_leaves_the_traceback_its_frames_and_says_what_was_cut() -> None:
+    """A 30,000-character message (a query and its rows, say) used to fill the kept traceback, which
+    kept its last MAX_TEXT characters: no frame was left and nothing said so. Now the frames stay,
+    the message keeps its start and end, and a marker says how many characters were cut."""
+    detail = "SELECT " + "a_column, " * 3000 + "-- the end of the query"
+    traceback = FRAMES + f"tasks.report.QueryError: {detail}\n"
+    for update in (from_event(event("task-failed", exception=f"QueryError({detail!r})", traceback=traceback)),
+                   records.from_meta("t1", {"status": "FAILURE", "traceback": traceback,
+                                            "result": {"exc_type": "QueryError", "exc_message": [detail]}})):
+        error = update["error"]
+        shown = error["traceback"]
+        assert len(shown) <= records.MAX_TEXT < len(traceback)
+        assert shown.startswith(FRAMES)  # every frame, down to the line that raised
+        assert "\ntasks.report.QueryError: SELECT a_column, a_column" in shown
+        assert shown.endswith("-- the end of the query\n")
+        [said] = re.findall(r"… \[([\d,]+) characters cut\] …", shown)
+        assert int(said.replace(",", "")) == len(traceback) - len(shown) + len(f"… [{said} characters cut] …")
+        message = error["message"]
+        assert len(message) <= records.MAX_TEXT < len(detail)
+        assert message.startswith("SELECT a_column") and message.endswith("-- the end of the query")
+        assert re.search(r"… \[[\d,]+ characters cut\] …", message)
+
+
+def test_a_traceback_of_many_frames_keeps_where_it_started_and_where_it_was_raised() -> None:
+    deep = "".join(f'  File "/app/tasks/walk.py", line 9, in walk\n    return walk(node.children[{i}])\n'
+                   for i in range(1000))
+    raised = '  File "/app/tasks/report.py", line 17'
+    traceback = FRAMES.replace(raised, deep + raised) + "tasks.report.QueryError: too deep\n"
+    error = from_event(event("task-failed", exception="QueryError('too deep')", traceback=traceback))["error"]
+    shown = error["traceback"]
+    assert len(traceback) > records.MAX_TEXT >= len(shown)
+    assert shown.startswith('Traceback (most recent call last):\n  File "/venv/celery/app/trace.py"')
+    assert shown.endswith('  File "/app/tasks/report.py", line 17, in fetch\n    raise QueryError(detail)\n'
+                          '          ^^^^^^^^^^^^^^^^^^^^^^^^\ntasks.report.QueryError: too deep\n')
+    marker = re.search(r"\n… \[([\d,]+) characters cut\] …\n", shown)  # a line of its own, between whole frames
+    assert marker and shown[marker.end():].startswith(("  File ", "    return walk"))
+    assert error["message"] == "too deep"
+
+
+def test_a_long_message_cut_in_the_traceback_is_still_masked() -> None:
+    """A sensitive value whose name is before the cut is masked in the part kept after it."""
+    detail = "{'rows': '" + "r" * 30_000 + "', 'password': 'hunter2-" + "p" * 20 + "'}"
+    traceback = FRAMES + f"tasks.report.QueryError: {detail}\n"
+    error = from_event(event("task-failed", exception=f"QueryError({detail!r})", traceback=traceback))["error"]
+    assert "hunter2" not in error["traceback"] and "hunter2" not in error["message"]
+    assert error["traceback"].endswith("'password': ********}\n")
 
 
 @pytest.mark.parametrize("launched", [True, False], ids=["launched here", "sent by other code"])
