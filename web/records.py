@@ -410,8 +410,8 @@ def _short_error(error: Any) -> dict[str, Any] | None:
     if not isinstance(error, dict):
         return None
     message = error.get("message")
-    if isinstance(message, str) and len(message) > ATTEMPT_MESSAGE:
-        message = message[:ATTEMPT_MESSAGE - 1] + "…"
+    if isinstance(message, str):  # masked already (`_error`)
+        message = tracebacks.cut_message(message, ATTEMPT_MESSAGE, mask=False)
     return {"type": error.get("type"), "message": message}
 
 

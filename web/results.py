@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from celery_dashboard import arguments, settings
+from web.tracebacks import cut_message
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class BackendReader:
         try:
             meta = self.backend.decode(raw)
         except Exception as exc:  # noqa: BLE001 - any serializer, any bytes: one entry never stops the rest
-            return {"undecodable": f"{type(exc).__name__}: {exc}"[:300]}
+            return {"undecodable": cut_message(f"{type(exc).__name__}: {exc}", 300, mask=False)}
         return meta if isinstance(meta, dict) else {"undecodable": "not a result entry"}
 
     def size(self, task_id: str) -> int:

@@ -400,7 +400,9 @@ def test_each_attempts_error_is_a_bounded_preview() -> None:
     record = apply(records.from_event(event("task-started")),
                    records.from_event(event("task-retried", exception=f"ValueError('{long}')", timestamp=T0 + 1)))
     message = record["attempts"][0]["error"]["message"]
-    assert len(message) <= records.ATTEMPT_MESSAGE and message.endswith("…")
+    assert len(message) <= records.ATTEMPT_MESSAGE and message.startswith("xxx") and message.endswith("xxx")
+    cut = 5000 - (len(message) - len("… [0,000 characters cut] …"))
+    assert f"… [{cut:,} characters cut] …" in message  # the preview says how much it left out
     assert len(record["error"]["message"]) == 5000
 
 

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from web import tracebacks
+from web.results import BackendReader
 
 MARKER = re.compile(r"… \[([\d,]+) characters cut\] …")
 TRACEBACK = ('Traceback (most recent call last):\n'
@@ -78,3 +79,11 @@ def test_masking_never_takes_a_text_past_its_bound() -> None:
     shown = tracebacks.cut_message(text, 300)
     assert len(shown) <= 300 and "token=a" not in shown and MARKER.search(shown)
 
+
+def test_an_undecodable_result_s_reason_is_cut_saying_so() -> None:
+    class Backend:
+        def decode(self, raw: bytes) -> None:
+            raise ValueError("cannot unpickle " + "q" * 2_000)
+
+    reason = BackendReader(Backend()).decode(b"...")["undecodable"]
+    assert len(reason) <= 300 and reason.startswith("ValueError: cannot unpickle qqq") and MARKER.search(reason)
