@@ -7,7 +7,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session, url_for
+from flask_limiter.util import get_remote_address
 
+from web import devices
 from web.errors import ApiError
 from web.extensions import csrf, limiter, services
 from web.users import LOCAL_ADMIN, User
@@ -101,31 +103,58 @@ def _safe_next(target: str | None) -> str:
     return url_for("pages.dashboard")
 
 
-def _username_key() -> str:
-    return "login-name:" + (request.form.get("username") or "")[:64].lower()
+def _typed_name() -> str:
+    return (request.form.get("username") or "")[:64]
 
 
-def _login_limit() -> str:
-    return current_app.config["LOGIN_LIMIT"]
+def _address_and_name_key() -> str:
+    return f"{get_remote_address()}|{_typed_name().lower()}"
 
 
+def _failures_key() -> str:
+    """Failed sign-ins are counted per user name: one count for every browser new to that name,
+    and one per browser it signed in from (web.devices)."""
+    device = devices.known(_typed_name())
+    return _typed_name().lower() + (f"|{device}" if device else "")
+
+
+def _failures_scope(endpoint: str) -> str:
+    return "failures-known" if devices.known(_typed_name()) else "failures-new"
+
+
+def _failed(response: Any) -> bool:
+    return response.status_code == 401
+
+
+def _setting(name: str) -> Callable[[], str]:
+    return lambda: current_app.config[name]
+
+
+# Three limits on sign-in attempts, counted in Redis (shared by every web process). Per address:
+# guessing from one address, across names. Per address and name: one address at one account;
+# neither lets a stranger elsewhere hold the owner back. Per name, failures only (checked before
+# the password is, counted after a wrong one): guessing spread over many addresses; a browser the
+# name signed in from has its own count, so a stranger can hold back only browsers new to the
+# name, never the owner's own. Concurrent attempts may each pass the check before any is counted:
+# the overshoot is at most the attempts in flight.
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
-@limiter.limit(_login_limit, methods=["POST"], key_func=_username_key)
+@limiter.limit(_setting("LOGIN_LIMIT_PER_ADDRESS"), methods=["POST"])
+@limiter.limit(_setting("LOGIN_LIMIT"), methods=["POST"], key_func=_address_and_name_key)
+@limiter.limit(_setting("LOGIN_FAILURE_LIMIT_PER_NAME"), methods=["POST"], key_func=_failures_key,
+               scope=_failures_scope, deduct_when=_failed)
 def login() -> Any:
     if not current_app.config["AUTH_REQUIRED"]:
         return redirect(url_for("pages.dashboard"))
     error = None
     if request.method == "POST":
-        name = (request.form.get("username") or "")[:64]
-        user = services().users.authenticate(name, (request.form.get("password") or "")[:1024])
+        user = services().users.authenticate(_typed_name(), (request.form.get("password") or "")[:1024])
         if user is not None:
             session.clear()  # a new session on sign-in: no fixation
             session["user"] = user.name
             session["sid"] = services().users.start_session(
                 user.name, int(current_app.permanent_session_lifetime.total_seconds()))
             session.permanent = True
-            return redirect(_safe_next(request.args.get("next")))
+            return devices.remember(redirect(_safe_next(request.args.get("next"))), user.name)
         error = "Wrong user name or password."
     status = 401 if error else 200
     return render_template("login.html", error=error, next=request.args.get("next", "")), status

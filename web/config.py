@@ -92,7 +92,13 @@ def from_env() -> dict[str, Any]:
         "RATELIMIT_KEY_PREFIX": "dashboard:limits",
         "LAUNCH_LIMIT": os.environ.get("LAUNCH_LIMIT", "30/minute"),
         "LAUNCH_LIMIT_PER_ADDRESS": os.environ.get("LAUNCH_LIMIT_PER_ADDRESS", "60/minute"),
+        # Sign-in attempts per address and user name, per address, and failed ones per user name
+        # from browsers new to it (each browser it signed in from within LOGIN_DEVICE_DAYS days
+        # has a count of its own: web.devices).
         "LOGIN_LIMIT": os.environ.get("LOGIN_LIMIT", "10/minute"),
+        "LOGIN_LIMIT_PER_ADDRESS": os.environ.get("LOGIN_LIMIT_PER_ADDRESS", "30/minute"),
+        "LOGIN_FAILURE_LIMIT_PER_NAME": os.environ.get("LOGIN_FAILURE_LIMIT_PER_NAME", "100/day"),
+        "LOGIN_DEVICE_DAYS": task_config._int("LOGIN_DEVICE_DAYS", 90),
         # Unfinished tasks one user may have at once; one more launch answers 429.
         "MAX_ACTIVE_PER_USER": task_config._int("MAX_ACTIVE_PER_USER", 20),
         # Bulk cancel/retry: the most tasks one action reaches; seconds a preview's exact list of

@@ -72,15 +72,20 @@ def not_text(value: Any) -> dict[str, str] | None:
     return None
 
 
-# What a rate limit counts, per endpoint: "You can {what} at most {n} {unit} {period}".
-LIMITED = {"api.launch": ("launch", "task", "tasks"), "auth.login": ("try to sign in", "time", "times")}
+# What a rate limit counts, per endpoint or "endpoint:scope" (Flask-Limiter's scope of the limit):
+# "You can {what} at most {n} {unit} {period}".
+LIMITED = {"api.launch": ("launch", "task", "tasks"), "auth.login": ("try to sign in", "time", "times"),
+           # web.auth: failed sign-ins per user name, from browsers new to it or from this one
+           "auth.login:failures-new": ("fail to sign in as one user from new browsers", "time", "times"),
+           "auth.login:failures-known": ("fail to sign in as one user from this browser", "time", "times")}
 
 
 def rate_limit_sentence(endpoint: str | None, amount: int, multiples: int, granularity: str,
                         retry_after: int) -> str:
     """The 429's sentence: "You can launch at most 30 tasks a minute; try again in 12 s".
 
-    `granularity` is the limit's period ("second", "minute", "hour", "day", ...), `multiples`
+    `endpoint` is the endpoint, or "endpoint:scope" for a scoped limit (LIMITED),
+    `granularity` the limit's period ("second", "minute", "hour", "day", ...), `multiples`
     how many of it (5 for "30 per 5 minutes"), `retry_after` whole seconds until it resets.
     """
     what, one, many = LIMITED.get(endpoint or "", ("send", "request", "requests"))
@@ -95,7 +100,8 @@ def _rate_limited(exc: RateLimitExceeded) -> Any:
     current = limiter.current_limit
     reset_at = current.reset_at if current is not None else time.time() + item.get_expiry()
     retry_after = max(1, int(reset_at - time.time()))  # as Flask-Limiter's own Retry-After counts
-    message = rate_limit_sentence(request.endpoint, item.amount, item.multiples, item.GRANULARITY.name, retry_after)
+    scope = exc.limit.scope_for(request.endpoint or "", None)  # the endpoint, or "endpoint:scope"
+    message = rate_limit_sentence(scope, item.amount, item.multiples, item.GRANULARITY.name, retry_after)
     response = jsonify(error_body(message))
     response.status_code = 429
     response.headers["Retry-After"] = str(retry_after)

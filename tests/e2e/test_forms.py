@@ -128,7 +128,7 @@ def limited_site(stack: Stack, async_mode: str) -> str:
     for name, role in (("lena", "operator"), ("vic", "viewer")):
         users.add(name, PASSWORD, role)
     return stack.start_web(env={"AUTH_REQUIRED": "1", "SECRET_KEY": "", "LOGIN_LIMIT": "1000/minute",
-                                "LAUNCH_LIMIT": "1/minute"})
+                                "LOGIN_LIMIT_PER_ADDRESS": "1000/minute", "LAUNCH_LIMIT": "1/minute"})
 
 
 @pytest.fixture

@@ -362,7 +362,8 @@ def roles_site(stack: Stack, async_mode: str) -> Iterator[str]:
         subprocess.run([str(BIN / "flask"), "--app", "web", "users", "add", name, "--role", role, "--password-stdin"],
                        cwd=ROOT, env=stack.env, input=PASSWORD + "\n", check=True, capture_output=True, text=True,
                        timeout=60)
-    yield stack.start_web(env={"AUTH_REQUIRED": "1", "SECRET_KEY": "", "LOGIN_LIMIT": "1000/minute"})
+    yield stack.start_web(env={"AUTH_REQUIRED": "1", "SECRET_KEY": "", "LOGIN_LIMIT": "1000/minute",
+                               "LOGIN_LIMIT_PER_ADDRESS": "1000/minute"})
 
 
 def signed_in(browser: Browser, url: str, name: str) -> Page:

@@ -20,7 +20,8 @@ def signed_in_site(stack: Stack) -> str:
     subprocess.run([str(BIN / "flask"), "--app", "web", "users", "add", "olivia", "--role", "operator",
                     "--password-stdin"], cwd=ROOT, env=stack.env, input=PASSWORD + "\n", check=True,
                    capture_output=True, text=True, timeout=60)
-    return stack.start_web(env={"AUTH_REQUIRED": "1", "SECRET_KEY": "", "LOGIN_LIMIT": "1000/minute"})
+    return stack.start_web(env={"AUTH_REQUIRED": "1", "SECRET_KEY": "", "LOGIN_LIMIT": "1000/minute",
+                                "LOGIN_LIMIT_PER_ADDRESS": "1000/minute"})
 
 
 def test_signing_out_in_one_tab_ends_the_other_tabs_live_view(browser: Browser, signed_in_site: str) -> None:

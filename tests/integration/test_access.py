@@ -32,7 +32,8 @@ USERS = {"ada": "admin", "otto": "operator"}
 def site() -> Iterator[dict[str, Any]]:
     """Redis and two web processes with sign-in on and no SECRET_KEY (as docker compose runs it)."""
     stack = Stack(logdir=ARTIFACTS / "logs-access",
-                  env={"SECRET_KEY": "", "AUTH_REQUIRED": "1", "LOGIN_LIMIT": "1000/minute", "SESSION_RECHECK": "2"})
+                  env={"SECRET_KEY": "", "AUTH_REQUIRED": "1", "LOGIN_LIMIT": "1000/minute",
+                       "LOGIN_LIMIT_PER_ADDRESS": "1000/minute", "SESSION_RECHECK": "2"})
     try:
         stack.start_redis()
         add_users(stack, USERS, PASSWORD)

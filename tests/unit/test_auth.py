@@ -20,7 +20,8 @@ ROLES = ("viewer", "operator", "admin")
 def secure_app(redis_server: Any, results: Any, sent: list) -> Any:
     """AUTH_REQUIRED on, with one account per role (and a second operator), each with a token."""
     app = make_app(redis_server, results, AUTH_REQUIRED=True, LAUNCH_LIMIT="5/minute",
-                   LAUNCH_LIMIT_PER_ADDRESS="100/minute", LOGIN_LIMIT="3/minute", MAX_ACTIVE_PER_USER=3)
+                   LAUNCH_LIMIT_PER_ADDRESS="100/minute", LOGIN_LIMIT="3/minute", LOGIN_LIMIT_PER_ADDRESS="100/minute",
+                   LOGIN_FAILURE_LIMIT_PER_NAME="6/hour", MAX_ACTIVE_PER_USER=3)
     users = app.extensions["dashboard"].users
     app.tokens = {}
     for name in (*ROLES, "other"):
@@ -113,15 +114,70 @@ def test_login_without_csrf_token_is_refused(secure_app: Any) -> None:
     assert response.status_code == 400
 
 
-def test_login_attempts_are_rate_limited_per_user_name(secure_app: Any) -> None:
-    for attempt in range(4):
-        client = secure_app.test_client()
-        page = client.get("/login").get_data(as_text=True)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-        response = client.post("/login", data={"username": "admin", "password": "guess", "csrf_token": token},
-                               environ_base={"REMOTE_ADDR": f"10.0.0.{attempt}"})
-    assert response.status_code == 429
-    assert int(response.headers["Retry-After"]) > 0 and response.get_json()["error"]
+def attempt(app: Any, name: str, password: str, address: str, client: Any = None) -> Any:
+    """One sign-in through the form from `address` (a new browser unless `client` is given)."""
+    client = client or app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return client.post("/login", data={"username": name, "password": password, "csrf_token": token},
+                       environ_base={"REMOTE_ADDR": address})
+
+
+def test_login_attempts_are_rate_limited_per_address_and_user_name(secure_app: Any) -> None:
+    statuses = [attempt(secure_app, "admin", "guess", "10.0.0.1").status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]  # LOGIN_LIMIT=3/minute
+    response = attempt(secure_app, "admin", "guess", "10.0.0.1")
+    assert int(response.headers["Retry-After"]) > 0 and response.get_json()["error"].startswith("You can try to")
+    # Another address is not held back by this one's attempts: the owner signs in.
+    assert attempt(secure_app, "admin", PASSWORD, "10.0.0.2").status_code == 302
+
+
+def test_wrong_passwords_from_many_addresses_hold_back_only_browsers_new_to_the_name(secure_app: Any) -> None:
+    owner = secure_app.test_client()  # the owner's browser: it signed in as admin before
+    assert attempt(secure_app, "admin", PASSWORD, "10.1.0.1", owner).status_code == 302
+    # A stranger on other addresses, each under the per-address limits: wrong passwords are
+    # answered until LOGIN_FAILURE_LIMIT_PER_NAME (6/hour) failures, then new browsers wait.
+    statuses = [attempt(secure_app, "admin", "guess", f"10.2.0.{i}").status_code for i in range(8)]
+    assert statuses == [401] * 6 + [429] * 2
+    refused = attempt(secure_app, "admin", PASSWORD, "10.1.0.1")  # even the right password, from a new browser
+    assert refused.status_code == 429
+    assert refused.get_json()["error"].startswith("You can fail to sign in as one user from new browsers at most 6")
+    # The owner's own browser is not held back, from any address.
+    assert attempt(secure_app, "admin", PASSWORD, "10.1.0.9", owner).status_code == 302
+    # Its mistakes are its own count: at the limit it waits, alone.
+    assert [attempt(secure_app, "admin", "typo", f"10.1.1.{i}", owner).status_code for i in range(7)] == \
+        [401] * 6 + [429]
+    assert "from this browser" in attempt(secure_app, "admin", PASSWORD, "10.1.2.0", owner).get_json()["error"]
+    # The other accounts are not held back at all.
+    assert attempt(secure_app, "viewer", PASSWORD, "10.2.0.1").status_code == 302
+
+
+def test_a_device_cookie_counts_only_for_the_names_that_signed_in_with_it(secure_app: Any) -> None:
+    from web import devices
+
+    browser = secure_app.test_client()
+    assert attempt(secure_app, "viewer", PASSWORD, "10.3.0.1", browser).status_code == 302
+    cookie = browser.get_cookie(devices.COOKIE, path="/login")
+    assert cookie is not None and cookie.http_only and cookie.same_site == "Lax" and not cookie.secure
+    secure_app.config["SESSION_COOKIE_SECURE"] = True  # production: Secure, like the session cookie
+    https = secure_app.test_client()
+    page = https.get("/login", base_url="https://localhost").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    answer = https.post("/login", base_url="https://localhost", headers={"Referer": "https://localhost/login"},
+                        data={"username": "viewer", "password": PASSWORD, "csrf_token": token})
+    assert answer.status_code == 302 and https.get_cookie(devices.COOKIE, domain="localhost", path="/login").secure
+    secure_app.config["SESSION_COOKIE_SECURE"] = False
+    for i in range(6):  # new browsers' failures for admin
+        attempt(secure_app, "admin", "guess", f"10.3.1.{i}")
+    # A browser known to viewer is new to admin; a forged or altered cookie is no cookie.
+    assert attempt(secure_app, "admin", PASSWORD, "10.3.0.1", browser).status_code == 429
+    forged = secure_app.test_client()
+    forged.set_cookie(devices.COOKIE, cookie.value[:-2] + "xx", path="/login")
+    assert attempt(secure_app, "admin", PASSWORD, "10.3.0.2", forged).status_code == 429
+    with secure_app.test_request_context():
+        other_key = devices.URLSafeTimedSerializer("not the key", salt=devices.SALT)
+        forged.set_cookie(devices.COOKIE, other_key.dumps({"id": "x", "users": ["admin"]}), path="/login")
+    assert attempt(secure_app, "admin", PASSWORD, "10.3.0.2", forged).status_code == 429
 
 
 # ---- roles and visibility ------------------------------------------------------------------------

@@ -40,6 +40,8 @@ def test_the_rate_limit_is_a_sentence_with_the_wait_in_retry_after(limited: Any)
     ("api.launch", 1, 1, "second", "You can launch at most 1 task a second; try again in 12 s"),
     ("auth.login", 10, 5, "minute", "You can try to sign in at most 10 times every 5 minutes; try again in 12 s"),
     ("api.other", 2, 1, "hour", "You can send at most 2 requests an hour; try again in 12 s"),
+    ("auth.login:failures-new", 100, 1, "day",
+     "You can fail to sign in as one user from new browsers at most 100 times a day; try again in 12 s"),
 ])
 def test_rate_limit_sentences(endpoint: str, amount: int, multiples: int, granularity: str, expected: str) -> None:
     assert rate_limit_sentence(endpoint, amount, multiples, granularity, 12) == expected
