@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,8 @@ from web.headers import HEADERS
 
 PASSWORD = "a long enough password"
 USERS = {"admin": "admin", "alice": "operator", "bob": "operator", "vera": "viewer"}
+SECURE_ENV = {"AUTH_REQUIRED": "1", "LOGIN_LIMIT": "5/minute", "LOGIN_FAILURE_LIMIT_PER_NAME": "12/hour",
+              "LAUNCH_LIMIT": "200/minute", "LAUNCH_LIMIT_PER_ADDRESS": "400/minute"}
 
 
 
@@ -38,8 +41,7 @@ def secure() -> Iterator[tuple[Stack, str, dict[str, str]]]:
         stack.start_worker()
         tokens = add_users(stack, USERS, PASSWORD, tokens=True)
         assert "alice\toperator" in users_cli(stack, "list")
-        url = stack.start_web(env={"AUTH_REQUIRED": "1", "LOGIN_LIMIT": "5/minute",
-                                   "LAUNCH_LIMIT": "200/minute", "LAUNCH_LIMIT_PER_ADDRESS": "400/minute"})
+        url = stack.start_web(env=SECURE_ENV)
         yield stack, url, tokens
     finally:
         stack.stop()
@@ -183,6 +185,65 @@ def test_sign_in_attempts_are_rate_limited(secure: tuple) -> None:
         statuses.append(response.status_code)
     assert statuses[0] == 401 and statuses[-1] == 429 and set(statuses) == {401, 429}
     assert int(response.headers["Retry-After"]) > 0 and response.json()["error"]
+
+
+class FromAddress(requests.adapters.HTTPAdapter):
+    """Connections from another loopback address (127.0.0.0/8 is all this machine's): a client
+    elsewhere, as the web process sees it."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs, source_address=(self.address, 0))
+
+
+def browser(address: str = "127.0.0.1") -> requests.Session:
+    http = requests.Session()
+    http.mount("http://", FromAddress(address))
+    return http
+
+
+def try_sign_in(http: requests.Session, url: str, name: str, password: str) -> requests.Response:
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get(f"{url}/login", timeout=10).text).group(1)
+    return http.post(f"{url}/login", data={"username": name, "password": password, "csrf_token": token},
+                     timeout=10, allow_redirects=False)
+
+
+def test_wrong_passwords_from_elsewhere_never_keep_the_owner_out(secure: tuple) -> None:
+    """The reported lockout: 10 wrong passwords a minute for a name, from anywhere, kept its owner
+    out. A stranger on other addresses, on both web processes, stays bounded, and the owner's own
+    browser still signs in."""
+    stack, one, _ = secure
+    users_cli(stack, "add", "olga", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
+    owner = browser()
+    assert try_sign_in(owner, one, "olga", PASSWORD).status_code == 302  # her browser, known from now on
+    two = stack.start_web(env=SECURE_ENV)  # the counters are in Redis: both processes count together
+    try:
+        # One address at one name is held back after LOGIN_LIMIT (5/minute) attempts...
+        stranger = [try_sign_in(browser("127.0.0.2"), (one, two)[i % 2], "olga", "guess").status_code
+                    for i in range(6)]
+        assert stranger == [401] * 5 + [429]
+        # ...which holds back no other address: the owner's new browser signs in.
+        assert try_sign_in(browser(), two, "olga", PASSWORD).status_code == 302
+        # Spread over addresses, wrong passwords stop at LOGIN_FAILURE_LIMIT_PER_NAME (12/hour)
+        # for every browser new to the name, on both processes.
+        for i in range(7):
+            answer = try_sign_in(browser(f"127.0.0.{3 + i % 3}"), (one, two)[i % 2], "olga", "guess")
+            assert answer.status_code == 401, answer.text
+        for url in (one, two):
+            answer = try_sign_in(browser("127.0.0.9"), url, "olga", "guess")
+            assert answer.status_code == 429 and int(answer.headers["Retry-After"]) > 0
+            assert "fail to sign in as one user from new browsers" in answer.json()["error"]
+            assert try_sign_in(browser("127.0.0.10"), url, "olga", PASSWORD).status_code == 429  # a new browser waits
+        # The owner's own browser is not held back, on either process; nor is anyone else.
+        for url in (one, two):
+            assert try_sign_in(owner, url, "olga", PASSWORD).status_code == 302
+            assert owner.get(f"{url}/api/tasks", timeout=10).status_code == 200
+        assert try_sign_in(browser("127.0.0.9"), two, "bob", PASSWORD).status_code == 302
+    finally:
+        stack.kill_web(two, signal.SIGTERM)
 
 
 def test_oversize_and_malformed_bodies(secure: tuple) -> None:
