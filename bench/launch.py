@@ -14,6 +14,13 @@ from bench.common import percentiles, reset_history, wait_idle
 from bench.harness import CpuSampler, Profile, Run
 
 BODY = {"task": "steps", "params": {"steps": 1, "delay": 0}, "duplicate": True}  # each one a new task
+
+
+def default_body(number: int) -> dict[str, Any]:
+    """A launch as the dashboard's form sends it (no `duplicate`): the web first looks for an identical
+    unfinished task to attach to, then claims the parameters (web.launches). The parameters differ from
+    every other launch's (a step of `number` microseconds), so each one is a new task, as with BODY."""
+    return {"task": "steps", "params": {"steps": 1, "delay": number * 1e-6}}
 # The web as it faces the internet: sign-in required (here a Bearer token), so each POST also looks up
 # the token, counts the user's unfinished tasks (MAX_ACTIVE_PER_USER) and counts both rate limits in
 # Redis (LAUNCH_LIMIT, LAUNCH_LIMIT_PER_ADDRESS). The limits are set high enough never to refuse: their
@@ -23,8 +30,13 @@ SIGNED_ENV = {"AUTH_REQUIRED": "1", "LAUNCH_LIMIT": "1000000/minute", "LAUNCH_LI
 
 
 async def _post_load(url: str, total: int, concurrency: int, deadline_s: float,
-                     token: str | None = None) -> dict[str, Any]:
+                     token: str | None = None, attach_check: bool = False) -> dict[str, Any]:
     import aiohttp
+
+    first = int(time.time() * 1000) % 1_000_000 * 10  # distinct parameters from one load to the next
+
+    def body(number: int) -> dict[str, Any]:
+        return default_body(first + number) if attach_check else BODY
 
     headers = {"Origin": url, **({"Authorization": f"Bearer {token}"} if token else {})}
 
@@ -34,17 +46,17 @@ async def _post_load(url: str, total: int, concurrency: int, deadline_s: float,
     deadline = time.monotonic() + deadline_s
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async def one() -> None:
-            for _ in numbers:
+            for number in numbers:
                 if time.monotonic() > deadline:
                     return
                 start = time.perf_counter()
-                async with session.post(f"{url}/api/tasks", json=BODY, headers=headers) as response:
+                async with session.post(f"{url}/api/tasks", json=body(number), headers=headers) as response:
                     await response.read()
                     statuses[response.status] = statuses.get(response.status, 0) + 1
                 latencies.append((time.perf_counter() - start) * 1000)
 
-        for _ in range(20):  # warm-up: connections, first imports
-            async with session.post(f"{url}/api/tasks", json=BODY, headers=headers) as response:
+        for number in range(total, total + 20):  # warm-up: connections, first imports
+            async with session.post(f"{url}/api/tasks", json=body(number), headers=headers) as response:
                 await response.read()
         start = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(concurrency)))
@@ -55,11 +67,13 @@ async def _post_load(url: str, total: int, concurrency: int, deadline_s: float,
             "statuses": statuses, "concurrency": concurrency}
 
 
-def post_load(url: str, total: int, concurrency: int, deadline_s: float, token: str | None = None) -> dict[str, Any]:
+def post_load(url: str, total: int, concurrency: int, deadline_s: float, token: str | None = None,
+              attach_check: bool = False) -> dict[str, Any]:
     """`total` POST /api/tasks from `concurrency` aiohttp clients (one process), with `token` as a Bearer
-    token when given: {"requests", "launched" (202 answers), "per_second" (launched per second),
+    token when given; BODY (`duplicate`), or with `attach_check` `default_body`'s launches as the form
+    sends them: {"requests", "launched" (202 answers), "per_second" (launched per second),
     "latency_ms", "statuses", ...}."""
-    return asyncio.run(_post_load(url, total, concurrency, deadline_s, token))
+    return asyncio.run(_post_load(url, total, concurrency, deadline_s, token, attach_check))
 
 
 def delay_load(total: int, concurrency: int, deadline_s: float) -> dict[str, Any]:
@@ -101,9 +115,10 @@ ORDERS_WITHOUT_FLOOR = (("delay", "post"), ("post", "delay"))
 
 
 def _levels(run: Run, cfg: dict[str, Any], token: str | None, label: str,
-            floor_url: str | None = None) -> list[dict[str, Any]]:
+            floor_url: str | None = None, attach_check: bool = False) -> list[dict[str, Any]]:
     """Each concurrency of `cfg` in `rounds` rounds against the web now running (see `measure`); with
-    `floor_url`, the launch floor (bench.launch_floor) in each round too."""
+    `floor_url`, the launch floor (bench.launch_floor) in each round too; with `attach_check`, right
+    after the POSTs of BODY those of `default_body` (the launch the form sends), in each round."""
     orders = ORDERS if floor_url else ORDERS_WITHOUT_FLOOR
     levels = []
     for concurrency in cfg["concurrency"]:
@@ -126,15 +141,23 @@ def _levels(run: Run, cfg: dict[str, Any], token: str | None, label: str,
                     if profile:
                         run.profiles[profile.name] = profile.summary()
                     measured[side] = post
+                    if attach_check:  # right after, under the same load: the launch the form sends
+                        wait_idle(run.web_pid, timeout=10)
+                        measured["attach"] = post_load(run.web_url, cfg["requests"], concurrency, cfg["deadline_s"],
+                                                       token, attach_check=True)
                 wait_idle(run.web_pid, timeout=10)  # the worker's and the web's share of that side settled
             post, delay, floor = measured["post"], measured["delay"], measured.get("floor")
-            rounds.append({"post": post, "delay": delay, "floor": floor,
+            rounds.append({"post": post, "delay": delay, "floor": floor, "attach": measured.get("attach"),
                            "ratio": _ratio(post, delay), "floor_ratio": _ratio(floor, delay),
-                           "of_floor": _ratio(post, floor), "order": order})
+                           "of_floor": _ratio(post, floor), "attach_ratio": _ratio(measured.get("attach"), delay),
+                           "order": order})
         by_ratio = sorted((r for r in rounds if r["ratio"] is not None), key=lambda r: r["ratio"])
         middle = by_ratio[len(by_ratio) // 2] if by_ratio else rounds[0]
         level = {"concurrency": concurrency, "post": middle["post"], "delay": middle["delay"],
                  "ratio": middle["ratio"], "ratios": [r["ratio"] for r in rounds]}
+        if attach_check:
+            level.update(attach=middle["attach"], attach_ratio=_median([r["attach_ratio"] for r in rounds]),
+                         attach_ratios=[r["attach_ratio"] for r in rounds])
         if floor_url:  # each ratio's own median over the rounds, as the POST/.delay() ratio's
             level.update(floor=middle["floor"], floor_ratio=_median([r["floor_ratio"] for r in rounds]),
                          of_floor=_median([r["of_floor"] for r in rounds]),
@@ -161,7 +184,9 @@ def measure(run: Run) -> dict[str, Any]:
     """{"levels": [...], "signed_levels": [...]}, each level {"concurrency", "post": ..., "delay": ..., "ratio":
     post/delay per second, "ratios": each round's}. "levels": the web as `make run` starts it on loopback (no
     sign-in, so no rate limit is counted), each level also with "floor" (bench.launch_floor: Flask-SocketIO on
-    eventlet whose view only calls apply_async), "floor_ratio" (floor/.delay()) and "of_floor" (ours/floor);
+    eventlet whose view only calls apply_async), "floor_ratio" (floor/.delay()) and "of_floor" (ours/floor), and
+    "attach", "attach_ratio" (its own median over the rounds): the launch the form sends, without `duplicate`,
+    which looks for an identical task and claims its parameters first (`default_body`);
     "signed_levels": the same web restarted with SIGNED_ENV, POSTing with a Bearer token (what a deployment
     facing the internet pays per launch), then restarted as before. Each level runs `rounds` rounds, the sides
     in the orders of ORDERS (without the floor: `.delay()` then POST, then POST then `.delay()`), so that each
@@ -178,7 +203,7 @@ def measure(run: Run) -> dict[str, Any]:
     client = redis.Redis.from_url(run.stack.redis_url)
     floor_proc, floor_url = run.start_relay("bench.launch_floor") if cfg.get("floor", True) else (None, None)
     try:
-        levels = _levels(run, cfg, None, "", floor_url)
+        levels = _levels(run, cfg, None, "", floor_url, attach_check=cfg.get("attach_check", True))
     finally:
         if floor_proc is not None:
             floor_proc.stop()

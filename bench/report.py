@@ -335,6 +335,15 @@ def goals(results: dict[str, Any]) -> list[list[str]]:
             f"`.delay()` from {c} thread(s) {_fmt(delay.get('per_second'), '/s')} "
             f"(p99 {_fmt(_get(delay, 'latency_ms', 'p99'), ' ms')})",
             f"ratio {_fmt(level.get('ratio'), 'x', 3)}" + _rounds(level), _at_least(level.get("ratio"), 0.5, "x"))
+        if level.get("attach"):
+            attach = level["attach"]
+            add(f"Launch throughput at concurrency {c}, {mode}, as the form sends it (no `duplicate`: the web first "
+                "looks for an identical unfinished task and claims the parameters) vs `.delay()`", ">= 0.5x",
+                f"{_fmt(attach.get('per_second'), '/s')} (p99 {_fmt(_get(attach, 'latency_ms', 'p99'), ' ms')})",
+                "the same round's `.delay()` as the row above; NOT flattering: the row above sends `duplicate`, "
+                "which skips both",
+                f"ratio {_fmt(level.get('attach_ratio'), 'x', 3)}" + _medians(level, "attach_ratios"),
+                _at_least(level.get("attach_ratio"), 0.5, "x"))
         if level.get("floor"):
             add(f"Launch at concurrency {c}, {mode}: the floor of the stack (Flask-SocketIO on eventlet, a view that "
                 f"only calls apply_async) vs `.delay()`, and ours vs the floor", "reported",
