@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import redis
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, make_response, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -16,6 +16,7 @@ from celery_dashboard import settings
 from web.extensions import limiter
 
 log = logging.getLogger(__name__)
+FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")  # what a browser's form posts
 POOL_EXHAUSTED = "No connection available."  # redis-py 8's message (connection.py, BlockingConnectionPool)
 
 
@@ -102,7 +103,11 @@ def _rate_limited(exc: RateLimitExceeded) -> Any:
     retry_after = max(1, int(reset_at - time.time()))  # as Flask-Limiter's own Retry-After counts
     scope = exc.limit.scope_for(request.endpoint or "", None)  # the endpoint, or "endpoint:scope"
     message = rate_limit_sentence(scope, item.amount, item.multiples, item.GRANULARITY.name, retry_after)
-    response = jsonify(error_body(message))
+    if request.endpoint == "auth.login" and request.mimetype in FORMS:  # a person at the sign-in form
+        response = make_response(render_template("login.html", error=message + ".",
+                                                 next=request.args.get("next", "")))
+    else:
+        response = jsonify(error_body(message))
     response.status_code = 429
     response.headers["Retry-After"] = str(retry_after)
     return response

@@ -1,6 +1,7 @@
 """Accounts, sign-in, roles, per-user visibility, CSRF, rate limits and headers, in the app alone."""
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -123,11 +124,18 @@ def attempt(app: Any, name: str, password: str, address: str, client: Any = None
                        environ_base={"REMOTE_ADDR": address})
 
 
+def refusal(response: Any) -> str:
+    """The sign-in page's alert, as the person at the form reads it."""
+    assert response.mimetype == "text/html"
+    return html.unescape(re.search(r'role="alert">([^<]*)<', response.get_data(as_text=True)).group(1))
+
+
 def test_login_attempts_are_rate_limited_per_address_and_user_name(secure_app: Any) -> None:
     statuses = [attempt(secure_app, "admin", "guess", "10.0.0.1").status_code for _ in range(4)]
     assert statuses == [401, 401, 401, 429]  # LOGIN_LIMIT=3/minute
     response = attempt(secure_app, "admin", "guess", "10.0.0.1")
-    assert int(response.headers["Retry-After"]) > 0 and response.get_json()["error"].startswith("You can try to")
+    assert int(response.headers["Retry-After"]) > 0 and refusal(response).startswith("You can try to")
+    assert 'name="password"' in response.get_data(as_text=True)  # the form again, to try later
     # Another address is not held back by this one's attempts: the owner signs in.
     assert attempt(secure_app, "admin", PASSWORD, "10.0.0.2").status_code == 302
 
@@ -141,13 +149,13 @@ def test_wrong_passwords_from_many_addresses_hold_back_only_browsers_new_to_the_
     assert statuses == [401] * 6 + [429] * 2
     refused = attempt(secure_app, "admin", PASSWORD, "10.1.0.1")  # even the right password, from a new browser
     assert refused.status_code == 429
-    assert refused.get_json()["error"].startswith("You can fail to sign in as one user from new browsers at most 6")
+    assert refusal(refused).startswith("You can fail to sign in as one user from new browsers at most 6")
     # The owner's own browser is not held back, from any address.
     assert attempt(secure_app, "admin", PASSWORD, "10.1.0.9", owner).status_code == 302
     # Its mistakes are its own count: at the limit it waits, alone.
     assert [attempt(secure_app, "admin", "typo", f"10.1.1.{i}", owner).status_code for i in range(7)] == \
         [401] * 6 + [429]
-    assert "from this browser" in attempt(secure_app, "admin", PASSWORD, "10.1.2.0", owner).get_json()["error"]
+    assert "from this browser" in refusal(attempt(secure_app, "admin", PASSWORD, "10.1.2.0", owner))
     # The other accounts are not held back at all.
     assert attempt(secure_app, "viewer", PASSWORD, "10.2.0.1").status_code == 302
 
