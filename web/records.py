@@ -17,7 +17,7 @@ from celery_dashboard import arguments
 from celery_dashboard.index import MAX_ATTEMPTS, pending_record
 from celery_dashboard.reporting import SENT_KEY
 from web import lifecycle, tracebacks
-from web.results import json_safe, preview, safe_masked
+from web.results import json_safe, preview_masked
 
 # The task object's fields, as its first writer defines them (celery_dashboard.index).
 FIELDS = tuple(pending_record("", None, None, 0.0))
@@ -705,7 +705,7 @@ def from_meta(task_id: str, meta: dict[str, Any] | None, shift: float = 0.0) -> 
     if state == "SUCCESS":
         # Sensitive keys and texts are masked as in arguments (MASKED_ARGUMENTS) before anything is stored;
         # an object becomes its text, which is masked as text.
-        update["result"], update["result_truncated"] = preview(safe_masked(result))
+        update["result"], update["result_truncated"] = preview_masked(result)
         update["error"] = None
     elif state in ("FAILURE", "RETRY") and isinstance(result, dict):
         update["error"] = _error(result.get("exc_type"), result.get("exc_message"), meta.get("traceback"))

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from celery_dashboard import arguments
 from web import offload
 from web.errors import ApiError
-from web.results import full_body, json_safe, safe_masked
+from web.results import full_body, json_safe, preview_masked, safe_masked
 
 
 class Odd:
@@ -102,3 +104,37 @@ def test_a_connection_pool_kept_busy_is_said_as_such_not_as_redis_down(app: Any)
     assert "Redis connections stayed busy" in response.get_json()["error"]
     assert "REDIS_CONNECTIONS" in response.get_json()["error"]
     assert client.get("/down").get_json()["error"] == "Redis is unavailable; try again shortly"
+
+
+def whole_preview(value: Any, limit: int) -> tuple[Any, bool]:
+    """What the preview was before it stopped at its limit: the whole value made safe and masked,
+    then written whole, then cut."""
+    safe = safe_masked(value)
+    text = json.dumps(safe, ensure_ascii=False)
+    return (safe, False) if len(text) <= limit else (text[:limit], True)
+
+
+KEYS = st.sampled_from(["id", "name", "password", "Api-Key", "note", "tökén", "x" * 50])
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                    st.text(max_size=40), st.sampled_from(["password=hunter2", "token: abc, rest", "é\n\"q\""]),
+                    st.binary(max_size=10), st.decimals(allow_nan=False, allow_infinity=False))
+VALUES_TREE = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=12), st.tuples(inner, inner), st.frozensets(st.text(max_size=8), max_size=4),
+    st.dictionaries(st.one_of(KEYS, st.integers(0, 9)), inner, max_size=8)), max_leaves=120)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(value=VALUES_TREE, limit=st.sampled_from([1, 16, 64, 300, 4096]))
+def test_the_bounded_preview_is_the_whole_preview(value: Any, limit: int) -> None:
+    assert preview_masked(value, limit) == whole_preview(value, limit)
+
+
+@pytest.mark.parametrize("value", [
+    [{"id": i, "name": f"row {i}", "token": f"t-{i}"} for i in range(12_000)],
+    "password=" + "s" * 20_000 + " end",
+    {"log": "x" * 9_000, "secret": "s"},
+    nested(40),
+    [[i] * 50 for i in range(400)],
+], ids=["rows", "long-secret", "long-text", "deep", "lists"])
+def test_large_previews_are_the_whole_preview(value: Any) -> None:
+    assert preview_masked(value) == whole_preview(value, 4096)
