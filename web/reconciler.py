@@ -139,7 +139,8 @@ class Reconciler:
         self.ran_on: Bounded = Bounded(100_000)   # task id -> (hostname, worker pid) it started on
         self.running_ids: Bounded = Bounded(10_000)   # ids of tasks last seen running (polled often)
         self.confirming: Bounded = Bounded(10_000)  # task id -> until when its event-told ending is checked
-        self.seen_meta: Bounded = Bounded(100_000)  # task id -> digest of the backend entry last read
+        # task id -> the mark of the backend entry last read (BackendReader.changed's, else `digest`'s)
+        self.seen_meta: Bounded = Bounded(100_000)
         self.undecodable: Bounded = Bounded(10_000)  # task ids whose entry could not be decoded (pickle)
         self.queued_known: Bounded = Bounded(100_000)
         self.next_reconcile = 0.0
@@ -233,14 +234,18 @@ class Reconciler:
                 self._read_chunk(records_by_id, ids[start:start + CHUNK])
 
     def _read_chunk(self, records_by_id: dict[str, dict[str, Any]], chunk: list[str]) -> None:
-        metas = self.read_results(chunk)
+        changed = getattr(self.read_results, "changed", None)  # web.results.BackendReader's: unchanged not decoded
+        if changed is not None:
+            found = changed(chunk, self.seen_meta)
+        else:
+            found = {task_id: (None, meta) for task_id, meta in self.read_results(chunk).items()}
         for task_id in chunk:
-            meta = metas.get(task_id)
-            if meta is None:
+            if task_id not in found:
                 continue
+            given, meta = found[task_id]
             if "undecodable" in meta:
                 self.undecodable[task_id] = True
-            mark = digest(meta)
+            mark = given or digest(meta)
             if self.seen_meta.get(task_id) == mark:
                 continue
             self.seen_meta[task_id] = mark

@@ -138,3 +138,38 @@ def test_the_bounded_preview_is_the_whole_preview(value: Any, limit: int) -> Non
 ], ids=["rows", "long-secret", "long-text", "deep", "lists"])
 def test_large_previews_are_the_whole_preview(value: Any) -> None:
     assert preview_masked(value) == whole_preview(value, 4096)
+
+
+class CountingBackend:
+    """Celery's Redis backend as BackendReader uses it, on fakeredis, counting its decodes."""
+
+    def __init__(self) -> None:
+        import fakeredis
+
+        self.client = fakeredis.FakeRedis()
+        self.decoded = 0
+
+    def get_key_for_task(self, task_id: str) -> bytes:
+        return f"celery-task-meta-{task_id}".encode()
+
+    def decode(self, raw: bytes) -> Any:
+        self.decoded += 1
+        return json.loads(raw)
+
+
+def test_an_entry_read_again_unchanged_is_left_out_without_being_decoded() -> None:
+    from web.results import BackendReader
+
+    backend = CountingBackend()
+    reader = BackendReader(backend, max_bytes=1000)
+    backend.client.set(b"celery-task-meta-a", json.dumps({"status": "PROGRESS", "result": {"current": 1}}))
+    backend.client.set(b"celery-task-meta-big", json.dumps({"status": "SUCCESS", "result": "x" * 2000}))
+    first = reader.changed(["a", "big", "none"], {})
+    assert set(first) == {"a", "big"} and first["a"][1]["result"] == {"current": 1} and backend.decoded == 1
+    assert first["big"][0] is None and first["big"][1]["too_large"] > 1000  # summarised, never decoded
+    seen = {"a": first["a"][0]}
+    assert "a" not in reader.changed(["a"], seen) and backend.decoded == 1
+    backend.client.set(b"celery-task-meta-a", json.dumps({"status": "PROGRESS", "result": {"current": 2}}))
+    again = reader.changed(["a"], seen)
+    assert again["a"][1]["result"] == {"current": 2} and again["a"][0] != seen["a"] and backend.decoded == 2
+    assert reader(["a"]) == {"a": again["a"][1]}  # read as before, whatever was seen
