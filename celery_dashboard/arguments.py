@@ -112,10 +112,7 @@ def mask_text(text: str) -> str:
     words = settings.MASKED_ARGUMENTS
     if not mentions(words).search(text):
         return text
-    pattern = _patterns.get(words)
-    if pattern is None:
-        pattern = _patterns[words] = _pattern(words)
-    return pattern.sub(lambda match: match.group(1) + MASK, text)
+    return _mask_names(text, words)
 
 
 def _cut(text: str) -> str:
@@ -138,16 +135,33 @@ def _safe_repr(value: Any) -> str:
         return f"<{type(value).__name__}>"
 
 
-def _pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    names = "|".join(re.escape(word) for word in words) or "(?!)"
-    # A sensitive name (quoted dict key or keyword) then its value: a quoted string, or anything
-    # up to the next separator. Neither crosses a line: a traceback's next line is not the value.
-    # The name starts a word (not inside one): tried once per word, so a long word costs linear time.
-    name = r"""((?<![\w-])(?i:['"]?[\w-]*(?:""" + names.replace("_", "[_-]") + r""")[\w-]*['"]?)[ \t]*[:=][ \t]*)"""
-    return re.compile(name + r"""('(?:[^'\\\n]|\\.)*'?|"(?:[^"\\\n]|\\.)*"?|[^,)}\]\n]*)""")
+# A name (a quoted dict key or a keyword: a whole run of word characters and `-`, not inside one)
+# then `:` or `=`. The run is taken whole (possessive): the single pattern that also required a
+# sensitive word inside it backtracked through the run once per word found, quadratic in its length
+# ("token" * 4000 took 2 s, a fresh user's review; the listener and every web process stopped).
+NAME = re.compile(r"""(?<![\w-])['"]?([\w-]++)['"]?[ \t]*[:=][ \t]*""")
+# A value: a quoted string, or anything up to the next separator. Neither crosses a line: a
+# traceback's next line is not the value.
+VALUE = re.compile(r"""'(?:[^'\\\n]|\\.)*+'?|"(?:[^"\\\n]|\\.)*+"?|[^,)}\]\n]*+""")
 
 
-_patterns: dict[tuple[str, ...], re.Pattern[str]] = {}
+def _mask_names(text: str, words: tuple[str, ...]) -> str:
+    """`text` with the value after every name holding one of `words` replaced by MASK (names and
+    values as NAME and VALUE say; a name inside a value already masked is part of it). Linear in
+    the text's length."""
+    holds = mentions(words).search
+    out: list[str] = []
+    done = 0  # text[:done] is in `out`
+    for name in NAME.finditer(text):
+        if name.start() < done or not holds(name.group(1)):
+            continue
+        value_end = VALUE.match(text, name.end()).end()
+        out += (text[done:name.end()], MASK)
+        done = value_end
+    if not out:
+        return text
+    out.append(text[done:])
+    return "".join(out)
 
 
 @functools.lru_cache(maxsize=8)
@@ -173,7 +187,4 @@ def mask_repr(text: Any) -> str | None:
             return _cut(_safe_repr(masked(ast.literal_eval(text))))
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             pass
-    pattern = _patterns.get(words)
-    if pattern is None:
-        pattern = _patterns[words] = _pattern(words)
-    return _cut(pattern.sub(lambda match: match.group(1) + MASK, text[:settings.ARGUMENT_PREVIEW * 4]))
+    return _cut(_mask_names(text[:settings.ARGUMENT_PREVIEW * 4], words))

@@ -1,6 +1,13 @@
 """Argument previews: bounded, with the values of sensitive names masked at any depth."""
 from __future__ import annotations
 
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
 from celery_dashboard import arguments, settings
 
 
@@ -33,3 +40,32 @@ def test_text_is_masked_line_by_line() -> None:
     assert masked == ("File \"x.py\", line 3, in f\n    token = ********\nKeyError: {'API-Key': ********, "
                       "\"secret\": ********, 'n': 1}\nok"), masked
     assert arguments.mask_text("nothing to hide: 1, 2") == "nothing to hide: 1, 2"
+
+
+def old_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    """The single pattern masking used before, right but quadratic: the reference."""
+    names = "|".join(re.escape(word) for word in words) or "(?!)"
+    name = r"""((?<![\w-])(?i:['"]?[\w-]*(?:""" + names.replace("_", "[_-]") + r""")[\w-]*['"]?)[ \t]*[:=][ \t]*)"""
+    return re.compile(name + r"""('(?:[^'\\\n]|\\.)*'?|"(?:[^"\\\n]|\\.)*"?|[^,)}\]\n]*)""")
+
+
+PIECES = st.sampled_from(["password", "Api-Key", "api_key", "token", "x", "é", "=", ":", " ", "\t", "\n", "'",
+                          '"', "\\", ",", ")", "}", "]", "-", "_", "secret", "1"])
+
+
+@hypothesis_settings(max_examples=500, deadline=None, derandomize=True)
+@given(pieces=st.lists(PIECES, max_size=30))
+def test_masking_in_linear_time_masks_what_the_single_pattern_did(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    words = settings.MASKED_ARGUMENTS
+    assert arguments._mask_names(text, words) == old_pattern(words).sub(lambda m: m.group(1) + arguments.MASK, text)
+
+
+@pytest.mark.parametrize("text,masked", [
+    ("token" * 20_000, "token" * 20_000),  # 2 s per 20,000 characters before; quadratic
+    ("token" * 20_000 + "=s3cret, rest", "token" * 20_000 + "=" + arguments.MASK + ", rest"),
+    ("a=" * 20_000 + "password=x", "a=" * 20_000 + "password=" + arguments.MASK),
+    ("note=password=hunter2, ok", "note=password=" + arguments.MASK + ", ok"),
+])
+def test_long_texts_are_masked_whole(text: str, masked: str) -> None:
+    assert arguments.mask_text(text) == masked
