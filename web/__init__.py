@@ -26,6 +26,7 @@ from web import (
     headers,
     launches,
     monitor,
+    offload,
     pages,
     queues,
     sockets,
@@ -126,7 +127,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     noted = app.extensions["launches_remembered"] = launches.Remembered()
     pusher.chores.append(partial(noted.flush, client, int(app.config["ATTACH_SECONDS"])))
     app.extensions["dashboard"] = Services(store, coalescer, pusher, reconciler, read_results, celery_app,
-                                           UserStore(client), waiting)
+                                           UserStore(client, offload.password_check(app.config["ASYNC_MODE"])),
+                                           waiting)
 
     errors.register(app)
     headers.register(app)
