@@ -1,17 +1,25 @@
 """Signing out in one tab signs out every tab of that browser at once (web/auth.py logout, web/sockets.py
-watch_access, static/app.js connect_error), under each async mode."""
+watch_access and on_connect, static/js/transport.js), under each async mode: a tab that was live, one
+with a question of its own open, one whose connection was away at that moment and comes back."""
 from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, expect
+import requests
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e.conftest import TIMEOUT_MS, VIEWPORT
+from tests.conftest import ARTIFACTS
+from tests.e2e.conftest import PHASE, TIMEOUT_MS, VIEWPORT
+from tests.e2e.test_dashboard import expect_live, launch
 from tests.support import BIN, ROOT, Stack
 
 PASSWORD = "a long enough password"
+# How soon another tab must have left the dashboard: the server checks live connections every
+# second, and a connection that was away retries within 5 s (transport.js reconnectionDelayMax).
+PROMPTLY_MS = 15_000
 
 
 @pytest.fixture(scope="module")
@@ -24,25 +32,94 @@ def signed_in_site(stack: Stack) -> str:
                                 "LOGIN_LIMIT_PER_ADDRESS": "1000/minute"})
 
 
-def test_signing_out_in_one_tab_ends_the_other_tabs_live_view(browser: Browser, signed_in_site: str) -> None:
+@pytest.fixture
+def tabs(browser: Browser, signed_in_site: str, request: pytest.FixtureRequest) -> Iterator[tuple[Page, Page]]:
+    """Two tabs of one browser (one session cookie): the first signed in through the form, the
+    second opened on the dashboard afterwards; both live. A failing test leaves a screenshot of each."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(TIMEOUT_MS)
     try:
         first = context.new_page()
         first.goto(f"{signed_in_site}/login")
-        first.fill("#username", "olivia")
-        first.fill("#password", PASSWORD)
-        first.click("button[type=submit]")
-        expect(first.locator("#connection")).to_have_text("Live")
-        second = context.new_page()  # another tab of the same browser: the same session cookie
+        first.get_by_label("User name").fill("olivia")
+        first.get_by_label("Password").fill(PASSWORD)
+        first.get_by_role("button", name="Sign in").click()
+        expect_live(first)
+        second = context.new_page()
         second.goto(signed_in_site)
-        expect(second.locator("#connection")).to_have_text("Live")
-
-        first.click("form.account button")
-        expect(first).to_have_url(re.compile(r"/login"))
-        # The other tab stops being live and lands on the sign-in page by itself, within seconds.
-        expect(second).to_have_url(re.compile(r"/login"), timeout=10_000)
-        second.goto(signed_in_site)
-        expect(second).to_have_url(re.compile(r"/login"))
+        expect_live(second)
+        yield first, second
+        if any(report.failed for report in request.node.stash.get(PHASE, {}).values()):
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            name = re.sub(r"[^\w.-]+", "_", request.node.nodeid.split("::")[-1])
+            for number, page in enumerate(context.pages, 1):
+                try:
+                    page.screenshot(path=str(ARTIFACTS / f"{name}-tab{number}.png"), full_page=True)
+                except Exception as exc:  # noqa: BLE001 - a screenshot must not hide the real failure
+                    print(f"could not save a screenshot of tab {number}: {exc!r}")
     finally:
         context.close()
+
+
+def sign_out(page: Page) -> None:
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/login"))
+
+
+def expect_signed_out(page: Page, timeout: float = PROMPTLY_MS) -> None:
+    """What a person sees in a tab that left the dashboard: the sign-in form, and no task."""
+    expect(page).to_have_url(re.compile(r"/login"), timeout=timeout)
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.locator("tr[data-task-id]")).to_have_count(0)
+
+
+def away(context: BrowserContext, page: Page, offline: bool) -> None:
+    """Cut one tab's network (or give it back), as a tab whose connection dropped: the other tabs
+    keep theirs (Playwright's set_offline would cut every tab of the context)."""
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions",
+             {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+
+
+def test_signing_out_in_one_tab_ends_the_other_tabs_live_view(tabs: tuple[Page, Page], signed_in_site: str) -> None:
+    first, second = tabs
+    sign_out(first)
+    # The other tab stops being live and lands on the sign-in page by itself, within seconds.
+    expect_signed_out(second)
+    second.goto(signed_in_site)
+    expect(second).to_have_url(re.compile(r"/login"))
+
+
+@pytest.mark.parametrize(("answer", "other"), [("cancel", "live"), ("keep", "asking"), ("cancel", "away"),
+                                               ("keep", "away")])
+def test_after_a_cancel_question_signing_out_ends_the_other_tab(tabs: tuple[Page, Page], stack: Stack,
+                                                                 answer: str, other: str) -> None:
+    """The user asks to cancel a task in one tab (cancels it, or keeps it), then signs out there.
+    The other tab leaves the dashboard within seconds whether it was live, had the same question
+    open, or had lost its connection at that moment and gets it back afterwards."""
+    first, second = tabs
+    task = launch(first, "Long job", {"Seconds": 120})
+    try:
+        expect(task.row(second)).to_be_visible()
+        if other == "asking":
+            task.cancel_button(second).click()
+            expect(second.get_by_role("dialog", name=f"Cancel Long job {task.short}?")).to_be_visible()
+        task.cancel_button(first).click()
+        dialog = first.get_by_role("dialog", name=f"Cancel Long job {task.short}?")
+        if answer == "cancel":
+            dialog.get_by_role("button", name="Cancel task").click()
+            expect(task.state(first)).to_have_text("cancelled")
+        else:
+            dialog.get_by_role("button", name=re.compile("^Keep it")).click()
+            expect(dialog).to_be_hidden()
+        if other == "away":
+            away(first.context, second, True)
+            expect(second.get_by_role("banner").get_by_role("status")).to_have_text("Reconnecting…")
+        sign_out(first)
+        if other == "away":
+            expect(task.row(second)).to_be_visible()  # still away: nothing has told it yet
+            away(first.context, second, False)
+        expect_signed_out(second)
+    finally:
+        requests.post(f"{stack.url}/api/tasks/{task.id}/cancel", timeout=10)  # frees the worker
