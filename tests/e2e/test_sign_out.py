@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import ARTIFACTS
-from tests.e2e.conftest import PHASE, TIMEOUT_MS, VIEWPORT
+from tests.e2e.conftest import TIMEOUT_MS, VIEWPORT
 from tests.e2e.test_dashboard import expect_live, launch
 from tests.support import BIN, ROOT, Stack
 
@@ -38,6 +38,9 @@ def tabs(browser: Browser, signed_in_site: str, request: pytest.FixtureRequest) 
     second opened on the dashboard afterwards; both live. A failing test leaves a screenshot of each."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(TIMEOUT_MS)
+    # Not conftest's PHASE: this module's import of tests.e2e.conftest is a second copy of the
+    # module pytest loaded as "conftest" (tests/e2e is no package), with a key of its own.
+    failed_before = request.session.testsfailed
     try:
         first = context.new_page()
         first.goto(f"{signed_in_site}/login")
@@ -49,7 +52,7 @@ def tabs(browser: Browser, signed_in_site: str, request: pytest.FixtureRequest) 
         second.goto(signed_in_site)
         expect_live(second)
         yield first, second
-        if any(report.failed for report in request.node.stash.get(PHASE, {}).values()):
+        if request.session.testsfailed > failed_before:
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             name = re.sub(r"[^\w.-]+", "_", request.node.nodeid.split("::")[-1])
             for number, page in enumerate(context.pages, 1):
@@ -73,13 +76,17 @@ def expect_signed_out(page: Page, timeout: float = PROMPTLY_MS) -> None:
     expect(page.locator("tr[data-task-id]")).to_have_count(0)
 
 
-def away(context: BrowserContext, page: Page, offline: bool) -> None:
-    """Cut one tab's network (or give it back), as a tab whose connection dropped: the other tabs
-    keep theirs (Playwright's set_offline would cut every tab of the context)."""
-    cdp = context.new_cdp_session(page)
+def network_of(page: Page) -> Callable[[bool], None]:
+    """A switch for one tab's network (True: online), as a tab whose connection dropped while the
+    other tabs keep theirs (Playwright's set_offline cuts every tab of the context)."""
+    cdp = page.context.new_cdp_session(page)  # one session: its emulation is what the switch sets
     cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions",
-             {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+
+    def online(value: bool) -> None:
+        cdp.send("Network.emulateNetworkConditions",
+                 {"offline": not value, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+
+    return online
 
 
 def test_signing_out_in_one_tab_ends_the_other_tabs_live_view(tabs: tuple[Page, Page], signed_in_site: str) -> None:
@@ -114,12 +121,13 @@ def test_after_a_cancel_question_signing_out_ends_the_other_tab(tabs: tuple[Page
             dialog.get_by_role("button", name=re.compile("^Keep it")).click()
             expect(dialog).to_be_hidden()
         if other == "away":
-            away(first.context, second, True)
+            online = network_of(second)
+            online(False)
             expect(second.get_by_role("banner").get_by_role("status")).to_have_text("Reconnecting…")
         sign_out(first)
         if other == "away":
             expect(task.row(second)).to_be_visible()  # still away: nothing has told it yet
-            away(first.context, second, False)
+            online(True)
         expect_signed_out(second)
     finally:
         requests.post(f"{stack.url}/api/tasks/{task.id}/cancel", timeout=10)  # frees the worker
