@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 
 ADMINS = "admins"
 DELTAS = "deltas:"  # the prefix of a room's twin for clients that take deltas
+# The refusal of a connection whose access ended or never was: the page then goes to the sign-in
+# page (static/js/transport.js, connect_error). Only python-socketio's own ConnectionRefusedError
+# carries its message to the client; Python's built-in one is refused as "Connection refused by
+# server", which the page cannot tell from any other refusal (and then stayed, not live).
+UNAUTHORIZED = "unauthorized"
+Refused = python_socketio.exceptions.ConnectionRefusedError
 
 
 @dataclass(frozen=True)
@@ -267,7 +273,7 @@ def on_connect(auth: Any = None, *_: Any) -> bool:
         return on_unexpected("connect")
     user, method = identify()  # the handshake's session cookie or Authorization header
     if user is None:
-        raise ConnectionRefusedError("unauthorized")
+        raise Refused(UNAUTHORIZED)
     # A reconnect is a new session: join again, and send the truth before any push. Under the
     # pusher's lock, no batch is stored or sent between joining and the snapshot; clients take
     # that lock one at a time, and a waiting flush goes before the next one (Pusher.snapshot_turn).

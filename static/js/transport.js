@@ -36,6 +36,8 @@ export function connect(ctx, emit) {
     seen();
     emit("live", {});
   });
+  // The server refuses a connection whose access ended (signed out in another tab, say) with the
+  // message "unauthorized" (web/sockets.py UNAUTHORIZED); Socket.IO does not retry a refusal.
   socket.on("connect_error", (error) => {
     if (error && error.message === "unauthorized") window.location.assign(config.login || "/login");  // signed out
   });

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import pytest
+
+from tests.unit.conftest import make_app
 from web import records
 from web.extensions import socketio
 from web.sockets import delta
@@ -249,3 +253,52 @@ def test_a_client_whose_snapshot_left_unfinished_tasks_out_gets_whole_objects(re
     app2 = make_app(redis_server, results, SNAPSHOT_LIMIT=1, SNAPSHOT_ACTIVE_LIMIT=10)
     whole = socketio.test_client(app2, auth={"deltas": True})
     assert received(whole, "snapshot")[0]["deltas"] is True  # all of them held: deltas as asked
+
+
+# ---- access that ends while a client connects ---------------------------------------------------------
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def signed_in_tab(redis_server: Any, results: Any, sent: list) -> tuple[Any, Any, Any, list[tuple[str, Any]]]:
+    """Sign-in on and "olivia" signed in through the form, as a browser tab holds it: (the app, its
+    HTTP client carrying the session cookie, its Socket.IO client, connected, and every Socket.IO
+    packet the server sends from then on, as (type name, data))."""
+    from socketio import packet
+
+    app = make_app(redis_server, results, AUTH_REQUIRED=True)
+    app.extensions["dashboard"].users.add("olivia", PASSWORD, "operator")
+    http = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").get_data(as_text=True)).group(1)
+    answer = http.post("/login", data={"username": "olivia", "password": PASSWORD, "csrf_token": token})
+    assert answer.status_code == 302
+    sio = socketio.test_client(app, flask_test_client=http)
+    assert sio.is_connected()
+    packets: list[tuple[str, Any]] = []
+    deliver = socketio.server._send_packet  # the test client's: it hands each packet to its client
+
+    def record(eio_sid: str, pkt: Any) -> None:
+        packets.append((packet.packet_names[pkt.packet_type], pkt.data))
+        deliver(eio_sid, pkt)
+
+    socketio.server._send_packet = record
+    return app, http, sio, packets
+
+
+def end_session(app: Any, http: Any) -> None:
+    """What signing out in another tab does on the server (web.auth.logout)."""
+    with http.session_transaction() as session:
+        app.extensions["dashboard"].users.end_session(session["sid"])
+
+
+def test_a_signed_out_session_is_refused_as_unauthorized_which_the_page_acts_on(signed_in_tab: Any) -> None:
+    """The page goes to the sign-in page on a refusal whose message is "unauthorized"
+    (static/js/transport.js): a tab whose connection was away when the user signed out elsewhere."""
+    app, http, sio, packets = signed_in_tab
+    end_session(app, http)
+    sio.disconnect()
+    packets.clear()
+    sio.connect()
+    assert not sio.is_connected()
+    assert packets == [("CONNECT_ERROR", {"message": "unauthorized"})]
