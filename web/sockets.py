@@ -65,7 +65,10 @@ def still_valid(users: UserStore, access: Access) -> bool:
 
 def end_revoked(users: UserStore) -> int:
     """Disconnect this process's clients whose access ended; return how many. Their browser
-    tries to reconnect, is refused "unauthorized" and goes to the sign-in page."""
+    tries to reconnect, is refused "unauthorized" and goes to the sign-in page. A client still
+    connecting (on_connect waiting for its turn or reading its snapshot) is not disconnected by
+    this (python-socketio ignores a disconnect before the connect is answered): dropped from
+    CONNECTED, it is refused by on_connect, which checks last that it is still there."""
     ended = [sid for sid, access in list(CONNECTED.items()) if not still_valid(users, access)]
     for sid in ended:
         CONNECTED.pop(sid, None)
@@ -277,18 +280,26 @@ def on_connect(auth: Any = None, *_: Any) -> bool:
     # A reconnect is a new session: join again, and send the truth before any push. Under the
     # pusher's lock, no batch is stored or sent between joining and the snapshot; clients take
     # that lock one at a time, and a waiting flush goes before the next one (Pusher.snapshot_turn).
-    CONNECTED[request.sid] = Access(user, method, credential())
+    access = CONNECTED[request.sid] = Access(user, method, credential())
     dash = services()
     room = ADMINS if user.is_admin else user_room(user.name)
     wants_deltas = isinstance(auth, dict) and auth.get("deltas") is True
     with dash.pusher.snapshot_turn():
         try:
             found = snapshot(user, auth)
+            # The access may have ended since `identify` (a sign-out in another tab while this one
+            # reconnects): the watcher may have checked every connection meanwhile, before this
+            # one was listed or while it could not be disconnected yet (end_revoked). Checked
+            # again after the last wait, before anything is sent: let in, it would stay for good.
+            valid = still_valid(dash.users, access)
         except redis.RedisError as exc:
             join_room(DELTAS + room if wants_deltas else room)
             log.warning("snapshot failed: %s", exc)
             emit("snapshot_error", {"error": "Redis is unavailable; showing the last known state"})
             return True
+        if not valid or CONNECTED.get(request.sid) is not access:
+            CONNECTED.pop(request.sid, None)
+            raise Refused(UNAUTHORIZED)
         # A snapshot that left unfinished tasks out (more than SNAPSHOT_ACTIVE_LIMIT) would be
         # followed by changes to tasks the client never held, each one a read of the task by every
         # open page (393 of them in one test): that client gets whole objects instead.

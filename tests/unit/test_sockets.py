@@ -302,3 +302,37 @@ def test_a_signed_out_session_is_refused_as_unauthorized_which_the_page_acts_on(
     sio.connect()
     assert not sio.is_connected()
     assert packets == [("CONNECT_ERROR", {"message": "unauthorized"})]
+
+
+@pytest.mark.parametrize("when", ["after its access was read", "during its snapshot", "during its last check"])
+def test_a_session_that_ends_while_its_client_connects_is_refused(signed_in_tab: Any, monkeypatch: Any,
+                                                                   when: str) -> None:
+    """The watcher (watch_access) may check every connection while one is still connecting (it
+    waits for the pusher's turn and reads its snapshot): python-socketio ignores a disconnect
+    then. The connection is refused as the signed-out session it is, not let in for good."""
+    from web import sockets
+
+    app, http, sio, packets = signed_in_tab
+    users = app.extensions["dashboard"].users
+
+    def signed_out_meanwhile(real: Any) -> Any:
+        def meanwhile(*args: Any, **kwargs: Any) -> Any:
+            found = real(*args, **kwargs)
+            if not meanwhile.done:  # once: the watcher's own check (still_valid) goes through here too
+                meanwhile.done = True
+                end_session(app, http)
+                sockets.end_revoked(users)  # the watcher's pass, at this moment
+            return found
+        meanwhile.done = False
+        return meanwhile
+
+    sio.disconnect()
+    packets.clear()
+    name = {"after its access was read": "identify", "during its snapshot": "snapshot",
+            "during its last check": "still_valid"}[when]
+    monkeypatch.setattr(sockets, name, signed_out_meanwhile(getattr(sockets, name)))
+    sio.connect()
+    assert not sio.is_connected()
+    assert [name for name, _ in packets if name.startswith("CONNECT")] == ["CONNECT_ERROR"]
+    assert ("CONNECT_ERROR", {"message": "unauthorized"}) in packets
+    assert not [access for access in sockets.CONNECTED.values() if access.user.name == "olivia"]
