@@ -99,12 +99,13 @@ def test_signing_out_in_one_tab_ends_the_other_tabs_live_view(tabs: tuple[Page, 
 
 
 @pytest.mark.parametrize(("answer", "other"), [("cancel", "live"), ("keep", "asking"), ("cancel", "away"),
-                                               ("keep", "away")])
+                                               ("keep", "away"), ("cancel", "in the background")])
 def test_after_a_cancel_question_signing_out_ends_the_other_tab(tabs: tuple[Page, Page], stack: Stack,
                                                                  answer: str, other: str) -> None:
     """The user asks to cancel a task in one tab (cancels it, or keeps it), then signs out there.
     The other tab leaves the dashboard within seconds whether it was live, had the same question
-    open, or had lost its connection at that moment and gets it back afterwards."""
+    open, had lost its connection at that moment and gets it back afterwards, or was in the
+    background (frozen, as Chrome freezes a hidden tab: its page runs nothing) and is looked at again."""
     first, second = tabs
     task = launch(first, "Long job", {"Seconds": 120})
     try:
@@ -124,10 +125,16 @@ def test_after_a_cancel_question_signing_out_ends_the_other_tab(tabs: tuple[Page
             online = network_of(second)
             online(False)
             expect(second.get_by_role("banner").get_by_role("status")).to_have_text("Reconnecting…")
+        elif other == "in the background":
+            lifecycle = second.context.new_cdp_session(second)
+            lifecycle.send("Page.setWebLifecycleState", {"state": "frozen"})
         sign_out(first)
         if other == "away":
             expect(task.row(second)).to_be_visible()  # still away: nothing has told it yet
             online(True)
+        elif other == "in the background":
+            first.wait_for_timeout(3000)  # the server has ended its connection meanwhile
+            lifecycle.send("Page.setWebLifecycleState", {"state": "active"})
         expect_signed_out(second)
     finally:
         requests.post(f"{stack.url}/api/tasks/{task.id}/cancel", timeout=10)  # frees the worker
