@@ -62,7 +62,8 @@ def retry_refusal(record: dict[str, Any]) -> str | None:
 
 def send_again(record: dict[str, Any], user: User) -> dict[str, Any]:
     """Launch `record`'s catalog task again with the same parameters, checked again against the
-    catalog's schema, as `user`'s task with `retry_of` set. ApiError 409/429/503."""
+    catalog's schema, as `user`'s task with `retry_of` set, unless an identical task is queued or
+    running (api.Identical, 409 with it to attach to, as a launch). ApiError 409/429/503."""
     reason = retry_refusal(record)
     if reason:
         raise ApiError(409, reason)
@@ -70,7 +71,7 @@ def send_again(record: dict[str, Any], user: User) -> dict[str, Any]:
     checked, errors = validate(entry, params)
     if errors:  # the catalog's schema changed since the launch
         raise ApiError(409, "its arguments no longer fit the task's parameters: " + summary(errors))
-    return api.send(entry, checked, user, retry_of=record["id"])
+    return api.send_unless_identical(entry, checked, user, retry_of=record["id"])
 
 
 @bp.post("/tasks/<path:task_id>/retry")
@@ -84,7 +85,10 @@ def retry(task_id: str) -> Any:
     if exact is None:  # `/api/tasks/job%2Fretry`: the task "job/retry" itself, which takes no POST
         raise ApiError(405, "method not allowed")
     record = api.find(exact)
-    new = send_again(record, current_user())
+    try:
+        new = send_again(record, current_user())
+    except api.Identical as exc:
+        return exc.answer()  # answered, not raised: launches.idempotent keeps a 409 for the key's repeats
     audit.write("retry", task=record["id"], name=record.get("name"), new_task=new["id"])
     response = jsonify(new)
     response.status_code = 202

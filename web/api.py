@@ -112,29 +112,49 @@ def launch() -> Any:
     if not isinstance(body.get("duplicate", False), bool):
         raise ApiError(422, "duplicate must be true or false", [{"field": "duplicate", "message": "true or false"}])
     user = current_user()
-    running, claim = None, None
-    if not body.get("duplicate"):
-        # Attach instead of launch: the same task with the same parameters already queued or running,
-        # or being sent by an identical launch that came at the same moment (the claim decides which).
-        running = launches.identical(name, params, lambda r: visible(user, r))
-        if running is None:
-            taken = launches.claim(name, params, attach_scope(user))
-            running, claim = (None, taken) if isinstance(taken, launches.Claim) else (taken, None)
-    if running is not None:
-        where = "queued" if lifecycle.phase(running.get("state")) < lifecycle.STARTED else "running"
-        return jsonify(error_body(f"an identical task is already {where}") | {"attach": running}), 409
     try:
-        record = send(entry, params, user, task_id=claim.task_id if claim else None)
-    except BaseException:
-        if claim:
-            claim.release()
-        raise
-    if claim:
-        claim.sent()
+        record = send(entry, params, user) if body.get("duplicate") else send_unless_identical(entry, params, user)
+    except Identical as exc:
+        return exc.answer()  # answered, not raised: launches.idempotent keeps a 409 for the key's repeats
     response = jsonify(record)
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_task", task_id=record["id"])
     return response
+
+
+class Identical(ApiError):
+    """409: an identical task is already queued or running (its object in `attach`)."""
+
+    def __init__(self, running: dict[str, Any]) -> None:
+        where = "queued" if lifecycle.phase(running.get("state")) < lifecycle.STARTED else "running"
+        super().__init__(409, f"an identical task is already {where}")
+        self.attach = running
+
+    def answer(self) -> Any:
+        """The 409 response: {"error", "attach": the task object}."""
+        return jsonify(error_body(self.message) | {"attach": self.attach}), 409
+
+
+def send_unless_identical(entry: Entry, params: dict[str, Any], user: User,
+                          retry_of: str | None = None) -> dict[str, Any]:
+    """`send`, unless the same catalog task with the same parameters is already queued or running
+    where `user` may see it, or is being sent by an identical launch that came at the same moment
+    (the claim decides which: web.launches.claim); then Identical (409, with it to attach to).
+    Raises what `send` raises."""
+    running = launches.identical(entry.name, params, lambda r: visible(user, r))
+    if running is None:
+        taken = launches.claim(entry.name, params, attach_scope(user))
+        if not isinstance(taken, launches.Claim):
+            running = taken
+    if running is not None:
+        raise Identical(running)
+    try:
+        record = send(entry, params, user, retry_of=retry_of, task_id=taken.task_id)
+    except BaseException:
+        taken.release()
+        raise
+    taken.sent()
+    return record
 
 
 def send(entry: Entry, params: dict[str, Any], user: User, retry_of: str | None = None,

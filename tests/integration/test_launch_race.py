@@ -29,8 +29,8 @@ def webs() -> Iterator[tuple[Stack, list[str]]]:
         stack.stop()
 
 
-def at_once(urls: list[str], body: dict[str, Any]) -> list[requests.Response]:
-    """POST /api/tasks with `body` LAUNCHES times, from as many threads released together, spread
+def at_once(urls: list[str], body: dict[str, Any] | None, path: str = "/api/tasks") -> list[requests.Response]:
+    """POST `path` with `body` LAUNCHES times, from as many threads released together, spread
     over `urls` in turn; the answers in thread order."""
     gate = threading.Barrier(LAUNCHES)
     answers: list[requests.Response | BaseException | None] = [None] * LAUNCHES
@@ -41,7 +41,7 @@ def at_once(urls: list[str], body: dict[str, Any]) -> list[requests.Response]:
     def one(number: int) -> None:
         gate.wait(timeout=30)
         try:
-            answers[number] = sessions[number].post(f"{urls[number % len(urls)]}/api/tasks", json=body, timeout=30)
+            answers[number] = sessions[number].post(f"{urls[number % len(urls)]}{path}", json=body, timeout=30)
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             answers[number] = exc
 
@@ -94,3 +94,20 @@ def test_identical_launches_at_once_to_one_web_process_send_one_task(webs: tuple
 def test_identical_launches_at_once_to_two_web_processes_send_one_task(webs: tuple[Stack, list[str]]) -> None:
     stack, urls = webs
     check_one_task_and_attaches(stack, urls, {"task": "long", "params": {"seconds": 2}}, "tasks.demo.long")
+
+
+def test_retries_of_one_task_at_once_on_two_web_processes_send_one_task(webs: tuple[Stack, list[str]]) -> None:
+    """A fresh user's review: 8 retries at once of one failed task across two webs gave 8 tasks."""
+    stack, urls = webs
+    api = Api(urls[0])
+    failed = api.launch("fail", steps=1, delay=0.1, message="retried at once")
+    api.wait(failed["id"], lambda t: t["state"] == "FAILURE", timeout=TIMEOUT)
+    before = received(stack, "tasks.demo.fail")
+    answers = at_once(urls, None, f"/api/tasks/{failed['id']}/retry")
+    assert sorted(a.status_code for a in answers) == [202] + [409] * (LAUNCHES - 1), [a.text[:200] for a in answers]
+    [again] = [a.json() for a in answers if a.status_code == 202]
+    assert again["retry_of"] == failed["id"]
+    assert all(a.json()["attach"]["id"] == again["id"] for a in answers if a.status_code == 409)
+    api.wait(again["id"], lambda t: t["state"] == "FAILURE", timeout=TIMEOUT)
+    wait_for(lambda: again["id"] in received(stack, "tasks.demo.fail"), 10, what="the worker's log of the retry")
+    assert received(stack, "tasks.demo.fail") - before == {again["id"]}

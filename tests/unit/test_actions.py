@@ -53,6 +53,24 @@ def test_retry_of_a_failed_launch_sends_the_same_params_again_and_links_back(cli
     assert client.get(f"/api/tasks/{again['id']}").get_json()["retry_of"] == first["id"]
 
 
+def test_a_retry_attaches_to_an_identical_task_queued_or_running_as_a_launch_does(client: Any, dash: Any,
+                                                                                 sent: list) -> None:
+    """A fresh user's review: retrying one failed task twice in a row ran two identical tasks, and
+    8 retries at once 8, while a launch with the same parameters got 409 with `attach`."""
+    failed = launch(client, "fail", steps=2, message="boom")
+    end(dash, failed["id"], "FAILURE")
+    first = client.post(f"/api/tasks/{failed['id']}/retry")
+    assert first.status_code == 202
+    again = client.post(f"/api/tasks/{failed['id']}/retry")
+    assert again.status_code == 409 and again.get_json()["attach"]["id"] == first.get_json()["id"]
+    assert again.get_json()["error"] == "An identical task is already queued"
+    launched = client.post("/api/tasks", json={"task": "fail", "params": {"steps": 2, "message": "boom"}})
+    assert launched.status_code == 409 and launched.get_json()["attach"]["id"] == first.get_json()["id"]
+    assert len(sent) == 2  # the launch and one retry
+    end(dash, first.get_json()["id"], "FAILURE")
+    assert client.post(f"/api/tasks/{failed['id']}/retry").status_code == 202  # once it ended, again
+
+
 def test_a_cancelled_task_can_be_retried_a_running_or_successful_one_cannot(client: Any, dash: Any) -> None:
     cancelled, running, done = (launch(client, "steps", steps=n) for n in (1, 2, 3))
     end(dash, cancelled["id"], "REVOKED")
