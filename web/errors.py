@@ -103,13 +103,22 @@ def _rate_limited(exc: RateLimitExceeded) -> Any:
     retry_after = max(1, int(reset_at - time.time()))  # as Flask-Limiter's own Retry-After counts
     scope = exc.limit.scope_for(request.endpoint or "", None)  # the endpoint, or "endpoint:scope"
     message = rate_limit_sentence(scope, item.amount, item.multiples, item.GRANULARITY.name, retry_after)
-    if request.endpoint == "auth.login" and request.mimetype in FORMS:  # a person at the sign-in form
-        response = make_response(render_template("login.html", error=message + ".",
+    return answer(message, 429, retry_after=retry_after)
+
+
+def answer(message: str, status: int, fields: list[dict[str, str]] | None = None,
+           retry_after: int | None = None) -> Any:
+    """An error's response: error_body's JSON, or for a person at the sign-in form (a form POST to
+    /login) the sign-in page again with the message; `retry_after` (whole seconds) as Retry-After."""
+    if request.endpoint == "auth.login" and request.mimetype in FORMS:
+        sentence = message[:1].upper() + message[1:]
+        response = make_response(render_template("login.html", error=sentence.rstrip(".") + ".",
                                                  next=request.args.get("next", "")))
     else:
-        response = jsonify(error_body(message))
-    response.status_code = 429
-    response.headers["Retry-After"] = str(retry_after)
+        response = jsonify(error_body(message, fields))
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -118,30 +127,26 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Any:
-        response = jsonify(error_body(exc.message, exc.fields))
-        response.status_code = exc.status
-        if exc.retry_after is not None:
-            response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+        return answer(exc.message, exc.status, exc.fields, exc.retry_after)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
-        return jsonify(error_body(exc.description or exc.name)), exc.code
+        return answer(exc.description or exc.name, exc.code or 500)
 
     @app.errorhandler(redis.RedisError)
     @app.errorhandler(OperationalError)
     def redis_down(exc: Exception) -> Any:
         if isinstance(exc, redis.ConnectionError) and str(exc) == POOL_EXHAUSTED:
-            # redis-py's BlockingConnectionPool.get_connection: every connection stayed busy
+            # redis-py's BlockingConnectionPool.get_connection: every connection stayed busy, because
+            # Redis answers slowly or because the web has more to ask than its connections carry
             log.warning("no free Redis connection within POOL_TIMEOUT=%g s (REDIS_CONNECTIONS=%d)",
                         settings.POOL_TIMEOUT, settings.REDIS_CONNECTIONS)
-            response = jsonify(error_body(f"the web's {settings.REDIS_CONNECTIONS} Redis connections stayed busy "
-                                          f"for {settings.POOL_TIMEOUT:g} s (REDIS_CONNECTIONS); try again shortly"))
-            response.status_code = 503
-            response.headers["Retry-After"] = "2"
-            return response
+            count = settings.REDIS_CONNECTIONS
+            return answer(f"Redis is slow to answer or the web is busy: its {count} Redis "
+                          f"connection{'' if count == 1 else 's'} (REDIS_CONNECTIONS) stayed busy for "
+                          f"{settings.POOL_TIMEOUT:g} s; try again shortly", 503, retry_after=2)
         log.warning("Redis unavailable: %s", exc)
-        return jsonify(error_body("Redis is unavailable; try again shortly")), 503
+        return answer("Redis is unavailable; try again shortly", 503)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:

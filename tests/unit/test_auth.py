@@ -130,6 +130,22 @@ def refusal(response: Any) -> str:
     return html.unescape(re.search(r'role="alert">([^<]*)<', response.get_data(as_text=True)).group(1))
 
 
+def test_a_sign_in_that_fails_for_any_reason_shows_the_sign_in_page_saying_why(secure_app: Any,
+                                                                            redis_server: Any) -> None:
+    """A fresh user's review: with Redis away the browser showed {"error": ...} as the page."""
+    client = secure_app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    redis_server.connected = False
+    down = client.post("/login", data={"username": "admin", "password": PASSWORD, "csrf_token": token})
+    assert down.status_code == 503 and refusal(down) == "Redis is unavailable; try again shortly."
+    redis_server.connected = True
+    stale = client.post("/login", data={"username": "admin", "password": PASSWORD, "csrf_token": "stale"})
+    assert stale.status_code == 400 and "CSRF" in refusal(stale) and 'name="password"' in stale.get_data(as_text=True)
+    api = client.post("/api/tasks", json={"task": "steps"})  # a program still gets JSON
+    assert api.status_code == 401 and api.get_json()["error"]
+
+
 def test_login_attempts_are_rate_limited_per_address_and_user_name(secure_app: Any) -> None:
     statuses = [attempt(secure_app, "admin", "guess", "10.0.0.1").status_code for _ in range(4)]
     assert statuses == [401, 401, 401, 429]  # LOGIN_LIMIT=3/minute
