@@ -34,6 +34,10 @@ DELTAS = "deltas:"  # the prefix of a room's twin for clients that take deltas
 # carries its message to the client; Python's built-in one is refused as "Connection refused by
 # server", which the page cannot tell from any other refusal (and then stayed, not live).
 UNAUTHORIZED = "unauthorized"
+# The refusal of a connection whose user could not be looked up (Redis away during the handshake):
+# the page tries again a few seconds later (transport.js). Accepted instead, by on_error's default,
+# it was a connection in no room, with no snapshot: not live until the page was loaded again.
+UNAVAILABLE = "unavailable"
 Refused = python_socketio.exceptions.ConnectionRefusedError
 
 
@@ -274,7 +278,11 @@ def on_connect(auth: Any = None, *_: Any) -> bool:
     # a hostile message, not a new connection, so it gets the same answer as any other one.
     if request.sid in CONNECTED:
         return on_unexpected("connect")
-    user, method = identify()  # the handshake's session cookie or Authorization header
+    try:
+        user, method = identify()  # the handshake's session cookie or Authorization header
+    except redis.RedisError as exc:
+        log.warning("connection refused for now: its user could not be looked up: %s", exc)
+        raise Refused(UNAVAILABLE) from exc
     if user is None:
         raise Refused(UNAUTHORIZED)
     # A reconnect is a new session: join again, and send the truth before any push. Under the

@@ -38,8 +38,14 @@ export function connect(ctx, emit) {
   });
   // The server refuses a connection whose access ended (signed out in another tab, say) with the
   // message "unauthorized" (web/sockets.py UNAUTHORIZED); Socket.IO does not retry a refusal.
+  // "unavailable": the server could not look the user up (Redis away); Socket.IO does not retry
+  // that refusal either, so the page does, a few seconds later.
   socket.on("connect_error", (error) => {
     if (error && error.message === "unauthorized") window.location.assign(config.login || "/login");  // signed out
+    if (error && error.message === "unavailable") {
+      emit("reconnecting", {});
+      setTimeout(() => { if (!socket.connected) socket.connect(); }, 3000);
+    }
   });
   socket.on("disconnect", (reason) => {
     live.connected = false;

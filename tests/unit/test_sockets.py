@@ -304,6 +304,23 @@ def test_a_signed_out_session_is_refused_as_unauthorized_which_the_page_acts_on(
     assert packets == [("CONNECT_ERROR", {"message": "unauthorized"})]
 
 
+def test_a_connection_whose_user_cannot_be_looked_up_is_refused_for_now_not_let_in_dead(
+        signed_in_tab: Any, redis_server: Any) -> None:
+    """Redis away during the handshake: accepted by default, the connection was in no room and got
+    no snapshot (never live); refused as "unavailable", the page tries again (transport.js)."""
+    app, http, sio, packets = signed_in_tab
+    sio.get_received()  # the first connection's snapshot
+    sio.disconnect()
+    packets.clear()
+    redis_server.connected = False
+    sio.connect()
+    assert not sio.is_connected()
+    assert packets == [("CONNECT_ERROR", {"message": "unavailable"})]
+    redis_server.connected = True
+    sio.connect()
+    assert sio.is_connected() and [m["name"] for m in sio.get_received()] == ["snapshot"]
+
+
 @pytest.mark.parametrize("when", ["after its access was read", "during its snapshot", "during its last check"])
 def test_a_session_that_ends_while_its_client_connects_is_refused(signed_in_tab: Any, monkeypatch: Any,
                                                                    when: str) -> None:
