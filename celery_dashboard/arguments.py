@@ -139,25 +139,62 @@ def _safe_repr(value: Any) -> str:
 # then `:` or `=`. The run is taken whole (possessive): the single pattern that also required a
 # sensitive word inside it backtracked through the run once per word found, quadratic in its length
 # ("token" * 4000 took 2 s, a fresh user's review; the listener and every web process stopped).
-NAME = re.compile(r"""(?<![\w-])['"]?([\w-]++)['"]?[ \t]*[:=][ \t]*""")
-# A value: a quoted string, or anything up to the next separator. Neither crosses a line: a
-# traceback's next line is not the value.
-VALUE = re.compile(r"""'(?:[^'\\\n]|\\.)*+'?|"(?:[^"\\\n]|\\.)*+"?|[^,)}\]\n]*+""")
+# Its quotes may be escaped, as in a repr or JSON text inside a string (`\'secret\'`, `\"token\"`).
+NAME = re.compile(r"""(?<![\w-])(?:\\*+['"])?([\w-]++)(?:\\*+['"])?[ \t]*[:=][ \t]*""")
+# A value: a quoted string (a bytes or raw one too) to its closing quote, a value in brackets (a
+# list, tuple, set or dict, as a repr or JSON writes it) to its closing bracket, else anything up to
+# the next separator (PLAIN). None crosses a line: a traceback's next line is not the value.
+PLAIN = re.compile(r"""[^,)}\]\n]*+""")
+QUOTED = re.compile(r"""[bBrRuU]{0,2}+\\*+['"]""")
+# What the scan of a quoted or bracketed value stops at: a quote with the backslashes before it,
+# a bracket, a line's end.
+TOKEN = re.compile(r"""(\\*+)(['"])|[\n()\[\]{}]""")
+OPENERS = "([{"
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where the value starting at `start` ends (see PLAIN and QUOTED). A string inside a string (a
+    repr or JSON text in a message) has its backslashes doubled and its quotes escaped once more
+    each time: a quote opened with n backslashes before it (0, 1, 3, 7: `'S1'`, `\\'S1\\'`) closes at
+    the same quote with n + k * 2(n + 1) of them (0 or 2 or 4 for n = 0; 1 or 5 for n = 1), the
+    others being quotes or backslashes inside it. Brackets inside quotes do not count. A value not
+    closed on its line ends there: more masked, never less. One pass, the characters that matter
+    found in C."""
+    if text[start:start + 1] not in OPENERS or start >= len(text):
+        if not QUOTED.match(text, start):
+            return PLAIN.match(text, start).end()
+    depth, quote, level = 0, "", 0
+    for token in TOKEN.finditer(text, start):
+        found = token.group()
+        if found == "\n":
+            return token.start()
+        if token.group(2):
+            slashes, char = len(token.group(1)), token.group(2)
+            if not quote:
+                quote, level = char, slashes
+            elif char == quote and slashes >= level and (slashes - level) % (2 * level + 2) == 0:
+                quote = ""
+                if depth == 0:
+                    return token.end()
+        elif not quote:
+            depth += 1 if found in OPENERS else -1
+            if depth == 0:
+                return token.end()
+    return len(text)
 
 
 def _mask_names(text: str, words: tuple[str, ...]) -> str:
     """`text` with the value after every name holding one of `words` replaced by MASK (names and
-    values as NAME and VALUE say; a name inside a value already masked is part of it). Linear in
-    the text's length."""
+    values as NAME and `_value_end` say; a name inside a value already masked is part of it).
+    Linear in the text's length."""
     holds = mentions(words).search
     out: list[str] = []
     done = 0  # text[:done] is in `out`
     for name in NAME.finditer(text):
         if name.start() < done or not holds(name.group(1)):
             continue
-        value_end = VALUE.match(text, name.end()).end()
         out += (text[done:name.end()], MASK)
-        done = value_end
+        done = _value_end(text, name.end())
     if not out:
         return text
     out.append(text[done:])
