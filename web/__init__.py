@@ -101,6 +101,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # None = only the page's own origin may open a Socket.IO connection.
     socketio.init_app(app, async_mode=app.config["ASYNC_MODE"], client_manager=sockets.TakingTurns(),
                       ping_interval=app.config["PING_INTERVAL"], ping_timeout=20,
+                      max_http_buffer_size=sockets.MAX_CLIENT_MESSAGE,
                       cors_allowed_origins=app.config.get("ALLOWED_ORIGINS") or None)
     # The store, accounts, index, revocations and result reads share one bounded pool per Redis
     # URL (celery_dashboard.connections): the web's connection budget.

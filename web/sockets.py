@@ -34,6 +34,12 @@ DELTAS = "deltas:"  # the prefix of a room's twin for clients that take deltas
 # carries its message to the client; Python's built-in one is refused as "Connection refused by
 # server", which the page cannot tell from any other refusal (and then stayed, not live).
 UNAUTHORIZED = "unauthorized"
+# Bytes one message from a client may hold (Engine.IO's max_http_buffer_size; under eventlet its
+# websocket refuses a longer frame from its header, before reading it). A page sends only its
+# handshake: the unfinished task ids it holds, at most 200 kB (static/js/transport.js
+# MAX_AUTH_BYTES). Engine.IO's default, 1 MB, let anyone, signed in or not, send frames whose
+# unmasking took 0.27 s of the event loop each (a fresh user's review: 5.3 s waits for everyone).
+MAX_CLIENT_MESSAGE = 256_000
 # The refusal of a connection whose user could not be looked up (Redis away during the handshake):
 # the page tries again a few seconds later (transport.js). Accepted instead, by on_error's default,
 # it was a connection in no room, with no snapshot: not live until the page was loaded again.

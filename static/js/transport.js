@@ -12,6 +12,9 @@ import { finished } from "./state.js";
 const READS_AT_ONCE = 4;  // tasks read again at the same time
 
 // Starts the connection. `emit(event, data)` reaches ctx.on listeners; `live` is ctx.live.
+// The handshake's size: under the server's limit on one message (web/sockets.py MAX_CLIENT_MESSAGE).
+const MAX_AUTH_BYTES = 200000;
+
 export function connect(ctx, emit) {
   const { config, tasks, live } = ctx;
   if (typeof window.io !== "function") {
@@ -23,9 +26,13 @@ export function connect(ctx, emit) {
   const limit = Number(config.snapshotActiveLimit) || 2000;
   const auth = (send) => {
     const ids = [];
+    let bytes = 0;
     for (const task of tasks.values()) {
       if (ids.length >= limit) break;
-      if (!finished(task)) ids.push(task.id);
+      if (finished(task)) continue;
+      bytes += task.id.length * 3 + 3;  // at most 3 bytes a character, quotes and comma
+      if (bytes > MAX_AUTH_BYTES) break;
+      ids.push(task.id);
     }
     send({ tasks: ids, deltas: true });
   };

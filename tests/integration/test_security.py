@@ -315,3 +315,30 @@ def test_a_chunked_body_is_read_and_bounded_like_any_other(secure: tuple) -> Non
         response = requests.post(f"{url}/api/tasks", data=chunks(body), headers=headers, timeout=10)
         assert response.status_code == status, (body[:40], response.status_code, response.text[:200])
         assert ("id" in response.json()) if status == 202 else response.json()["error"]
+
+
+def test_a_huge_message_on_the_live_connection_ends_that_connection_and_a_full_handshake_still_fits(
+        secure: tuple) -> None:
+    """A fresh user's review: anyone, not signed in, could send Engine.IO messages of 900 kB, each
+    taking 0.27 s of the event loop, for good. Now one over MAX_CLIENT_MESSAGE ends the connection;
+    the page's own handshake (2,000 unfinished task ids) still connects."""
+    import uuid
+
+    import engineio
+
+    _, url, tokens = secure
+    closed = threading.Event()
+    stranger = engineio.Client()
+    stranger.on("disconnect", lambda *_: closed.set())
+    stranger.connect(url, transports=["websocket"], engineio_path="socket.io")
+    stranger.send("4" + "x" * 900_000)  # a Socket.IO EVENT packet's type, then 900 kB
+    assert closed.wait(10), "the connection stayed open after a 900 kB message"
+    snapshot = threading.Event()
+    tab = socketio.Client(reconnection=False)
+    tab.on("snapshot", lambda data: snapshot.set())
+    tab.connect(url, transports=["websocket"], headers=auth(tokens, "admin"),
+                auth={"tasks": [str(uuid.uuid4()) for _ in range(2000)], "deltas": True}, wait_timeout=20)
+    try:
+        assert snapshot.wait(20)
+    finally:
+        tab.disconnect()
