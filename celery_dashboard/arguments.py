@@ -216,8 +216,7 @@ def mask_repr(text: Any) -> str | None:
         return None
     text = str(text)
     words = settings.MASKED_ARGUMENTS
-    lowered = text.lower().replace("-", "_")
-    if not any(word in lowered for word in words):
+    if not mentions(words).search(text):
         return _cut(text)  # nothing to mask (the listener's usual case: no parsing per event)
     if len(text) <= MAX_PARSE:
         try:

@@ -7,7 +7,7 @@ users' requests waited 12.7 s and live updates stopped for 7-11 s. `run` compute
 thread of the async library's pool (eventlet.tpool, gevent's hub threadpool), so the hub gets the
 interpreter back at each switch interval (`sys.getswitchinterval()`, 5 ms); `turn` lets one such
 job run at a time per process, so that two of them never share the hub's half and the memory they
-hold stays one job's.
+hold stays one job's. `password_check` runs sign-ins' scrypt checks the same way, a few at a time.
 """
 from __future__ import annotations
 
