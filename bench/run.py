@@ -47,7 +47,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "memory": {"tasks": 100_000, "rate": 4_000, "settle_s": 120},
     },
     "quick": {
-        "budget_s": 150,
+        "budget_s": 300,
         "latency": [{"name": "at the throttle's top rate", "tasks": 1, "steps": 5, "delay": 0.1}],
         "fanout": {"clients": [20], "baseline_clients": [20], "collector_on_clients": [20], "tasks": 4, "steps": 20,
                    "history": 20,

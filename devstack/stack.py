@@ -177,17 +177,29 @@ def users_cli(stack: Stack, *args: str, stdin: str | None = None) -> str:
 
 
 def add_users(stack: Stack, users: dict[str, str], password: str, tokens: bool = False) -> dict[str, str]:
-    """`users add NAME --role ROLE` for each of `users` (name -> role) with `password`, the accounts
-    made at once (one CLI process each, as operators would in several shells: each one hashes the
-    password); with `tokens`, then `users token NAME` for each: {name: token}."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Accounts for `users` (name -> role) with `password`, made in this process by
+    web.users.UserStore, the code `flask --app web users add` and `users token` run, against the
+    stack's Redis (its REDIS_URL, as users_cli); with `tokens`, a new API token for each:
+    {name: token}, else {}. Raises ValueError as the CLI's `add` refuses (a bad name, role or
+    short password).
 
-    def one(name: str, role: str) -> tuple[str, str]:
-        users_cli(stack, "add", name, "--role", role, "--password-stdin", stdin=password + "\n")
-        return name, users_cli(stack, "token", name).strip() if tokens else ""
+    For setting up accounts, not for testing the CLI (users_cli does that: tests/integration/
+    test_access.py, test_heroku.py): a CLI process imports and creates the web app first, 2.6 s of
+    CPU here, and the fixtures ran 8 of them at once on 2 cores (92 s of one fixture's setup in a
+    loaded `make test`)."""
+    import redis
 
-    with ThreadPoolExecutor(max_workers=max(1, len(users))) as pool:
-        made = dict(pool.map(lambda item: one(*item), users.items()))
+    from web.users import UserStore
+
+    client = redis.Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        store = UserStore(client)
+        made = {}
+        for name, role in users.items():
+            store.add(name, password, role)
+            made[name] = store.new_token(name) if tokens else ""
+    finally:
+        client.close()
     return made if tokens else {}
 
 

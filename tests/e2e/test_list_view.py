@@ -7,7 +7,6 @@ import contextlib
 import json
 import re
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from celery_dashboard import index
 from tests.e2e.conftest import TIMEOUT_MS, VIEWPORT, axe_violations
-from tests.support import BIN, ROOT, Stack, wait_for
+from tests.support import Stack, add_users, wait_for
 
 pytestmark = pytest.mark.usefixtures("eventlet_only")
 
@@ -358,10 +357,7 @@ def roles_site(stack: Stack, async_mode: str) -> Iterator[str]:
     as the test that uses it)."""
     if async_mode != "eventlet":
         pytest.skip("a page feature: checked under eventlet")
-    for name, role in (("vicky", "viewer"), ("otto", "operator")):
-        subprocess.run([str(BIN / "flask"), "--app", "web", "users", "add", name, "--role", role, "--password-stdin"],
-                       cwd=ROOT, env=stack.env, input=PASSWORD + "\n", check=True, capture_output=True, text=True,
-                       timeout=60)
+    add_users(stack, {"vicky": "viewer", "otto": "operator"}, PASSWORD)
     yield stack.start_web(env={"AUTH_REQUIRED": "1", "SECRET_KEY": "", "LOGIN_LIMIT": "1000/minute",
                                "LOGIN_LIMIT_PER_ADDRESS": "1000/minute"})
 

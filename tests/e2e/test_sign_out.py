@@ -4,7 +4,6 @@ with a question of its own open, one whose connection was away at that moment an
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,7 +13,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import TIMEOUT_MS, VIEWPORT
 from tests.e2e.test_dashboard import expect_live, launch
-from tests.support import BIN, ROOT, Stack
+from tests.support import Stack, add_users
 
 PASSWORD = "a long enough password"
 # How soon another tab must have left the dashboard: the server checks live connections every
@@ -25,9 +24,7 @@ PROMPTLY_MS = 15_000
 @pytest.fixture(scope="module")
 def signed_in_site(stack: Stack) -> str:
     """A second web process of the same stack with sign-in on and no SECRET_KEY, and an operator."""
-    subprocess.run([str(BIN / "flask"), "--app", "web", "users", "add", "olivia", "--role", "operator",
-                    "--password-stdin"], cwd=ROOT, env=stack.env, input=PASSWORD + "\n", check=True,
-                   capture_output=True, text=True, timeout=60)
+    add_users(stack, {"olivia": "operator"}, PASSWORD)
     return stack.start_web(env={"AUTH_REQUIRED": "1", "SECRET_KEY": "", "LOGIN_LIMIT": "1000/minute",
                                 "LOGIN_LIMIT_PER_ADDRESS": "1000/minute"})
 
