@@ -7,7 +7,7 @@ VENDOR := static/vendor/socket.io.min.js
 # make test runs the test files in this many processes (pytest-xdist; a file's tests stay in one process, so
 # a module's stack starts once). Each process starts its own Redis, web and workers on free ports, and writes
 # its logs under tests/artifacts/gw<N>/.
-TEST_PROCESSES ?= 2
+TEST_PROCESSES ?= 3
 
 .PHONY: check-python setup run test test-unit test-integration test-e2e screenshots lint bench bench-quick bench-latency bench-flower clean
 
