@@ -40,6 +40,7 @@ test: setup
 	scripts/ensure-compose
 	$(BIN)/ruff check celery_dashboard devstack tasks web tests bench scripts
 	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
+	$(BIN)/python -m bench.run --quick
 
 test-unit: setup
 	scripts/ensure-compose
@@ -71,9 +72,8 @@ bench: setup
 	scripts/ensure-redis
 	$(BIN)/python -m bench.run
 
-# About 150 s: small sizes; exits 1 if a step produced no numbers. Checks that the harness runs and produces
-# numbers, not timings. Writes under bench/results/quick/. make test runs it as one of its test files
-# (tests/integration/test_bench_quick.py), beside the others.
+# Under 2 minutes (about 100 s), for CI: small sizes; exits 1 if a step produced no numbers. Checks that
+# the harness runs and produces numbers, not timings. Writes under bench/results/quick/.
 bench-quick: setup
 	scripts/ensure-redis
 	$(BIN)/python -m bench.run --quick
