@@ -2,7 +2,7 @@
 relays (a naive one, and Flask-SocketIO's documented message-queue pattern), in one run.
 
     python -m bench.run            # full run, about 12 minutes on a 2-core machine (make bench)
-    python -m bench.run --quick    # CI, under 2 minutes: small sizes; checks that every step ran and
+    python -m bench.run --quick    # CI, about 150 s: small sizes; checks that every step ran and
                                    # produced numbers (exit status 1 if not), not timings;
                                    # writes under bench/results/quick/
 
